@@ -1,0 +1,916 @@
+//! `streams.yaml`: go2rtc's config syntax, plus our own `supervisor:` knobs.
+//!
+//! Parsing happens in two steps. serde-saphyr turns the text into raw
+//! structs whose interesting values are [`Spanned`], so that every later
+//! check (a bad duration, an unknown source scheme) can still name the
+//! file:line:col it came from. Then [`Config::from_raw`] validates and builds
+//! the typed config the rest of the program uses.
+//!
+//! `${VAR}` and `${VAR:default}` expand from the environment before parsing,
+//! as in go2rtc. Expansion never adds lines, so line numbers in errors stay
+//! true; a column after an expansion on the same line is off by the length
+//! difference.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub col: u64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a stream stays up after its last viewer leaves.
+    pub linger: Duration,
+    /// How long a producer gets between SIGTERM and SIGKILL.
+    pub kill_timeout: Duration,
+    /// How long producers get to deliver a first keyframe.
+    pub start_timeout: Duration,
+    /// How long a running producer may go without a frame before it is restarted.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            linger: Duration::ZERO,
+            kill_timeout: Duration::from_secs(2),
+            start_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    /// `None`: the HTTP server is disabled (`api: {listen: ""}`).
+    pub api_listen: Option<SocketAddr>,
+    pub rtsp_listen: Option<SocketAddr>,
+    pub ffmpeg_bin: String,
+    pub log_level: String,
+    pub supervisor: Timeouts,
+    pub streams: Vec<StreamConfig>,
+    /// Things we ignored but the user should know about (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub name: String,
+    /// Empty: a publish-only stream (publishers come with a later issue).
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Exactly as written in the config; the API echoes it.
+    pub url: String,
+    pub kind: SourceKind,
+    /// `supervisor:` defaults with this source's `#key=value` overrides.
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Pulled through `ffmpeg -i URL -c copy`.
+    Url { url: String, scheme: UrlScheme },
+    /// go2rtc's `ffmpeg:` shorthand.
+    Ffmpeg {
+        input: FfmpegInput,
+        video: Option<VideoCodec>,
+        audio: Option<AudioCodec>,
+    },
+    /// `exec:CMD`: CMD's stdout is FLV.
+    Exec { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlScheme {
+    Rtsp,
+    Rtmp,
+    Http,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FfmpegInput {
+    Url { url: String, scheme: UrlScheme },
+    /// Another stream (or this one), read back from our own HTTP-FLV output.
+    Stream(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Copy,
+    H264,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    Copy,
+    Aac,
+    None,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Config::parse(path, &text, &|k| std::env::var(k).ok())?)
+    }
+
+    /// Parses config text; `env` looks up `${VAR}`s.
+    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = expand_env(&file, text, env)?;
+        let yaml_err = |e: serde_saphyr::Error| {
+            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            // serde-saphyr's Display repeats the location and may add a
+            // snippet; the first line alone is the message.
+            let msg = e.to_string();
+            let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+            ConfigError {
+                file: file.clone(),
+                line,
+                col,
+                message: msg,
+            }
+        };
+        // An empty file is a valid, empty config.
+        let raw: RawRoot = if text.trim().is_empty() {
+            RawRoot::default()
+        } else {
+            serde_saphyr::from_str::<Option<RawRoot>>(&text).map_err(yaml_err)?.unwrap_or_default()
+        };
+        let keys: TopKeys = if text.trim().is_empty() {
+            TopKeys::default()
+        } else {
+            serde_saphyr::from_str::<Option<TopKeys>>(&text).map_err(yaml_err)?.unwrap_or_default()
+        };
+        let mut cfg = Config::from_raw(&file, raw)?;
+        cfg.path = path.to_path_buf();
+        cfg.warnings = keys.unknown(&file);
+        Ok(cfg)
+    }
+
+    fn from_raw(file: &str, raw: RawRoot) -> Result<Config, ConfigError> {
+        let at = |loc: &serde_saphyr::Location, message: String| ConfigError {
+            file: file.to_string(),
+            line: loc.line(),
+            col: loc.column(),
+            message,
+        };
+
+        let listen = |v: Option<Spanned<String>>, key: &str, default: &str| -> Result<Option<SocketAddr>, ConfigError> {
+            match v {
+                None => parse_listen(default).map_err(|m| ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    col: 0,
+                    message: m,
+                }),
+                Some(s) => parse_listen(&s.value).map_err(|m| at(&s.referenced, format!("{key}: {m}"))),
+            }
+        };
+        let api = raw.api.unwrap_or_default();
+        let rtsp = raw.rtsp.unwrap_or_default();
+        let api_listen = listen(api.listen, "api.listen", ":1984")?;
+        let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
+
+        let mut supervisor = Timeouts::default();
+        if let Some(s) = raw.supervisor {
+            for (key, v) in [
+                ("linger", s.linger),
+                ("kill_timeout", s.kill_timeout),
+                ("start_timeout", s.start_timeout),
+                ("stall_timeout", s.stall_timeout),
+            ] {
+                if let Some(v) = v {
+                    let d = v.value.to_duration().map_err(|m| at(&v.referenced, format!("supervisor.{key}: {m}")))?;
+                    set_timeout(&mut supervisor, key, d);
+                }
+            }
+        }
+
+        let streams_raw = raw.streams.map(|m| m.0).unwrap_or_default();
+        let names: BTreeSet<String> = streams_raw.iter().map(|(k, _)| k.value.clone()).collect();
+        let mut seen = BTreeSet::new();
+        let mut streams = Vec::new();
+        for (name, sources) in streams_raw {
+            if name.value.is_empty() {
+                return Err(at(&name.referenced, "streams: a stream name must not be empty".into()));
+            }
+            if !seen.insert(name.value.clone()) {
+                return Err(at(&name.referenced, format!("streams: stream `{}` is defined twice", name.value)));
+            }
+            let mut out = Vec::new();
+            let whole = sources.referenced;
+            for src in sources.value.0 {
+                // A lone string carries no location of its own (see `Sources`).
+                let loc = if src.referenced.line() == 0 { whole } else { src.referenced };
+                let (kind, timeouts) = parse_source(&src.value, &names, supervisor)
+                    .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
+                out.push(SourceConfig {
+                    url: src.value,
+                    kind,
+                    timeouts,
+                });
+            }
+            streams.push(StreamConfig {
+                name: name.value,
+                sources: out,
+            });
+        }
+        check_reference_cycles(&streams).map_err(|m| ConfigError {
+            file: file.to_string(),
+            line: 0,
+            col: 0,
+            message: m,
+        })?;
+
+        Ok(Config {
+            path: PathBuf::new(),
+            api_listen,
+            rtsp_listen,
+            ffmpeg_bin: raw
+                .ffmpeg
+                .and_then(|f| f.bin)
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| "ffmpeg".to_string()),
+            log_level: raw.log.and_then(|l| l.level).unwrap_or_else(|| "info".to_string()),
+            supervisor,
+            streams,
+            warnings: Vec::new(),
+        })
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+fn set_timeout(t: &mut Timeouts, key: &str, d: Duration) {
+    match key {
+        "linger" => t.linger = d,
+        "kill_timeout" => t.kill_timeout = d,
+        "start_timeout" => t.start_timeout = d,
+        "stall_timeout" => t.stall_timeout = d,
+        _ => unreachable!("caller passes only known keys"),
+    }
+}
+
+/// go2rtc's listen syntax: `":1984"` is every interface, `""` disables.
+pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    full.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| format!("`{s}` is not a listen address (expected \":PORT\" or \"HOST:PORT\")"))
+}
+
+/// A stream that (through `ffmpeg:NAME` sources) reads itself only through
+/// other streams would keep all of them alive forever: every one would count
+/// as a viewer of the next. Reading one's own stream is fine (it is internal,
+/// see `hub`), a longer loop is not.
+fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), String> {
+    let edges: HashMap<&str, Vec<&str>> = streams
+        .iter()
+        .map(|s| {
+            let refs = s
+                .sources
+                .iter()
+                .filter_map(|src| match &src.kind {
+                    SourceKind::Ffmpeg {
+                        input: FfmpegInput::Stream(t),
+                        ..
+                    } if t != &s.name => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            (s.name.as_str(), refs)
+        })
+        .collect();
+    fn visit<'a>(n: &'a str, edges: &HashMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Result<(), String> {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n);
+            return Err(format!("streams: sources read each other in a loop: {}", cycle.join(" -> ")));
+        }
+        if done.contains(n) {
+            return Ok(());
+        }
+        path.push(n);
+        for next in edges.get(n).into_iter().flatten() {
+            visit(next, edges, path, done)?;
+        }
+        path.pop();
+        done.insert(n);
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for s in streams {
+        visit(&s.name, &edges, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+/// Splits go2rtc's `#key=value` parameters off a source string. go2rtc uses
+/// the URL fragment for its own options, so a `#` never reaches the camera.
+fn split_params(s: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut parts = s.split('#');
+    let head = parts.next().unwrap_or("");
+    let params = parts
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    (head, params)
+}
+
+fn url_scheme(s: &str) -> Result<UrlScheme, String> {
+    if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.starts_with("file:") {
+        return Ok(UrlScheme::File);
+    }
+    let Some((scheme, _)) = s.split_once("://") else {
+        return Err(format!("`{s}` has no scheme (expected rtsp://, rtsps://, rtmp://, http://, https://, a file path, ffmpeg: or exec:)"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "rtsp" | "rtsps" => Ok(UrlScheme::Rtsp),
+        "rtmp" | "rtmps" => Ok(UrlScheme::Rtmp),
+        "http" | "https" => Ok(UrlScheme::Http),
+        other => Err(format!(
+            "unknown source scheme `{other}` (supported: rtsp, rtsps, rtmp, rtmps, http, https, file paths, ffmpeg:, exec:)"
+        )),
+    }
+}
+
+fn parse_source(s: &str, streams: &BTreeSet<String>, defaults: Timeouts) -> Result<(SourceKind, Timeouts), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty source".into());
+    }
+    let mut timeouts = defaults;
+    let (head, params) = split_params(s);
+    let mut video = None;
+    let mut audio = None;
+    let is_ffmpeg = head.starts_with("ffmpeg:");
+    for (k, v) in params {
+        match k {
+            "linger" | "kill_timeout" | "start_timeout" | "stall_timeout" => {
+                let d = parse_duration(v).map_err(|m| format!("#{k}: {m}"))?;
+                set_timeout(&mut timeouts, k, d);
+            }
+            "video" if is_ffmpeg => {
+                video = Some(match v {
+                    "copy" => VideoCodec::Copy,
+                    "h264" => VideoCodec::H264,
+                    _ => return Err(format!("#video={v}: supported values are copy and h264")),
+                })
+            }
+            "audio" if is_ffmpeg => {
+                audio = Some(match v {
+                    "copy" => AudioCodec::Copy,
+                    "aac" => AudioCodec::Aac,
+                    "none" => AudioCodec::None,
+                    _ => return Err(format!("#audio={v}: supported values are copy, aac and none")),
+                })
+            }
+            _ => return Err(format!("unknown source parameter `#{k}`")),
+        }
+    }
+    let kind = if let Some(rest) = head.strip_prefix("ffmpeg:") {
+        if rest.is_empty() {
+            return Err("ffmpeg: needs a URL or a stream name".into());
+        }
+        let input = if streams.contains(rest) {
+            FfmpegInput::Stream(rest.to_string())
+        } else if rest.contains("://") || rest.starts_with('/') || rest.starts_with('.') {
+            FfmpegInput::Url {
+                url: rest.to_string(),
+                scheme: url_scheme(rest)?,
+            }
+        } else {
+            return Err(format!("ffmpeg:{rest}: `{rest}` is neither a stream name nor a URL"));
+        };
+        // go2rtc: with no codec named, everything is copied; naming only one
+        // kind leaves the other out.
+        if video.is_none() && audio.is_none() {
+            video = Some(VideoCodec::Copy);
+            audio = Some(AudioCodec::Copy);
+        }
+        if audio == Some(AudioCodec::None) {
+            audio = None;
+        }
+        SourceKind::Ffmpeg { input, video, audio }
+    } else if let Some(cmd) = head.strip_prefix("exec:") {
+        let argv = shell_words::split(cmd).map_err(|e| format!("exec: {e}"))?;
+        if argv.is_empty() {
+            return Err("exec: needs a command".into());
+        }
+        SourceKind::Exec { argv }
+    } else {
+        SourceKind::Url {
+            url: head.to_string(),
+            scheme: url_scheme(head)?,
+        }
+    };
+    Ok((kind, timeouts))
+}
+
+/// `"2s"`, `"500ms"`, `"1.5s"`, `"1m"`, `"0"`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a duration (examples: 500ms, 2s, 1.5s, 1m)");
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 * 365.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn expand_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let col = (line.len() - rest.len() + start + 1) as u64;
+            let err = |message: String| ConfigError {
+                file: file.to_string(),
+                line: lineno as u64 + 1,
+                col,
+                message,
+            };
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                return Err(err("unterminated `${`".into()));
+            };
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once(':') {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let value = match (env(name), default) {
+                (Some(v), _) => v,
+                (None, Some(d)) => d.to_string(),
+                (None, None) => return Err(err(format!("environment variable `{name}` is not set (write ${{{name}:default}} to give a default)"))),
+            };
+            if value.contains('\n') {
+                return Err(err(format!("environment variable `{name}` contains a newline")));
+            }
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+// ---- raw, span-carrying structs -------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRoot {
+    api: Option<RawListen>,
+    rtsp: Option<RawListen>,
+    ffmpeg: Option<RawFfmpeg>,
+    log: Option<RawLog>,
+    supervisor: Option<RawSupervisor>,
+    streams: Option<OrderedMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawListen {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawFfmpeg {
+    bin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLog {
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawSupervisor {
+    linger: Option<Spanned<RawDuration>>,
+    kill_timeout: Option<Spanned<RawDuration>>,
+    start_timeout: Option<Spanned<RawDuration>>,
+    stall_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// A duration as written: a string with a unit, or a number of seconds.
+#[derive(Debug)]
+enum RawDuration {
+    Text(String),
+    Secs(f64),
+}
+
+impl RawDuration {
+    fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            RawDuration::Text(s) => parse_duration(s),
+            RawDuration::Secs(n) => parse_duration(&n.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 2s or 500ms")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Secs(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Secs(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Secs(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `streams:` in file order: the order is the order of the web UI and API.
+#[derive(Debug, Default)]
+struct OrderedMap(Vec<(Spanned<String>, Spanned<Sources>)>);
+
+impl<'de> Deserialize<'de> for OrderedMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrderedMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of stream names to sources")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OrderedMap, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = m.next_key::<Spanned<String>>()? {
+                    v.push((k, m.next_value()?));
+                }
+                Ok(OrderedMap(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<OrderedMap, E> {
+                Ok(OrderedMap::default())
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A stream's value: nothing, one source, or a list of sources.
+#[derive(Debug, Default)]
+struct Sources(Vec<Spanned<String>>);
+
+impl<'de> Deserialize<'de> for Sources {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A single string is wrapped by the caller's Spanned; it is stored
+        // with a placeholder location that `Spanned<Sources>` replaces below.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Sources;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a source URL or a list of source URLs")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Sources, E> {
+                Ok(Sources::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Sources, E> {
+                Ok(Sources::default())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Sources, E> {
+                Ok(Sources(vec![Spanned::new(v.to_string(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Sources, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<Spanned<String>>()? {
+                    v.push(x);
+                }
+                Ok(Sources(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The second pass: every key of the document with its location, to warn
+/// about the ones we do not know (go2rtc has many sections we ignore).
+#[derive(Debug, Default)]
+struct TopKeys(Vec<(Spanned<String>, SubKeys)>);
+
+#[derive(Debug, Default)]
+struct SubKeys(Vec<Spanned<String>>);
+
+const KNOWN: &[(&str, &[&str])] = &[
+    ("api", &["listen"]),
+    ("rtsp", &["listen"]),
+    ("ffmpeg", &["bin"]),
+    ("log", &["level"]),
+    ("supervisor", &["linger", "kill_timeout", "start_timeout", "stall_timeout"]),
+    ("streams", &[]),
+];
+
+impl TopKeys {
+    fn unknown(&self, file: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, sub) in &self.0 {
+            let here = |s: &Spanned<String>| format!("{file}:{}:{}", s.referenced.line(), s.referenced.column());
+            match KNOWN.iter().find(|(name, _)| *name == k.value) {
+                None => out.push(format!("{}: unknown key `{}` (ignored)", here(k), k.value)),
+                Some(("streams", _)) => {}
+                Some((section, keys)) => {
+                    for s in &sub.0 {
+                        if !keys.contains(&s.value.as_str()) {
+                            out.push(format!("{}: unknown key `{section}.{}` (ignored)", here(s), s.value));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for TopKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopKeys;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of config sections")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<TopKeys, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = m.next_key::<Spanned<String>>()? {
+                    v.push((k, m.next_value()?));
+                }
+                Ok(TopKeys(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        macro_rules! ignore {
+            ($($f:ident: $t:ty),*) => {$(
+                fn $f<E: de::Error>(self, _: $t) -> Result<SubKeys, E> { Ok(SubKeys::default()) }
+            )*};
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = SubKeys;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            ignore!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+            fn visit_unit<E: de::Error>(self) -> Result<SubKeys, E> {
+                Ok(SubKeys::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<SubKeys, E> {
+                Ok(SubKeys::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<SubKeys, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(SubKeys::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<SubKeys, A::Error> {
+                let mut v = Vec::new();
+                while let Some(k) = m.next_key::<Spanned<String>>()? {
+                    m.next_value::<IgnoredAny>()?;
+                    v.push(k);
+                }
+                Ok(SubKeys(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("s.yaml"), text, &|k| (k == "CAM_IP").then(|| "10.0.0.9".to_string()))
+    }
+
+    #[test]
+    fn go2rtc_syntax() {
+        let c = parse(
+            r#"
+api:    { listen: ":1984" }
+rtsp:   { listen: ":8554" }
+ffmpeg: { bin: ffmpeg }
+log:    { level: info }
+streams:
+  cam1: rtsp://10.0.0.2/stream1
+  cam2: [rtsp://10.0.0.3/main, "ffmpeg:cam2#audio=aac"]
+  pushed:
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.api_listen, Some("0.0.0.0:1984".parse().unwrap()));
+        assert_eq!(c.streams.len(), 3);
+        assert_eq!(c.streams[0].name, "cam1");
+        assert_eq!(
+            c.streams[0].sources[0].kind,
+            SourceKind::Url {
+                url: "rtsp://10.0.0.2/stream1".into(),
+                scheme: UrlScheme::Rtsp
+            }
+        );
+        assert_eq!(c.streams[1].sources[1].url, "ffmpeg:cam2#audio=aac");
+        assert_eq!(
+            c.streams[1].sources[1].kind,
+            SourceKind::Ffmpeg {
+                input: FfmpegInput::Stream("cam2".into()),
+                video: None,
+                audio: Some(AudioCodec::Aac)
+            }
+        );
+        assert!(c.streams[2].sources.is_empty());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse(
+            "supervisor: { linger: 5s, kill_timeout: 500ms }\nstreams:\n  a: rtsp://x/y#kill_timeout=3s#start_timeout=1.5s\n",
+        )
+        .unwrap();
+        assert_eq!(c.supervisor.linger, Duration::from_secs(5));
+        let t = c.streams[0].sources[0].timeouts;
+        assert_eq!(t.kill_timeout, Duration::from_secs(3));
+        assert_eq!(t.start_timeout, Duration::from_millis(1500));
+        assert_eq!(t.linger, Duration::from_secs(5));
+        assert_eq!(t.stall_timeout, Duration::from_secs(10));
+        // The fragment is ours, never the camera's.
+        assert_eq!(
+            c.streams[0].sources[0].kind,
+            SourceKind::Url {
+                url: "rtsp://x/y".into(),
+                scheme: UrlScheme::Rtsp
+            }
+        );
+    }
+
+    #[test]
+    fn env_expansion() {
+        let c = parse("streams:\n  cam: rtsp://${CAM_IP}/s\n  other: rtsp://${NOPE:1.2.3.4}/s\n").unwrap();
+        assert_eq!(c.streams[0].sources[0].url, "rtsp://10.0.0.9/s");
+        assert_eq!(c.streams[1].sources[0].url, "rtsp://1.2.3.4/s");
+        let e = parse("streams:\n  cam: rtsp://${MISSING}/s\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 15), "{e}");
+        assert!(e.message.contains("MISSING"));
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let c = parse("webrtc: { listen: \":8555\" }\napi:\n  listen: \":1\"\n  origin: \"*\"\n").unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].starts_with("s.yaml:1:1: unknown key `webrtc`"), "{:?}", c.warnings);
+        assert!(c.warnings[1].starts_with("s.yaml:4:3: unknown key `api.origin`"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn errors_name_line_and_col() {
+        let e = parse("supervisor:\n  kill_timeout: soon\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 17), "{e}");
+        assert!(e.message.contains("kill_timeout"), "{e}");
+
+        let e = parse("streams:\n  cam: foo://bar\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 8), "{e}");
+        assert!(e.message.contains("unknown source scheme `foo`"), "{e}");
+
+        let e = parse("streams:\n  cam:\n    - rtsp://a/b\n    - \"ffmpeg:x#video=vp9\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (4, 7), "{e}");
+
+        let e = parse("api: { listen: [1, 2] }\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.col > 0, "{e}");
+
+        let e = parse("streams:\n  a: rtsp://x\n b: [\n").unwrap_err();
+        assert!(e.line >= 3, "{e}");
+
+        let e = parse("api: { listen: \"nonsense\" }\n").unwrap_err();
+        assert!(e.message.contains("api.listen"), "{e}");
+    }
+
+    #[test]
+    fn sources() {
+        let names: BTreeSet<String> = ["cam".to_string()].into();
+        let d = Timeouts::default();
+        let (k, _) = parse_source("exec:sh -c 'echo \"a b\"'", &names, d).unwrap();
+        assert_eq!(
+            k,
+            SourceKind::Exec {
+                argv: vec!["sh".into(), "-c".into(), "echo \"a b\"".into()]
+            }
+        );
+        let (k, _) = parse_source("ffmpeg:rtsp://h/p#video=h264", &names, d).unwrap();
+        assert_eq!(
+            k,
+            SourceKind::Ffmpeg {
+                input: FfmpegInput::Url {
+                    url: "rtsp://h/p".into(),
+                    scheme: UrlScheme::Rtsp
+                },
+                video: Some(VideoCodec::H264),
+                audio: None
+            }
+        );
+        let (k, _) = parse_source("ffmpeg:cam", &names, d).unwrap();
+        assert_eq!(
+            k,
+            SourceKind::Ffmpeg {
+                input: FfmpegInput::Stream("cam".into()),
+                video: Some(VideoCodec::Copy),
+                audio: Some(AudioCodec::Copy)
+            }
+        );
+        assert!(parse_source("ffmpeg:nosuch", &names, d).is_err());
+        assert!(parse_source("exec:", &names, d).is_err());
+        assert!(parse_source("rtsp://a#bogus=1", &names, d).unwrap_err().contains("#bogus"));
+        assert_eq!(parse_source("/tmp/a.mp4", &names, d).unwrap().0, SourceKind::Url { url: "/tmp/a.mp4".into(), scheme: UrlScheme::File });
+    }
+
+    #[test]
+    fn reference_loops_are_rejected() {
+        let e = parse("streams:\n  a: ffmpeg:b\n  b: ffmpeg:a\n").unwrap_err();
+        assert!(e.message.contains("a -> b -> a"), "{e}");
+        // Reading oneself is allowed (go2rtc's `ffmpeg:cam#audio=aac` idiom).
+        parse("streams:\n  a: [rtsp://x/y, \"ffmpeg:a#audio=aac\"]\n").unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn empty_file_is_empty_config() {
+        let c = parse("").unwrap();
+        assert!(c.streams.is_empty());
+        assert_eq!(c.api_listen, Some("0.0.0.0:1984".parse().unwrap()));
+    }
+}

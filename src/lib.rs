@@ -1,0 +1,9 @@
+//! streamvisor: a process supervisor and live-stream relay.
+//!
+//! The layout follows the data flow (see `../shared/DESIGN.md`):
+//! [`config`] → [`source`] (what to run) → [`supervisor`] (running it) →
+//! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
+//! (HTTP-FLV out and go2rtc's JSON API).
+
+pub mod config;
+pub mod media;

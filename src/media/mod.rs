@@ -1,0 +1,101 @@
+//! Codec-neutral media units shared by every demuxer and muxer.
+//!
+//! A [`Frame`] is one access unit. Its payload is a [`Bytes`] cut straight out
+//! of the demuxer's read buffer, so fan-out to any number of viewers clones a
+//! reference count, never the bytes (DESIGN.md "The hub").
+
+pub mod flv;
+
+use bytes::Bytes;
+
+/// Every timestamp in a [`Frame`] counts ticks of this clock. 90 kHz is the
+/// RTP video clock (RFC 6184 §5.1) and the MPEG-TS PTS clock (ISO 13818-1
+/// §2.4.3.7), so the two muxers that come next need no rescaling; FLV's
+/// milliseconds convert exactly (×90).
+pub const TIMESCALE: i64 = 90_000;
+
+/// Converts FLV milliseconds to [`TIMESCALE`] ticks.
+pub const fn ms_to_ticks(ms: i64) -> i64 {
+    ms * (TIMESCALE / 1000)
+}
+
+/// Converts [`TIMESCALE`] ticks to milliseconds, rounding toward negative
+/// infinity so that ordering is preserved.
+pub const fn ticks_to_ms(ticks: i64) -> i64 {
+    ticks.div_euclid(TIMESCALE / 1000)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Payload: AVCC access unit (4-byte length-prefixed NAL units, ISO
+    /// 14496-15 §5.3.4.2), as FLV carries it.
+    H264,
+    /// Payload: one raw AAC frame (no ADTS header).
+    Aac,
+}
+
+impl Codec {
+    pub fn kind(self) -> TrackKind {
+        match self {
+            Codec::H264 => TrackKind::Video,
+            Codec::Aac => TrackKind::Audio,
+        }
+    }
+}
+
+/// A track's parameters: they travel once when the track appears and again
+/// whenever they change, never with every frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub codec: Codec,
+    /// H.264: AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1).
+    /// AAC: AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
+    pub config: Bytes,
+}
+
+impl TrackInfo {
+    pub fn kind(&self) -> TrackKind {
+        self.codec.kind()
+    }
+
+    /// AAC sample rate from the AudioSpecificConfig, where it can be read.
+    pub fn aac_sample_rate(&self) -> Option<u32> {
+        const RATES: [u32; 13] = [
+            96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+        ];
+        if self.codec != Codec::Aac || self.config.len() < 2 {
+            return None;
+        }
+        // ISO 14496-3 §1.6.2.1: 5 bits object type, 4 bits frequency index.
+        let idx = ((self.config[0] & 0x07) << 1) | (self.config[1] >> 7);
+        RATES.get(idx as usize).copied()
+    }
+}
+
+/// One access unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub codec: Codec,
+    /// Decode time, in [`TIMESCALE`] ticks.
+    pub dts: i64,
+    /// Presentation time, in [`TIMESCALE`] ticks (`pts >= dts` for H.264 with
+    /// B-frames; equal otherwise).
+    pub pts: i64,
+    /// A random access point: an IDR picture for H.264; every audio frame.
+    pub keyframe: bool,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn kind(&self) -> TrackKind {
+        self.codec.kind()
+    }
+}

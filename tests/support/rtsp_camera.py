@@ -1,0 +1,113 @@
+#!/usr/bin/python3
+"""Stand-in IP camera for integration tests: a loopback RTSP server that is
+*not* ours (GStreamer's gst-rtsp-server), serving live H.264 + AAC.
+
+Usage: /usr/bin/python3 tests/support/rtsp_camera.py --port PORT [--path /cam]
+
+Prints exactly one line "READY rtsp://127.0.0.1:PORT/cam" on stdout once the
+socket is bound, then serves until SIGTERM/SIGINT. --port 0 picks a free port
+(the READY line then carries the real one).
+
+Needs Debian's python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-
+{base,good,ugly,bad} and gstreamer1.0-libav.
+"""
+import argparse
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+def die(msg):
+    print(f"rtsp_camera: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def aac_encoder():
+    # avenc_aac (gstreamer1.0-libav) is what Debian reliably ships; the others
+    # are only fallbacks for stripped-down installs.
+    for name in ("avenc_aac", "voaacenc", "faac"):
+        if Gst.ElementFactory.find(name):
+            return name
+    die("no AAC encoder found (install gstreamer1.0-libav)")
+
+
+def launch_line():
+    # Both sources are live so the server paces output in real time, like a
+    # camera. Short GOP + in-band SPS/PPS (config-interval=-1, on every IDR)
+    # let a client that joins a shared, already-running stream start decoding
+    # within ~1 s without relying on the SDP sprop-parameter-sets.
+    video = (
+        "videotestsrc is-live=true pattern=ball"
+        " ! video/x-raw,width=320,height=240,framerate=25/1"
+        " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25"
+        " byte-stream=true"
+        " ! video/x-h264,stream-format=byte-stream,profile=constrained-baseline"
+        " ! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+    # rtpmp4gpay = RFC 3640 (mpeg4-generic, AAC-hbr), which is what real
+    # cameras send and what ffmpeg's RTSP demuxer expects for AAC.
+    audio = (
+        "audiotestsrc is-live=true wave=sine freq=440 volume=0.3"
+        " ! audioconvert ! audioresample"
+        " ! audio/x-raw,rate=44100,channels=2"
+        f" ! {aac_encoder()} bitrate=128000"
+        " ! rtpmp4gpay name=pay1 pt=97"
+    )
+    return f"( {video}  {audio} )"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--path", default="/cam")
+    args = ap.parse_args()
+    path = args.path if args.path.startswith("/") else "/" + args.path
+
+    Gst.init(None)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address(HOST)  # loopback only: never expose a test camera
+    server.set_service(str(args.port))
+
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch_line())
+    # One pipeline for all clients, so several readers (relay + probes) can
+    # attach at once and see the same stream, as with a real camera.
+    factory.set_shared(True)
+    # ffmpeg uses -rtsp_transport tcp (interleaved); keep UDP too for
+    # ad-hoc debugging with other clients.
+    factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+    server.get_mount_points().add_factory(path, factory)
+
+    # attach() binds the listening socket synchronously; 0 means it failed
+    # (typically EADDRINUSE), so there is no point entering the loop.
+    if server.attach(None) == 0:
+        die(f"cannot bind RTSP server to {HOST}:{args.port}")
+
+    loop = GLib.MainLoop()
+
+    def stop(*_):
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    # GLib-level handlers: Python's own signal handlers would not run while
+    # the main loop is blocked in C.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, stop)
+
+    # get_bound_port() reports the real port when --port 0 was asked for.
+    print(f"READY rtsp://{HOST}:{server.get_bound_port()}{path}", flush=True)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
