@@ -120,7 +120,10 @@ pub enum UrlScheme {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FfmpegInput {
-    Url { url: String, scheme: UrlScheme },
+    Url {
+        url: String,
+        scheme: UrlScheme,
+    },
     /// Another stream (or this one), read back from our own HTTP-FLV output.
     Stream(String),
 }
@@ -148,11 +151,18 @@ impl Config {
     }
 
     /// Parses config text; `env` looks up `${VAR}`s.
-    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = expand_env(&file, text, env)?;
         let yaml_err = |e: serde_saphyr::Error| {
-            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             // serde-saphyr's Display repeats the location and may add a
             // snippet; the first line alone is the message.
             let msg = e.to_string();
@@ -168,12 +178,16 @@ impl Config {
         let raw: RawRoot = if text.trim().is_empty() {
             RawRoot::default()
         } else {
-            serde_saphyr::from_str::<Option<RawRoot>>(&text).map_err(yaml_err)?.unwrap_or_default()
+            serde_saphyr::from_str::<Option<RawRoot>>(&text)
+                .map_err(yaml_err)?
+                .unwrap_or_default()
         };
         let keys: TopKeys = if text.trim().is_empty() {
             TopKeys::default()
         } else {
-            serde_saphyr::from_str::<Option<TopKeys>>(&text).map_err(yaml_err)?.unwrap_or_default()
+            serde_saphyr::from_str::<Option<TopKeys>>(&text)
+                .map_err(yaml_err)?
+                .unwrap_or_default()
         };
         let mut cfg = Config::from_raw(&file, raw)?;
         cfg.path = path.to_path_buf();
@@ -189,7 +203,10 @@ impl Config {
             message,
         };
 
-        let listen = |v: Option<Spanned<String>>, key: &str, default: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = |v: Option<Spanned<String>>,
+                      key: &str,
+                      default: &str|
+         -> Result<Option<SocketAddr>, ConfigError> {
             match v {
                 None => parse_listen(default).map_err(|m| ConfigError {
                     file: file.to_string(),
@@ -197,7 +214,9 @@ impl Config {
                     col: 0,
                     message: m,
                 }),
-                Some(s) => parse_listen(&s.value).map_err(|m| at(&s.referenced, format!("{key}: {m}"))),
+                Some(s) => {
+                    parse_listen(&s.value).map_err(|m| at(&s.referenced, format!("{key}: {m}")))
+                }
             }
         };
         let api = raw.api.unwrap_or_default();
@@ -214,7 +233,10 @@ impl Config {
                 ("stall_timeout", s.stall_timeout),
             ] {
                 if let Some(v) = v {
-                    let d = v.value.to_duration().map_err(|m| at(&v.referenced, format!("supervisor.{key}: {m}")))?;
+                    let d = v
+                        .value
+                        .to_duration()
+                        .map_err(|m| at(&v.referenced, format!("supervisor.{key}: {m}")))?;
                     set_timeout(&mut supervisor, key, d);
                 }
             }
@@ -226,16 +248,26 @@ impl Config {
         let mut streams = Vec::new();
         for (name, sources) in streams_raw {
             if name.value.is_empty() {
-                return Err(at(&name.referenced, "streams: a stream name must not be empty".into()));
+                return Err(at(
+                    &name.referenced,
+                    "streams: a stream name must not be empty".into(),
+                ));
             }
             if !seen.insert(name.value.clone()) {
-                return Err(at(&name.referenced, format!("streams: stream `{}` is defined twice", name.value)));
+                return Err(at(
+                    &name.referenced,
+                    format!("streams: stream `{}` is defined twice", name.value),
+                ));
             }
             let mut out = Vec::new();
             let whole = sources.referenced;
             for src in sources.value.0 {
                 // A lone string carries no location of its own (see `Sources`).
-                let loc = if src.referenced.line() == 0 { whole } else { src.referenced };
+                let loc = if src.referenced.line() == 0 {
+                    whole
+                } else {
+                    src.referenced
+                };
                 let (kind, timeouts) = parse_source(&src.value, &names, supervisor)
                     .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
                 out.push(SourceConfig {
@@ -265,7 +297,10 @@ impl Config {
                 .and_then(|f| f.bin)
                 .filter(|b| !b.is_empty())
                 .unwrap_or_else(|| "ffmpeg".to_string()),
-            log_level: raw.log.and_then(|l| l.level).unwrap_or_else(|| "info".to_string()),
+            log_level: raw
+                .log
+                .and_then(|l| l.level)
+                .unwrap_or_else(|| "info".to_string()),
             supervisor,
             streams,
             warnings: Vec::new(),
@@ -292,7 +327,11 @@ pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
     full.parse::<SocketAddr>()
         .map(Some)
         .map_err(|_| format!("`{s}` is not a listen address (expected \":PORT\" or \"HOST:PORT\")"))
@@ -320,11 +359,19 @@ fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), String> {
             (s.name.as_str(), refs)
         })
         .collect();
-    fn visit<'a>(n: &'a str, edges: &HashMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Result<(), String> {
+    fn visit<'a>(
+        n: &'a str,
+        edges: &HashMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Result<(), String> {
         if let Some(i) = path.iter().position(|p| *p == n) {
             let mut cycle = path[i..].to_vec();
             cycle.push(n);
-            return Err(format!("streams: sources read each other in a loop: {}", cycle.join(" -> ")));
+            return Err(format!(
+                "streams: sources read each other in a loop: {}",
+                cycle.join(" -> ")
+            ));
         }
         if done.contains(n) {
             return Ok(());
@@ -373,7 +420,11 @@ fn url_scheme(s: &str) -> Result<UrlScheme, String> {
     }
 }
 
-fn parse_source(s: &str, streams: &BTreeSet<String>, defaults: Timeouts) -> Result<(SourceKind, Timeouts), String> {
+fn parse_source(
+    s: &str,
+    streams: &BTreeSet<String>,
+    defaults: Timeouts,
+) -> Result<(SourceKind, Timeouts), String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty source".into());
@@ -401,7 +452,11 @@ fn parse_source(s: &str, streams: &BTreeSet<String>, defaults: Timeouts) -> Resu
                     "copy" => AudioCodec::Copy,
                     "aac" => AudioCodec::Aac,
                     "none" => AudioCodec::None,
-                    _ => return Err(format!("#audio={v}: supported values are copy, aac and none")),
+                    _ => {
+                        return Err(format!(
+                            "#audio={v}: supported values are copy, aac and none"
+                        ))
+                    }
                 })
             }
             _ => return Err(format!("unknown source parameter `#{k}`")),
@@ -419,7 +474,9 @@ fn parse_source(s: &str, streams: &BTreeSet<String>, defaults: Timeouts) -> Resu
                 scheme: url_scheme(rest)?,
             }
         } else {
-            return Err(format!("ffmpeg:{rest}: `{rest}` is neither a stream name nor a URL"));
+            return Err(format!(
+                "ffmpeg:{rest}: `{rest}` is neither a stream name nor a URL"
+            ));
         };
         // go2rtc: with no codec named, everything is copied; naming only one
         // kind leaves the other out.
@@ -430,7 +487,11 @@ fn parse_source(s: &str, streams: &BTreeSet<String>, defaults: Timeouts) -> Resu
         if audio == Some(AudioCodec::None) {
             audio = None;
         }
-        SourceKind::Ffmpeg { input, video, audio }
+        SourceKind::Ffmpeg {
+            input,
+            video,
+            audio,
+        }
     } else if let Some(cmd) = head.strip_prefix("exec:") {
         let argv = shell_words::split(cmd).map_err(|e| format!("exec: {e}"))?;
         if argv.is_empty() {
@@ -469,7 +530,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn expand_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+fn expand_env(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
@@ -497,7 +562,9 @@ fn expand_env(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
                 (None, None) => return Err(err(format!("environment variable `{name}` is not set (write ${{{name}:default}} to give a default)"))),
             };
             if value.contains('\n') {
-                return Err(err(format!("environment variable `{name}` contains a newline")));
+                return Err(err(format!(
+                    "environment variable `{name}` contains a newline"
+                )));
             }
             out.push_str(&value);
             rest = &after[end + 1..];
@@ -631,7 +698,11 @@ impl<'de> Deserialize<'de> for Sources {
                 Ok(Sources::default())
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Sources, E> {
-                Ok(Sources(vec![Spanned::new(v.to_string(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)]))
+                Ok(Sources(vec![Spanned::new(
+                    v.to_string(),
+                    serde_saphyr::Location::UNKNOWN,
+                    serde_saphyr::Location::UNKNOWN,
+                )]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Sources, A::Error> {
                 let mut v = Vec::new();
@@ -658,7 +729,10 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("rtsp", &["listen"]),
     ("ffmpeg", &["bin"]),
     ("log", &["level"]),
-    ("supervisor", &["linger", "kill_timeout", "start_timeout", "stall_timeout"]),
+    (
+        "supervisor",
+        &["linger", "kill_timeout", "start_timeout", "stall_timeout"],
+    ),
     ("streams", &[]),
 ];
 
@@ -666,14 +740,20 @@ impl TopKeys {
     fn unknown(&self, file: &str) -> Vec<String> {
         let mut out = Vec::new();
         for (k, sub) in &self.0 {
-            let here = |s: &Spanned<String>| format!("{file}:{}:{}", s.referenced.line(), s.referenced.column());
+            let here = |s: &Spanned<String>| {
+                format!("{file}:{}:{}", s.referenced.line(), s.referenced.column())
+            };
             match KNOWN.iter().find(|(name, _)| *name == k.value) {
                 None => out.push(format!("{}: unknown key `{}` (ignored)", here(k), k.value)),
                 Some(("streams", _)) => {}
                 Some((section, keys)) => {
                     for s in &sub.0 {
                         if !keys.contains(&s.value.as_str()) {
-                            out.push(format!("{}: unknown key `{section}.{}` (ignored)", here(s), s.value));
+                            out.push(format!(
+                                "{}: unknown key `{section}.{}` (ignored)",
+                                here(s),
+                                s.value
+                            ));
                         }
                     }
                 }
@@ -745,7 +825,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(Path::new("s.yaml"), text, &|k| (k == "CAM_IP").then(|| "10.0.0.9".to_string()))
+        Config::parse(Path::new("s.yaml"), text, &|k| {
+            (k == "CAM_IP").then(|| "10.0.0.9".to_string())
+        })
     }
 
     #[test]
@@ -810,7 +892,8 @@ streams:
 
     #[test]
     fn env_expansion() {
-        let c = parse("streams:\n  cam: rtsp://${CAM_IP}/s\n  other: rtsp://${NOPE:1.2.3.4}/s\n").unwrap();
+        let c = parse("streams:\n  cam: rtsp://${CAM_IP}/s\n  other: rtsp://${NOPE:1.2.3.4}/s\n")
+            .unwrap();
         assert_eq!(c.streams[0].sources[0].url, "rtsp://10.0.0.9/s");
         assert_eq!(c.streams[1].sources[0].url, "rtsp://1.2.3.4/s");
         let e = parse("streams:\n  cam: rtsp://${MISSING}/s\n").unwrap_err();
@@ -820,10 +903,19 @@ streams:
 
     #[test]
     fn unknown_keys_warn() {
-        let c = parse("webrtc: { listen: \":8555\" }\napi:\n  listen: \":1\"\n  origin: \"*\"\n").unwrap();
+        let c = parse("webrtc: { listen: \":8555\" }\napi:\n  listen: \":1\"\n  origin: \"*\"\n")
+            .unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings[0].starts_with("s.yaml:1:1: unknown key `webrtc`"), "{:?}", c.warnings);
-        assert!(c.warnings[1].starts_with("s.yaml:4:3: unknown key `api.origin`"), "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("s.yaml:1:1: unknown key `webrtc`"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1].starts_with("s.yaml:4:3: unknown key `api.origin`"),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
@@ -836,7 +928,8 @@ streams:
         assert_eq!((e.line, e.col), (2, 8), "{e}");
         assert!(e.message.contains("unknown source scheme `foo`"), "{e}");
 
-        let e = parse("streams:\n  cam:\n    - rtsp://a/b\n    - \"ffmpeg:x#video=vp9\"\n").unwrap_err();
+        let e = parse("streams:\n  cam:\n    - rtsp://a/b\n    - \"ffmpeg:x#video=vp9\"\n")
+            .unwrap_err();
         assert_eq!((e.line, e.col), (4, 7), "{e}");
 
         let e = parse("api: { listen: [1, 2] }\n").unwrap_err();
@@ -884,8 +977,16 @@ streams:
         );
         assert!(parse_source("ffmpeg:nosuch", &names, d).is_err());
         assert!(parse_source("exec:", &names, d).is_err());
-        assert!(parse_source("rtsp://a#bogus=1", &names, d).unwrap_err().contains("#bogus"));
-        assert_eq!(parse_source("/tmp/a.mp4", &names, d).unwrap().0, SourceKind::Url { url: "/tmp/a.mp4".into(), scheme: UrlScheme::File });
+        assert!(parse_source("rtsp://a#bogus=1", &names, d)
+            .unwrap_err()
+            .contains("#bogus"));
+        assert_eq!(
+            parse_source("/tmp/a.mp4", &names, d).unwrap().0,
+            SourceKind::Url {
+                url: "/tmp/a.mp4".into(),
+                scheme: UrlScheme::File
+            }
+        );
     }
 
     #[test]

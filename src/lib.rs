@@ -6,4 +6,7 @@
 //! (HTTP-FLV out and go2rtc's JSON API).
 
 pub mod config;
+pub mod hub;
 pub mod media;
+pub mod source;
+pub mod supervisor;

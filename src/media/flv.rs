@@ -47,7 +47,10 @@ pub enum Event {
     Track(TrackInfo),
     Frame(Frame),
     /// A tag of a codec we do not relay yet. The caller reports it once.
-    Unsupported { kind: TrackKind, codec_id: u8 },
+    Unsupported {
+        kind: TrackKind,
+        codec_id: u8,
+    },
 }
 
 #[derive(Debug)]
@@ -56,6 +59,11 @@ pub struct Demuxer {
     /// Stream offset of `buf[0]`.
     offset: u64,
     header_done: bool,
+    /// The PreviousTagSize that trails the last tag (E.3). It is skipped
+    /// when the next tag is read, not awaited after each tag: a tag is
+    /// complete without it, and waiting would hold every frame back until
+    /// the next one arrives.
+    skip: usize,
 }
 
 impl Default for Demuxer {
@@ -70,6 +78,7 @@ impl Demuxer {
             buf: BytesMut::with_capacity(64 * 1024),
             offset: 0,
             header_done: false,
+            skip: 0,
         }
     }
 
@@ -111,20 +120,28 @@ impl Demuxer {
                 if &self.buf[..3] != SIGNATURE {
                     return Err(self.err(0, "missing \"FLV\" signature"));
                 }
-                let data_offset = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) as usize;
+                let data_offset =
+                    u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
+                        as usize;
                 if !(HEADER_LEN..=1024).contains(&data_offset) {
                     return Err(self.err(5, format!("header length {data_offset} out of range")));
                 }
-                // E.3: the body starts with PreviousTagSize0.
-                if self.buf.len() < data_offset + 4 {
+                if self.buf.len() < data_offset {
                     return Ok(None);
                 }
-                self.consume(data_offset + 4);
+                self.consume(data_offset);
                 self.header_done = true;
+                // E.3: the body starts with PreviousTagSize0.
+                self.skip = 4;
             }
 
-            if self.buf.len() < TAG_HEADER_LEN {
+            if self.buf.len() < self.skip + TAG_HEADER_LEN {
                 return Ok(None);
+            }
+            if self.skip > 0 {
+                let n = self.skip;
+                self.consume(n);
+                self.skip = 0;
             }
             let h = &self.buf[..TAG_HEADER_LEN];
             let tag_type = h[0];
@@ -141,16 +158,16 @@ impl Demuxer {
             if data_size > MAX_TAG_SIZE {
                 return Err(self.err(1, format!("tag size {data_size} exceeds {MAX_TAG_SIZE}")));
             }
-            let total = TAG_HEADER_LEN + data_size + 4;
+            let total = TAG_HEADER_LEN + data_size;
             if self.buf.len() < total {
                 // Reserve once for the whole tag rather than growing in steps.
                 self.buf.reserve(total - self.buf.len());
                 return Ok(None);
             }
             let tag_offset = self.offset;
-            let mut tag = self.consume(total);
-            tag.advance(TAG_HEADER_LEN);
-            let body = tag.split_to(data_size);
+            let mut body = self.consume(total);
+            body.advance(TAG_HEADER_LEN);
+            self.skip = 4;
             let at = |rel: u64, reason: String| FlvError {
                 offset: tag_offset + TAG_HEADER_LEN as u64 + rel,
                 reason,
@@ -197,7 +214,13 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
         }));
     }
     if body.len() < 5 {
-        return Err((0, format!("AVC tag of {} bytes is shorter than its 5-byte header", body.len())));
+        return Err((
+            0,
+            format!(
+                "AVC tag of {} bytes is shorter than its 5-byte header",
+                body.len()
+            ),
+        ));
     }
     // E.4.3.1 AVCVIDEOPACKET: AVCPacketType(1) CompositionTime(SI24).
     let packet_type = body[1];
@@ -234,10 +257,16 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
 /// viewer's decoder, so it is rejected here rather than passed on.
 fn check_avc_config(data: &[u8]) -> Result<(), String> {
     if data.len() < 7 {
-        return Err(format!("AVCDecoderConfigurationRecord of {} bytes is too short", data.len()));
+        return Err(format!(
+            "AVCDecoderConfigurationRecord of {} bytes is too short",
+            data.len()
+        ));
     }
     if data[0] != 1 {
-        return Err(format!("AVCDecoderConfigurationRecord version {} (expected 1)", data[0]));
+        return Err(format!(
+            "AVCDecoderConfigurationRecord version {} (expected 1)",
+            data[0]
+        ));
     }
     Ok(())
 }
@@ -260,7 +289,10 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
     match body[1] {
         0 => {
             if data.len() < 2 {
-                return Err((2, format!("AudioSpecificConfig of {} bytes is too short", data.len())));
+                return Err((
+                    2,
+                    format!("AudioSpecificConfig of {} bytes is too short", data.len()),
+                ));
             }
             Ok(Some(Event::Track(TrackInfo {
                 codec: Codec::Aac,
@@ -286,15 +318,14 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
 
 /// Writes one viewer's FLV byte stream as a sequence of [`Bytes`] chunks.
 ///
-/// Each tag becomes two chunks: a small prefix this muxer writes
-/// (PreviousTagSize of the tag before, the tag header and the codec header)
-/// and the frame payload itself, which is the shared buffer from the demuxer.
-/// The prefixes are carved out of one scratch buffer, so a viewer costs no
-/// allocation per frame in the steady state.
+/// Each tag becomes three chunks: the tag and codec headers this muxer
+/// writes, the frame payload itself (the shared buffer from the demuxer),
+/// and the trailing PreviousTagSize. Headers and trailers are carved out of
+/// one scratch buffer, so a viewer costs no allocation per frame in the
+/// steady state.
 #[derive(Debug)]
 pub struct Muxer {
     scratch: BytesMut,
-    prev_tag_size: u32,
 }
 
 impl Default for Muxer {
@@ -307,32 +338,40 @@ impl Muxer {
     pub fn new() -> Self {
         Muxer {
             scratch: BytesMut::with_capacity(4096),
-            prev_tag_size: 0,
         }
     }
 
-    /// The file header (E.2). The flags tell players which tracks to wait for.
+    /// The file header (E.2) and PreviousTagSize0. The flags tell players
+    /// which tracks to wait for.
     pub fn header(&mut self, has_video: bool, has_audio: bool) -> Bytes {
-        self.reserve(HEADER_LEN);
+        self.reserve(HEADER_LEN + 4);
         self.scratch.put_slice(SIGNATURE);
         self.scratch.put_u8(1);
-        self.scratch.put_u8(u8::from(has_audio) << 2 | u8::from(has_video));
+        self.scratch
+            .put_u8(u8::from(has_audio) << 2 | u8::from(has_video));
         self.scratch.put_u32(HEADER_LEN as u32);
-        self.prev_tag_size = 0;
+        self.scratch.put_u32(0);
         self.scratch.split().freeze()
     }
 
     /// A sequence header tag for `info`, at `ts_ms`.
-    pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> [Bytes; 2] {
-        let prefix = self.prefix(info.codec, 0, info.config.len(), ts_ms, 0, true);
-        [prefix, info.config.clone()]
+    pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> [Bytes; 3] {
+        let (head, tail) = self.tag(info.codec, 0, info.config.len(), ts_ms, 0, true);
+        [head, info.config.clone(), tail]
     }
 
     /// A frame tag. `dts_ms` is the viewer's own (rebased) clock.
-    pub fn frame(&mut self, frame: &Frame, dts_ms: i64) -> [Bytes; 2] {
+    pub fn frame(&mut self, frame: &Frame, dts_ms: i64) -> [Bytes; 3] {
         let cts = ticks_to_ms(frame.pts - frame.dts);
-        let prefix = self.prefix(frame.codec, 1, frame.payload.len(), dts_ms, cts, frame.keyframe);
-        [prefix, frame.payload.clone()]
+        let (head, tail) = self.tag(
+            frame.codec,
+            1,
+            frame.payload.len(),
+            dts_ms,
+            cts,
+            frame.keyframe,
+        );
+        [head, frame.payload.clone(), tail]
     }
 
     fn reserve(&mut self, n: usize) {
@@ -341,15 +380,22 @@ impl Muxer {
         }
     }
 
-    fn prefix(&mut self, codec: Codec, packet_type: u8, payload_len: usize, ts_ms: i64, cts_ms: i64, key: bool) -> Bytes {
+    fn tag(
+        &mut self,
+        codec: Codec,
+        packet_type: u8,
+        payload_len: usize,
+        ts_ms: i64,
+        cts_ms: i64,
+        key: bool,
+    ) -> (Bytes, Bytes) {
         let codec_header_len = match codec {
             Codec::H264 => 5,
             Codec::Aac => 2,
         };
         let data_size = (codec_header_len + payload_len) as u32;
-        self.reserve(4 + TAG_HEADER_LEN + codec_header_len);
+        self.reserve(TAG_HEADER_LEN + codec_header_len + 4);
         let s = &mut self.scratch;
-        s.put_u32(self.prev_tag_size);
         s.put_u8(match codec {
             Codec::H264 => TAG_VIDEO,
             Codec::Aac => TAG_AUDIO,
@@ -373,8 +419,9 @@ impl Muxer {
                 s.put_u8(packet_type);
             }
         }
-        self.prev_tag_size = TAG_HEADER_LEN as u32 + data_size;
-        self.scratch.split().freeze()
+        let head = self.scratch.split().freeze();
+        self.scratch.put_u32(TAG_HEADER_LEN as u32 + data_size);
+        (head, self.scratch.split().freeze())
     }
 }
 
@@ -384,7 +431,9 @@ mod tests {
 
     fn avc_config() -> Bytes {
         // version 1, profile 66, compat 0, level 30, 0xff, 1 SPS of 4 bytes, 1 PPS of 2.
-        Bytes::from_static(&[1, 66, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 66, 0, 30, 1, 0, 2, 0x68, 0xce])
+        Bytes::from_static(&[
+            1, 66, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 66, 0, 30, 1, 0, 2, 0x68, 0xce,
+        ])
     }
 
     fn sample_stream() -> (Vec<Bytes>, Vec<Event>) {
@@ -450,19 +499,18 @@ mod tests {
     #[test]
     fn roundtrip() {
         let (chunks, expected) = sample_stream();
-        let mut bytes = concat(&chunks);
-        bytes.extend_from_slice(&[0, 0, 0, 16]); // trailing PreviousTagSize
+        let bytes = concat(&chunks);
         let mut d = Demuxer::new();
         d.push(&bytes);
         assert_eq!(demux_all(&mut d).unwrap(), expected);
-        assert_eq!(d.offset(), bytes.len() as u64);
+        // All but the last trailing PreviousTagSize, which is skipped lazily.
+        assert_eq!(d.offset() + 4, bytes.len() as u64);
     }
 
     #[test]
     fn byte_at_a_time_is_incomplete_until_whole() {
         let (chunks, expected) = sample_stream();
-        let mut bytes = concat(&chunks);
-        bytes.extend_from_slice(&[0, 0, 0, 16]);
+        let bytes = concat(&chunks);
         let mut d = Demuxer::new();
         let mut got = Vec::new();
         for b in bytes {
@@ -475,15 +523,14 @@ mod tests {
     #[test]
     fn payload_is_not_copied() {
         let (chunks, _) = sample_stream();
-        let mut bytes = concat(&chunks);
-        bytes.extend_from_slice(&[0, 0, 0, 16]);
+        let bytes = concat(&chunks);
         let mut d = Demuxer::new();
         d.push(&bytes);
         let evs = demux_all(&mut d).unwrap();
         let Event::Frame(f) = &evs[2] else { panic!() };
         // Muxing the demuxed frame hands back the very same buffer.
         let mut m = Muxer::new();
-        let [_, p] = m.frame(f, 0);
+        let [_, p, _] = m.frame(f, 0);
         assert_eq!(p.as_ptr(), f.payload.as_ptr());
     }
 
@@ -496,9 +543,9 @@ mod tests {
         assert!(e.to_string().contains("signature"), "{e}");
 
         let (chunks, _) = sample_stream();
-        let mut bytes = concat(&chunks[..3]); // header + one whole tag prefix/payload
-        let bad_at = bytes.len() + 4;
-        bytes.extend_from_slice(&[0, 0, 0, 0, 0x42, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut bytes = concat(&chunks[..4]); // header + one whole tag
+        let bad_at = bytes.len();
+        bytes.extend_from_slice(&[0x42, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         let mut d = Demuxer::new();
         d.push(&bytes);
         assert!(matches!(d.next(), Ok(Some(Event::Track(_)))));
@@ -561,19 +608,28 @@ mod tests {
         use proptest::prelude::*;
 
         fn frame_strategy() -> impl Strategy<Value = Frame> {
-            (any::<bool>(), 0i64..0x7fff_ffff, 0i64..1000, any::<bool>(), proptest::collection::vec(any::<u8>(), 1..300)).prop_map(
-                |(video, dts_ms, cts_ms, key, payload)| {
+            (
+                any::<bool>(),
+                0i64..0x7fff_ffff,
+                0i64..1000,
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 1..300),
+            )
+                .prop_map(|(video, dts_ms, cts_ms, key, payload)| {
                     let codec = if video { Codec::H264 } else { Codec::Aac };
                     let dts = ms_to_ticks(dts_ms);
                     Frame {
                         codec,
                         dts,
-                        pts: if video { dts + ms_to_ticks(cts_ms) } else { dts },
+                        pts: if video {
+                            dts + ms_to_ticks(cts_ms)
+                        } else {
+                            dts
+                        },
                         keyframe: key || !video,
                         payload: Bytes::from(payload),
                     }
-                },
-            )
+                })
         }
 
         proptest! {
@@ -590,10 +646,6 @@ mod tests {
                 d.push(&bytes[..cut]);
                 let mut got = demux_all(&mut d).unwrap();
                 d.push(&bytes[cut..]);
-                got.extend(demux_all(&mut d).unwrap());
-                // The last tag lacks its trailing PreviousTagSize until the
-                // next one arrives, as on a live wire.
-                d.push(&[0, 0, 0, 0]);
                 got.extend(demux_all(&mut d).unwrap());
                 let expected: Vec<Event> = frames.into_iter().map(Event::Frame).collect();
                 prop_assert_eq!(got, expected);

@@ -1,0 +1,748 @@
+//! One stream's fan-out: a broadcast ring of [`Item`]s, the current track
+//! table and a GOP cache.
+//!
+//! Producers call [`Fanout::publish`]; it never waits on a viewer (a full
+//! ring overwrites its oldest entry and the laggard finds out on its next
+//! read). Viewers hold a [`Cursor`]: the ring receiver plus the snapshot they
+//! joined with. Memory is bounded by the ring and the GOP cache, not by the
+//! number of viewers, and a payload is one `Bytes` shared by all of them.
+//!
+//! The short `std::sync::Mutex` here guards only in-memory bookkeeping and is
+//! never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::media::flv::Event;
+use crate::media::{Frame, TrackInfo, TrackKind, TIMESCALE};
+
+/// Ring capacity in items. At 25 fps video plus 47 AAC frames a second this
+/// is about 7 s of media: room for a viewer's hiccup, bounded memory.
+pub const RING: usize = 512;
+/// The GOP cache gives up (until the next keyframe) past these bounds, so a
+/// camera with a one-minute keyframe interval cannot eat memory.
+pub const GOP_MAX_ITEMS: usize = 2000;
+pub const GOP_MAX_BYTES: usize = 32 << 20;
+
+pub type SourceId = u16;
+
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// A source's parameters for one kind of track, new or changed.
+    Track {
+        source: SourceId,
+        info: TrackInfo,
+    },
+    /// A source stopped: its tracks are gone.
+    SourceGone {
+        source: SourceId,
+    },
+    Frame {
+        source: SourceId,
+        frame: Frame,
+    },
+    /// The stream stopped; every cursor ends.
+    Eos,
+}
+
+/// What a producer's ownership token proves: that its frames are still
+/// wanted. A restarted source gets a new generation, so a slow, stale task
+/// can never publish into (or tear down) its replacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(pub u64);
+
+#[derive(Default)]
+struct SourceState {
+    /// `Some` while a producer of this generation is attached.
+    generation: Option<Generation>,
+    video: Option<TrackInfo>,
+    audio: Option<TrackInfo>,
+    /// Maps this producer run's clock onto the stream clock.
+    offset: Option<i64>,
+    /// Last stream-clock dts per kind, so that a restart continues forward.
+    last_dts: [Option<i64>; 2],
+}
+
+struct State {
+    sources: Vec<SourceState>,
+    gop: VecDeque<Item>,
+    gop_bytes: usize,
+    /// The video source whose keyframes start the GOP cache.
+    gop_owner: Option<SourceId>,
+    ready: bool,
+}
+
+/// Told once per start, when the stream has something a viewer can decode.
+pub trait ReadyNotify: Send + Sync {
+    fn ready(&self);
+}
+
+pub struct Fanout {
+    state: Mutex<State>,
+    tx: broadcast::Sender<Item>,
+    /// The stream clock's zero; it lives as long as the stream, so timestamps
+    /// stay monotonic across producer restarts.
+    origin: Instant,
+    notify: Box<dyn ReadyNotify>,
+    pub bytes_in: AtomicU64,
+    unsupported_logged: AtomicBool,
+}
+
+fn kind_idx(k: TrackKind) -> usize {
+    match k {
+        TrackKind::Video => 0,
+        TrackKind::Audio => 1,
+    }
+}
+
+impl Fanout {
+    pub fn new(sources: usize, notify: Box<dyn ReadyNotify>) -> Fanout {
+        let (tx, _) = broadcast::channel(RING);
+        Fanout {
+            state: Mutex::new(State {
+                sources: (0..sources).map(|_| SourceState::default()).collect(),
+                gop: VecDeque::new(),
+                gop_bytes: 0,
+                gop_owner: None,
+                ready: false,
+            }),
+            tx,
+            origin: Instant::now(),
+            notify,
+            bytes_in: AtomicU64::new(0),
+            unsupported_logged: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ticks(&self) -> i64 {
+        (self.origin.elapsed().as_micros() as i64) * TIMESCALE / 1_000_000
+    }
+
+    /// Attaches a new producer run for `source`.
+    pub fn attach(&self, source: SourceId, generation: Generation) {
+        let mut st = self.lock();
+        if let Some(s) = st.sources.get_mut(source as usize) {
+            s.generation = Some(generation);
+            s.offset = None;
+        }
+    }
+
+    /// Detaches `source` if `generation` still owns it; a stale detach is a
+    /// no-op.
+    pub fn detach(&self, source: SourceId, generation: Generation) {
+        let mut st = self.lock();
+        let Some(s) = st.sources.get_mut(source as usize) else {
+            return;
+        };
+        if s.generation != Some(generation) {
+            return;
+        }
+        s.generation = None;
+        s.video = None;
+        s.audio = None;
+        s.offset = None;
+        if st.gop_owner == Some(source) {
+            st.gop.clear();
+            st.gop_bytes = 0;
+            st.gop_owner = None;
+        }
+        let _ = self.tx.send(Item::SourceGone { source });
+    }
+
+    /// Ends the current run of the stream: cursors end, state resets.
+    pub fn reset(&self) {
+        let mut st = self.lock();
+        for s in &mut st.sources {
+            s.generation = None;
+            s.video = None;
+            s.audio = None;
+            s.offset = None;
+        }
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.gop_owner = None;
+        st.ready = false;
+        let _ = self.tx.send(Item::Eos);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().ready
+    }
+
+    /// Publishes one demuxed event. Returns false if `generation` no longer
+    /// owns `source` (the caller should stop).
+    pub fn publish(&self, source: SourceId, generation: Generation, ev: Event) -> bool {
+        let mut st = self.lock();
+        let now = self.now_ticks();
+        let st = &mut *st;
+        let Some(s) = st.sources.get_mut(source as usize) else {
+            return false;
+        };
+        if s.generation != Some(generation) {
+            return false;
+        }
+        let item = match ev {
+            Event::Unsupported { kind, codec_id } => {
+                if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        source,
+                        ?kind,
+                        codec_id,
+                        "dropping a track in a codec we do not relay yet"
+                    );
+                }
+                return true;
+            }
+            Event::Track(info) => {
+                let slot = match info.kind() {
+                    TrackKind::Video => &mut s.video,
+                    TrackKind::Audio => &mut s.audio,
+                };
+                if slot.as_ref() == Some(&info) {
+                    return true; // ffmpeg repeats headers; only changes travel.
+                }
+                *slot = Some(info.clone());
+                Item::Track { source, info }
+            }
+            Event::Frame(mut frame) => {
+                self.bytes_in
+                    .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+                let k = kind_idx(frame.kind());
+                // The first frame of a run anchors its clock to "now" on the
+                // stream clock, but never before what this source already
+                // delivered: restarts keep timestamps moving forward.
+                let floor = s
+                    .last_dts
+                    .iter()
+                    .flatten()
+                    .max()
+                    .map(|d| d + 1)
+                    .unwrap_or(i64::MIN);
+                let offset = *s
+                    .offset
+                    .get_or_insert((now - frame.dts).max(floor.saturating_sub(frame.dts)));
+                frame.dts += offset;
+                frame.pts += offset;
+                if let Some(last) = s.last_dts[k] {
+                    if frame.dts < last {
+                        // Non-monotonic input (a camera clock jump): clamp so
+                        // no muxer ever goes backwards.
+                        let d = last - frame.dts;
+                        frame.dts += d;
+                        frame.pts += d;
+                    }
+                }
+                s.last_dts[k] = Some(frame.dts);
+                Item::Frame { source, frame }
+            }
+        };
+        self.cache(st, &item);
+        let _ = self.tx.send(item);
+        true
+    }
+
+    fn cache(&self, st: &mut State, item: &Item) {
+        let owner = st
+            .sources
+            .iter()
+            .position(|s| s.video.is_some())
+            .map(|i| i as SourceId);
+        if owner != st.gop_owner {
+            st.gop.clear();
+            st.gop_bytes = 0;
+            st.gop_owner = owner;
+        }
+        match item {
+            Item::Frame { source, frame }
+                if frame.kind() == TrackKind::Video && frame.keyframe && Some(*source) == owner =>
+            {
+                st.gop.clear();
+                st.gop_bytes = 0;
+                if !st.ready {
+                    st.ready = true;
+                    self.notify.ready();
+                }
+            }
+            Item::Frame { source, frame }
+                if owner.is_none() && frame.kind() == TrackKind::Audio =>
+            {
+                // An audio-only stream: any audio frame is a starting point.
+                let _ = source;
+                if !st.ready {
+                    st.ready = true;
+                    self.notify.ready();
+                }
+                if st.gop.len() > 50 {
+                    st.gop.pop_front();
+                }
+            }
+            _ if st.gop.is_empty() => return, // waiting for a keyframe
+            _ => {}
+        }
+        if let Item::Frame { frame, .. } = item {
+            st.gop_bytes += frame.payload.len();
+        }
+        st.gop.push_back(item.clone());
+        if st.gop.len() > GOP_MAX_ITEMS || st.gop_bytes > GOP_MAX_BYTES {
+            st.gop.clear();
+            st.gop_bytes = 0;
+        }
+    }
+
+    /// A new cursor: the track table and GOP cache as of now, then live items.
+    /// Both are taken under one lock, so nothing is missed or seen twice.
+    pub fn subscribe(&self) -> Cursor {
+        let st = self.lock();
+        let rx = self.tx.subscribe();
+        let mut backlog = VecDeque::new();
+        for (i, s) in st.sources.iter().enumerate() {
+            for info in [&s.video, &s.audio].into_iter().flatten() {
+                backlog.push_back(Item::Track {
+                    source: i as SourceId,
+                    info: info.clone(),
+                });
+            }
+        }
+        backlog.extend(st.gop.iter().cloned());
+        Cursor { rx, backlog }
+    }
+}
+
+/// A viewer's position in the stream: first the join snapshot, then the ring.
+pub struct Cursor {
+    rx: broadcast::Receiver<Item>,
+    backlog: VecDeque<Item>,
+}
+
+pub enum Next {
+    Item(Item),
+    /// The viewer fell behind and `n` items were overwritten before it read them.
+    Lagged(u64),
+    Closed,
+}
+
+impl Cursor {
+    pub async fn next(&mut self) -> Next {
+        if let Some(i) = self.backlog.pop_front() {
+            return Next::Item(i);
+        }
+        match self.rx.recv().await {
+            Ok(i) => Next::Item(i),
+            Err(broadcast::error::RecvError::Lagged(n)) => Next::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => Next::Closed,
+        }
+    }
+}
+
+/// Per-viewer counters the API shows.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    pub bytes: AtomicU64,
+    pub drops: AtomicU64,
+}
+
+/// Turns a [`Cursor`] into what one viewer should see: one video and one
+/// audio track chosen among the sources, starting at a keyframe, skipping
+/// ahead to the next keyframe after a lag.
+pub struct Selector {
+    cursor: Cursor,
+    /// Sources this viewer must not see: a producer reading its own stream
+    /// back (`ffmpeg:cam#audio=aac` inside `cam`) must not hear itself.
+    exclude: Option<SourceId>,
+    tracks: Vec<[Option<TrackInfo>; 2]>,
+    chosen: [Option<SourceId>; 2],
+    need_keyframe: bool,
+    lags_in_a_row: u32,
+    stats: Arc<ViewerStats>,
+}
+
+/// What a viewer's muxer gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The chosen tracks changed (appeared, switched source, new parameters).
+    Tracks {
+        video: Option<TrackInfo>,
+        audio: Option<TrackInfo>,
+    },
+    Frame(Frame),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    #[error("stream stopped")]
+    Stopped,
+    #[error("viewer too slow: fell behind {0} times in a row")]
+    TooSlow(u32),
+}
+
+/// A viewer that lags this many times without catching up to a keyframe in
+/// between is disconnected: it is only costing the ring reads.
+pub const MAX_LAGS_IN_A_ROW: u32 = 4;
+
+impl Selector {
+    pub fn new(cursor: Cursor, exclude: Option<SourceId>, stats: Arc<ViewerStats>) -> Selector {
+        Selector {
+            cursor,
+            exclude,
+            tracks: Vec::new(),
+            chosen: [None, None],
+            need_keyframe: true,
+            lags_in_a_row: 0,
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ViewerStats> {
+        &self.stats
+    }
+
+    fn chosen_info(&self, k: usize) -> Option<TrackInfo> {
+        self.chosen[k]
+            .and_then(|s| self.tracks.get(s as usize))
+            .and_then(|t| t[k].clone())
+    }
+
+    /// Applies a track-table change; lowest source index wins each kind
+    /// (README "Several sources"). Returns what the muxer must be told.
+    fn update_tracks(
+        &mut self,
+        change: impl FnOnce(&mut Vec<[Option<TrackInfo>; 2]>),
+    ) -> Option<Delivery> {
+        let before = [self.chosen_info(0), self.chosen_info(1)];
+        change(&mut self.tracks);
+        let old_video = self.chosen[0];
+        for k in 0..2 {
+            self.chosen[k] = self
+                .tracks
+                .iter()
+                .enumerate()
+                .find(|(i, t)| Some(*i as SourceId) != self.exclude && t[k].is_some())
+                .map(|(i, _)| i as SourceId);
+        }
+        if self.chosen[0] != old_video {
+            self.need_keyframe = true;
+        }
+        let after = [self.chosen_info(0), self.chosen_info(1)];
+        (after != before).then(|| {
+            let [video, audio] = after;
+            Delivery::Tracks { video, audio }
+        })
+    }
+
+    pub async fn next(&mut self) -> Result<Delivery, Ended> {
+        loop {
+            let item = match self.cursor.next().await {
+                Next::Item(i) => i,
+                Next::Closed => return Err(Ended::Stopped),
+                Next::Lagged(n) => {
+                    self.stats.drops.fetch_add(n, Ordering::Relaxed);
+                    self.lags_in_a_row += 1;
+                    if self.lags_in_a_row >= MAX_LAGS_IN_A_ROW {
+                        return Err(Ended::TooSlow(self.lags_in_a_row));
+                    }
+                    // Skip ahead: nothing until the next keyframe.
+                    self.need_keyframe = true;
+                    continue;
+                }
+            };
+            match item {
+                Item::Eos => return Err(Ended::Stopped),
+                Item::Track { source, info } => {
+                    let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
+                        let i = source as usize;
+                        if t.len() <= i {
+                            t.resize(i + 1, [None, None]);
+                        }
+                        let k = kind_idx(info.kind());
+                        t[i][k] = Some(info);
+                    };
+                    if let Some(d) = self.update_tracks(change) {
+                        return Ok(d);
+                    }
+                }
+                Item::SourceGone { source } => {
+                    let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
+                        if let Some(t) = t.get_mut(source as usize) {
+                            *t = [None, None];
+                        }
+                    };
+                    if let Some(d) = self.update_tracks(change) {
+                        return Ok(d);
+                    }
+                }
+                Item::Frame { source, frame } => {
+                    let k = kind_idx(frame.kind());
+                    if self.chosen[k] != Some(source) {
+                        continue;
+                    }
+                    if self.need_keyframe {
+                        // With video, a viewer starts (and restarts after a lag)
+                        // on a video keyframe; audio alone starts anywhere.
+                        let starts = self.chosen[0].is_none() || (k == 0 && frame.keyframe);
+                        if !starts {
+                            // Waiting for the first picture is not a drop;
+                            // skipping ahead after a lag is.
+                            if self.lags_in_a_row > 0 {
+                                self.stats.drops.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                        self.need_keyframe = false;
+                        self.lags_in_a_row = 0;
+                    }
+                    return Ok(Delivery::Frame(frame));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{ms_to_ticks, Codec};
+    use bytes::Bytes;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Count(Arc<AtomicUsize>);
+    impl ReadyNotify for Count {
+        fn ready(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn fanout(n: usize) -> (Fanout, Arc<AtomicUsize>) {
+        let c = Arc::new(AtomicUsize::new(0));
+        (Fanout::new(n, Box::new(Count(c.clone()))), c)
+    }
+
+    fn vtrack() -> Event {
+        Event::Track(TrackInfo {
+            codec: Codec::H264,
+            config: Bytes::from_static(&[1, 66, 0, 30, 0xff, 0xe1, 0]),
+        })
+    }
+    fn atrack() -> Event {
+        Event::Track(TrackInfo {
+            codec: Codec::Aac,
+            config: Bytes::from_static(&[0x12, 0x10]),
+        })
+    }
+    fn vframe(ms: i64, key: bool) -> Event {
+        Event::Frame(Frame {
+            codec: Codec::H264,
+            dts: ms_to_ticks(ms),
+            pts: ms_to_ticks(ms),
+            keyframe: key,
+            payload: Bytes::from(vec![0u8; 100]),
+        })
+    }
+    fn aframe(ms: i64) -> Event {
+        Event::Frame(Frame {
+            codec: Codec::Aac,
+            dts: ms_to_ticks(ms),
+            pts: ms_to_ticks(ms),
+            keyframe: true,
+            payload: Bytes::from_static(&[1, 2, 3]),
+        })
+    }
+
+    async fn frames(sel: &mut Selector, n: usize) -> Vec<Delivery> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(
+                tokio::time::timeout(std::time::Duration::from_secs(1), sel.next())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn late_joiner_starts_at_the_cached_keyframe() {
+        let (f, ready) = fanout(1);
+        let g = Generation(1);
+        f.attach(0, g);
+        f.publish(0, g, vtrack());
+        f.publish(0, g, atrack());
+        f.publish(0, g, vframe(0, false)); // before any keyframe: not cached
+        assert_eq!(ready.load(Ordering::SeqCst), 0);
+        f.publish(0, g, vframe(40, true));
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        f.publish(0, g, aframe(41));
+        f.publish(0, g, vframe(80, false));
+
+        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let got = frames(&mut sel, 5).await;
+        assert!(matches!(
+            &got[0],
+            Delivery::Tracks {
+                video: Some(_),
+                audio: None
+            }
+        ));
+        assert!(matches!(
+            &got[1],
+            Delivery::Tracks {
+                video: Some(_),
+                audio: Some(_)
+            }
+        ));
+        let Delivery::Frame(k) = &got[2] else {
+            panic!("{got:?}")
+        };
+        assert!(k.keyframe);
+        assert!(matches!(&got[3], Delivery::Frame(a) if a.codec == Codec::Aac));
+        assert!(matches!(&got[4], Delivery::Frame(v) if !v.keyframe));
+        // Payloads are shared with the cache, not copied.
+        let cached = f.subscribe().backlog.into_iter().find_map(|i| match i {
+            Item::Frame { frame, .. } if frame.keyframe => Some(frame),
+            _ => None,
+        });
+        assert_eq!(cached.unwrap().payload.as_ptr(), k.payload.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn stale_generation_cannot_publish_or_detach() {
+        let (f, _) = fanout(1);
+        f.attach(0, Generation(1));
+        f.attach(0, Generation(2));
+        assert!(!f.publish(0, Generation(1), vtrack()));
+        assert!(f.publish(0, Generation(2), vtrack()));
+        f.detach(0, Generation(1));
+        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        assert!(matches!(
+            frames(&mut sel, 1).await[0],
+            Delivery::Tracks { video: Some(_), .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn restart_keeps_timestamps_monotonic() {
+        let (f, _) = fanout(1);
+        f.attach(0, Generation(1));
+        f.publish(0, Generation(1), vtrack());
+        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        f.publish(0, Generation(1), vframe(5000, true));
+        f.publish(0, Generation(1), vframe(5040, false));
+        f.detach(0, Generation(1));
+        f.attach(0, Generation(2));
+        f.publish(0, Generation(2), vtrack());
+        // The new run starts its clock at zero again.
+        f.publish(0, Generation(2), vframe(0, true));
+        let mut dts = Vec::new();
+        for d in frames(&mut sel, 6).await {
+            if let Delivery::Frame(fr) = d {
+                dts.push(fr.dts);
+            }
+        }
+        assert_eq!(dts.len(), 3);
+        assert!(dts.windows(2).all(|w| w[0] < w[1]), "{dts:?}");
+    }
+
+    #[tokio::test]
+    async fn lagging_viewer_skips_to_next_keyframe_then_is_dropped_if_it_never_catches_up() {
+        let (f, _) = fanout(1);
+        let g = Generation(1);
+        f.attach(0, g);
+        f.publish(0, g, vtrack());
+        f.publish(0, g, vframe(0, true));
+        let stats = Arc::new(ViewerStats::default());
+        let mut sel = Selector::new(f.subscribe(), None, stats.clone());
+        frames(&mut sel, 2).await; // tracks + keyframe
+        for i in 1..(RING as i64 + 10) {
+            f.publish(0, g, vframe(i * 40, false));
+        }
+        f.publish(0, g, vframe(99_000, true));
+        let got = frames(&mut sel, 1).await;
+        assert!(
+            matches!(&got[0], Delivery::Frame(fr) if fr.keyframe),
+            "skipped to the keyframe"
+        );
+        assert!(stats.drops.load(Ordering::Relaxed) > 0);
+
+        // Now lag again and again with no keyframe in between.
+        let mut ms = 100_000;
+        let mut result = None;
+        for _ in 0..MAX_LAGS_IN_A_ROW + 1 {
+            for _ in 0..RING + 10 {
+                ms += 40;
+                f.publish(0, g, vframe(ms, false));
+            }
+            match tokio::time::timeout(std::time::Duration::from_millis(50), sel.next()).await {
+                Ok(Err(e)) => {
+                    result = Some(e);
+                    break;
+                }
+                Ok(Ok(d)) => panic!("delivered {d:?} without a keyframe"),
+                Err(_) => {}
+            }
+        }
+        assert_eq!(result, Some(Ended::TooSlow(MAX_LAGS_IN_A_ROW)));
+    }
+
+    #[tokio::test]
+    async fn lowest_source_wins_and_excluded_source_is_invisible() {
+        // cam: [camera (video only here), "ffmpeg:cam#audio=aac"]
+        let (f, _) = fanout(2);
+        f.attach(0, Generation(1));
+        f.attach(1, Generation(2));
+        f.publish(0, Generation(1), vtrack());
+        f.publish(0, Generation(1), vframe(0, true));
+        f.publish(1, Generation(2), atrack());
+        f.publish(1, Generation(2), aframe(10));
+
+        let mut viewer = Selector::new(f.subscribe(), None, Default::default());
+        let got = frames(&mut viewer, 3).await;
+        assert!(
+            matches!(
+                &got[1],
+                Delivery::Tracks {
+                    video: Some(_),
+                    audio: Some(_)
+                }
+            ),
+            "{got:?}"
+        );
+
+        // The transcoder reading the stream back sees only source 0.
+        let mut reader = Selector::new(f.subscribe(), Some(1), Default::default());
+        let got = frames(&mut reader, 2).await;
+        assert!(
+            matches!(
+                &got[0],
+                Delivery::Tracks {
+                    video: Some(_),
+                    audio: None
+                }
+            ),
+            "{got:?}"
+        );
+        f.publish(1, Generation(2), aframe(30));
+        f.publish(0, Generation(1), vframe(40, false));
+        let got = frames(&mut reader, 1).await;
+        assert!(
+            matches!(&got[0], Delivery::Frame(fr) if fr.codec == Codec::H264),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reset_ends_every_cursor() {
+        let (f, _) = fanout(1);
+        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        f.reset();
+        assert_eq!(sel.next().await, Err(Ended::Stopped));
+        assert!(!f.is_ready());
+    }
+}

@@ -1,0 +1,953 @@
+//! The stream actor: one task per stream owns all of that stream's state.
+//!
+//! Everything else talks to it through [`Msg`]s: a viewer joins or leaves, a
+//! producer ended, the fan-out saw its first keyframe, the API wants a
+//! snapshot. The actor never awaits a child, a socket or a peer, so it always
+//! answers, and every state it can be in has a deadline:
+//!
+//! ```text
+//! Idle ──join──> Starting ──first keyframe──> Running ──last viewer + linger──> Stopping ──all reaped──> Idle
+//!                   │ start_timeout: waiters get the stderr tail, stop          │ stop deadline: abandon, Idle
+//! ```
+//!
+//! A viewer who joins while Stopping waits for the stop to finish and then
+//! starts everything afresh (SRS marked a stream publishable before teardown
+//! finished; we never do). Producers carry a [`Generation`], so a late
+//! "ended" from an old run can never tear down its replacement.
+
+pub mod fanout;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SourceConfig, StreamConfig};
+use crate::media::flv;
+use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spawner, StderrTail};
+use fanout::{Delivery, Ended, Fanout, Generation, ReadyNotify, Selector, SourceId, ViewerStats};
+
+/// Why a viewer could not be served. Carries the stream name, and for a
+/// failed start each source's last error and stderr tail.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StreamError {
+    #[error("stream {stream}: no sources configured and no publisher connected")]
+    NoSource { stream: String },
+    #[error("stream {stream}: not running")]
+    NotRunning { stream: String },
+    #[error("stream {stream}: producers did not deliver a keyframe within {timeout_ms} ms")]
+    StartFailed {
+        stream: String,
+        timeout_ms: u64,
+        sources: Vec<SourceFailure>,
+    },
+    #[error("stream {stream}: no answer within {timeout_ms} ms")]
+    Timeout { stream: String, timeout_ms: u64 },
+    #[error("stream {stream}: server is shutting down")]
+    ShuttingDown { stream: String },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceFailure {
+    pub url: String,
+    pub last_error: Option<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// What the API shows of a producer. `url` is echoed exactly as configured;
+/// the rest are streamvisor's extra fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProducerInfo {
+    pub url: String,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub started_at: Option<String>,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    pub stderr_tail: Vec<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerInfo {
+    pub protocol: &'static str,
+    pub remote_addr: Option<String>,
+    pub bytes: u64,
+    pub drops: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    pub producers: Vec<ProducerInfo>,
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// Who is asking to watch.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub protocol: &'static str,
+    pub remote_addr: Option<SocketAddr>,
+    /// A producer reading a stream back: it never starts a stream, and when
+    /// it reads its own stream it does not keep it alive.
+    pub internal: bool,
+    pub exclude: Option<SourceId>,
+}
+
+/// What every stream needs from the rest of the program.
+pub struct Deps {
+    pub spawner: Arc<dyn Spawner>,
+    pub ffmpeg_bin: String,
+    /// Our own HTTP base URL, for `ffmpeg:STREAM` sources.
+    pub internal_base: Option<String>,
+}
+
+enum Msg {
+    Join {
+        req: JoinRequest,
+        reply: oneshot::Sender<Result<Viewer, StreamError>>,
+    },
+    Leave {
+        id: u64,
+    },
+    Ready,
+    ProducerEnded {
+        index: usize,
+        generation: Generation,
+        outcome: Outcome,
+    },
+    Info {
+        reply: oneshot::Sender<StreamInfo>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+enum Outcome {
+    SpawnFailed(String),
+    Ended(Report),
+}
+
+/// A handle to one stream's actor. Cheap to clone.
+#[derive(Clone)]
+pub struct Stream {
+    name: Arc<str>,
+    tx: mpsc::UnboundedSender<Msg>,
+    join_timeout: Duration,
+}
+
+/// One viewer: its place in the fan-out, and its lease on the stream (the
+/// stream stops when the last real lease is gone).
+pub struct Viewer {
+    selector: Selector,
+    _lease: Lease,
+}
+
+impl Viewer {
+    pub async fn next(&mut self) -> Result<Delivery, Ended> {
+        self.selector.next().await
+    }
+
+    pub fn stats(&self) -> &Arc<ViewerStats> {
+        self.selector.stats()
+    }
+}
+
+struct Lease {
+    id: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Leave { id: self.id });
+    }
+}
+
+struct Notify(mpsc::UnboundedSender<Msg>);
+
+impl ReadyNotify for Notify {
+    fn ready(&self) {
+        let _ = self.0.send(Msg::Ready);
+    }
+}
+
+impl Stream {
+    pub fn spawn(cfg: StreamConfig, deps: Arc<Deps>) -> Stream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fanout = Arc::new(Fanout::new(cfg.sources.len(), Box::new(Notify(tx.clone()))));
+        let max =
+            |f: fn(&SourceConfig) -> Duration| cfg.sources.iter().map(f).max().unwrap_or_default();
+        let start_timeout = max(|s| s.timeouts.start_timeout);
+        let stop_bound = max(|s| s.timeouts.kill_timeout)
+            + supervisor::REAP_GRACE
+            + supervisor::DRAIN
+            + Duration::from_secs(1);
+        let name: Arc<str> = cfg.name.as_str().into();
+        let actor = Actor {
+            name: name.clone(),
+            slots: cfg
+                .sources
+                .iter()
+                .map(|s| Slot {
+                    cfg: s.clone(),
+                    state: SlotState::Idle,
+                    restarts: 0,
+                    attempt: 0,
+                    last_error: None,
+                    tail: Default::default(),
+                    stats: Default::default(),
+                    started_at: None,
+                })
+                .collect(),
+            linger: max(|s| s.timeouts.linger),
+            start_timeout,
+            stop_bound,
+            deps,
+            fanout,
+            tx: tx.clone(),
+            phase: Phase::Idle,
+            consumers: BTreeMap::new(),
+            waiters: Vec::new(),
+            next_id: 0,
+            next_generation: 0,
+            linger_at: None,
+            origin: Instant::now(),
+            shutdown: Vec::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        Stream {
+            name,
+            tx,
+            join_timeout: start_timeout + stop_bound + Duration::from_secs(2),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Joins as a viewer: starts the stream if needed and waits (bounded) for
+    /// its first keyframe.
+    pub async fn join(&self, req: JoinRequest) -> Result<Viewer, StreamError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || StreamError::ShuttingDown {
+            stream: self.name.to_string(),
+        };
+        self.tx.send(Msg::Join { req, reply }).map_err(|_| gone())?;
+        match tokio::time::timeout(self.join_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(StreamError::Timeout {
+                stream: self.name.to_string(),
+                timeout_ms: self.join_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    pub async fn info(&self) -> Option<StreamInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Info { reply }).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Stops every producer (TERM → deadline → KILL → reap) and ends the
+    /// actor. Returns when done, or when the actor is already gone.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting { deadline: Instant },
+    Running,
+    Stopping { deadline: Instant },
+}
+
+enum SlotState {
+    Idle,
+    Running {
+        generation: Generation,
+        stop: CancellationToken,
+        since: Instant,
+    },
+    /// Stop requested; waiting for the producer task to report.
+    Stopping {
+        generation: Generation,
+    },
+    Backoff {
+        until: Instant,
+    },
+}
+
+#[derive(Default)]
+struct ProducerStats {
+    pid: AtomicU32,
+    bytes: AtomicU64,
+    /// Milliseconds since the actor's origin at the last frame.
+    last_frame_ms: AtomicU64,
+}
+
+struct Slot {
+    cfg: SourceConfig,
+    state: SlotState,
+    restarts: u32,
+    attempt: u32,
+    last_error: Option<String>,
+    tail: Arc<StderrTail>,
+    stats: Arc<ProducerStats>,
+    started_at: Option<SystemTime>,
+}
+
+struct Consumer {
+    protocol: &'static str,
+    remote_addr: Option<SocketAddr>,
+    internal: bool,
+    stats: Arc<ViewerStats>,
+}
+
+struct Waiter {
+    req: JoinRequest,
+    reply: oneshot::Sender<Result<Viewer, StreamError>>,
+}
+
+struct Actor {
+    name: Arc<str>,
+    slots: Vec<Slot>,
+    linger: Duration,
+    start_timeout: Duration,
+    stop_bound: Duration,
+    deps: Arc<Deps>,
+    fanout: Arc<Fanout>,
+    tx: mpsc::UnboundedSender<Msg>,
+    phase: Phase,
+    consumers: BTreeMap<u64, Consumer>,
+    waiters: Vec<Waiter>,
+    next_id: u64,
+    next_generation: u64,
+    linger_at: Option<Instant>,
+    origin: Instant,
+    shutdown: Vec<oneshot::Sender<()>>,
+}
+
+/// Restart delay: 0.5 s doubling to 10 s, ±20 % jitter so that cameras on
+/// one flaky switch do not all reconnect in the same instant.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500)
+        .saturating_mul(1 << attempt.min(5))
+        .min(Duration::from_secs(10));
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let deadline = self.next_deadline();
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))) => {
+                    self.on_timer();
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            self.handle(msg);
+            if !self.shutdown.is_empty() && self.phase == Phase::Idle {
+                for r in self.shutdown.drain(..) {
+                    let _ = r.send(());
+                }
+                break;
+            }
+        }
+        tracing::debug!(stream = %self.name, "stream actor ended");
+    }
+
+    fn real_viewers(&self) -> usize {
+        self.consumers.values().filter(|c| !c.internal).count()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut add = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        match self.phase {
+            Phase::Starting { deadline } | Phase::Stopping { deadline } => add(deadline),
+            _ => {}
+        }
+        if let Some(t) = self.linger_at {
+            add(t);
+        }
+        if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            for s in &self.slots {
+                match s.state {
+                    SlotState::Backoff { until } => add(until),
+                    SlotState::Running { .. } if self.phase == Phase::Running => {
+                        add(Instant::now() + STALL_CHECK)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Join { req, reply } => self.on_join(req, reply),
+            Msg::Leave { id } => {
+                if self.consumers.remove(&id).is_some() {
+                    self.maybe_linger();
+                }
+            }
+            Msg::Ready => self.on_ready(),
+            Msg::ProducerEnded {
+                index,
+                generation,
+                outcome,
+            } => self.on_producer_ended(index, generation, outcome),
+            Msg::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+            Msg::Shutdown { reply } => {
+                self.shutdown.push(reply);
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Err(StreamError::ShuttingDown {
+                        stream: self.name.to_string(),
+                    }));
+                }
+                self.linger_at = None;
+                if !matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
+                    self.stop_all("shutdown");
+                }
+            }
+        }
+    }
+
+    fn on_join(&mut self, req: JoinRequest, reply: oneshot::Sender<Result<Viewer, StreamError>>) {
+        let stream = self.name.to_string();
+        if !self.shutdown.is_empty() {
+            let _ = reply.send(Err(StreamError::ShuttingDown { stream }));
+            return;
+        }
+        match self.phase {
+            Phase::Running => {
+                let v = self.subscribe(&req);
+                let _ = reply.send(Ok(v));
+            }
+            Phase::Idle | Phase::Stopping { .. } if req.internal => {
+                // Internal readers follow a stream; they never start one.
+                let _ = reply.send(Err(StreamError::NotRunning { stream }));
+            }
+            Phase::Idle if self.slots.is_empty() => {
+                let _ = reply.send(Err(StreamError::NoSource { stream }));
+            }
+            Phase::Idle => {
+                self.waiters.push(Waiter { req, reply });
+                self.start_all();
+            }
+            Phase::Starting { .. } | Phase::Stopping { .. } => {
+                self.waiters.push(Waiter { req, reply })
+            }
+        }
+        if self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal) {
+            self.linger_at = None;
+        }
+    }
+
+    fn subscribe(&mut self, req: &JoinRequest) -> Viewer {
+        let id = self.next_id;
+        self.next_id += 1;
+        let stats = Arc::new(ViewerStats::default());
+        self.consumers.insert(
+            id,
+            Consumer {
+                protocol: req.protocol,
+                remote_addr: req.remote_addr,
+                internal: req.internal,
+                stats: stats.clone(),
+            },
+        );
+        tracing::info!(stream = %self.name, viewer = id, protocol = req.protocol, remote = ?req.remote_addr, internal = req.internal, "viewer joined");
+        Viewer {
+            selector: Selector::new(self.fanout.subscribe(), req.exclude, stats),
+            _lease: Lease {
+                id,
+                tx: self.tx.clone(),
+            },
+        }
+    }
+
+    fn maybe_linger(&mut self) {
+        let wanted = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
+        if !wanted
+            && matches!(self.phase, Phase::Running | Phase::Starting { .. })
+            && self.linger_at.is_none()
+        {
+            tracing::debug!(stream = %self.name, linger_ms = self.linger.as_millis() as u64, "last viewer left");
+            self.linger_at = Some(Instant::now() + self.linger);
+        }
+    }
+
+    fn start_all(&mut self) {
+        tracing::info!(stream = %self.name, sources = self.slots.len(), "starting stream");
+        self.phase = Phase::Starting {
+            deadline: Instant::now() + self.start_timeout,
+        };
+        for i in 0..self.slots.len() {
+            self.slots[i].attempt = 0;
+            self.slots[i].last_error = None;
+            self.slots[i].tail.clear();
+            self.start_slot(i);
+        }
+    }
+
+    fn start_slot(&mut self, index: usize) {
+        self.next_generation += 1;
+        let generation = Generation(self.next_generation);
+        let name = self.name.to_string();
+        let slot = &mut self.slots[index];
+        let env = crate::source::Env {
+            ffmpeg_bin: &self.deps.ffmpeg_bin,
+            internal_base: self.deps.internal_base.as_deref(),
+            stream: &name,
+            index,
+        };
+        let cmd = match crate::source::command(&slot.cfg, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                // A config that cannot run: report it like a failed spawn.
+                let _ = self.tx.send(Msg::ProducerEnded {
+                    index,
+                    generation,
+                    outcome: Outcome::SpawnFailed(e.to_string()),
+                });
+                slot.state = SlotState::Running {
+                    generation,
+                    stop: CancellationToken::new(),
+                    since: Instant::now(),
+                };
+                return;
+            }
+        };
+        let stop = CancellationToken::new();
+        slot.state = SlotState::Running {
+            generation,
+            stop: stop.clone(),
+            since: Instant::now(),
+        };
+        slot.started_at = Some(SystemTime::now());
+        slot.stats
+            .last_frame_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.fanout.attach(index as SourceId, generation);
+        let task = ProducerTask {
+            stream: name,
+            index,
+            generation,
+            cmd,
+            kill_timeout: slot.cfg.timeouts.kill_timeout,
+            spawner: self.deps.spawner.clone(),
+            fanout: self.fanout.clone(),
+            stats: slot.stats.clone(),
+            tail: slot.tail.clone(),
+            stop,
+            tx: self.tx.clone(),
+            origin: self.origin,
+        };
+        tokio::spawn(task.run());
+    }
+
+    fn on_ready(&mut self) {
+        if !matches!(self.phase, Phase::Starting { .. }) {
+            return;
+        }
+        tracing::info!(stream = %self.name, "stream running");
+        self.phase = Phase::Running;
+        for w in std::mem::take(&mut self.waiters) {
+            let v = self.subscribe(&w.req);
+            // A waiter that gave up drops its Viewer here, which sends Leave.
+            let _ = w.reply.send(Ok(v));
+        }
+        self.maybe_linger();
+    }
+
+    fn on_producer_ended(&mut self, index: usize, generation: Generation, outcome: Outcome) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let current = match slot.state {
+            SlotState::Running { generation: g, .. } | SlotState::Stopping { generation: g } => {
+                g == generation
+            }
+            _ => false,
+        };
+        if !current {
+            tracing::debug!(stream = %self.name, source = index, ?generation, "stale producer report ignored");
+            return;
+        }
+        self.fanout.detach(index as SourceId, generation);
+        slot.stats.pid.store(0, Ordering::Relaxed);
+        let deliberate = matches!(slot.state, SlotState::Stopping { .. });
+        let error = match &outcome {
+            Outcome::SpawnFailed(e) => Some(format!("spawn failed: {e}")),
+            Outcome::Ended(r)
+                if deliberate && r.ended_by != EndedBy::Abandoned && slot.last_error.is_none() =>
+            {
+                None
+            }
+            Outcome::Ended(r) => Some(describe_end(r, &slot.tail)),
+        };
+        if let Some(e) = error {
+            if !deliberate || slot.last_error.is_none() {
+                slot.last_error = Some(e);
+            }
+        }
+        match self.phase {
+            Phase::Starting { .. } | Phase::Running if self.shutdown.is_empty() => {
+                let delay = backoff(slot.attempt);
+                slot.attempt = slot.attempt.saturating_add(1);
+                slot.restarts += 1;
+                tracing::warn!(
+                    stream = %self.name,
+                    source = index,
+                    error = slot.last_error.as_deref().unwrap_or(""),
+                    retry_ms = delay.as_millis() as u64,
+                    "producer ended while viewers remain; restarting"
+                );
+                slot.state = SlotState::Backoff {
+                    until: Instant::now() + delay,
+                };
+            }
+            _ => {
+                slot.state = SlotState::Idle;
+                self.maybe_finish_stop();
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Starting { deadline } if now >= deadline => {
+                let err = StreamError::StartFailed {
+                    stream: self.name.to_string(),
+                    timeout_ms: self.start_timeout.as_millis() as u64,
+                    sources: self
+                        .slots
+                        .iter()
+                        .map(|s| SourceFailure {
+                            url: s.cfg.url.clone(),
+                            last_error: s.last_error.clone(),
+                            stderr_tail: s.tail.lines(),
+                        })
+                        .collect(),
+                };
+                tracing::warn!(stream = %self.name, "{err}");
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Err(err.clone()));
+                }
+                self.stop_all("start timeout");
+                return;
+            }
+            Phase::Stopping { deadline } if now >= deadline => {
+                for (i, s) in self.slots.iter_mut().enumerate() {
+                    if !matches!(s.state, SlotState::Idle) {
+                        tracing::error!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "producer did not report in time; abandoned");
+                        s.state = SlotState::Idle;
+                    }
+                }
+                self.maybe_finish_stop();
+                return;
+            }
+            _ => {}
+        }
+        if let Some(t) = self.linger_at {
+            if now >= t {
+                self.linger_at = None;
+                if self.real_viewers() == 0 && !self.waiters.iter().any(|w| !w.req.internal) {
+                    self.stop_all("no viewers");
+                    return;
+                }
+            }
+        }
+        if !matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            return;
+        }
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            match &s.state {
+                SlotState::Backoff { until } if now >= *until => self.start_slot(i),
+                SlotState::Running {
+                    generation,
+                    stop,
+                    since,
+                } if self.phase == Phase::Running => {
+                    let stall = s.cfg.timeouts.stall_timeout;
+                    let idle_ms =
+                        now_ms.saturating_sub(s.stats.last_frame_ms.load(Ordering::Relaxed));
+                    if now.duration_since(*since) >= stall && idle_ms >= stall.as_millis() as u64 {
+                        let msg = format!("stalled: no frame for {idle_ms} ms");
+                        tracing::warn!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "{msg}; restarting");
+                        stop.cancel();
+                        let generation = *generation;
+                        self.slots[i].last_error = Some(msg);
+                        self.slots[i].state = SlotState::Stopping { generation };
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops every producer at once, under one shared deadline.
+    fn stop_all(&mut self, why: &str) {
+        tracing::info!(stream = %self.name, reason = why, "stopping stream");
+        self.linger_at = None;
+        self.phase = Phase::Stopping {
+            deadline: Instant::now() + self.stop_bound,
+        };
+        for s in &mut self.slots {
+            s.state = match std::mem::replace(&mut s.state, SlotState::Idle) {
+                SlotState::Running {
+                    generation, stop, ..
+                } => {
+                    stop.cancel();
+                    SlotState::Stopping { generation }
+                }
+                SlotState::Stopping { generation } => SlotState::Stopping { generation },
+                SlotState::Idle | SlotState::Backoff { .. } => SlotState::Idle,
+            };
+        }
+        self.maybe_finish_stop();
+    }
+
+    fn maybe_finish_stop(&mut self) {
+        if !matches!(self.phase, Phase::Stopping { .. })
+            || !self
+                .slots
+                .iter()
+                .all(|s| matches!(s.state, SlotState::Idle))
+        {
+            return;
+        }
+        self.fanout.reset();
+        self.phase = Phase::Idle;
+        tracing::info!(stream = %self.name, "stream stopped");
+        if self.shutdown.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
+            // Viewers arrived during the stop: start afresh.
+            self.start_all();
+        } else {
+            for w in self.waiters.drain(..) {
+                let _ = w.reply.send(Err(StreamError::NotRunning {
+                    stream: self.name.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            producers: self
+                .slots
+                .iter()
+                .map(|s| {
+                    let state = match s.state {
+                        SlotState::Idle => "idle",
+                        SlotState::Running { .. } if self.phase == Phase::Running => "running",
+                        SlotState::Running { .. } => "starting",
+                        SlotState::Stopping { .. } => "stopping",
+                        SlotState::Backoff { .. } => "backoff",
+                    };
+                    let pid = s.stats.pid.load(Ordering::Relaxed);
+                    let live = !matches!(s.state, SlotState::Idle);
+                    ProducerInfo {
+                        url: s.cfg.url.clone(),
+                        state,
+                        pid: (pid != 0).then_some(pid),
+                        started_at: s
+                            .started_at
+                            .filter(|_| live)
+                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                        restarts: s.restarts,
+                        last_error: s.last_error.clone(),
+                        stderr_tail: s.tail.lines(),
+                        bytes: s.stats.bytes.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+            consumers: self
+                .consumers
+                .values()
+                .map(|c| ConsumerInfo {
+                    protocol: c.protocol,
+                    remote_addr: c.remote_addr.map(|a| a.to_string()),
+                    bytes: c.stats.bytes.load(Ordering::Relaxed),
+                    drops: c.stats.drops.load(Ordering::Relaxed),
+                    internal: c.internal,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn describe_end(r: &Report, tail: &StderrTail) -> String {
+    let how = match (r.exit, r.ended_by) {
+        (_, EndedBy::Abandoned) => "could not be reaped (abandoned)".to_string(),
+        (Some(e), _) => e.to_string(),
+        (None, _) => "ended".to_string(),
+    };
+    let mut s = format!("producer pid {} ended: {how}", r.pid);
+    if let Some(supervisor::StopReason::Output(why)) = &r.stop_reason {
+        s.push_str(&format!(" ({why})"));
+    }
+    if let Some(last) = tail.lines().last() {
+        s.push_str(&format!("; stderr: {last}"));
+    }
+    s
+}
+
+/// Hides `user:password@` in URLs before a command line reaches the log.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                out.push_str(&rest[..colon]);
+                out.push_str(":***");
+                rest = &rest[at..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+struct ProducerTask {
+    stream: String,
+    index: usize,
+    generation: Generation,
+    cmd: CommandSpec,
+    kill_timeout: Duration,
+    spawner: Arc<dyn Spawner>,
+    fanout: Arc<Fanout>,
+    stats: Arc<ProducerStats>,
+    tail: Arc<StderrTail>,
+    stop: CancellationToken,
+    tx: mpsc::UnboundedSender<Msg>,
+    origin: Instant,
+}
+
+impl ProducerTask {
+    async fn run(self) {
+        let (index, generation) = (self.index, self.generation);
+        let outcome = match self.spawner.spawn(&self.cmd) {
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, source = index, cmd = %redact(&self.cmd.to_string()), error = %e, "producer spawn failed");
+                Outcome::SpawnFailed(format!("{}: {e}", self.cmd.program))
+            }
+            Ok(spawned) => {
+                self.stats.pid.store(spawned.pid, Ordering::Relaxed);
+                tracing::info!(stream = %self.stream, source = index, pid = spawned.pid, cmd = %redact(&self.cmd.to_string()), "producer started");
+                let (fanout, stats, origin, stream) = (
+                    self.fanout.clone(),
+                    self.stats.clone(),
+                    self.origin,
+                    self.stream.clone(),
+                );
+                let report = supervisor::supervise(
+                    spawned,
+                    Labels {
+                        stream: &self.stream,
+                        source: index,
+                    },
+                    self.kill_timeout,
+                    self.stop,
+                    self.tail,
+                    move |stdout| demux(stdout, fanout, stats, origin, stream, index, generation),
+                )
+                .await;
+                Outcome::Ended(report)
+            }
+        };
+        let _ = self.tx.send(Msg::ProducerEnded {
+            index,
+            generation,
+            outcome,
+        });
+    }
+}
+
+/// Reads a producer's stdout as FLV into the fan-out. Returns why it ended.
+async fn demux(
+    mut stdout: BoxRead,
+    fanout: Arc<Fanout>,
+    stats: Arc<ProducerStats>,
+    origin: Instant,
+    stream: String,
+    index: usize,
+    generation: Generation,
+) -> String {
+    let mut d = flv::Demuxer::new();
+    loop {
+        loop {
+            match d.next() {
+                Ok(Some(ev)) => {
+                    if matches!(ev, flv::Event::Frame(_)) {
+                        stats
+                            .last_frame_ms
+                            .store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                    if !fanout.publish(index as SourceId, generation, ev) {
+                        return "superseded by a newer run".into();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(stream = %stream, source = index, "producer sent garbage: {e}");
+                    return format!("garbage on stdout: {e}");
+                }
+            }
+        }
+        let buf = d.buffer_mut();
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match stdout.read_buf(buf).await {
+            Ok(0) => return "stdout closed".into(),
+            Ok(n) => {
+                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => return format!("reading stdout: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,448 @@
+//! The stream actor under tokio's paused clock, with fake children: every
+//! deadline is exercised without waiting for it.
+
+use super::*;
+use crate::config::{SourceKind, Timeouts};
+use crate::media::{flv::Muxer, ms_to_ticks, Codec, Frame, TrackInfo};
+use crate::supervisor::{BoxFuture, ChildProcess, ExitKind, Spawned};
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use std::io;
+use std::sync::Mutex;
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::sync::watch;
+
+/// A fake child: records signals, exits on TERM unless told to ignore it,
+/// always on KILL.
+struct FakeChild {
+    exit: watch::Receiver<Option<ExitKind>>,
+    ctl: Arc<FakeCtl>,
+}
+
+struct FakeCtl {
+    exit: watch::Sender<Option<ExitKind>>,
+    ignore_term: bool,
+    signals: Mutex<Vec<(Signal, Instant)>>,
+}
+
+impl ChildProcess for FakeChild {
+    fn signal_group(&mut self, sig: Signal) -> io::Result<()> {
+        self.ctl.signals.lock().unwrap().push((sig, Instant::now()));
+        if sig == Signal::SIGKILL || !self.ctl.ignore_term {
+            let _ = self.ctl.exit.send(Some(ExitKind::Signal(sig as i32)));
+        }
+        Ok(())
+    }
+    fn group_alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+    fn wait(&mut self) -> BoxFuture<'_, io::Result<ExitKind>> {
+        Box::pin(async move {
+            let mut rx = self.exit.clone();
+            let v = rx
+                .wait_for(|e| e.is_some())
+                .await
+                .map_err(|_| io::Error::other("gone"))?;
+            Ok(v.unwrap())
+        })
+    }
+}
+
+struct Spawn {
+    ctl: Arc<FakeCtl>,
+    /// The test writes the child's stdout here.
+    stdout: DuplexStream,
+}
+
+#[derive(Default)]
+struct FakeSpawner {
+    spawns: Mutex<Vec<Spawn>>,
+    ignore_term: bool,
+    stderr: &'static [u8],
+}
+
+impl Spawner for Arc<FakeSpawner> {
+    fn spawn(&self, _cmd: &CommandSpec) -> io::Result<Spawned> {
+        let (tx, rx) = watch::channel(None);
+        let ctl = Arc::new(FakeCtl {
+            exit: tx,
+            ignore_term: self.ignore_term,
+            signals: Mutex::new(Vec::new()),
+        });
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let mut spawns = self.spawns.lock().unwrap();
+        spawns.push(Spawn {
+            ctl: ctl.clone(),
+            stdout: ours,
+        });
+        Ok(Spawned {
+            pid: 1000 + spawns.len() as u32,
+            stdout: Box::new(theirs),
+            stderr: Box::new(self.stderr),
+            child: Box::new(FakeChild { exit: rx, ctl }),
+        })
+    }
+}
+
+fn source(kill_ms: u64) -> SourceConfig {
+    SourceConfig {
+        url: "exec:fake".into(),
+        kind: SourceKind::Exec {
+            argv: vec!["fake".into()],
+        },
+        timeouts: Timeouts {
+            linger: Duration::ZERO,
+            kill_timeout: Duration::from_millis(kill_ms),
+            start_timeout: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(5),
+        },
+    }
+}
+
+fn stream(sources: Vec<SourceConfig>, spawner: Arc<FakeSpawner>) -> Stream {
+    Stream::spawn(
+        StreamConfig {
+            name: "cam".into(),
+            sources,
+        },
+        Arc::new(Deps {
+            spawner: Arc::new(spawner),
+            ffmpeg_bin: "ffmpeg".into(),
+            internal_base: None,
+        }),
+    )
+}
+
+fn viewer() -> JoinRequest {
+    JoinRequest {
+        protocol: "test",
+        remote_addr: None,
+        internal: false,
+        exclude: None,
+    }
+}
+
+/// A tiny FLV stream: header, H.264 sequence header, one keyframe.
+fn flv_start() -> Vec<u8> {
+    let mut m = Muxer::new();
+    let info = TrackInfo {
+        codec: Codec::H264,
+        config: Bytes::from_static(&[1, 66, 0, 30, 0xff, 0xe1, 0]),
+    };
+    let mut out = m.header(true, false).to_vec();
+    for c in m.track(&info, 0) {
+        out.extend_from_slice(&c);
+    }
+    out.extend(flv_frame(&mut m, 0, true));
+    out
+}
+
+fn flv_frame(m: &mut Muxer, ms: i64, key: bool) -> Vec<u8> {
+    let f = Frame {
+        codec: Codec::H264,
+        dts: ms_to_ticks(ms),
+        pts: ms_to_ticks(ms),
+        keyframe: key,
+        payload: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+    };
+    m.frame(&f, ms).iter().flat_map(|c| c.to_vec()).collect()
+}
+
+async fn feed(spawner: &FakeSpawner, n: usize, data: &[u8]) {
+    // Take the writer out so the lock is not held across the await.
+    let mut w = {
+        let mut s = spawner.spawns.lock().unwrap();
+        std::mem::replace(&mut s[n].stdout, tokio::io::duplex(1).0)
+    };
+    w.write_all(data).await.unwrap();
+    spawner.spawns.lock().unwrap()[n].stdout = w;
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn wait_spawns(spawner: &FakeSpawner, n: usize) {
+    for _ in 0..200 {
+        if spawner.spawns.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "expected {n} spawns, have {}",
+        spawner.spawns.lock().unwrap().len()
+    );
+}
+
+fn exited(spawner: &FakeSpawner, n: usize) -> bool {
+    spawner.spawns.lock().unwrap()[n]
+        .ctl
+        .exit
+        .borrow()
+        .is_some()
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_viewer_starts_all_last_viewer_stops_all_together() {
+    let spawner = Arc::new(FakeSpawner {
+        ignore_term: true, // so we can see the one shared deadline
+        ..Default::default()
+    });
+    let s = stream(vec![source(1000), source(1000)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 2).await;
+    feed(&spawner, 0, &flv_start()).await;
+    let mut v = join.await.unwrap().expect("joined");
+    assert!(matches!(
+        v.next().await,
+        Ok(Delivery::Tracks { video: Some(_), .. })
+    ));
+    assert!(matches!(v.next().await, Ok(Delivery::Frame(f)) if f.keyframe));
+
+    let info = s.info().await.unwrap();
+    assert_eq!(info.consumers.len(), 1);
+    assert_eq!(info.producers[0].state, "running");
+    assert_eq!(info.producers[0].pid, Some(1001));
+
+    let left = Instant::now();
+    drop(v);
+    tokio::time::sleep(Duration::from_millis(999)).await;
+    assert!(
+        !exited(&spawner, 0) && !exited(&spawner, 1),
+        "KILL came before kill_timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle().await;
+    for n in 0..2 {
+        let sigs = spawner.spawns.lock().unwrap()[n]
+            .ctl
+            .signals
+            .lock()
+            .unwrap()
+            .clone();
+        let kinds: Vec<Signal> = sigs.iter().map(|x| x.0).collect();
+        assert_eq!(
+            kinds,
+            vec![Signal::SIGTERM, Signal::SIGKILL],
+            "producer {n}"
+        );
+        // Both were told at once: one shared deadline, not one after another.
+        assert!(sigs[0].1.duration_since(left) < Duration::from_millis(50));
+        assert!(sigs[1].1.duration_since(left) < Duration::from_millis(1100));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = s.info().await.unwrap();
+    assert!(
+        info.producers
+            .iter()
+            .all(|p| p.state == "idle" && p.pid.is_none()),
+        "{info:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn viewer_arriving_during_stop_waits_then_starts_fresh() {
+    let spawner = Arc::new(FakeSpawner {
+        ignore_term: true,
+        ..Default::default()
+    });
+    let s = stream(vec![source(2000)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 1).await;
+    feed(&spawner, 0, &flv_start()).await;
+    drop(join.await.unwrap().unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await; // stop is under way
+    assert!(!exited(&spawner, 0));
+
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        spawner.spawns.lock().unwrap().len(),
+        1,
+        "must not start before the stop finishes"
+    );
+    wait_spawns(&spawner, 2).await;
+    assert!(
+        exited(&spawner, 0),
+        "old run reaped before the new one started"
+    );
+    feed(&spawner, 1, &flv_start()).await;
+    let mut v = join.await.unwrap().expect("fresh start");
+    assert!(v.next().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_timeout_reports_stderr_tail_and_kills() {
+    let spawner = Arc::new(FakeSpawner {
+        stderr: b"rtsp://cam: Connection refused\n",
+        ..Default::default()
+    });
+    let s = stream(vec![source(500)], spawner.clone());
+    let t = Instant::now();
+    let err = s.join(viewer()).await.err().expect("must fail");
+    assert!(t.elapsed() <= Duration::from_secs(3) + Duration::from_millis(10));
+    let StreamError::StartFailed { sources, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        sources[0].stderr_tail,
+        vec!["rtsp://cam: Connection refused"]
+    );
+    settle().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(exited(&spawner, 0));
+    assert_eq!(s.info().await.unwrap().producers[0].state, "idle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 1).await;
+    feed(&spawner, 0, &flv_start()).await;
+    let mut v = join.await.unwrap().unwrap();
+    v.next().await.unwrap();
+    v.next().await.unwrap();
+
+    // The child dies by itself.
+    let _ = spawner.spawns.lock().unwrap()[0]
+        .ctl
+        .exit
+        .send(Some(ExitKind::Code(1)));
+    let crashed = Instant::now();
+    wait_spawns(&spawner, 2).await;
+    let delay = crashed.elapsed();
+    // Backoff 0.5 s ±20 %, after the pipe drain (the fake holds stdout open).
+    assert!(
+        delay >= Duration::from_millis(400)
+            && delay <= supervisor::DRAIN + Duration::from_millis(650),
+        "{delay:?}"
+    );
+    feed(&spawner, 1, &flv_start()).await;
+    // The viewer stays attached: track gone, track back, then a keyframe.
+    let mut got_key = false;
+    for _ in 0..4 {
+        if let Ok(Delivery::Frame(f)) = v.next().await {
+            got_key = f.keyframe;
+            break;
+        }
+    }
+    assert!(got_key);
+    let info = s.info().await.unwrap();
+    assert_eq!(info.producers[0].restarts, 1);
+    assert!(
+        info.producers[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exit code 1"),
+        "{info:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_producer_is_restarted() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 1).await;
+    feed(&spawner, 0, &flv_start()).await;
+    let _v = join.await.unwrap().unwrap();
+    // No frame for stall_timeout (5 s): the producer is stopped and restarted.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(exited(&spawner, 0));
+    wait_spawns(&spawner, 2).await;
+    let info = s.info().await.unwrap();
+    assert!(
+        info.producers[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("stalled"),
+        "{info:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn internal_reader_neither_starts_nor_keeps_alive() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500)], spawner.clone());
+    let internal = JoinRequest {
+        internal: true,
+        ..viewer()
+    };
+    assert!(matches!(
+        s.join(internal.clone()).await,
+        Err(StreamError::NotRunning { .. })
+    ));
+    assert_eq!(spawner.spawns.lock().unwrap().len(), 0);
+
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 1).await;
+    feed(&spawner, 0, &flv_start()).await;
+    let real = join.await.unwrap().unwrap();
+    let _reader = s.join(internal).await.unwrap();
+    drop(real);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        exited(&spawner, 0),
+        "an internal reader must not keep the stream alive"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_everything() {
+    let spawner = Arc::new(FakeSpawner {
+        ignore_term: true,
+        ..Default::default()
+    });
+    let s = stream(vec![source(700)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 1).await;
+    feed(&spawner, 0, &flv_start()).await;
+    let _v = join.await.unwrap().unwrap();
+    let t = Instant::now();
+    s.shutdown().await;
+    assert!(exited(&spawner, 0));
+    assert!(
+        t.elapsed() < Duration::from_millis(700) + supervisor::DRAIN + Duration::from_millis(100)
+    );
+    assert!(matches!(
+        s.join(viewer()).await,
+        Err(StreamError::ShuttingDown { .. })
+    ));
+}
+
+#[test]
+fn redacts_credentials() {
+    assert_eq!(
+        redact("ffmpeg -i rtsp://admin:hunter2@10.0.0.9/s -c copy"),
+        "ffmpeg -i rtsp://admin:***@10.0.0.9/s -c copy"
+    );
+    assert_eq!(redact("http://host/a@b"), "http://host/a@b");
+}

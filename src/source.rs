@@ -1,0 +1,266 @@
+//! What to run for a source: the command line of its producer.
+//!
+//! ffmpeg is the universal adapter (DESIGN.md): every URL becomes
+//! `ffmpeg <input flags> -i URL -c copy -f flv pipe:1`, so every producer
+//! speaks the same FLV on stdout whatever the camera speaks.
+
+use crate::config::{AudioCodec, FfmpegInput, SourceConfig, SourceKind, UrlScheme, VideoCodec};
+use crate::supervisor::CommandSpec;
+
+/// How a producer reaches its own server, for `ffmpeg:STREAM` sources.
+#[derive(Debug, Clone)]
+pub struct Env<'a> {
+    pub ffmpeg_bin: &'a str,
+    /// e.g. `http://127.0.0.1:1984`; `None` if the HTTP server is disabled.
+    pub internal_base: Option<&'a str>,
+    /// The stream this source belongs to.
+    pub stream: &'a str,
+    /// This source's index within the stream.
+    pub index: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stream {stream}: source {index} ({url}): {reason}")]
+pub struct SourceError {
+    pub stream: String,
+    pub index: usize,
+    pub url: String,
+    pub reason: String,
+}
+
+/// Microseconds: ffmpeg gives up on a silent camera after this, instead of
+/// hanging (our stall_timeout is the second line of defence).
+const IO_TIMEOUT_US: &str = "5000000";
+
+fn input_flags(scheme: UrlScheme) -> &'static [&'static str] {
+    match scheme {
+        // RTSP over TCP: UDP loses packets on busy Wi-Fi and NAT.
+        UrlScheme::Rtsp => &["-rtsp_transport", "tcp", "-timeout", IO_TIMEOUT_US],
+        UrlScheme::Rtmp | UrlScheme::Http => &["-rw_timeout", IO_TIMEOUT_US],
+        // A file plays at its own pace, forever, like a camera would.
+        UrlScheme::File => &["-re", "-stream_loop", "-1"],
+    }
+}
+
+const HEAD: &[&str] = &["-hide_banner", "-nostdin", "-loglevel", "error"];
+/// `-flush_packets 1`: every packet reaches the pipe at once (latency);
+/// `no_duration_filesize`: a pipe cannot be seeked back to patch the header.
+const TAIL: &[&str] = &[
+    "-flush_packets",
+    "1",
+    "-f",
+    "flv",
+    "-flvflags",
+    "no_duration_filesize",
+    "pipe:1",
+];
+
+/// go2rtc's default libx264 template, minus what FLV cannot carry.
+const X264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-g",
+    "50",
+    "-profile:v",
+    "high",
+    "-level:v",
+    "4.1",
+    "-preset:v",
+    "superfast",
+    "-tune:v",
+    "zerolatency",
+    "-pix_fmt:v",
+    "yuv420p",
+];
+
+pub fn internal_url(base: &str, stream: &str, exclude: Option<usize>) -> String {
+    let mut u = format!(
+        "{base}/api/stream.flv?src={}&internal=1",
+        percent_encode(stream)
+    );
+    if let Some(i) = exclude {
+        u.push_str(&format!("&exclude={i}"));
+    }
+    u
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceError> {
+    let err = |reason: &str| SourceError {
+        stream: env.stream.to_string(),
+        index: env.index,
+        url: src.url.clone(),
+        reason: reason.to_string(),
+    };
+    let mut args: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
+    let push = |args: &mut Vec<String>, xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
+    match &src.kind {
+        SourceKind::Exec { argv } => {
+            return Ok(CommandSpec {
+                program: argv[0].clone(),
+                args: argv[1..].to_vec(),
+            })
+        }
+        SourceKind::Url { url, scheme } => {
+            push(&mut args, input_flags(*scheme));
+            push(&mut args, &["-i", url, "-c", "copy"]);
+        }
+        SourceKind::Ffmpeg {
+            input,
+            video,
+            audio,
+        } => {
+            match input {
+                FfmpegInput::Url { url, scheme } => {
+                    push(&mut args, input_flags(*scheme));
+                    push(&mut args, &["-i", url]);
+                }
+                FfmpegInput::Stream(name) => {
+                    let base = env
+                        .internal_base
+                        .ok_or_else(|| err("ffmpeg:STREAM reads our own HTTP-FLV output, but the HTTP server is disabled (api.listen)"))?;
+                    let exclude = (name == env.stream).then_some(env.index);
+                    let url = internal_url(base, name, exclude);
+                    push(
+                        &mut args,
+                        &["-rw_timeout", IO_TIMEOUT_US, "-f", "flv", "-i", &url],
+                    );
+                }
+            }
+            match video {
+                None => push(&mut args, &["-vn"]),
+                Some(VideoCodec::Copy) => push(&mut args, &["-c:v", "copy"]),
+                Some(VideoCodec::H264) => push(&mut args, X264),
+            }
+            match audio {
+                None | Some(AudioCodec::None) => push(&mut args, &["-an"]),
+                Some(AudioCodec::Copy) => push(&mut args, &["-c:a", "copy"]),
+                Some(AudioCodec::Aac) => push(&mut args, &["-c:a", "aac", "-b:a", "128k"]),
+            }
+        }
+    }
+    push(&mut args, TAIL);
+    Ok(CommandSpec {
+        program: env.ffmpeg_bin.to_string(),
+        args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Timeouts;
+
+    fn src(url: &str, kind: SourceKind) -> SourceConfig {
+        SourceConfig {
+            url: url.into(),
+            kind,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    fn env(index: usize) -> Env<'static> {
+        Env {
+            ffmpeg_bin: "ffmpeg",
+            internal_base: Some("http://127.0.0.1:1984"),
+            stream: "cam 2",
+            index,
+        }
+    }
+
+    #[test]
+    fn rtsp_is_copied_over_tcp() {
+        let c = command(
+            &src(
+                "rtsp://u:p@h/s",
+                SourceKind::Url {
+                    url: "rtsp://u:p@h/s".into(),
+                    scheme: UrlScheme::Rtsp,
+                },
+            ),
+            &env(0),
+        )
+        .unwrap();
+        let line = c.to_string();
+        assert!(line.starts_with("ffmpeg -hide_banner"), "{line}");
+        assert!(
+            line.contains("-rtsp_transport tcp -timeout 5000000 -i rtsp://u:p@h/s -c copy"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("-f flv -flvflags no_duration_filesize pipe:1"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn self_reference_reads_back_without_itself() {
+        let c = command(
+            &src(
+                "ffmpeg:cam 2#audio=aac",
+                SourceKind::Ffmpeg {
+                    input: FfmpegInput::Stream("cam 2".into()),
+                    video: None,
+                    audio: Some(AudioCodec::Aac),
+                },
+            ),
+            &env(1),
+        )
+        .unwrap();
+        let line = c.args.join(" ");
+        assert!(
+            line.contains(
+                "-i http://127.0.0.1:1984/api/stream.flv?src=cam%202&internal=1&exclude=1"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("-vn -c:a aac"), "{line}");
+    }
+
+    #[test]
+    fn stream_reference_needs_the_http_server() {
+        let e = command(
+            &src(
+                "ffmpeg:x",
+                SourceKind::Ffmpeg {
+                    input: FfmpegInput::Stream("x".into()),
+                    video: Some(VideoCodec::Copy),
+                    audio: None,
+                },
+            ),
+            &Env {
+                internal_base: None,
+                ..env(0)
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api.listen"), "{e}");
+    }
+
+    #[test]
+    fn exec_runs_without_a_shell() {
+        let c = command(
+            &src(
+                "exec:my-tool --flv",
+                SourceKind::Exec {
+                    argv: vec!["my-tool".into(), "--flv".into()],
+                },
+            ),
+            &env(0),
+        )
+        .unwrap();
+        assert_eq!(c.program, "my-tool");
+        assert_eq!(c.args, vec!["--flv"]);
+    }
+}
