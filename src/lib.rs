@@ -5,6 +5,7 @@
 //! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
 //! (HTTP-FLV out and go2rtc's JSON API).
 
+pub mod api;
 pub mod config;
 pub mod hub;
 pub mod media;

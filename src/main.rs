@@ -1,1 +1,178 @@
-fn main() {}
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use streamvisor::api::{self, AppState, Registry};
+use streamvisor::config::Config;
+use streamvisor::hub::{Deps, Stream};
+use streamvisor::supervisor::{OsSpawner, DRAIN};
+
+#[derive(Parser)]
+#[command(
+    name = "streamvisor",
+    version,
+    about = "Process supervisor and live-stream relay"
+)]
+struct Cli {
+    /// Config file (go2rtc syntax).
+    #[arg(short, long, global = true, default_value = "streams.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate the config and exit: 0 if it is good, 1 if not.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("streamvisor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(Cmd::Check) = cli.cmd {
+        for w in &cfg.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!(
+            "{}: ok ({} streams)",
+            cli.config.display(),
+            cfg.streams.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamvisor: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => {
+            // Connections still open (HTTP-FLV viewers) must not delay exit.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("streamvisor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The address our own producers use to read streams back.
+fn internal_base(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        ip if ip.is_unspecified() => match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        },
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, bound.port()))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = match cfg.api_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let deps = Arc::new(Deps {
+        spawner: Arc::new(OsSpawner),
+        ffmpeg_bin: cfg.ffmpeg_bin.clone(),
+        internal_base: bound.map(internal_base),
+    });
+    let streams: Vec<Stream> = cfg
+        .streams
+        .iter()
+        .map(|s| Stream::spawn(s.clone(), deps.clone()))
+        .collect();
+    let state = Arc::new(AppState {
+        registry: Registry::new(streams.clone()),
+        config_path: std::fs::canonicalize(&cfg.path)
+            .unwrap_or(cfg.path.clone())
+            .display()
+            .to_string(),
+        rtsp_listen: cfg.rtsp_listen,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(l), Some(addr)) = (listener, bound) {
+        tracing::info!(listen = %addr, streams = streams.len(), config = %cfg.path.display(), "streamvisor {} ready", env!("CARGO_PKG_VERSION"));
+        let router = api::router(state.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve(l, router, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    } else {
+        tracing::info!(streams = streams.len(), "streamvisor ready (HTTP disabled)");
+    }
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutting down");
+    let _ = stop_tx.send(true);
+    // Every stream stops at once; each applies TERM → kill_timeout → KILL.
+    let max_kill = cfg
+        .streams
+        .iter()
+        .flat_map(|s| &s.sources)
+        .map(|s| s.timeouts.kill_timeout)
+        .max()
+        .unwrap_or_default();
+    let all = futures_util::future::join_all(streams.iter().map(|s| s.shutdown()));
+    if tokio::time::timeout(max_kill + DRAIN + Duration::from_millis(500), all)
+        .await
+        .is_err()
+    {
+        tracing::error!("some producers did not stop in time");
+    }
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -415,7 +415,15 @@ impl Actor {
         match msg {
             Msg::Join { req, reply } => self.on_join(req, reply),
             Msg::Leave { id } => {
-                if self.consumers.remove(&id).is_some() {
+                if let Some(c) = self.consumers.remove(&id) {
+                    tracing::info!(
+                        stream = %self.name,
+                        viewer = id,
+                        protocol = c.protocol,
+                        bytes = c.stats.bytes.load(Ordering::Relaxed),
+                        drops = c.stats.drops.load(Ordering::Relaxed),
+                        "viewer left"
+                    );
                     self.maybe_linger();
                 }
             }

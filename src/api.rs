@@ -1,0 +1,462 @@
+//! HTTP: go2rtc's `/api` shape (Home Assistant's go2rtc client speaks it)
+//! and HTTP-FLV out.
+//!
+//! Every error is JSON with a 4xx/5xx status and names the stream or the
+//! parameter at fault. Our extra state rides in extra fields; go2rtc's
+//! fields keep their meaning.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+
+use crate::hub::fanout::Delivery;
+use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
+use crate::media::flv::Muxer;
+use crate::media::{ticks_to_ms, TrackInfo};
+
+/// The go2rtc API level whose shape we implement.
+pub const GO2RTC_API_VERSION: &str = "1.9.14";
+
+/// A client that accepts no bytes for this long is disconnected. Without it
+/// a stalled HTTP-FLV viewer would hold its socket (and its lease on the
+/// stream, keeping the cameras running) forever.
+pub const WRITE_STALL: Duration = Duration::from_secs(15);
+
+/// All streams, in config order.
+pub struct Registry {
+    streams: Vec<Stream>,
+    index: HashMap<String, usize>,
+}
+
+impl Registry {
+    pub fn new(streams: Vec<Stream>) -> Registry {
+        let index = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name().to_string(), i))
+            .collect();
+        Registry { streams, index }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Stream> {
+        self.index.get(name).map(|&i| &self.streams[i])
+    }
+
+    pub fn all(&self) -> &[Stream] {
+        &self.streams
+    }
+}
+
+pub struct AppState {
+    pub registry: Registry,
+    pub config_path: String,
+    pub rtsp_listen: Option<SocketAddr>,
+}
+
+type Shared = Arc<AppState>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api", get(api_info))
+        .route("/api/streams", get(list_streams))
+        .route("/api/stream.flv", get(stream_flv))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+/// A JSON error body: `{"error": "...", ...context}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": msg.into() }),
+        }
+    }
+
+    fn with(mut self, key: &str, v: impl Into<Value>) -> ApiError {
+        self.body[key] = v.into();
+        self
+    }
+
+    fn unknown_stream(name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("stream not found: {name}"))
+            .with("stream", name)
+    }
+
+    fn bad_param(param: &str, msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, msg).with("parameter", param)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            StreamError::NoSource { stream }
+            | StreamError::NotRunning { stream }
+            | StreamError::ShuttingDown { stream } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg).with("stream", stream)
+            }
+            StreamError::Timeout { stream, .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
+            }
+            StreamError::StartFailed {
+                stream, sources, ..
+            } => ApiError::new(StatusCode::BAD_GATEWAY, msg)
+                .with("stream", stream)
+                .with("sources", serde_json::to_value(sources).unwrap_or_default()),
+        }
+    }
+}
+
+async fn api_info(State(st): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "version": GO2RTC_API_VERSION,
+        "streamvisor": env!("CARGO_PKG_VERSION"),
+        "config_path": st.config_path,
+        "rtsp": { "listen": st.rtsp_listen.map(|a| format!(":{}", a.port())).unwrap_or_default() },
+    }))
+}
+
+async fn stream_json(s: &Stream) -> Value {
+    match s.info().await {
+        Some(i) => serde_json::to_value(i).unwrap_or_default(),
+        // The actor did not answer in time: say so rather than hang the list.
+        None => json!({ "producers": [], "consumers": [], "error": "stream did not answer" }),
+    }
+}
+
+async fn list_streams(
+    State(st): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(name) = q.get("src") {
+        let s = st
+            .registry
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_stream(name))?;
+        return Ok(Json(stream_json(s).await));
+    }
+    // Ask every actor at once: one slow stream must not slow the list.
+    let infos = futures_util::future::join_all(st.registry.all().iter().map(stream_json)).await;
+    let map: serde_json::Map<String, Value> = st
+        .registry
+        .all()
+        .iter()
+        .map(|s| s.name().to_string())
+        .zip(infos)
+        .collect();
+    Ok(Json(Value::Object(map)))
+}
+
+async fn stream_flv(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = q
+        .get("src")
+        .ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let internal = match q.get("internal").map(String::as_str) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::bad_param(
+                "internal",
+                format!("internal must be 0 or 1, not `{v}`"),
+            ))
+        }
+    };
+    if internal && !peer.0.ip().is_loopback() {
+        return Err(ApiError::bad_param(
+            "internal",
+            "internal readers must connect over loopback",
+        ));
+    }
+    let exclude = match q.get("exclude") {
+        None => None,
+        Some(v) => Some(v.parse::<u16>().map_err(|_| {
+            ApiError::bad_param(
+                "exclude",
+                format!("exclude must be a source index, not `{v}`"),
+            )
+        })?),
+    };
+    let viewer = stream
+        .join(JoinRequest {
+            protocol: "http-flv",
+            remote_addr: Some(peer.0),
+            internal,
+            exclude,
+        })
+        .await?;
+    let body = Body::from_stream(flv_body(viewer));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/x-flv"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One viewer's FLV byte stream. Each item is one chunk; frame payloads are
+/// the shared buffers, never copied.
+fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
+    struct St {
+        viewer: Viewer,
+        mux: Muxer,
+        queue: std::collections::VecDeque<Bytes>,
+        tracks: [Option<TrackInfo>; 2],
+        sent: [Option<TrackInfo>; 2],
+        /// The first frame's dts: every viewer's FLV starts at 0.
+        base: Option<i64>,
+        last_ms: i64,
+    }
+    let st = St {
+        viewer,
+        mux: Muxer::new(),
+        queue: Default::default(),
+        tracks: [None, None],
+        sent: [None, None],
+        base: None,
+        last_ms: 0,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(b) = st.queue.pop_front() {
+                st.viewer
+                    .stats()
+                    .bytes
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                return Some((Ok(b), st));
+            }
+            match st.viewer.next().await {
+                Err(e) => {
+                    tracing::debug!(error = %e, "http-flv viewer ended");
+                    return None;
+                }
+                Ok(Delivery::Tracks { video, audio }) => {
+                    st.tracks = [video, audio];
+                    if st.base.is_some() {
+                        // Parameters changed mid-stream: new sequence headers.
+                        let ts = st.last_ms;
+                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, ts);
+                    }
+                }
+                Ok(Delivery::Frame(f)) => {
+                    if st.base.is_none() {
+                        st.base = Some(f.dts);
+                        st.queue.push_back(
+                            st.mux
+                                .header(st.tracks[0].is_some(), st.tracks[1].is_some()),
+                        );
+                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, 0);
+                    }
+                    let ms = ticks_to_ms(f.dts - st.base.unwrap_or(f.dts)).max(0);
+                    st.last_ms = st.last_ms.max(ms);
+                    st.queue.extend(st.mux.frame(&f, ms));
+                }
+            }
+        }
+    })
+}
+
+fn push_headers(
+    mux: &mut Muxer,
+    q: &mut std::collections::VecDeque<Bytes>,
+    tracks: &[Option<TrackInfo>; 2],
+    sent: &mut [Option<TrackInfo>; 2],
+    ts: i64,
+) {
+    for k in 0..2 {
+        if let Some(t) = &tracks[k] {
+            if sent[k].as_ref() != Some(t) {
+                q.extend(mux.track(t, ts));
+                sent[k] = Some(t.clone());
+            }
+        }
+    }
+}
+
+// ---- the listener: TCP with a write deadline ---------------------------
+
+/// `TcpListener` whose connections fail a write that makes no progress for
+/// [`WRITE_STALL`]; hyper then drops the connection and with it the viewer.
+pub struct DeadlineListener {
+    inner: TcpListener,
+    stall: Duration,
+}
+
+impl DeadlineListener {
+    pub fn new(inner: TcpListener, stall: Duration) -> DeadlineListener {
+        DeadlineListener { inner, stall }
+    }
+}
+
+impl axum::serve::Listener for DeadlineListener {
+    type Io = DeadlineIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (DeadlineIo, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((s, a)) => {
+                    let _ = s.set_nodelay(true);
+                    return (
+                        DeadlineIo {
+                            inner: s,
+                            stall: self.stall,
+                            timer: None,
+                        },
+                        a,
+                    );
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// The peer's address, for handlers (`ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<axum::serve::IncomingStream<'_, DeadlineListener>> for PeerAddr {
+    fn connect_info(s: axum::serve::IncomingStream<'_, DeadlineListener>) -> PeerAddr {
+        PeerAddr(*s.remote_addr())
+    }
+}
+
+pub struct DeadlineIo {
+    inner: TcpStream,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl DeadlineIo {
+    fn guard<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = self.stall;
+                let t = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                match t.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.timer = None;
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "client accepted no data for too long",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for DeadlineIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DeadlineIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.guard(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.guard(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.guard(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let l = DeadlineListener::new(listener, WRITE_STALL);
+    axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
