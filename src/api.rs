@@ -309,7 +309,7 @@ fn push_headers(
     for k in 0..2 {
         if let Some(t) = &tracks[k] {
             if sent[k].as_ref() != Some(t) {
-                q.extend(mux.track(t, ts));
+                q.extend(mux.track(t, ts).into_iter().flatten());
                 sent[k] = Some(t.clone());
             }
         }

@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::media::flv::Event;
-use crate::media::{Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 
 /// Ring capacity in items. At 25 fps video plus 47 AAC frames a second this
 /// is about 7 s of media: room for a viewer's hiccup, bounded memory.
@@ -410,8 +410,12 @@ impl Selector {
             .and_then(|t| t[k].clone())
     }
 
-    /// Applies a track-table change; lowest source index wins each kind
-    /// (README "Several sources"). Returns what the muxer must be told.
+    /// Applies a track-table change and chooses again (README "Several
+    /// sources"): video from the lowest source index that has it; audio
+    /// prefers AAC (every player and muxer takes it) over G.711, then the
+    /// lowest index. So `[camera with PCMA, "ffmpeg:cam#audio=aac"]` plays
+    /// the camera's video with the transcoded AAC. Returns what the muxer
+    /// must be told.
     fn update_tracks(
         &mut self,
         change: impl FnOnce(&mut Vec<[Option<TrackInfo>; 2]>),
@@ -424,8 +428,10 @@ impl Selector {
                 .tracks
                 .iter()
                 .enumerate()
-                .find(|(i, t)| Some(*i as SourceId) != self.exclude && t[k].is_some())
-                .map(|(i, _)| i as SourceId);
+                .filter(|(i, _)| Some(*i as SourceId) != self.exclude)
+                .filter_map(|(i, t)| t[k].as_ref().map(|info| (info.codec != Codec::Aac, i)))
+                .min()
+                .map(|(_, i)| i as SourceId);
         }
         if self.chosen[0] != old_video {
             self.need_keyframe = true;
@@ -508,7 +514,7 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{ms_to_ticks, Codec};
+    use crate::media::ms_to_ticks;
     use bytes::Bytes;
     use std::sync::atomic::AtomicUsize;
 
@@ -734,6 +740,36 @@ mod tests {
         assert!(
             matches!(&got[0], Delivery::Frame(fr) if fr.codec == Codec::H264),
             "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn aac_is_preferred_over_g711_from_a_lower_source() {
+        // cam2: [camera with PCMA, "ffmpeg:cam2#audio=aac"]
+        let (f, _) = fanout(2);
+        f.attach(0, Generation(1));
+        f.attach(1, Generation(2));
+        let pcma = TrackInfo {
+            codec: Codec::Pcma,
+            config: Bytes::new(),
+        };
+        f.publish(0, Generation(1), Event::Track(pcma.clone()));
+        f.publish(1, Generation(2), atrack());
+        let mut viewer = Selector::new(f.subscribe(), None, Default::default());
+        let got = frames(&mut viewer, 2).await;
+        assert!(
+            matches!(&got[1], Delivery::Tracks { audio: Some(a), .. } if a.codec == Codec::Aac),
+            "{got:?}"
+        );
+        // The transcoder itself reads the camera's PCMA.
+        let mut reader = Selector::new(f.subscribe(), Some(1), Default::default());
+        let got = frames(&mut reader, 1).await;
+        assert_eq!(
+            got[0],
+            Delivery::Tracks {
+                video: None,
+                audio: Some(pcma)
+            }
         );
     }
 

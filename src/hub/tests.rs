@@ -130,7 +130,7 @@ fn flv_start() -> Vec<u8> {
         config: Bytes::from_static(&[1, 66, 0, 30, 0xff, 0xe1, 0]),
     };
     let mut out = m.header(true, false).to_vec();
-    for c in m.track(&info, 0) {
+    for c in m.track(&info, 0).unwrap() {
         out.extend_from_slice(&c);
     }
     out.extend(flv_frame(&mut m, 0, true));

@@ -30,6 +30,12 @@ const TAG_SCRIPT: u8 = 18;
 /// Annex E.4.3.1 CodecID 7 = AVC; E.4.2.1 SoundFormat 10 = AAC.
 const VIDEO_CODEC_AVC: u8 = 7;
 const SOUND_FORMAT_AAC: u8 = 10;
+/// E.4.2.1 SoundFormat 7 = G.711 A-law, 8 = G.711 mu-law.
+const SOUND_FORMAT_ALAW: u8 = 7;
+const SOUND_FORMAT_MULAW: u8 = 8;
+/// G.711 has no sequence header; its one-byte audio header is fixed:
+/// 8 kHz ("special" rate 0), 16-bit flag, mono (as ffmpeg's flvenc writes it).
+const G711_FLAGS: u8 = 0b0000_0010;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("FLV at byte offset {offset}: {reason}")]
@@ -64,6 +70,11 @@ pub struct Demuxer {
     /// complete without it, and waiting would hold every frame back until
     /// the next one arrives.
     skip: usize,
+    /// G.711 carries no sequence header, so the demuxer announces the track
+    /// itself when the first G.711 tag (or a change of law) arrives, and
+    /// holds that tag's frame for the next call.
+    g711: Option<Codec>,
+    pending: Option<Event>,
 }
 
 impl Default for Demuxer {
@@ -79,6 +90,8 @@ impl Demuxer {
             offset: 0,
             header_done: false,
             skip: 0,
+            g711: None,
+            pending: None,
         }
     }
 
@@ -112,6 +125,9 @@ impl Demuxer {
     /// The next event, `Ok(None)` if more input is needed. Tags that carry
     /// nothing we relay (script data, AVC end-of-sequence) are skipped.
     pub fn next(&mut self) -> Result<Option<Event>, FlvError> {
+        if let Some(ev) = self.pending.take() {
+            return Ok(Some(ev));
+        }
         loop {
             if !self.header_done {
                 if self.buf.len() < HEADER_LEN {
@@ -180,6 +196,20 @@ impl Demuxer {
                 }
                 TAG_AUDIO => {
                     if let Some(ev) = parse_audio(body, ts).map_err(|(r, m)| at(r, m))? {
+                        let g711 = match &ev {
+                            Event::Frame(f) if matches!(f.codec, Codec::Pcma | Codec::Pcmu) => {
+                                Some(f.codec)
+                            }
+                            _ => None,
+                        };
+                        if let Some(codec) = g711.filter(|c| self.g711 != Some(*c)) {
+                            self.g711 = Some(codec);
+                            self.pending = Some(ev);
+                            return Ok(Some(Event::Track(TrackInfo {
+                                codec,
+                                config: Bytes::new(),
+                            })));
+                        }
                         return Ok(Some(ev));
                     }
                 }
@@ -276,6 +306,24 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
         return Ok(None);
     };
     let format = b0 >> 4;
+    if format == SOUND_FORMAT_ALAW || format == SOUND_FORMAT_MULAW {
+        let data = body.slice(1..);
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let ts = ms_to_ticks(ts_ms);
+        return Ok(Some(Event::Frame(Frame {
+            codec: if format == SOUND_FORMAT_ALAW {
+                Codec::Pcma
+            } else {
+                Codec::Pcmu
+            },
+            dts: ts,
+            pts: ts,
+            keyframe: true,
+            payload: data,
+        })));
+    }
     if format != SOUND_FORMAT_AAC {
         return Ok(Some(Event::Unsupported {
             kind: TrackKind::Audio,
@@ -354,10 +402,14 @@ impl Muxer {
         self.scratch.split().freeze()
     }
 
-    /// A sequence header tag for `info`, at `ts_ms`.
-    pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> [Bytes; 3] {
+    /// A sequence header tag for `info`, at `ts_ms`; `None` for codecs that
+    /// have none (G.711).
+    pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> Option<[Bytes; 3]> {
+        if matches!(info.codec, Codec::Pcma | Codec::Pcmu) {
+            return None;
+        }
         let (head, tail) = self.tag(info.codec, 0, info.config.len(), ts_ms, 0, true);
-        [head, info.config.clone(), tail]
+        Some([head, info.config.clone(), tail])
     }
 
     /// A frame tag. `dts_ms` is the viewer's own (rebased) clock.
@@ -392,13 +444,14 @@ impl Muxer {
         let codec_header_len = match codec {
             Codec::H264 => 5,
             Codec::Aac => 2,
+            Codec::Pcma | Codec::Pcmu => 1,
         };
         let data_size = (codec_header_len + payload_len) as u32;
         self.reserve(TAG_HEADER_LEN + codec_header_len + 4);
         let s = &mut self.scratch;
         s.put_u8(match codec {
             Codec::H264 => TAG_VIDEO,
-            Codec::Aac => TAG_AUDIO,
+            _ => TAG_AUDIO,
         });
         s.put_uint(data_size as u64, 3);
         // E.4.1: lower 24 bits, then the extended upper 8 bits.
@@ -418,6 +471,8 @@ impl Muxer {
                 s.put_u8(SOUND_FORMAT_AAC << 4 | 0x0f);
                 s.put_u8(packet_type);
             }
+            Codec::Pcma => s.put_u8(SOUND_FORMAT_ALAW << 4 | G711_FLAGS),
+            Codec::Pcmu => s.put_u8(SOUND_FORMAT_MULAW << 4 | G711_FLAGS),
         }
         let head = self.scratch.split().freeze();
         self.scratch.put_u32(TAG_HEADER_LEN as u32 + data_size);
@@ -469,8 +524,8 @@ mod tests {
             payload: Bytes::from_static(&[0, 0, 0, 1, 0x41]),
         };
         let mut out = vec![m.header(true, true)];
-        out.extend(m.track(&v, 0));
-        out.extend(m.track(&a, 0));
+        out.extend(m.track(&v, 0).unwrap());
+        out.extend(m.track(&a, 0).unwrap());
         out.extend(m.frame(&f1, 0));
         out.extend(m.frame(&f2, 23));
         out.extend(m.frame(&f3, 0x0123_4567));
@@ -567,14 +622,44 @@ mod tests {
     fn unsupported_codecs_are_reported_not_fatal() {
         let mut d = Demuxer::new();
         d.push(b"FLV\x01\x05\0\0\0\x09\0\0\0\0");
-        // Sound format 7 (G.711 A-law), one byte of data.
-        d.push(&[8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x72, 0xd5, 0, 0, 0, 13]);
+        // Sound format 2 (MP3), one byte of data.
+        d.push(&[8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0xd5, 0, 0, 0, 13]);
         assert_eq!(
             d.next().unwrap(),
             Some(Event::Unsupported {
                 kind: TrackKind::Audio,
-                codec_id: 7
+                codec_id: 2
             })
+        );
+    }
+
+    #[test]
+    fn g711_announces_its_track_once() {
+        let mut m = Muxer::new();
+        let frame = |ms| Frame {
+            codec: Codec::Pcma,
+            dts: ms_to_ticks(ms),
+            pts: ms_to_ticks(ms),
+            keyframe: true,
+            payload: Bytes::from_static(&[0xd5; 160]),
+        };
+        let info = TrackInfo {
+            codec: Codec::Pcma,
+            config: Bytes::new(),
+        };
+        assert!(m.track(&info, 0).is_none());
+        let mut chunks = vec![m.header(false, true)];
+        chunks.extend(m.frame(&frame(0), 0));
+        chunks.extend(m.frame(&frame(20), 20));
+        let mut d = Demuxer::new();
+        d.push(&concat(&chunks));
+        assert_eq!(
+            demux_all(&mut d).unwrap(),
+            vec![
+                Event::Track(info),
+                Event::Frame(frame(0)),
+                Event::Frame(frame(20))
+            ]
         );
     }
 

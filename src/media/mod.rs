@@ -40,13 +40,18 @@ pub enum Codec {
     H264,
     /// Payload: one raw AAC frame (no ADTS header).
     Aac,
+    /// Payload: ITU-T G.711 A-law samples, 8 kHz mono (what most IP cameras
+    /// send). Carried so that `ffmpeg:cam#audio=aac` can transcode it.
+    Pcma,
+    /// Payload: ITU-T G.711 µ-law samples, 8 kHz mono.
+    Pcmu,
 }
 
 impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
             Codec::H264 => TrackKind::Video,
-            Codec::Aac => TrackKind::Audio,
+            Codec::Aac | Codec::Pcma | Codec::Pcmu => TrackKind::Audio,
         }
     }
 }
@@ -58,6 +63,7 @@ pub struct TrackInfo {
     pub codec: Codec,
     /// H.264: AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1).
     /// AAC: AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
+    /// G.711: empty (the codec says it all).
     pub config: Bytes,
 }
 
