@@ -152,7 +152,13 @@ impl ChildProcess for OsChild {
     fn group_alive(&self) -> bool {
         // Signal 0 only checks. The group's id stays reserved while any member
         // lives, so it cannot name someone else's group meanwhile.
-        killpg(self.pgid, None::<Signal>).is_ok()
+        if killpg(self.pgid, None::<Signal>).is_err() {
+            return false;
+        }
+        // Signal 0 also finds zombies: killed grandchildren now belong to
+        // init, which may take a second to reap them (seen in containers).
+        // They are dead; only a live member counts.
+        group_has_live_member(self.pgid.as_raw())
     }
 
     fn wait(&mut self) -> BoxFuture<'_, io::Result<ExitKind>> {
@@ -166,6 +172,37 @@ impl ChildProcess for OsChild {
             })
         })
     }
+}
+
+/// Whether any non-zombie process is in group `pgid` (Linux /proc).
+fn group_has_live_member(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true; // cannot tell: assume alive, the deadline still bounds us
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // proc(5): "pid (comm) state ppid pgrp …"; comm may hold spaces
+        // and parentheses, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
+        if pgrp == Some(pgid) && state != Some("Z") && state != Some("X") {
+            return true;
+        }
+    }
+    false
 }
 
 /// The last lines a child wrote to stderr.

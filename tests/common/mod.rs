@@ -1,0 +1,422 @@
+//! Black-box test support: the real `streamvisor` binary, real ffmpeg and
+//! ffprobe, plain sockets. Nothing on the media path is mocked.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// ffmpeg-heavy tests run a few at a time: CI has two cores. nextest runs
+/// each test in its own process and limits them with a test group
+/// (.config/nextest.toml); under plain `cargo test` this semaphore does it.
+pub const HEAVY_AT_ONCE: usize = 2;
+static HEAVY: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+pub struct HeavyPermit;
+
+pub fn heavy() -> HeavyPermit {
+    let (m, cv) = &HEAVY;
+    let mut n = m.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= HEAVY_AT_ONCE {
+        n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    HeavyPermit
+}
+
+impl Drop for HeavyPermit {
+    fn drop(&mut self) {
+        let (m, cv) = &HEAVY;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_one();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An `exec:` source making H.264 + AAC with ffmpeg's test sources, paced in
+/// real time. `gop` is the keyframe interval in frames (25 fps).
+pub fn demo_source(gop: u32) -> String {
+    format!(
+        "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=320x240:rate=25 \
+         -f lavfi -i sine=frequency=440:sample_rate=44100 -c:v libx264 -preset ultrafast -tune zerolatency \
+         -g {gop} -pix_fmt yuv420p -c:a aac -b:a 64k -f flv -flvflags no_duration_filesize pipe:1"
+    )
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_streamvisor")
+}
+
+impl Server {
+    /// Starts the server with `streams` (the YAML body of `streams:`,
+    /// already indented) and optional extra top-level YAML.
+    pub fn start(streams: &str, extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("streams.yaml");
+        std::fs::write(
+            &config,
+            format!("api: {{ listen: \"127.0.0.1:{port}\" }}\nlog: {{ level: debug }}\n{extra}\nstreams:\n{streams}"),
+        )
+        .unwrap();
+        let log = dir.path().join("server.log");
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child: Some(child),
+            port,
+            dir,
+            config,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = s.try_get("/api") {
+                return s;
+            }
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited with {st} before listening:\n{}", s.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn try_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.try_get(path).unwrap();
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// The pids of `stream`'s running producers, per the API.
+    pub fn producer_pids(&self, stream: &str) -> Vec<u32> {
+        let (_, v) = self.get_json(&format!("/api/streams?src={stream}"));
+        v["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect()
+    }
+
+    /// Waits until `f` holds, or panics with the server log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- server log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the status and how long it took.
+    pub fn terminate(&mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        let child = self.child.as_mut().unwrap();
+        let t = Instant::now();
+        signal(child.id(), libc_sigterm());
+        let deadline = t + timeout;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (Some(st), t.elapsed());
+            }
+            if Instant::now() >= deadline {
+                return (None, t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                signal(c.id(), libc_sigterm());
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A one-shot GET over a fresh connection.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+/// An HTTP-FLV reader on a raw socket: returns the socket after the
+/// response head, with the status code.
+pub fn open_flv(port: u16, stream: &str) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/stream.flv?src={stream} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, s)
+}
+
+/// Runs a command with a deadline; kills it at the deadline.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Output, Duration) {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = t.elapsed();
+    (
+        Output {
+            status,
+            stdout: to.join().unwrap(),
+            stderr: te.join().unwrap(),
+        },
+        elapsed,
+    )
+}
+
+/// `ffprobe`'s stream list for `url`: (codec_type, codec_name) pairs.
+pub fn probe_streams(url: &str) -> Vec<(String, String)> {
+    let (out, _) = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+            "-of",
+            "json",
+            url,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut s: Vec<(String, String)> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_string(),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+/// Live (non-zombie) members of process group `pgid`, from /proc.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields after comm: state ppid pgrp. A zombie is dead and only
+        // waits for its reaper (init, for orphaned grandchildren).
+        if f.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && f[0] != "Z" {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Children of `pid` (direct), from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|x| x.parse::<u32>().ok()) == Some(pid) && f[0] != "Z" {
+            v.push(p);
+        }
+    }
+    v
+}
+
+/// The GStreamer RTSP server standing in for a camera.
+pub struct Camera {
+    child: Child,
+    pub url: String,
+}
+
+impl Camera {
+    pub fn start() -> Camera {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_camera.py");
+        // Debian's python3 has the gi bindings; a pyenv one may not.
+        let py = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut child = Command::new(py)
+            .arg(script)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            if out.read(&mut b).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("rtsp_camera.py exited before READY");
+            }
+            line.push(b[0]);
+        }
+        let line = String::from_utf8_lossy(&line);
+        let url = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"))
+            .to_string();
+        Camera { child, url }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        signal(self.child.id(), 15);
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,426 @@
+//! The real binary, real ffmpeg producers, real ffprobe/ffmpeg clients.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Keeps reading an HTTP-FLV response until `stop`; counts bytes.
+struct Drain {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drain {
+    fn new(mut s: TcpStream) -> Drain {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (st, by) = (stop.clone(), bytes.clone());
+        let handle = std::thread::spawn(move || {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !st.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        by.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+            // Dropping the socket here is the viewer leaving.
+        });
+        Drain {
+            stop,
+            bytes,
+            handle: Some(handle),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn close(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wait_bytes(srv: &Server, d: &Drain, n: u64) {
+    srv.wait_for(
+        &format!("{n} bytes of FLV"),
+        Duration::from_secs(20),
+        || d.bytes() >= n,
+    );
+}
+
+/// A producer whose shell ignores SIGTERM and runs ffmpeg as a grandchild:
+/// only the process-group SIGKILL ends it.
+fn stubborn_source() -> String {
+    let ffmpeg = "ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
+                  -c:v libx264 -preset ultrafast -tune zerolatency -g 25 -f flv -flvflags no_duration_filesize pipe:1";
+    format!("'exec:sh -c \"trap \\\"echo ignoring TERM >&2\\\" TERM; {ffmpeg} & while :; do sleep 0.2; done\"#kill_timeout=1s'")
+}
+
+#[test]
+fn demo_is_h264_and_aac_and_a_late_joiner_gets_a_picture_at_once() {
+    let _p = heavy();
+    // A 20 s GOP: a late joiner that waited for the next keyframe would wait
+    // many seconds; one served from the GOP cache starts at once.
+    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(500)), "");
+    let (_, v) = srv.get_json("/api/streams");
+    assert_eq!(v["demo"]["producers"][0]["state"], "idle", "{v}");
+
+    let (status, s) = open_flv(srv.port, "demo");
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let first = Drain::new(s);
+    wait_bytes(&srv, &first, 10_000);
+    let (_, v) = srv.get_json("/api/streams");
+    assert_eq!(v["demo"]["producers"][0]["state"], "running", "{v}");
+    assert!(v["demo"]["producers"][0]["pid"].as_u64().is_some(), "{v}");
+    assert_eq!(v["demo"]["consumers"][0]["protocol"], "http-flv", "{v}");
+
+    // The late joiner: one decoded picture, well before the next keyframe.
+    std::thread::sleep(Duration::from_secs(1));
+    let png = srv.dir.path().join("late.png");
+    let (out, took) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-i",
+                &srv.url("/api/stream.flv?src=demo"),
+                "-frames:v",
+                "1",
+                "-y",
+            ])
+            .arg(&png),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "late joiner took {took:?}: it waited for the next keyframe instead of starting at the cached one"
+    );
+
+    assert_eq!(
+        probe_streams(&srv.url("/api/stream.flv?src=demo")),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
+    first.close();
+}
+
+#[test]
+fn rtsp_camera_is_relayed() {
+    let _p = heavy();
+    let cam = Camera::start();
+    let srv = Server::start(&format!("  cam: {}\n", cam.url), "");
+    assert_eq!(
+        probe_streams(&srv.url("/api/stream.flv?src=cam")),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
+    let (_, v) = srv.get_json("/api/streams?src=cam");
+    assert_eq!(
+        v["producers"][0]["url"],
+        cam.url.as_str(),
+        "url is echoed exactly as configured"
+    );
+}
+
+#[test]
+fn last_viewer_leaving_kills_the_whole_group_and_next_viewer_restarts() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  x: {}\n", stubborn_source()), "");
+    let (status, s) = open_flv(srv.port, "x");
+    assert_eq!(status, 200, "{}", srv.log());
+    let reader = Drain::new(s);
+    wait_bytes(&srv, &reader, 5_000);
+    let pid = srv.producer_pids("x")[0];
+    // The group is sh, its ffmpeg and its sleep: more than the leader alone.
+    srv.wait_for("sh and its children", Duration::from_secs(5), || {
+        group_members(pid).len() >= 2
+    });
+
+    reader.close();
+    let left = Instant::now();
+    srv.wait_for("the group to be gone", Duration::from_secs(10), || {
+        group_members(pid).is_empty()
+    });
+    let took = left.elapsed();
+    // linger 0 + kill_timeout 1 s + 0.5 s.
+    assert!(
+        took <= Duration::from_millis(1500),
+        "group lived {took:?} after the last viewer left\n{}",
+        srv.log()
+    );
+    srv.wait_for("stop logged", Duration::from_secs(5), || {
+        srv.log().contains("SIGKILL")
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "leader {pid} not reaped"
+    );
+
+    // The next viewer starts it all again.
+    let (status, s) = open_flv(srv.port, "x");
+    assert_eq!(status, 200);
+    let again = Drain::new(s);
+    wait_bytes(&srv, &again, 5_000);
+    let pid2 = srv.producer_pids("x")[0];
+    assert_ne!(pid, pid2);
+    again.close();
+}
+
+#[test]
+fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), "");
+    // A reader that never reads past the response head.
+    let (status, stalled) = open_flv(srv.port, "demo");
+    assert_eq!(status, 200);
+    let readers: Vec<Drain> = (0..50)
+        .map(|_| {
+            let (status, s) = open_flv(srv.port, "demo");
+            assert_eq!(status, 200);
+            Drain::new(s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mid: Vec<u64> = readers.iter().map(Drain::bytes).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, r) in readers.iter().enumerate() {
+        let got = r.bytes() - mid[i];
+        // The demo stream is ~30 KB/s; every reader keeps receiving.
+        assert!(
+            got > 20_000,
+            "reader {i} got only {got} bytes in 3 s\n{}",
+            srv.log()
+        );
+    }
+    let (_, v) = srv.get_json("/api/streams?src=demo");
+    assert_eq!(v["consumers"].as_array().unwrap().len(), 51, "{v}");
+    assert_eq!(
+        srv.producer_pids("demo").len(),
+        1,
+        "one producer for all viewers"
+    );
+    drop(stalled);
+    for r in readers {
+        r.close();
+    }
+}
+
+#[test]
+fn malformed_config_is_rejected_with_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    for (text, at, what) in [
+        (
+            "streams:\n  cam: foo://bar\n",
+            ":2:8:",
+            "unknown source scheme",
+        ),
+        (
+            "supervisor:\n  kill_timeout: soon\n",
+            ":2:17:",
+            "kill_timeout",
+        ),
+        ("streams:\n  a: [rtsp://x\n", ":", ""),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        for args in [vec!["check", "-c"], vec!["-c"]] {
+            let (out, _) = run_with_timeout(
+                Command::new(bin()).args(&args).arg(&bad),
+                Duration::from_secs(10),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?} on {text:?}: {err}");
+            assert!(
+                err.contains(&format!("bad.yaml{at}")),
+                "{args:?} on {text:?}: {err}"
+            );
+            assert!(err.contains(what), "{err}");
+        }
+    }
+    std::fs::write(&bad, "streams:\n  cam: rtsp://10.0.0.9/s\n").unwrap();
+    let (out, _) = run_with_timeout(
+        Command::new(bin()).args(["check", "-c"]).arg(&bad),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success());
+    let (out, _) = run_with_timeout(
+        Command::new(bin()).arg("--version"),
+        Duration::from_secs(10),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("streamvisor "));
+}
+
+#[test]
+fn api_errors_are_json_and_name_what_is_wrong() {
+    let srv = Server::start("  pushed:\n", "");
+    let (status, v) = srv.get_json("/api/stream.flv?src=nope");
+    assert_eq!(status, 404);
+    assert_eq!(v["stream"], "nope", "{v}");
+    let (status, v) = srv.get_json("/api/streams?src=nope");
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = srv.get_json("/api/stream.flv");
+    assert_eq!(status, 400);
+    assert_eq!(v["parameter"], "src", "{v}");
+    let (status, v) = srv.get_json("/api/stream.flv?src=pushed&exclude=x");
+    assert_eq!(status, 400);
+    assert_eq!(v["parameter"], "exclude", "{v}");
+    let (status, v) = srv.get_json("/api/stream.flv?src=pushed");
+    assert_eq!(status, 503, "a publish-only stream with no publisher: {v}");
+    let (status, _) = srv.get_json("/api/nothing-here");
+    assert_eq!(status, 404);
+    let (status, v) = srv.get_json("/api");
+    assert_eq!(status, 200);
+    assert!(v["version"].as_str().unwrap().starts_with("1."), "{v}");
+    assert!(v["streamvisor"].is_string(), "{v}");
+}
+
+#[test]
+fn a_source_that_fails_to_start_gives_5xx_with_the_stderr_tail() {
+    let _p = heavy();
+    let closed = free_port();
+    let srv = Server::start(
+        &format!("  bad: rtsp://127.0.0.1:{closed}/nothing#start_timeout=3s\n"),
+        "",
+    );
+    let t = Instant::now();
+    let (status, v) = srv.get_json("/api/stream.flv?src=bad");
+    let took = t.elapsed();
+    assert_eq!(status, 502, "{v}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    let tail = v["sources"][0]["stderr_tail"].to_string();
+    assert!(tail.contains("Connection refused"), "{v}");
+    assert_eq!(v["stream"], "bad");
+    srv.wait_for("producers idle", Duration::from_secs(5), || {
+        let (_, v) = srv.get_json("/api/streams?src=bad");
+        v["producers"][0]["state"] == "idle"
+    });
+    assert!(
+        children_of(srv.pid()).is_empty(),
+        "a child outlived the failed start"
+    );
+}
+
+#[test]
+fn sigterm_leaves_no_children() {
+    let _p = heavy();
+    let mut srv = Server::start(
+        &format!(
+            "  x: {}\n  demo: \"{}\"\n",
+            stubborn_source(),
+            demo_source(25)
+        ),
+        "",
+    );
+    let a = Drain::new(open_flv(srv.port, "x").1);
+    let b = Drain::new(open_flv(srv.port, "demo").1);
+    wait_bytes(&srv, &a, 5_000);
+    wait_bytes(&srv, &b, 5_000);
+    let pids = [srv.producer_pids("x")[0], srv.producer_pids("demo")[0]];
+    let (status, took) = srv.terminate(Duration::from_secs(10));
+    let status = status.expect("server did not exit");
+    assert!(status.success(), "{status}");
+    // kill_timeout (1 s for the stubborn source) + 1 s.
+    assert!(
+        took <= Duration::from_secs(2),
+        "exit took {took:?}\n{}",
+        srv.log()
+    );
+    for pid in pids {
+        assert!(
+            group_members(pid).is_empty(),
+            "group {pid} outlived the server: {:?}",
+            group_members(pid)
+        );
+    }
+    drop((a, b));
+}
+
+#[test]
+fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
+    let _p = heavy();
+    // go2rtc's idiom: the camera's G.711, made AAC by a second source that
+    // reads the stream itself back.
+    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
+               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
+               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let srv = Server::start(
+        &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
+        "",
+    );
+    let warm = Drain::new(open_flv(srv.port, "cam2").1);
+    srv.wait_for(
+        "both producers and the internal reader",
+        Duration::from_secs(20),
+        || {
+            let (_, v) = srv.get_json("/api/streams?src=cam2");
+            let internal = v["consumers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["internal"] == true);
+            internal && v["producers"][1]["bytes"].as_u64().unwrap_or(0) > 2000
+        },
+    );
+    assert_eq!(
+        probe_streams(&srv.url("/api/stream.flv?src=cam2")),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
+    warm.close();
+    // The internal reader must not keep the stream alive.
+    srv.wait_for(
+        "cam2 to stop after its last real viewer",
+        Duration::from_secs(10),
+        || {
+            let (_, v) = srv.get_json("/api/streams?src=cam2");
+            v["producers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["state"] == "idle")
+        },
+    );
+}
