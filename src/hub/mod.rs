@@ -925,7 +925,7 @@ async fn demux(
     let mut d = flv::Demuxer::new();
     loop {
         loop {
-            match d.next() {
+            match d.next_event() {
                 Ok(Some(ev)) => {
                     if matches!(ev, flv::Event::Frame(_)) {
                         stats

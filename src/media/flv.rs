@@ -1,7 +1,7 @@
 //! FLV (Adobe "Video File Format Specification v10.1", Annex E) demuxing and
 //! muxing of H.264 + AAC.
 //!
-//! The demuxer is incremental and checks before it parses: [`Demuxer::next`]
+//! The demuxer is incremental and checks before it parses: [`Demuxer::next_event`]
 //! says "incomplete" (`Ok(None)`) until a whole tag is buffered, and only then
 //! commits to it. Tag payloads are cut out of the read buffer without a copy.
 //!
@@ -124,7 +124,7 @@ impl Demuxer {
 
     /// The next event, `Ok(None)` if more input is needed. Tags that carry
     /// nothing we relay (script data, AVC end-of-sequence) are skipped.
-    pub fn next(&mut self) -> Result<Option<Event>, FlvError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, FlvError> {
         if let Some(ev) = self.pending.take() {
             return Ok(Some(ev));
         }
@@ -545,7 +545,7 @@ mod tests {
 
     fn demux_all(d: &mut Demuxer) -> Result<Vec<Event>, FlvError> {
         let mut v = Vec::new();
-        while let Some(e) = d.next()? {
+        while let Some(e) = d.next_event()? {
             v.push(e);
         }
         Ok(v)
@@ -593,7 +593,7 @@ mod tests {
     fn garbage_names_the_offset() {
         let mut d = Demuxer::new();
         d.push(b"RIFF\0\0\0\0\0\0\0\0\0");
-        let e = d.next().unwrap_err();
+        let e = d.next_event().unwrap_err();
         assert_eq!(e.offset, 0);
         assert!(e.to_string().contains("signature"), "{e}");
 
@@ -603,8 +603,8 @@ mod tests {
         bytes.extend_from_slice(&[0x42, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         let mut d = Demuxer::new();
         d.push(&bytes);
-        assert!(matches!(d.next(), Ok(Some(Event::Track(_)))));
-        let e = d.next().unwrap_err();
+        assert!(matches!(d.next_event(), Ok(Some(Event::Track(_)))));
+        let e = d.next_event().unwrap_err();
         assert_eq!(e.offset, bad_at as u64, "{e}");
         assert!(e.reason.contains("unknown tag type"), "{e}");
     }
@@ -614,7 +614,7 @@ mod tests {
         let mut d = Demuxer::new();
         d.push(b"FLV\x01\x05\0\0\0\x09\0\0\0\0");
         d.push(&[9, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
-        let e = d.next().unwrap_err();
+        let e = d.next_event().unwrap_err();
         assert!(e.reason.contains("exceeds"), "{e}");
     }
 
@@ -625,7 +625,7 @@ mod tests {
         // Sound format 2 (MP3), one byte of data.
         d.push(&[8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x2f, 0xd5, 0, 0, 0, 13]);
         assert_eq!(
-            d.next().unwrap(),
+            d.next_event().unwrap(),
             Some(Event::Unsupported {
                 kind: TrackKind::Audio,
                 codec_id: 2
