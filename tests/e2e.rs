@@ -207,10 +207,13 @@ fn last_viewer_leaving_kills_the_whole_group_and_next_viewer_restarts() {
 #[test]
 fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
     let _p = heavy();
-    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), "");
-    // A reader that never reads past the response head.
-    let (status, stalled) = open_flv(srv.port, "demo");
-    assert_eq!(status, 200);
+    // About 2 Mbit/s, so that the stalled reader's buffers fill quickly.
+    let srv = Server::start(
+        &format!("  demo: \"{}\"\n", demo_source_sized(25, "640x360")),
+        "",
+    );
+    // A reader that never reads at all.
+    let stalled = open_stalled_flv(srv.port, "demo");
     let readers: Vec<Drain> = (0..50)
         .map(|_| {
             let (status, s) = open_flv(srv.port, "demo");
@@ -237,6 +240,20 @@ fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
         1,
         "one producer for all viewers"
     );
+    // The stalled reader is cut off after WRITE_STALL (15 s) without
+    // progress; the others keep going meanwhile.
+    let before: Vec<u64> = readers.iter().map(Drain::bytes).collect();
+    srv.wait_for(
+        "the stalled reader to be disconnected",
+        Duration::from_secs(30),
+        || {
+            let (_, v) = srv.get_json("/api/streams?src=demo");
+            v["consumers"].as_array().unwrap().len() == 50
+        },
+    );
+    for (i, r) in readers.iter().enumerate() {
+        assert!(r.bytes() > before[i], "reader {i} stopped receiving");
+    }
     drop(stalled);
     for r in readers {
         r.close();

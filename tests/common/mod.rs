@@ -46,8 +46,13 @@ pub fn free_port() -> u16 {
 /// An `exec:` source making H.264 + AAC with ffmpeg's test sources, paced in
 /// real time. `gop` is the keyframe interval in frames (25 fps).
 pub fn demo_source(gop: u32) -> String {
+    demo_source_sized(gop, "320x240")
+}
+
+/// As [`demo_source`]; 640x360 is about 2 Mbit/s.
+pub fn demo_source_sized(gop: u32, size: &str) -> String {
     format!(
-        "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=320x240:rate=25 \
+        "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size={size}:rate=25 \
          -f lavfi -i sine=frequency=440:sample_rate=44100 -c:v libx264 -preset ultrafast -tune zerolatency \
          -g {gop} -pix_fmt yuv420p -c:a aac -b:a 64k -f flv -flvflags no_duration_filesize pipe:1"
     )
@@ -248,6 +253,23 @@ pub fn open_flv(port: u16, stream: &str) -> (u16, TcpStream) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, s)
+}
+
+/// An HTTP-FLV request from a client that never reads: a 4 KiB receive
+/// buffer, so the server's writes stall within a second or two.
+pub fn open_stalled_flv(port: u16, stream: &str) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut t: TcpStream = s.try_clone().unwrap().into();
+    write!(
+        t,
+        "GET /api/stream.flv?src={stream} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    s
 }
 
 /// Runs a command with a deadline; kills it at the deadline.
