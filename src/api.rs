@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
-use crate::media::flv::Muxer;
+use crate::media::flv::{self, Muxer};
 use crate::media::{ticks_to_ms, TrackInfo};
 
 /// The go2rtc API level whose shape we implement.
@@ -241,8 +241,10 @@ async fn stream_flv(
         .into_response())
 }
 
-/// One viewer's FLV byte stream. Each item is one chunk; frame payloads are
-/// the shared buffers, never copied.
+/// One viewer's FLV byte stream, one chunk per tag. Frame tags are the
+/// shared ones ([`flv::shared_tag`]): built once per frame for all viewers,
+/// stamped with the stream clock, so a viewer joining late starts at a
+/// non-zero time, as players expect of live FLV.
 fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
     struct St {
         viewer: Viewer,
@@ -250,8 +252,7 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
         queue: std::collections::VecDeque<Bytes>,
         tracks: [Option<TrackInfo>; 2],
         sent: [Option<TrackInfo>; 2],
-        /// The first frame's dts: every viewer's FLV starts at 0.
-        base: Option<i64>,
+        started: bool,
         last_ms: i64,
     }
     let st = St {
@@ -260,7 +261,7 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
         queue: Default::default(),
         tracks: [None, None],
         sent: [None, None],
-        base: None,
+        started: false,
         last_ms: 0,
     };
     futures_util::stream::unfold(st, |mut st| async move {
@@ -279,24 +280,24 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                 }
                 Ok(Delivery::Tracks { video, audio }) => {
                     st.tracks = [video, audio];
-                    if st.base.is_some() {
+                    if st.started {
                         // Parameters changed mid-stream: new sequence headers.
                         let ts = st.last_ms;
                         push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, ts);
                     }
                 }
                 Ok(Delivery::Frame(f)) => {
-                    if st.base.is_none() {
-                        st.base = Some(f.dts);
+                    let ms = ticks_to_ms(f.dts).max(0);
+                    if !st.started {
+                        st.started = true;
                         st.queue.push_back(
                             st.mux
                                 .header(st.tracks[0].is_some(), st.tracks[1].is_some()),
                         );
-                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, 0);
+                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, ms);
                     }
-                    let ms = ticks_to_ms(f.dts - st.base.unwrap_or(f.dts)).max(0);
                     st.last_ms = st.last_ms.max(ms);
-                    st.queue.extend(st.mux.frame(&f, ms));
+                    st.queue.push_back(flv::shared_tag(&f));
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! One stream's fan-out: a broadcast ring of [`Item`]s, the current track
-//! table and a GOP cache.
+//! One stream's fan-out: a broadcast ring of batches of [`Item`]s, the
+//! current track table and a GOP cache.
 //!
 //! Producers call [`Fanout::publish`]; it never waits on a viewer (a full
 //! ring overwrites its oldest entry and the laggard finds out on its next
@@ -7,12 +7,19 @@
 //! joined with. Memory is bounded by the ring and the GOP cache, not by the
 //! number of viewers, and a payload is one `Bytes` shared by all of them.
 //!
+//! Items travel in batches of up to [`BATCH_WINDOW`]: a viewer then wakes,
+//! and its socket is written, about ten times a second rather than once per
+//! audio and video frame (some 70 times a second). At hundreds of viewers
+//! those wake-ups and writes are most of the relay's CPU. Keyframes and
+//! track changes go at once, so a start is never delayed.
+//!
 //! The short `std::sync::Mutex` here guards only in-memory bookkeeping and is
 //! never held across an `.await`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -20,9 +27,13 @@ use tokio::time::Instant;
 use crate::media::flv::Event;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 
-/// Ring capacity in items. At 25 fps video plus 47 AAC frames a second this
-/// is about 7 s of media: room for a viewer's hiccup, bounded memory.
-pub const RING: usize = 512;
+/// Ring capacity in batches: about 10 s of media at one batch per
+/// [`BATCH_WINDOW`], room for a viewer's hiccup with bounded memory.
+pub const RING: usize = 128;
+/// How long a frame may wait for company before its batch goes out.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// A batch goes out once it holds this many items, whatever its age.
+pub const BATCH_MAX: usize = 32;
 /// The GOP cache gives up (until the next keyframe) past these bounds, so a
 /// camera with a one-minute keyframe interval cannot eat memory.
 pub const GOP_MAX_ITEMS: usize = 2000;
@@ -49,6 +60,9 @@ pub enum Item {
     Eos,
 }
 
+/// What the ring carries: items in order, shared by every viewer.
+pub type Batch = Arc<[Item]>;
+
 /// What a producer's ownership token proves: that its frames are still
 /// wanted. A restarted source gets a new generation, so a slow, stale task
 /// can never publish into (or tear down) its replacement.
@@ -74,6 +88,13 @@ struct State {
     /// The video source whose keyframes start the GOP cache.
     gop_owner: Option<SourceId>,
     ready: bool,
+    /// Items published but not yet sent, and when the first of them came.
+    pending: Vec<Item>,
+    pending_since: Option<Instant>,
+    /// The stream clock's zero, set by the first frame of a run. It stays
+    /// until the stream stops, so timestamps keep increasing across
+    /// producer restarts.
+    origin: Option<Instant>,
 }
 
 /// Told once per start, when the stream has something a viewer can decode.
@@ -83,10 +104,7 @@ pub trait ReadyNotify: Send + Sync {
 
 pub struct Fanout {
     state: Mutex<State>,
-    tx: broadcast::Sender<Item>,
-    /// The stream clock's zero; it lives as long as the stream, so timestamps
-    /// stay monotonic across producer restarts.
-    origin: Instant,
+    tx: broadcast::Sender<Batch>,
     notify: Box<dyn ReadyNotify>,
     pub bytes_in: AtomicU64,
     unsupported_logged: AtomicBool,
@@ -109,9 +127,11 @@ impl Fanout {
                 gop_bytes: 0,
                 gop_owner: None,
                 ready: false,
+                pending: Vec::new(),
+                pending_since: None,
+                origin: None,
             }),
             tx,
-            origin: Instant::now(),
             notify,
             bytes_in: AtomicU64::new(0),
             unsupported_logged: AtomicBool::new(false),
@@ -122,8 +142,30 @@ impl Fanout {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_ticks(&self) -> i64 {
-        (self.origin.elapsed().as_micros() as i64) * TIMESCALE / 1_000_000
+    /// Sends what is pending, caching it for late joiners as it goes out
+    /// (so a join snapshot never holds an item the ring will still bring).
+    fn flush_locked(&self, st: &mut State) {
+        st.pending_since = None;
+        if st.pending.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut st.pending);
+        for item in &items {
+            self.cache(st, item);
+        }
+        let _ = self.tx.send(items.into());
+    }
+
+    /// Sends the pending batch now. Producers call this when
+    /// [`Fanout::flush_deadline`] passes with no new frame.
+    pub fn flush(&self) {
+        let mut st = self.lock();
+        self.flush_locked(&mut st);
+    }
+
+    /// When the pending batch must go out, if there is one.
+    pub fn flush_deadline(&self) -> Option<Instant> {
+        self.lock().pending_since.map(|t| t + BATCH_WINDOW)
     }
 
     /// Attaches a new producer run for `source`.
@@ -149,12 +191,8 @@ impl Fanout {
         s.video = None;
         s.audio = None;
         s.offset = None;
-        if st.gop_owner == Some(source) {
-            st.gop.clear();
-            st.gop_bytes = 0;
-            st.gop_owner = None;
-        }
-        let _ = self.tx.send(Item::SourceGone { source });
+        st.pending.push(Item::SourceGone { source });
+        self.flush_locked(&mut st);
     }
 
     /// Ends the current run of the stream: cursors end, state resets.
@@ -170,7 +208,10 @@ impl Fanout {
         st.gop_bytes = 0;
         st.gop_owner = None;
         st.ready = false;
-        let _ = self.tx.send(Item::Eos);
+        st.pending.clear();
+        st.pending_since = None;
+        st.origin = None;
+        let _ = self.tx.send(Arc::new([Item::Eos]));
     }
 
     pub fn is_ready(&self) -> bool {
@@ -181,8 +222,14 @@ impl Fanout {
     /// owns `source` (the caller should stop).
     pub fn publish(&self, source: SourceId, generation: Generation, ev: Event) -> bool {
         let mut st = self.lock();
-        let now = self.now_ticks();
         let st = &mut *st;
+        let wall = Instant::now();
+        // A second of headroom: audio that a producer stamps a little before
+        // its first video frame still lands at or after zero.
+        let origin = *st
+            .origin
+            .get_or_insert_with(|| wall.checked_sub(Duration::from_secs(1)).unwrap_or(wall));
+        let now = (wall.duration_since(origin).as_micros() as i64) * TIMESCALE / 1_000_000;
         let Some(s) = st.sources.get_mut(source as usize) else {
             return false;
         };
@@ -244,8 +291,16 @@ impl Fanout {
                 Item::Frame { source, frame }
             }
         };
-        self.cache(st, &item);
-        let _ = self.tx.send(item);
+        let now_flush = match &item {
+            // A start (and a late joiner's first picture) never waits.
+            Item::Frame { frame, .. } => frame.kind() == TrackKind::Video && frame.keyframe,
+            _ => true,
+        };
+        st.pending.push(item);
+        let since = *st.pending_since.get_or_insert(wall);
+        if now_flush || st.pending.len() >= BATCH_MAX || wall >= since + BATCH_WINDOW {
+            self.flush_locked(st);
+        }
         true
     }
 
@@ -312,19 +367,25 @@ impl Fanout {
             }
         }
         backlog.extend(st.gop.iter().cloned());
-        Cursor { rx, backlog }
+        Cursor {
+            rx,
+            backlog,
+            batch: None,
+        }
     }
 }
 
 /// A viewer's position in the stream: first the join snapshot, then the ring.
 pub struct Cursor {
-    rx: broadcast::Receiver<Item>,
+    rx: broadcast::Receiver<Batch>,
     backlog: VecDeque<Item>,
+    batch: Option<(Batch, usize)>,
 }
 
 pub enum Next {
     Item(Item),
-    /// The viewer fell behind and `n` items were overwritten before it read them.
+    /// The viewer fell behind and `n` batches were overwritten before it
+    /// read them.
     Lagged(u64),
     Closed,
 }
@@ -334,10 +395,19 @@ impl Cursor {
         if let Some(i) = self.backlog.pop_front() {
             return Next::Item(i);
         }
-        match self.rx.recv().await {
-            Ok(i) => Next::Item(i),
-            Err(broadcast::error::RecvError::Lagged(n)) => Next::Lagged(n),
-            Err(broadcast::error::RecvError::Closed) => Next::Closed,
+        loop {
+            if let Some((b, i)) = &mut self.batch {
+                if let Some(item) = b.get(*i) {
+                    *i += 1;
+                    return Next::Item(item.clone());
+                }
+                self.batch = None;
+            }
+            match self.rx.recv().await {
+                Ok(b) => self.batch = Some((b, 0)),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Next::Lagged(n),
+                Err(broadcast::error::RecvError::Closed) => return Next::Closed,
+            }
         }
     }
 }
@@ -525,6 +595,13 @@ mod tests {
         }
     }
 
+    /// Publishes and sends at once, so each test item is its own batch.
+    fn publish(f: &Fanout, source: SourceId, g: Generation, ev: Event) -> bool {
+        let ok = f.publish(source, g, ev);
+        f.flush();
+        ok
+    }
+
     fn fanout(n: usize) -> (Fanout, Arc<AtomicUsize>) {
         let c = Arc::new(AtomicUsize::new(0));
         (Fanout::new(n, Box::new(Count(c.clone()))), c)
@@ -549,6 +626,7 @@ mod tests {
             pts: ms_to_ticks(ms),
             keyframe: key,
             payload: Bytes::from(vec![0u8; 100]),
+            wire: Default::default(),
         })
     }
     fn aframe(ms: i64) -> Event {
@@ -558,6 +636,7 @@ mod tests {
             pts: ms_to_ticks(ms),
             keyframe: true,
             payload: Bytes::from_static(&[1, 2, 3]),
+            wire: Default::default(),
         })
     }
 
@@ -579,14 +658,14 @@ mod tests {
         let (f, ready) = fanout(1);
         let g = Generation(1);
         f.attach(0, g);
-        f.publish(0, g, vtrack());
-        f.publish(0, g, atrack());
-        f.publish(0, g, vframe(0, false)); // before any keyframe: not cached
+        publish(&f, 0, g, vtrack());
+        publish(&f, 0, g, atrack());
+        publish(&f, 0, g, vframe(0, false)); // before any keyframe: not cached
         assert_eq!(ready.load(Ordering::SeqCst), 0);
-        f.publish(0, g, vframe(40, true));
+        publish(&f, 0, g, vframe(40, true));
         assert_eq!(ready.load(Ordering::SeqCst), 1);
-        f.publish(0, g, aframe(41));
-        f.publish(0, g, vframe(80, false));
+        publish(&f, 0, g, aframe(41));
+        publish(&f, 0, g, vframe(80, false));
 
         let mut sel = Selector::new(f.subscribe(), None, Default::default());
         let got = frames(&mut sel, 5).await;
@@ -623,8 +702,8 @@ mod tests {
         let (f, _) = fanout(1);
         f.attach(0, Generation(1));
         f.attach(0, Generation(2));
-        assert!(!f.publish(0, Generation(1), vtrack()));
-        assert!(f.publish(0, Generation(2), vtrack()));
+        assert!(!publish(&f, 0, Generation(1), vtrack()));
+        assert!(publish(&f, 0, Generation(2), vtrack()));
         f.detach(0, Generation(1));
         let mut sel = Selector::new(f.subscribe(), None, Default::default());
         assert!(matches!(
@@ -637,15 +716,15 @@ mod tests {
     async fn restart_keeps_timestamps_monotonic() {
         let (f, _) = fanout(1);
         f.attach(0, Generation(1));
-        f.publish(0, Generation(1), vtrack());
+        publish(&f, 0, Generation(1), vtrack());
         let mut sel = Selector::new(f.subscribe(), None, Default::default());
-        f.publish(0, Generation(1), vframe(5000, true));
-        f.publish(0, Generation(1), vframe(5040, false));
+        publish(&f, 0, Generation(1), vframe(5000, true));
+        publish(&f, 0, Generation(1), vframe(5040, false));
         f.detach(0, Generation(1));
         f.attach(0, Generation(2));
-        f.publish(0, Generation(2), vtrack());
+        publish(&f, 0, Generation(2), vtrack());
         // The new run starts its clock at zero again.
-        f.publish(0, Generation(2), vframe(0, true));
+        publish(&f, 0, Generation(2), vframe(0, true));
         let mut dts = Vec::new();
         for d in frames(&mut sel, 6).await {
             if let Delivery::Frame(fr) = d {
@@ -661,15 +740,15 @@ mod tests {
         let (f, _) = fanout(1);
         let g = Generation(1);
         f.attach(0, g);
-        f.publish(0, g, vtrack());
-        f.publish(0, g, vframe(0, true));
+        publish(&f, 0, g, vtrack());
+        publish(&f, 0, g, vframe(0, true));
         let stats = Arc::new(ViewerStats::default());
         let mut sel = Selector::new(f.subscribe(), None, stats.clone());
         frames(&mut sel, 2).await; // tracks + keyframe
         for i in 1..(RING as i64 + 10) {
-            f.publish(0, g, vframe(i * 40, false));
+            publish(&f, 0, g, vframe(i * 40, false));
         }
-        f.publish(0, g, vframe(99_000, true));
+        publish(&f, 0, g, vframe(99_000, true));
         let got = frames(&mut sel, 1).await;
         assert!(
             matches!(&got[0], Delivery::Frame(fr) if fr.keyframe),
@@ -683,7 +762,7 @@ mod tests {
         for _ in 0..MAX_LAGS_IN_A_ROW + 1 {
             for _ in 0..RING + 10 {
                 ms += 40;
-                f.publish(0, g, vframe(ms, false));
+                publish(&f, 0, g, vframe(ms, false));
             }
             match tokio::time::timeout(std::time::Duration::from_millis(50), sel.next()).await {
                 Ok(Err(e)) => {
@@ -703,10 +782,10 @@ mod tests {
         let (f, _) = fanout(2);
         f.attach(0, Generation(1));
         f.attach(1, Generation(2));
-        f.publish(0, Generation(1), vtrack());
-        f.publish(0, Generation(1), vframe(0, true));
-        f.publish(1, Generation(2), atrack());
-        f.publish(1, Generation(2), aframe(10));
+        publish(&f, 0, Generation(1), vtrack());
+        publish(&f, 0, Generation(1), vframe(0, true));
+        publish(&f, 1, Generation(2), atrack());
+        publish(&f, 1, Generation(2), aframe(10));
 
         let mut viewer = Selector::new(f.subscribe(), None, Default::default());
         let got = frames(&mut viewer, 3).await;
@@ -734,8 +813,8 @@ mod tests {
             ),
             "{got:?}"
         );
-        f.publish(1, Generation(2), aframe(30));
-        f.publish(0, Generation(1), vframe(40, false));
+        publish(&f, 1, Generation(2), aframe(30));
+        publish(&f, 0, Generation(1), vframe(40, false));
         let got = frames(&mut reader, 1).await;
         assert!(
             matches!(&got[0], Delivery::Frame(fr) if fr.codec == Codec::H264),
@@ -753,8 +832,8 @@ mod tests {
             codec: Codec::Pcma,
             config: Bytes::new(),
         };
-        f.publish(0, Generation(1), Event::Track(pcma.clone()));
-        f.publish(1, Generation(2), atrack());
+        publish(&f, 0, Generation(1), Event::Track(pcma.clone()));
+        publish(&f, 1, Generation(2), atrack());
         let mut viewer = Selector::new(f.subscribe(), None, Default::default());
         let got = frames(&mut viewer, 2).await;
         assert!(
@@ -771,6 +850,33 @@ mod tests {
                 audio: Some(pcma)
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_travel_in_batches_but_keyframes_do_not_wait() {
+        let (f, ready) = fanout(1);
+        let g = Generation(1);
+        f.attach(0, g);
+        f.publish(0, g, vtrack());
+        f.publish(0, g, atrack());
+        f.publish(0, g, vframe(0, true));
+        // The keyframe went out at once: the stream is ready, a viewer sees it.
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        frames(&mut sel, 3).await;
+        f.publish(0, g, aframe(10));
+        f.publish(0, g, vframe(40, false));
+        assert!(f.flush_deadline().is_some());
+        // Nothing yet: the two frames wait for their window.
+        assert!(tokio::time::timeout(Duration::from_millis(50), sel.next())
+            .await
+            .is_err());
+        tokio::time::sleep_until(f.flush_deadline().unwrap()).await;
+        f.flush();
+        assert!(f.flush_deadline().is_none());
+        let got = frames(&mut sel, 2).await;
+        assert!(matches!(&got[0], Delivery::Frame(a) if a.codec == Codec::Aac));
+        assert!(matches!(&got[1], Delivery::Frame(v) if v.codec == Codec::H264));
     }
 
     #[tokio::test]

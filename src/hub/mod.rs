@@ -947,7 +947,20 @@ async fn demux(
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
-        match stdout.read_buf(buf).await {
+        // A pending batch goes out at its deadline even if this producer
+        // has nothing more to say (a 1 fps camera, a stall).
+        let read = stdout.read_buf(buf);
+        let read = match fanout.flush_deadline() {
+            Some(at) => tokio::select! {
+                r = read => r,
+                _ = tokio::time::sleep_until(at) => {
+                    fanout.flush();
+                    continue;
+                }
+            },
+            None => read.await,
+        };
+        match read {
             Ok(0) => return "stdout closed".into(),
             Ok(n) => {
                 stats.bytes.fetch_add(n as u64, Ordering::Relaxed);

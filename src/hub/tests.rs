@@ -144,6 +144,7 @@ fn flv_frame(m: &mut Muxer, ms: i64, key: bool) -> Vec<u8> {
         pts: ms_to_ticks(ms),
         keyframe: key,
         payload: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        wire: Default::default(),
     };
     m.frame(&f, ms).iter().flat_map(|c| c.to_vec()).collect()
 }

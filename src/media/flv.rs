@@ -275,6 +275,7 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
                 pts: dts + ms_to_ticks(cts),
                 keyframe: frame_type == 1,
                 payload: data,
+                wire: Default::default(),
             })))
         }
         2 => Ok(None), // end of sequence
@@ -322,6 +323,7 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
             pts: ts,
             keyframe: true,
             payload: data,
+            wire: Default::default(),
         })));
     }
     if format != SOUND_FORMAT_AAC {
@@ -358,6 +360,7 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
                 pts: ts,
                 keyframe: true,
                 payload: data,
+                wire: Default::default(),
             })))
         }
         other => Err((1, format!("unknown AACPacketType {other}"))),
@@ -441,43 +444,91 @@ impl Muxer {
         cts_ms: i64,
         key: bool,
     ) -> (Bytes, Bytes) {
-        let codec_header_len = match codec {
-            Codec::H264 => 5,
-            Codec::Aac => 2,
-            Codec::Pcma | Codec::Pcmu => 1,
-        };
-        let data_size = (codec_header_len + payload_len) as u32;
-        self.reserve(TAG_HEADER_LEN + codec_header_len + 4);
-        let s = &mut self.scratch;
-        s.put_u8(match codec {
-            Codec::H264 => TAG_VIDEO,
-            _ => TAG_AUDIO,
-        });
-        s.put_uint(data_size as u64, 3);
-        // E.4.1: lower 24 bits, then the extended upper 8 bits.
-        let ts = ts_ms as u32;
-        s.put_uint((ts & 0x00ff_ffff) as u64, 3);
-        s.put_u8((ts >> 24) as u8);
-        s.put_uint(0, 3); // StreamID, always 0
-        match codec {
-            Codec::H264 => {
-                s.put_u8(if key { 0x10 } else { 0x20 } | VIDEO_CODEC_AVC);
-                s.put_u8(packet_type);
-                s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
-            }
-            Codec::Aac => {
-                // E.4.2.1: AAC is always signalled as 44 kHz, 16-bit, stereo;
-                // the AudioSpecificConfig carries the real parameters.
-                s.put_u8(SOUND_FORMAT_AAC << 4 | 0x0f);
-                s.put_u8(packet_type);
-            }
-            Codec::Pcma => s.put_u8(SOUND_FORMAT_ALAW << 4 | G711_FLAGS),
-            Codec::Pcmu => s.put_u8(SOUND_FORMAT_MULAW << 4 | G711_FLAGS),
-        }
+        self.reserve(TAG_HEADER_LEN + 5 + 4);
+        let data_size = put_tag_header(
+            &mut self.scratch,
+            codec,
+            packet_type,
+            payload_len,
+            ts_ms,
+            cts_ms,
+            key,
+        );
         let head = self.scratch.split().freeze();
         self.scratch.put_u32(TAG_HEADER_LEN as u32 + data_size);
         (head, self.scratch.split().freeze())
     }
+}
+
+/// A frame's whole FLV tag (header, payload, PreviousTagSize) at its own
+/// stream-clock time: the same bytes for every viewer, so it is built once
+/// per frame and shared (see [`crate::media::Wire`]).
+pub fn shared_tag(frame: &Frame) -> Bytes {
+    frame
+        .wire
+        .flv(|| {
+            let mut s = BytesMut::with_capacity(TAG_HEADER_LEN + 5 + frame.payload.len() + 4);
+            let cts = ticks_to_ms(frame.pts - frame.dts);
+            let ts = ticks_to_ms(frame.dts).max(0);
+            let data_size = put_tag_header(
+                &mut s,
+                frame.codec,
+                1,
+                frame.payload.len(),
+                ts,
+                cts,
+                frame.keyframe,
+            );
+            s.put_slice(&frame.payload);
+            s.put_u32(TAG_HEADER_LEN as u32 + data_size);
+            s.freeze()
+        })
+        .clone()
+}
+
+/// Writes a tag header and codec header (E.4.1, E.4.2.1, E.4.3.1); returns
+/// the tag's DataSize.
+fn put_tag_header(
+    s: &mut BytesMut,
+    codec: Codec,
+    packet_type: u8,
+    payload_len: usize,
+    ts_ms: i64,
+    cts_ms: i64,
+    key: bool,
+) -> u32 {
+    let codec_header_len = match codec {
+        Codec::H264 => 5,
+        Codec::Aac => 2,
+        Codec::Pcma | Codec::Pcmu => 1,
+    };
+    let data_size = (codec_header_len + payload_len) as u32;
+    s.put_u8(match codec {
+        Codec::H264 => TAG_VIDEO,
+        _ => TAG_AUDIO,
+    });
+    s.put_uint(data_size as u64, 3);
+    // E.4.1: lower 24 bits, then the extended upper 8 bits.
+    let ts = ts_ms as u32;
+    s.put_uint((ts & 0x00ff_ffff) as u64, 3);
+    s.put_u8((ts >> 24) as u8);
+    s.put_uint(0, 3); // StreamID, always 0
+    match codec {
+        Codec::H264 => {
+            s.put_u8(if key { 0x10 } else { 0x20 } | VIDEO_CODEC_AVC);
+            s.put_u8(packet_type);
+            s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
+        }
+        Codec::Aac => {
+            // E.4.2.1: AAC is always signalled as 44 kHz, 16-bit, stereo;
+            // the AudioSpecificConfig carries the real parameters.
+            s.put_u8(SOUND_FORMAT_AAC << 4 | 0x0f);
+            s.put_u8(packet_type);
+        }
+        Codec::Pcma => s.put_u8(SOUND_FORMAT_ALAW << 4 | G711_FLAGS),
+        Codec::Pcmu => s.put_u8(SOUND_FORMAT_MULAW << 4 | G711_FLAGS),
+    }
+    data_size
 }
 
 #[cfg(test)]
@@ -507,6 +558,7 @@ mod tests {
             pts: ms_to_ticks(80),
             keyframe: true,
             payload: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+            wire: Default::default(),
         };
         let f2 = Frame {
             codec: Codec::Aac,
@@ -514,6 +566,7 @@ mod tests {
             pts: ms_to_ticks(23),
             keyframe: true,
             payload: Bytes::from_static(&[0x21, 0x10, 0x04]),
+            wire: Default::default(),
         };
         // Past 2^24 ms, so the extended timestamp byte is exercised.
         let f3 = Frame {
@@ -522,6 +575,7 @@ mod tests {
             pts: ms_to_ticks(0x0123_4567),
             keyframe: false,
             payload: Bytes::from_static(&[0, 0, 0, 1, 0x41]),
+            wire: Default::default(),
         };
         let mut out = vec![m.header(true, true)];
         out.extend(m.track(&v, 0).unwrap());
@@ -590,6 +644,23 @@ mod tests {
     }
 
     #[test]
+    fn shared_tag_is_built_once_and_matches_the_muxer() {
+        let f = Frame {
+            codec: Codec::H264,
+            dts: ms_to_ticks(1234),
+            pts: ms_to_ticks(1274),
+            keyframe: true,
+            payload: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            wire: Default::default(),
+        };
+        let a = shared_tag(&f);
+        let b = shared_tag(&f.clone());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "every viewer shares one tag");
+        let mut m = Muxer::new();
+        assert_eq!(a.to_vec(), concat(&m.frame(&f, 1234)));
+    }
+
+    #[test]
     fn garbage_names_the_offset() {
         let mut d = Demuxer::new();
         d.push(b"RIFF\0\0\0\0\0\0\0\0\0");
@@ -642,6 +713,7 @@ mod tests {
             pts: ms_to_ticks(ms),
             keyframe: true,
             payload: Bytes::from_static(&[0xd5; 160]),
+            wire: Default::default(),
         };
         let info = TrackInfo {
             codec: Codec::Pcma,
@@ -713,6 +785,7 @@ mod tests {
                         },
                         keyframe: key || !video,
                         payload: Bytes::from(payload),
+                        wire: Default::default(),
                     }
                 })
         }

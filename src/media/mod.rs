@@ -6,6 +6,8 @@
 
 pub mod flv;
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
 /// Every timestamp in a [`Frame`] counts ticks of this clock. 90 kHz is the
@@ -98,7 +100,36 @@ pub struct Frame {
     /// A random access point: an IDR picture for H.264; every audio frame.
     pub keyframe: bool,
     pub payload: Bytes,
+    /// This frame as each output format writes it, made by the first viewer
+    /// that needs it and shared by all the others.
+    pub wire: Wire,
 }
+
+/// Serialized forms of one frame that are byte-for-byte the same for every
+/// viewer of an output format. An FLV tag is (the hub gives every frame one
+/// stream clock), so 500 FLV viewers cost one tag, not 500.
+#[derive(Clone, Debug, Default)]
+pub struct Wire(Arc<WireForms>);
+
+#[derive(Debug, Default)]
+struct WireForms {
+    flv: OnceLock<Bytes>,
+}
+
+impl Wire {
+    /// The FLV tag, made by `make` on first use.
+    pub fn flv(&self, make: impl FnOnce() -> Bytes) -> &Bytes {
+        self.0.flv.get_or_init(make)
+    }
+}
+
+/// A cache is not part of what a frame is.
+impl PartialEq for Wire {
+    fn eq(&self, _: &Wire) -> bool {
+        true
+    }
+}
+impl Eq for Wire {}
 
 impl Frame {
     pub fn kind(&self) -> TrackKind {
