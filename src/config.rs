@@ -166,7 +166,7 @@ impl Config {
             // serde-saphyr's Display repeats the location and may add a
             // snippet; the first line alone is the message.
             let msg = e.to_string();
-            let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+            let msg = tidy_yaml_message(msg.lines().next().unwrap_or("invalid YAML"));
             ConfigError {
                 file: file.clone(),
                 line,
@@ -244,8 +244,9 @@ impl Config {
 
         let streams_raw = raw.streams.map(|m| m.0).unwrap_or_default();
         let names: BTreeSet<String> = streams_raw.iter().map(|(k, _)| k.value.clone()).collect();
-        let mut seen = BTreeSet::new();
         let mut streams = Vec::new();
+        // Where each source was written, for errors found after parsing.
+        let mut locations: HashMap<(String, usize), serde_saphyr::Location> = HashMap::new();
         for (name, sources) in streams_raw {
             if name.value.is_empty() {
                 return Err(at(
@@ -253,12 +254,7 @@ impl Config {
                     "streams: a stream name must not be empty".into(),
                 ));
             }
-            if !seen.insert(name.value.clone()) {
-                return Err(at(
-                    &name.referenced,
-                    format!("streams: stream `{}` is defined twice", name.value),
-                ));
-            }
+            // A name given twice is rejected by the YAML parser itself.
             let mut out = Vec::new();
             let whole = sources.referenced;
             for src in sources.value.0 {
@@ -270,6 +266,7 @@ impl Config {
                 };
                 let (kind, timeouts) = parse_source(&src.value, &names, supervisor)
                     .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
+                locations.insert((name.value.clone(), out.len()), loc);
                 out.push(SourceConfig {
                     url: src.value,
                     kind,
@@ -281,11 +278,16 @@ impl Config {
                 sources: out,
             });
         }
-        check_reference_cycles(&streams).map_err(|m| ConfigError {
-            file: file.to_string(),
-            line: 0,
-            col: 0,
-            message: m,
+        check_reference_cycles(&streams).map_err(|(stream, source, m)| {
+            match locations.get(&(stream, source)) {
+                Some(loc) => at(loc, m),
+                None => ConfigError {
+                    file: file.to_string(),
+                    line: 0,
+                    col: 0,
+                    message: m,
+                },
+            }
         })?;
 
         Ok(Config {
@@ -310,6 +312,19 @@ impl Config {
     pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
         self.streams.iter().find(|s| s.name == name)
     }
+}
+
+/// serde-saphyr's message repeats the location we already print, and may
+/// give advice about its own API; keep what the user needs.
+fn tidy_yaml_message(msg: &str) -> String {
+    let mut m = msg.strip_prefix("error: ").unwrap_or(msg);
+    if let Some(rest) = m.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            m = after;
+        }
+    }
+    let m = m.split(", set DuplicateKeyPolicy").next().unwrap_or(m);
+    m.to_string()
 }
 
 fn set_timeout(t: &mut Timeouts, key: &str, d: Duration) {
@@ -340,8 +355,9 @@ pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
 /// A stream that (through `ffmpeg:NAME` sources) reads itself only through
 /// other streams would keep all of them alive forever: every one would count
 /// as a viewer of the next. Reading one's own stream is fine (it is internal,
-/// see `hub`), a longer loop is not.
-fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), String> {
+/// see `hub`), a longer loop is not. The error names the stream and source
+/// index where the loop is first entered.
+fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), (String, usize, String)> {
     let edges: HashMap<&str, Vec<&str>> = streams
         .iter()
         .map(|s| {
@@ -364,14 +380,15 @@ fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), String> {
         edges: &HashMap<&'a str, Vec<&'a str>>,
         path: &mut Vec<&'a str>,
         done: &mut BTreeSet<&'a str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, String, String)> {
         if let Some(i) = path.iter().position(|p| *p == n) {
             let mut cycle = path[i..].to_vec();
             cycle.push(n);
-            return Err(format!(
+            let msg = format!(
                 "streams: sources read each other in a loop: {}",
                 cycle.join(" -> ")
-            ));
+            );
+            return Err((cycle[0].to_string(), cycle[1].to_string(), msg));
         }
         if done.contains(n) {
             return Ok(());
@@ -386,7 +403,18 @@ fn check_reference_cycles(streams: &[StreamConfig]) -> Result<(), String> {
     }
     let mut done = BTreeSet::new();
     for s in streams {
-        visit(&s.name, &edges, &mut Vec::new(), &mut done)?;
+        if let Err((first, second, msg)) = visit(&s.name, &edges, &mut Vec::new(), &mut done) {
+            let index = streams
+                .iter()
+                .find(|s| s.name == first)
+                .and_then(|s| {
+                    s.sources.iter().position(|src| {
+                        matches!(&src.kind, SourceKind::Ffmpeg { input: FfmpegInput::Stream(t), .. } if t == &second)
+                    })
+                })
+                .unwrap_or(0);
+            return Err((first, index, msg));
+        }
     }
     Ok(())
 }
@@ -935,6 +963,14 @@ streams:
         let e = parse("api: { listen: [1, 2] }\n").unwrap_err();
         assert_eq!(e.line, 1, "{e}");
         assert!(e.col > 0, "{e}");
+        assert!(!e.message.contains("line 1"), "location said once: {e}");
+
+        let e = parse("streams:\n  a: x\n  a: y\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (3, "duplicate mapping key: a"),
+            "{e}"
+        );
 
         let e = parse("streams:\n  a: rtsp://x\n b: [\n").unwrap_err();
         assert!(e.line >= 3, "{e}");
@@ -991,8 +1027,9 @@ streams:
 
     #[test]
     fn reference_loops_are_rejected() {
-        let e = parse("streams:\n  a: ffmpeg:b\n  b: ffmpeg:a\n").unwrap_err();
+        let e = parse("streams:\n  a: ffmpeg:b\n  b: [rtsp://x/y, ffmpeg:a]\n").unwrap_err();
         assert!(e.message.contains("a -> b -> a"), "{e}");
+        assert_eq!((e.line, e.col), (2, 6), "{e}");
         // Reading oneself is allowed (go2rtc's `ffmpeg:cam#audio=aac` idiom).
         parse("streams:\n  a: [rtsp://x/y, \"ffmpeg:a#audio=aac\"]\n").unwrap();
     }

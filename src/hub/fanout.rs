@@ -105,8 +105,9 @@ pub trait ReadyNotify: Send + Sync {
 pub struct Fanout {
     state: Mutex<State>,
     tx: broadcast::Sender<Batch>,
+    /// For log lines.
+    stream: Box<str>,
     notify: Box<dyn ReadyNotify>,
-    pub bytes_in: AtomicU64,
     unsupported_logged: AtomicBool,
 }
 
@@ -118,7 +119,7 @@ fn kind_idx(k: TrackKind) -> usize {
 }
 
 impl Fanout {
-    pub fn new(sources: usize, notify: Box<dyn ReadyNotify>) -> Fanout {
+    pub fn new(stream: &str, sources: usize, notify: Box<dyn ReadyNotify>) -> Fanout {
         let (tx, _) = broadcast::channel(RING);
         Fanout {
             state: Mutex::new(State {
@@ -132,8 +133,8 @@ impl Fanout {
                 origin: None,
             }),
             tx,
+            stream: stream.into(),
             notify,
-            bytes_in: AtomicU64::new(0),
             unsupported_logged: AtomicBool::new(false),
         }
     }
@@ -237,14 +238,9 @@ impl Fanout {
             return false;
         }
         let item = match ev {
-            Event::Unsupported { kind, codec_id } => {
+            Event::Unsupported { kind, codec } => {
                 if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        source,
-                        ?kind,
-                        codec_id,
-                        "dropping a track in a codec we do not relay yet"
-                    );
+                    tracing::warn!(stream = %self.stream, source, ?kind, codec, "dropping a track in a codec we do not relay yet");
                 }
                 return true;
             }
@@ -260,8 +256,6 @@ impl Fanout {
                 Item::Track { source, info }
             }
             Event::Frame(mut frame) => {
-                self.bytes_in
-                    .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
                 let k = kind_idx(frame.kind());
                 // The first frame of a run anchors its clock to "now" on the
                 // stream clock, but never before what this source already
@@ -604,7 +598,7 @@ mod tests {
 
     fn fanout(n: usize) -> (Fanout, Arc<AtomicUsize>) {
         let c = Arc::new(AtomicUsize::new(0));
-        (Fanout::new(n, Box::new(Count(c.clone()))), c)
+        (Fanout::new("t", n, Box::new(Count(c.clone()))), c)
     }
 
     fn vtrack() -> Event {

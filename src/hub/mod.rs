@@ -186,7 +186,11 @@ impl ReadyNotify for Notify {
 impl Stream {
     pub fn spawn(cfg: StreamConfig, deps: Arc<Deps>) -> Stream {
         let (tx, rx) = mpsc::unbounded_channel();
-        let fanout = Arc::new(Fanout::new(cfg.sources.len(), Box::new(Notify(tx.clone()))));
+        let fanout = Arc::new(Fanout::new(
+            &cfg.name,
+            cfg.sources.len(),
+            Box::new(Notify(tx.clone())),
+        ));
         let max =
             |f: fn(&SourceConfig) -> Duration| cfg.sources.iter().map(f).max().unwrap_or_default();
         let start_timeout = max(|s| s.timeouts.start_timeout);

@@ -55,7 +55,7 @@ pub enum Event {
     /// A tag of a codec we do not relay yet. The caller reports it once.
     Unsupported {
         kind: TrackKind,
-        codec_id: u8,
+        codec: String,
     },
 }
 
@@ -226,10 +226,15 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
         return Ok(None); // Empty tags appear at stream ends; harmless.
     };
     if b0 & 0x80 != 0 {
-        // Enhanced RTMP ExVideoTagHeader (HEVC, AV1 …): a later issue.
+        // Enhanced RTMP ExVideoTagHeader (HEVC, AV1 …): a later issue. The
+        // low bits are the packet type; the codec is the FourCC after them.
+        let fourcc = body
+            .get(1..5)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         return Ok(Some(Event::Unsupported {
             kind: TrackKind::Video,
-            codec_id: b0 & 0x0f,
+            codec: format!("enhanced-RTMP video `{fourcc}`"),
         }));
     }
     let frame_type = b0 >> 4;
@@ -238,9 +243,16 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
         return Ok(None); // E.4.3.1 video info/command frame.
     }
     if codec_id != VIDEO_CODEC_AVC {
+        let name = match codec_id {
+            2 => "Sorenson H.263",
+            3 | 6 => "Screen video",
+            4 | 5 => "VP6",
+            12 => "HEVC (non-standard id 12)",
+            _ => "unknown",
+        };
         return Ok(Some(Event::Unsupported {
             kind: TrackKind::Video,
-            codec_id,
+            codec: format!("FLV video codec {codec_id} ({name})"),
         }));
     }
     if body.len() < 5 {
@@ -327,9 +339,18 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
         })));
     }
     if format != SOUND_FORMAT_AAC {
+        let name = match format {
+            0 | 3 => "linear PCM",
+            1 => "ADPCM",
+            2 | 14 => "MP3",
+            4..=6 => "Nellymoser",
+            9 => "enhanced-RTMP audio",
+            11 => "Speex",
+            _ => "unknown",
+        };
         return Ok(Some(Event::Unsupported {
             kind: TrackKind::Audio,
-            codec_id: format,
+            codec: format!("FLV sound format {format} ({name})"),
         }));
     }
     if body.len() < 2 {
@@ -699,7 +720,7 @@ mod tests {
             d.next_event().unwrap(),
             Some(Event::Unsupported {
                 kind: TrackKind::Audio,
-                codec_id: 2
+                codec: "FLV sound format 2 (MP3)".into()
             })
         );
     }
@@ -733,6 +754,59 @@ mod tests {
                 Event::Frame(frame(20))
             ]
         );
+    }
+
+    #[test]
+    fn real_ffmpeg_capture() {
+        // testdata/README.md says how this was made: 2 s of H.264 (with
+        // B-frames) and AAC from Debian's ffmpeg.
+        let data =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.flv")).unwrap();
+        let mut d = Demuxer::new();
+        d.push(&data);
+        let evs = demux_all(&mut d).unwrap();
+        let tracks: Vec<Codec> = evs
+            .iter()
+            .filter_map(|e| {
+                if let Event::Track(t) = e {
+                    Some(t.codec)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(tracks, vec![Codec::H264, Codec::Aac]);
+        let frames: Vec<&Frame> = evs
+            .iter()
+            .filter_map(|e| {
+                if let Event::Frame(f) = e {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let video: Vec<&&Frame> = frames.iter().filter(|f| f.codec == Codec::H264).collect();
+        assert_eq!(video.len(), 50);
+        assert_eq!(video.iter().filter(|f| f.keyframe).count(), 2);
+        assert!(
+            video.iter().any(|f| f.pts > f.dts),
+            "B-frames carry a composition time"
+        );
+        assert_eq!(frames.iter().filter(|f| f.codec == Codec::Aac).count(), 88);
+        // Our muxer writes back what it read.
+        let mut m = Muxer::new();
+        let mut out = vec![m.header(true, true)];
+        for e in &evs {
+            match e {
+                Event::Track(t) => out.extend(m.track(t, 0).unwrap()),
+                Event::Frame(f) => out.extend(m.frame(f, ticks_to_ms(f.dts))),
+                Event::Unsupported { .. } => unreachable!(),
+            }
+        }
+        let mut again = Demuxer::new();
+        again.push(&concat(&out));
+        assert_eq!(demux_all(&mut again).unwrap(), evs);
     }
 
     #[test]
