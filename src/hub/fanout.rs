@@ -95,11 +95,15 @@ struct State {
     /// until the stream stops, so timestamps keep increasing across
     /// producer restarts.
     origin: Option<Instant>,
+    /// How many times the stream was reset.
+    run: u64,
 }
 
-/// Told once per start, when the stream has something a viewer can decode.
+/// Told once per run, when the stream has something a viewer can decode.
+/// `run` counts [`Fanout::reset`]s, so a notice that arrives after its run
+/// ended can be told from one for the run that replaced it.
 pub trait ReadyNotify: Send + Sync {
-    fn ready(&self);
+    fn ready(&self, run: u64);
 }
 
 pub struct Fanout {
@@ -131,6 +135,7 @@ impl Fanout {
                 pending: Vec::new(),
                 pending_since: None,
                 origin: None,
+                run: 0,
             }),
             tx,
             stream: stream.into(),
@@ -212,6 +217,7 @@ impl Fanout {
         st.pending.clear();
         st.pending_since = None;
         st.origin = None;
+        st.run += 1;
         let _ = self.tx.send(Arc::new([Item::Eos]));
     }
 
@@ -317,7 +323,7 @@ impl Fanout {
                 st.gop_bytes = 0;
                 if !st.ready {
                     st.ready = true;
-                    self.notify.ready();
+                    self.notify.ready(st.run);
                 }
             }
             Item::Frame { source, frame }
@@ -327,7 +333,7 @@ impl Fanout {
                 let _ = source;
                 if !st.ready {
                     st.ready = true;
-                    self.notify.ready();
+                    self.notify.ready(st.run);
                 }
                 if st.gop.len() > 50 {
                     st.gop.pop_front();
@@ -584,7 +590,7 @@ mod tests {
 
     struct Count(Arc<AtomicUsize>);
     impl ReadyNotify for Count {
-        fn ready(&self) {
+        fn ready(&self, _run: u64) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -871,6 +877,26 @@ mod tests {
         let got = frames(&mut sel, 2).await;
         assert!(matches!(&got[0], Delivery::Frame(a) if a.codec == Codec::Aac));
         assert!(matches!(&got[1], Delivery::Frame(v) if v.codec == Codec::H264));
+    }
+
+    #[test]
+    fn ready_is_told_once_per_run_with_the_run_number() {
+        struct Runs(Arc<Mutex<Vec<u64>>>);
+        impl ReadyNotify for Runs {
+            fn ready(&self, run: u64) {
+                self.0.lock().unwrap().push(run);
+            }
+        }
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let f = Fanout::new("t", 1, Box::new(Runs(runs.clone())));
+        for g in [Generation(1), Generation(2)] {
+            f.attach(0, g);
+            publish(&f, 0, g, vtrack());
+            publish(&f, 0, g, vframe(0, true));
+            publish(&f, 0, g, vframe(40, true));
+            f.reset();
+        }
+        assert_eq!(*runs.lock().unwrap(), vec![0, 1]);
     }
 
     #[tokio::test]

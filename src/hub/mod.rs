@@ -119,7 +119,9 @@ enum Msg {
     Leave {
         id: u64,
     },
-    Ready,
+    Ready {
+        run: u64,
+    },
     ProducerEnded {
         index: usize,
         generation: Generation,
@@ -178,8 +180,8 @@ impl Drop for Lease {
 struct Notify(mpsc::UnboundedSender<Msg>);
 
 impl ReadyNotify for Notify {
-    fn ready(&self) {
-        let _ = self.0.send(Msg::Ready);
+    fn ready(&self, run: u64) {
+        let _ = self.0.send(Msg::Ready { run });
     }
 }
 
@@ -229,6 +231,7 @@ impl Stream {
             linger_at: None,
             origin: Instant::now(),
             shutdown: Vec::new(),
+            run: 0,
         };
         tokio::spawn(actor.run(rx));
         Stream {
@@ -351,6 +354,8 @@ struct Actor {
     linger_at: Option<Instant>,
     origin: Instant,
     shutdown: Vec<oneshot::Sender<()>>,
+    /// Mirrors the fan-out's reset count (see [`ReadyNotify`]).
+    run: u64,
 }
 
 /// Restart delay: 0.5 s doubling to 10 s, ±20 % jitter so that cameras on
@@ -431,7 +436,9 @@ impl Actor {
                     self.maybe_linger();
                 }
             }
-            Msg::Ready => self.on_ready(),
+            // A notice from a run that has since been reset is stale.
+            Msg::Ready { run } if run == self.run => self.on_ready(),
+            Msg::Ready { .. } => {}
             Msg::ProducerEnded {
                 index,
                 generation,
@@ -764,6 +771,7 @@ impl Actor {
             return;
         }
         self.fanout.reset();
+        self.run += 1;
         self.phase = Phase::Idle;
         tracing::info!(stream = %self.name, "stream stopped");
         if self.shutdown.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
