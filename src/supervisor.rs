@@ -483,27 +483,6 @@ mod tests {
         }
     }
 
-    fn group_members(pgid: u32) -> Vec<u32> {
-        let mut v = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the parenthesised comm: state ppid pgrp …
-            let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
-                continue;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && f[0] != "Z" {
-                v.push(pid);
-            }
-        }
-        v
-    }
-
     async fn drain_stdout(mut out: BoxRead) -> String {
         let mut sink = Vec::new();
         let _ = out.read_to_end(&mut sink).await;
@@ -539,9 +518,8 @@ mod tests {
         )
         .await;
         assert!(
-            group_members(pid).is_empty(),
-            "group {pid} still has {:?}",
-            group_members(pid)
+            !group_has_live_member(pid as i32),
+            "group {pid} still has a live member"
         );
         (r, tail.lines())
     }

@@ -178,6 +178,18 @@ async fn wait_spawns(spawner: &FakeSpawner, n: usize) {
     );
 }
 
+/// Joins as the first viewer: the stream starts `producers` fakes, the
+/// first of which delivers a keyframe.
+async fn first_viewer(s: &Stream, spawner: &FakeSpawner, producers: usize) -> Viewer {
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(spawner, producers).await;
+    feed(spawner, 0, &flv_start()).await;
+    join.await.unwrap().expect("joined")
+}
+
 fn exited(spawner: &FakeSpawner, n: usize) -> bool {
     spawner.spawns.lock().unwrap()[n]
         .ctl
@@ -193,13 +205,7 @@ async fn first_viewer_starts_all_last_viewer_stops_all_together() {
         ..Default::default()
     });
     let s = stream(vec![source(1000), source(1000)], spawner.clone());
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 2).await;
-    feed(&spawner, 0, &flv_start()).await;
-    let mut v = join.await.unwrap().expect("joined");
+    let mut v = first_viewer(&s, &spawner, 2).await;
     assert!(matches!(
         v.next().await,
         Ok(Delivery::Tracks { video: Some(_), .. })
@@ -254,13 +260,7 @@ async fn viewer_arriving_during_stop_waits_then_starts_fresh() {
         ..Default::default()
     });
     let s = stream(vec![source(2000)], spawner.clone());
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 1).await;
-    feed(&spawner, 0, &flv_start()).await;
-    drop(join.await.unwrap().unwrap());
+    drop(first_viewer(&s, &spawner, 1).await);
     tokio::time::sleep(Duration::from_millis(100)).await; // stop is under way
     assert!(!exited(&spawner, 0));
 
@@ -311,13 +311,7 @@ async fn start_timeout_reports_stderr_tail_and_kills() {
 async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
     let spawner = Arc::new(FakeSpawner::default());
     let s = stream(vec![source(500)], spawner.clone());
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 1).await;
-    feed(&spawner, 0, &flv_start()).await;
-    let mut v = join.await.unwrap().unwrap();
+    let mut v = first_viewer(&s, &spawner, 1).await;
     v.next().await.unwrap();
     v.next().await.unwrap();
 
@@ -361,13 +355,7 @@ async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
 async fn stalled_producer_is_restarted() {
     let spawner = Arc::new(FakeSpawner::default());
     let s = stream(vec![source(500)], spawner.clone());
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 1).await;
-    feed(&spawner, 0, &flv_start()).await;
-    let _v = join.await.unwrap().unwrap();
+    let _v = first_viewer(&s, &spawner, 1).await;
     // No frame for stall_timeout (5 s): the producer is stopped and restarted.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(exited(&spawner, 0));
@@ -397,13 +385,7 @@ async fn internal_reader_neither_starts_nor_keeps_alive() {
     ));
     assert_eq!(spawner.spawns.lock().unwrap().len(), 0);
 
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 1).await;
-    feed(&spawner, 0, &flv_start()).await;
-    let real = join.await.unwrap().unwrap();
+    let real = first_viewer(&s, &spawner, 1).await;
     let _reader = s.join(internal).await.unwrap();
     drop(real);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -420,13 +402,7 @@ async fn shutdown_stops_everything() {
         ..Default::default()
     });
     let s = stream(vec![source(700)], spawner.clone());
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    wait_spawns(&spawner, 1).await;
-    feed(&spawner, 0, &flv_start()).await;
-    let _v = join.await.unwrap().unwrap();
+    let _v = first_viewer(&s, &spawner, 1).await;
     let t = Instant::now();
     s.shutdown().await;
     assert!(exited(&spawner, 0));

@@ -281,14 +281,13 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
                 return Ok(None);
             }
             let dts = ms_to_ticks(ts_ms);
-            Ok(Some(Event::Frame(Frame {
-                codec: Codec::H264,
+            Ok(Some(Event::Frame(Frame::new(
+                Codec::H264,
                 dts,
-                pts: dts + ms_to_ticks(cts),
-                keyframe: frame_type == 1,
-                payload: data,
-                wire: Default::default(),
-            })))
+                dts + ms_to_ticks(cts),
+                frame_type == 1,
+                data,
+            ))))
         }
         2 => Ok(None), // end of sequence
         other => Err((1, format!("unknown AVCPacketType {other}"))),
@@ -325,18 +324,17 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
             return Ok(None);
         }
         let ts = ms_to_ticks(ts_ms);
-        return Ok(Some(Event::Frame(Frame {
-            codec: if format == SOUND_FORMAT_ALAW {
+        return Ok(Some(Event::Frame(Frame::new(
+            if format == SOUND_FORMAT_ALAW {
                 Codec::Pcma
             } else {
                 Codec::Pcmu
             },
-            dts: ts,
-            pts: ts,
-            keyframe: true,
-            payload: data,
-            wire: Default::default(),
-        })));
+            ts,
+            ts,
+            true,
+            data,
+        ))));
     }
     if format != SOUND_FORMAT_AAC {
         let name = match format {
@@ -375,14 +373,13 @@ fn parse_audio(body: Bytes, ts_ms: i64) -> BodyResult {
                 return Ok(None);
             }
             let ts = ms_to_ticks(ts_ms);
-            Ok(Some(Event::Frame(Frame {
-                codec: Codec::Aac,
-                dts: ts,
-                pts: ts,
-                keyframe: true,
-                payload: data,
-                wire: Default::default(),
-            })))
+            Ok(Some(Event::Frame(Frame::new(
+                Codec::Aac,
+                ts,
+                ts,
+                true,
+                data,
+            ))))
         }
         other => Err((1, format!("unknown AACPacketType {other}"))),
     }

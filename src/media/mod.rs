@@ -132,6 +132,17 @@ impl PartialEq for Wire {
 impl Eq for Wire {}
 
 impl Frame {
+    pub fn new(codec: Codec, dts: i64, pts: i64, keyframe: bool, payload: Bytes) -> Frame {
+        Frame {
+            codec,
+            dts,
+            pts,
+            keyframe,
+            payload,
+            wire: Wire::default(),
+        }
+    }
+
     pub fn kind(&self) -> TrackKind {
         self.codec.kind()
     }

@@ -350,8 +350,11 @@ pub fn probe_streams(url: &str) -> Vec<(String, String)> {
     s
 }
 
-/// Live (non-zombie) members of process group `pgid`, from /proc.
-pub fn group_members(pgid: u32) -> Vec<u32> {
+/// Every live (non-zombie) process as (pid, ppid, pgrp), from /proc. A
+/// zombie is dead and only waits for its reaper (init, for orphaned
+/// grandchildren). Deliberately independent of the server's own /proc code:
+/// this is the tests' oracle.
+fn live_processes() -> Vec<(u32, u32, u32)> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -360,38 +363,37 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
+        // proc(5): "pid (comm) state ppid pgrp …"; comm may hold anything.
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after comm: state ppid pgrp. A zombie is dead and only
-        // waits for its reaper (init, for orphaned grandchildren).
-        if f.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) && f[0] != "Z" {
-            v.push(pid);
+        let num = |i: usize| f.get(i).and_then(|x| x.parse::<u32>().ok());
+        if let (Some(state), Some(ppid), Some(pgrp)) = (f.first(), num(1), num(2)) {
+            if *state != "Z" {
+                v.push((pid, ppid, pgrp));
+            }
         }
     }
     v
 }
 
-/// Children of `pid` (direct), from /proc.
+/// Live members of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|p| p.2 == pgid)
+        .map(|p| p.0)
+        .collect()
+}
+
+/// Live children of `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(1).and_then(|x| x.parse::<u32>().ok()) == Some(pid) && f[0] != "Z" {
-            v.push(p);
-        }
-    }
-    v
+    live_processes()
+        .into_iter()
+        .filter(|p| p.1 == pid)
+        .map(|p| p.0)
+        .collect()
 }
 
 /// The GStreamer RTSP server standing in for a camera.
