@@ -191,7 +191,7 @@ impl Config {
         };
         let mut cfg = Config::from_raw(&file, raw)?;
         cfg.path = path.to_path_buf();
-        cfg.warnings = keys.unknown(&file);
+        cfg.warnings.splice(0..0, keys.unknown(&file));
         Ok(cfg)
     }
 
@@ -245,6 +245,7 @@ impl Config {
         let streams_raw = raw.streams.map(|m| m.0).unwrap_or_default();
         let names: BTreeSet<String> = streams_raw.iter().map(|(k, _)| k.value.clone()).collect();
         let mut streams = Vec::new();
+        let mut warnings = Vec::new();
         // Where each source was written, for errors found after parsing.
         let mut locations: HashMap<(String, usize), serde_saphyr::Location> = HashMap::new();
         for (name, sources) in streams_raw {
@@ -264,8 +265,14 @@ impl Config {
                 } else {
                     src.referenced
                 };
-                let (kind, timeouts) = parse_source(&src.value, &names, supervisor)
+                let mut notes = Vec::new();
+                let (kind, timeouts) = parse_source(&src.value, &names, supervisor, &mut notes)
                     .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
+                warnings.extend(
+                    notes
+                        .into_iter()
+                        .map(|m| at(&loc, format!("streams.{}: {m}", name.value)).to_string()),
+                );
                 locations.insert((name.value.clone(), out.len()), loc);
                 out.push(SourceConfig {
                     url: src.value,
@@ -305,7 +312,7 @@ impl Config {
                 .unwrap_or_else(|| "info".to_string()),
             supervisor,
             streams,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
@@ -448,10 +455,15 @@ fn url_scheme(s: &str) -> Result<UrlScheme, String> {
     }
 }
 
+/// Parses one source string. Parameters we do not know (go2rtc has many:
+/// `#backchannel=0`, `#media=video` …) are reported in `warnings` and
+/// ignored, like unknown keys; ones we know with a value we cannot honour
+/// are errors.
 fn parse_source(
     s: &str,
     streams: &BTreeSet<String>,
     defaults: Timeouts,
+    warnings: &mut Vec<String>,
 ) -> Result<(SourceKind, Timeouts), String> {
     let s = s.trim();
     if s.is_empty() {
@@ -487,7 +499,7 @@ fn parse_source(
                     }
                 })
             }
-            _ => return Err(format!("unknown source parameter `#{k}`")),
+            _ => warnings.push(format!("unknown source parameter `#{k}` (ignored)")),
         }
     }
     let kind = if let Some(rest) = head.strip_prefix("ffmpeg:") {
@@ -524,6 +536,12 @@ fn parse_source(
         let argv = shell_words::split(cmd).map_err(|e| format!("exec: {e}"))?;
         if argv.is_empty() {
             return Err("exec: needs a command".into());
+        }
+        if argv.iter().any(|a| a.contains("{output}")) {
+            // go2rtc's exec pushes RTSP back to {output}; ours reads FLV
+            // from stdout. Running it anyway would write a file named
+            // "{output}" and fail in a way nobody could read.
+            return Err("exec: `{output}` (go2rtc's RTSP push-back) is not supported yet: make the command write FLV to stdout (`-f flv pipe:1`)".into());
         }
         SourceKind::Exec { argv }
     } else {
@@ -930,6 +948,15 @@ streams:
     }
 
     #[test]
+    fn unknown_source_parameters_warn_with_location() {
+        let c = parse("streams:\n  cam: rtsp://a/b#backchannel=0\n").unwrap();
+        assert_eq!(
+            c.warnings,
+            vec!["s.yaml:2:8: streams.cam: unknown source parameter `#backchannel` (ignored)"]
+        );
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let c = parse("webrtc: { listen: \":8555\" }\napi:\n  listen: \":1\"\n  origin: \"*\"\n")
             .unwrap();
@@ -983,14 +1010,15 @@ streams:
     fn sources() {
         let names: BTreeSet<String> = ["cam".to_string()].into();
         let d = Timeouts::default();
-        let (k, _) = parse_source("exec:sh -c 'echo \"a b\"'", &names, d).unwrap();
+        let (k, _) = parse_source("exec:sh -c 'echo \"a b\"'", &names, d, &mut Vec::new()).unwrap();
         assert_eq!(
             k,
             SourceKind::Exec {
                 argv: vec!["sh".into(), "-c".into(), "echo \"a b\"".into()]
             }
         );
-        let (k, _) = parse_source("ffmpeg:rtsp://h/p#video=h264", &names, d).unwrap();
+        let (k, _) =
+            parse_source("ffmpeg:rtsp://h/p#video=h264", &names, d, &mut Vec::new()).unwrap();
         assert_eq!(
             k,
             SourceKind::Ffmpeg {
@@ -1002,7 +1030,7 @@ streams:
                 audio: None
             }
         );
-        let (k, _) = parse_source("ffmpeg:cam", &names, d).unwrap();
+        let (k, _) = parse_source("ffmpeg:cam", &names, d, &mut Vec::new()).unwrap();
         assert_eq!(
             k,
             SourceKind::Ffmpeg {
@@ -1011,13 +1039,26 @@ streams:
                 audio: Some(AudioCodec::Copy)
             }
         );
-        assert!(parse_source("ffmpeg:nosuch", &names, d).is_err());
-        assert!(parse_source("exec:", &names, d).is_err());
-        assert!(parse_source("rtsp://a#bogus=1", &names, d)
-            .unwrap_err()
-            .contains("#bogus"));
+        assert!(parse_source("ffmpeg:nosuch", &names, d, &mut Vec::new()).is_err());
+        assert!(parse_source("exec:", &names, d, &mut Vec::new()).is_err());
+        let mut warnings = Vec::new();
+        parse_source("rtsp://a/b#backchannel=0", &names, d, &mut warnings).unwrap();
         assert_eq!(
-            parse_source("/tmp/a.mp4", &names, d).unwrap().0,
+            warnings,
+            vec!["unknown source parameter `#backchannel` (ignored)"]
+        );
+        let e = parse_source(
+            "exec:ffmpeg -i x -f rtsp {output}",
+            &names,
+            d,
+            &mut warnings,
+        )
+        .unwrap_err();
+        assert!(e.contains("{output}"), "{e}");
+        assert_eq!(
+            parse_source("/tmp/a.mp4", &names, d, &mut Vec::new())
+                .unwrap()
+                .0,
             SourceKind::Url {
                 url: "/tmp/a.mp4".into(),
                 scheme: UrlScheme::File
