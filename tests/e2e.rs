@@ -405,6 +405,16 @@ fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
         &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
         "",
     );
+    // The very first viewer already gets AAC: viewers wait (briefly) until
+    // the transcoder has said what it carries, instead of starting on the
+    // camera's G.711 and being switched.
+    assert_eq!(
+        probe_streams(&srv.url("/api/stream.flv?src=cam2")),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
     let warm = Drain::new(open_flv(srv.port, "cam2").1);
     srv.wait_for(
         "both producers and the internal reader",
@@ -418,13 +428,6 @@ fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
                 .any(|c| c["internal"] == true);
             internal && v["producers"][1]["bytes"].as_u64().unwrap_or(0) > 2000
         },
-    );
-    assert_eq!(
-        probe_streams(&srv.url("/api/stream.flv?src=cam2")),
-        vec![
-            ("audio".to_string(), "aac".to_string()),
-            ("video".to_string(), "h264".to_string())
-        ]
     );
     warm.close();
     // The internal reader must not keep the stream alive.

@@ -97,13 +97,17 @@ struct State {
     origin: Option<Instant>,
     /// How many times the stream was reset.
     run: u64,
+    settled: bool,
 }
 
-/// Told once per run, when the stream has something a viewer can decode.
-/// `run` counts [`Fanout::reset`]s, so a notice that arrives after its run
-/// ended can be told from one for the run that replaced it.
+/// Told once per run, when the stream has something a viewer can decode
+/// (`ready`), and when every running source has also said which tracks it
+/// has (`settled`). `run` counts [`Fanout::reset`]s, so a notice that
+/// arrives after its run ended can be told from one for the run that
+/// replaced it.
 pub trait ReadyNotify: Send + Sync {
     fn ready(&self, run: u64);
+    fn settled(&self, run: u64);
 }
 
 pub struct Fanout {
@@ -136,6 +140,7 @@ impl Fanout {
                 pending_since: None,
                 origin: None,
                 run: 0,
+                settled: false,
             }),
             tx,
             stream: stream.into(),
@@ -160,6 +165,12 @@ impl Fanout {
             self.cache(st, item);
         }
         let _ = self.tx.send(items.into());
+        let announced =
+            |s: &SourceState| s.generation.is_none() || s.video.is_some() || s.audio.is_some();
+        if st.ready && !st.settled && st.sources.iter().all(announced) {
+            st.settled = true;
+            self.notify.settled(st.run);
+        }
     }
 
     /// Sends the pending batch now. Producers call this when
@@ -218,6 +229,7 @@ impl Fanout {
         st.pending_since = None;
         st.origin = None;
         st.run += 1;
+        st.settled = false;
         let _ = self.tx.send(Arc::new([Item::Eos]));
     }
 
@@ -593,6 +605,7 @@ mod tests {
         fn ready(&self, _run: u64) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+        fn settled(&self, _run: u64) {}
     }
 
     /// Publishes and sends at once, so each test item is its own batch.
@@ -881,22 +894,31 @@ mod tests {
 
     #[test]
     fn ready_is_told_once_per_run_with_the_run_number() {
-        struct Runs(Arc<Mutex<Vec<u64>>>);
+        struct Runs(Arc<Mutex<Vec<String>>>);
         impl ReadyNotify for Runs {
             fn ready(&self, run: u64) {
-                self.0.lock().unwrap().push(run);
+                self.0.lock().unwrap().push(format!("ready {run}"));
+            }
+            fn settled(&self, run: u64) {
+                self.0.lock().unwrap().push(format!("settled {run}"));
             }
         }
         let runs = Arc::new(Mutex::new(Vec::new()));
-        let f = Fanout::new("t", 1, Box::new(Runs(runs.clone())));
+        let f = Fanout::new("t", 2, Box::new(Runs(runs.clone())));
         for g in [Generation(1), Generation(2)] {
             f.attach(0, g);
+            f.attach(1, Generation(g.0 + 10));
             publish(&f, 0, g, vtrack());
             publish(&f, 0, g, vframe(0, true));
             publish(&f, 0, g, vframe(40, true));
+            // Source 1 has not said what it carries: not settled yet.
+            publish(&f, 1, Generation(g.0 + 10), atrack());
             f.reset();
         }
-        assert_eq!(*runs.lock().unwrap(), vec![0, 1]);
+        assert_eq!(
+            *runs.lock().unwrap(),
+            vec!["ready 0", "settled 0", "ready 1", "settled 1"]
+        );
     }
 
     #[tokio::test]

@@ -122,6 +122,9 @@ enum Msg {
     Ready {
         run: u64,
     },
+    Settled {
+        run: u64,
+    },
     ProducerEnded {
         index: usize,
         generation: Generation,
@@ -183,6 +186,9 @@ impl ReadyNotify for Notify {
     fn ready(&self, run: u64) {
         let _ = self.0.send(Msg::Ready { run });
     }
+    fn settled(&self, run: u64) {
+        let _ = self.0.send(Msg::Settled { run });
+    }
 }
 
 impl Stream {
@@ -232,6 +238,7 @@ impl Stream {
             origin: Instant::now(),
             shutdown: Vec::new(),
             run: 0,
+            settling: None,
         };
         tokio::spawn(actor.run(rx));
         Stream {
@@ -356,7 +363,17 @@ struct Actor {
     shutdown: Vec<oneshot::Sender<()>>,
     /// Mirrors the fan-out's reset count (see [`ReadyNotify`]).
     run: u64,
+    /// Running, but real viewers wait until every source has said what it
+    /// carries, or until this deadline. Internal readers do not wait: the
+    /// source that is slow to say is often one of them (a transcoder).
+    settling: Option<Instant>,
 }
+
+/// How long real viewers wait for every source to announce its tracks
+/// after the first keyframe. `[camera with PCMA, "ffmpeg:cam#audio=aac"]`
+/// would otherwise hand its first viewer G.711 and switch it to AAC a
+/// moment later, which players handle badly.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(3);
 
 /// Restart delay: 0.5 s doubling to 10 s, ±20 % jitter so that cameras on
 /// one flaky switch do not all reconnect in the same instant.
@@ -403,7 +420,7 @@ impl Actor {
             Phase::Starting { deadline } | Phase::Stopping { deadline } => add(deadline),
             _ => {}
         }
-        if let Some(t) = self.linger_at {
+        for t in [self.linger_at, self.settling].into_iter().flatten() {
             add(t);
         }
         if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
@@ -438,7 +455,8 @@ impl Actor {
             }
             // A notice from a run that has since been reset is stale.
             Msg::Ready { run } if run == self.run => self.on_ready(),
-            Msg::Ready { .. } => {}
+            Msg::Settled { run } if run == self.run && self.settling.is_some() => self.on_settled(),
+            Msg::Ready { .. } | Msg::Settled { .. } => {}
             Msg::ProducerEnded {
                 index,
                 generation,
@@ -469,6 +487,9 @@ impl Actor {
             return;
         }
         match self.phase {
+            Phase::Running if self.settling.is_some() && !req.internal => {
+                self.waiters.push(Waiter { req, reply });
+            }
             Phase::Running => {
                 let v = self.subscribe(&req);
                 let _ = reply.send(Ok(v));
@@ -602,7 +623,24 @@ impl Actor {
         }
         tracing::info!(stream = %self.name, "stream running");
         self.phase = Phase::Running;
-        for w in std::mem::take(&mut self.waiters) {
+        self.settling = Some(Instant::now() + SETTLE_GRACE);
+        // Internal readers now; real viewers once the sources have settled
+        // (for a single source that is the very next message).
+        let (internal, real) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.req.internal);
+        self.waiters = real;
+        self.admit(internal);
+    }
+
+    fn on_settled(&mut self) {
+        self.settling = None;
+        let waiters = std::mem::take(&mut self.waiters);
+        self.admit(waiters);
+    }
+
+    fn admit(&mut self, waiters: Vec<Waiter>) {
+        for w in waiters {
             let v = self.subscribe(&w.req);
             // A waiter that gave up drops its Viewer here, which sends Leave.
             let _ = w.reply.send(Ok(v));
@@ -688,6 +726,10 @@ impl Actor {
                 self.stop_all("start timeout");
                 return;
             }
+            Phase::Running if self.settling.is_some_and(|t| now >= t) => {
+                tracing::debug!(stream = %self.name, "not every source announced its tracks in time; admitting viewers");
+                self.on_settled();
+            }
             Phase::Stopping { deadline } if now >= deadline => {
                 for (i, s) in self.slots.iter_mut().enumerate() {
                     if !matches!(s.state, SlotState::Idle) {
@@ -743,6 +785,7 @@ impl Actor {
     fn stop_all(&mut self, why: &str) {
         tracing::info!(stream = %self.name, reason = why, "stopping stream");
         self.linger_at = None;
+        self.settling = None;
         self.phase = Phase::Stopping {
             deadline: Instant::now() + self.stop_bound,
         };

@@ -415,6 +415,78 @@ async fn shutdown_stops_everything() {
     ));
 }
 
+/// An FLV stream that only says it carries AAC.
+fn flv_aac_track() -> Vec<u8> {
+    let mut m = Muxer::new();
+    let info = TrackInfo {
+        codec: Codec::Aac,
+        config: Bytes::from_static(&[0x12, 0x10]),
+    };
+    let mut out = m.header(false, true).to_vec();
+    for c in m.track(&info, 0).unwrap() {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn real_viewers_wait_for_every_source_to_announce_its_tracks() {
+    // [camera, transcoder]: the camera's keyframe makes the stream ready,
+    // but a viewer admitted then would start without the transcoder's AAC.
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500), source(500)], spawner.clone());
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    wait_spawns(&spawner, 2).await;
+    feed(&spawner, 0, &flv_start()).await;
+    // Internal readers get in at once (the transcoder is one of them).
+    let internal = JoinRequest {
+        internal: true,
+        exclude: Some(1),
+        ..viewer()
+    };
+    let _reader = tokio::time::timeout(Duration::from_millis(100), s.join(internal))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !join.is_finished(),
+        "admitted before source 1 announced its tracks"
+    );
+    feed(&spawner, 1, &flv_aac_track()).await;
+    let mut v = tokio::time::timeout(Duration::from_millis(100), join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // What the muxer knows when it writes its first frame (and its header).
+    let mut audio = None;
+    while let Delivery::Tracks { audio: a, .. } = v.next().await.unwrap() {
+        audio = a;
+    }
+    assert_eq!(
+        audio.map(|a| a.codec),
+        Some(Codec::Aac),
+        "the first viewer starts with both tracks"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_source_delays_viewers_only_for_the_settle_grace() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500), source(500)], spawner.clone());
+    let t = Instant::now();
+    let _v = first_viewer(&s, &spawner, 2).await;
+    let waited = t.elapsed();
+    assert!(
+        waited >= SETTLE_GRACE && waited < SETTLE_GRACE + Duration::from_millis(500),
+        "{waited:?}"
+    );
+}
+
 #[test]
 fn redacts_credentials() {
     assert_eq!(
