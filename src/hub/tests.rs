@@ -133,11 +133,11 @@ fn flv_start() -> Vec<u8> {
     for c in m.track(&info, 0).unwrap() {
         out.extend_from_slice(&c);
     }
-    out.extend(flv_frame(&mut m, 0, true));
+    out.extend(flv_frame(0, true));
     out
 }
 
-fn flv_frame(m: &mut Muxer, ms: i64, key: bool) -> Vec<u8> {
+fn flv_frame(ms: i64, key: bool) -> Vec<u8> {
     let f = Frame {
         codec: Codec::H264,
         dts: ms_to_ticks(ms),
@@ -146,7 +146,7 @@ fn flv_frame(m: &mut Muxer, ms: i64, key: bool) -> Vec<u8> {
         payload: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
         wire: Default::default(),
     };
-    m.frame(&f, ms).iter().flat_map(|c| c.to_vec()).collect()
+    crate::media::flv::shared_tag(&f).to_vec()
 }
 
 async fn feed(spawner: &FakeSpawner, n: usize, data: &[u8]) {
