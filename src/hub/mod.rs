@@ -385,6 +385,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 const STALL_CHECK: Duration = Duration::from_millis(500);
+/// Uptime after which a producer's restart backoff starts again at 0.5 s.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -664,20 +666,18 @@ impl Actor {
         }
         self.fanout.detach(index as SourceId, generation);
         slot.stats.pid.store(0, Ordering::Relaxed);
+        // A stop we asked for is no error (a stall recorded its own reason
+        // when it asked), unless the child would not even die.
         let deliberate = matches!(slot.state, SlotState::Stopping { .. });
-        let error = match &outcome {
-            Outcome::SpawnFailed(e) => Some(format!("spawn failed: {e}")),
-            Outcome::Ended(r)
-                if deliberate && r.ended_by != EndedBy::Abandoned && slot.last_error.is_none() =>
-            {
-                None
-            }
-            Outcome::Ended(r) => Some(describe_end(r, &slot.tail)),
-        };
-        if let Some(e) = error {
-            if !deliberate || slot.last_error.is_none() {
-                slot.last_error = Some(e);
-            }
+        match &outcome {
+            Outcome::SpawnFailed(e) => slot.last_error = Some(format!("spawn failed: {e}")),
+            Outcome::Ended(r) if deliberate && r.ended_by != EndedBy::Abandoned => {}
+            Outcome::Ended(r) => slot.last_error = Some(describe_end(r, &slot.tail)),
+        }
+        // A producer that ran a good while before it died starts its
+        // backoff afresh: yesterday's crashes say nothing about today's.
+        if matches!(&outcome, Outcome::Ended(r) if r.uptime >= BACKOFF_RESET_AFTER) {
+            slot.attempt = 0;
         }
         match self.phase {
             Phase::Starting { .. } | Phase::Running if self.shutdown.is_empty() => {

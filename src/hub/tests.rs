@@ -352,6 +352,45 @@ async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn backoff_grows_with_quick_crashes_and_resets_after_a_long_run() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500)], spawner.clone());
+    let _v = first_viewer(&s, &spawner, 1).await;
+    let crash = |n: usize| {
+        let _ = spawner.spawns.lock().unwrap()[n]
+            .ctl
+            .exit
+            .send(Some(ExitKind::Code(1)));
+    };
+    // Two quick crashes: 0.5 s, then 1 s (±20 %), after the pipe drain.
+    let mut delays = Vec::new();
+    for n in 0..2 {
+        crash(n);
+        let t = Instant::now();
+        wait_spawns(&spawner, n + 2).await;
+        delays.push(t.elapsed());
+    }
+    assert!(
+        delays[1] > delays[0] + Duration::from_millis(200),
+        "{delays:?}"
+    );
+    // Run 31 s, with frames so that it is not a stall, then crash.
+    feed(&spawner, 2, &flv_start()).await;
+    for i in 1..=31 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        feed(&spawner, 2, &flv_frame(i * 1000, false)).await;
+    }
+    crash(2);
+    let t = Instant::now();
+    wait_spawns(&spawner, 4).await;
+    assert!(
+        t.elapsed() < delays[1],
+        "backoff did not start afresh: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn stalled_producer_is_restarted() {
     let spawner = Arc::new(FakeSpawner::default());
     let s = stream(vec![source(500)], spawner.clone());
