@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
 use crate::hub::fanout::Delivery;
-use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
+use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
 use crate::media::flv::{self, Muxer};
 use crate::media::{ticks_to_ms, TrackInfo};
 
@@ -45,33 +45,8 @@ pub const WRITE_STALL: Duration = Duration::from_secs(15);
 /// a 2 Mbit/s stream, and 10 MB/s over a 100 ms path.
 pub const SEND_BUFFER: usize = 512 * 1024;
 
-/// All streams, in config order.
-pub struct Registry {
-    streams: Vec<Stream>,
-    index: HashMap<String, usize>,
-}
-
-impl Registry {
-    pub fn new(streams: Vec<Stream>) -> Registry {
-        let index = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name().to_string(), i))
-            .collect();
-        Registry { streams, index }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Stream> {
-        self.index.get(name).map(|&i| &self.streams[i])
-    }
-
-    pub fn all(&self) -> &[Stream] {
-        &self.streams
-    }
-}
-
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub config_path: String,
     pub rtsp_listen: Option<SocketAddr>,
 }

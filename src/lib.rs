@@ -9,5 +9,6 @@ pub mod api;
 pub mod config;
 pub mod hub;
 pub mod media;
+pub mod rtsp;
 pub mod source;
 pub mod supervisor;

@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use streamvisor::api::{self, AppState, Registry};
+use streamvisor::api::{self, AppState};
 use streamvisor::config::Config;
-use streamvisor::hub::{Deps, Stream};
+use streamvisor::hub::{Deps, Registry, Stream};
 use streamvisor::supervisor::{OsSpawner, DRAIN};
 
 #[derive(Parser)]
@@ -120,8 +120,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|s| Stream::spawn(s.clone(), deps.clone()))
         .collect();
+    let registry = Arc::new(Registry::new(streams.clone()));
+    if let Some(addr) = cfg.rtsp_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("rtsp.listen: cannot listen on {addr}"))?;
+        tracing::info!(listen = %addr, "rtsp server ready");
+        tokio::spawn(streamvisor::rtsp::serve(l, registry.clone()));
+    }
     let state = Arc::new(AppState {
-        registry: Registry::new(streams.clone()),
+        registry: registry.clone(),
         config_path: std::fs::canonicalize(&cfg.path)
             .unwrap_or(cfg.path.clone())
             .display()

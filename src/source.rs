@@ -74,26 +74,18 @@ const X264: &[&str] = &[
 ];
 
 pub fn internal_url(base: &str, stream: &str, exclude: Option<usize>) -> String {
-    let mut u = format!(
-        "{base}/api/stream.flv?src={}&internal=1",
-        percent_encode(stream)
-    );
+    // Query component: all but RFC 3986 unreserved characters are escaped.
+    const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let name = percent_encoding::utf8_percent_encode(stream, QUERY);
+    let mut u = format!("{base}/api/stream.flv?src={name}&internal=1");
     if let Some(i) = exclude {
         u.push_str(&format!("&exclude={i}"));
     }
     u
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceError> {

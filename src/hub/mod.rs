@@ -17,7 +17,7 @@
 
 pub mod fanout;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -150,6 +150,31 @@ pub struct Stream {
     name: Arc<str>,
     tx: mpsc::UnboundedSender<Msg>,
     join_timeout: Duration,
+}
+
+/// All streams, in config order.
+pub struct Registry {
+    streams: Vec<Stream>,
+    index: HashMap<String, usize>,
+}
+
+impl Registry {
+    pub fn new(streams: Vec<Stream>) -> Registry {
+        let index = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name().to_string(), i))
+            .collect();
+        Registry { streams, index }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Stream> {
+        self.index.get(name).map(|&i| &self.streams[i])
+    }
+
+    pub fn all(&self) -> &[Stream] {
+        &self.streams
+    }
 }
 
 /// One viewer: its place in the fan-out, and its lease on the stream (the

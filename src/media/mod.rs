@@ -5,6 +5,8 @@
 //! reference count, never the bytes (DESIGN.md "The hub").
 
 pub mod flv;
+pub mod h264;
+pub mod rtp;
 
 use std::sync::{Arc, OnceLock};
 
@@ -114,12 +116,19 @@ pub struct Wire(Arc<WireForms>);
 #[derive(Debug, Default)]
 struct WireForms {
     flv: OnceLock<Bytes>,
+    rtp: OnceLock<Arc<[rtp::Chunk]>>,
 }
 
 impl Wire {
     /// The FLV tag, made by `make` on first use.
     pub fn flv(&self, make: impl FnOnce() -> Bytes) -> &Bytes {
         self.0.flv.get_or_init(make)
+    }
+
+    /// The RTP payloads (everything but the per-viewer RTP header), made
+    /// by `make` on first use.
+    pub fn rtp(&self, make: impl FnOnce() -> Arc<[rtp::Chunk]>) -> &Arc<[rtp::Chunk]> {
+        self.0.rtp.get_or_init(make)
     }
 }
 

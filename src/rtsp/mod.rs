@@ -1,0 +1,925 @@
+//! RTSP server (RFC 2326): every stream to RTSP players, over TCP
+//! (interleaved, §10.12) and UDP.
+//!
+//! One task per connection owns everything of it: the socket, the parse
+//! buffer, the session and its viewer. It waits on the socket and on the
+//! viewer at once and never holds a lock. An RTSP viewer is a consumer like
+//! any other: DESCRIBE (or the first SETUP) joins the stream, TEARDOWN or a
+//! closed connection leaves it.
+
+pub mod sdp;
+pub mod wire;
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, BytesMut};
+use futures_util::FutureExt;
+use rtsp_types::headers::{
+    RtpLowerTransport, Transport as RtspTransport, TransportMode, Transports,
+};
+use rtsp_types::{Method, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::Instant;
+
+use crate::hub::fanout::{Delivery, Ended};
+use crate::hub::{JoinRequest, Registry, StreamError, Viewer};
+use crate::media::rtp::{self, Chunk, Sender, TrackParams};
+use crate::media::{Codec, Frame, TrackInfo, TrackKind};
+
+/// Advertised in `Session:`; a UDP session silent this long is closed.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often each track gets an RTCP sender report.
+pub const SR_INTERVAL: Duration = Duration::from_secs(5);
+/// A connection that accepts no bytes for this long is closed.
+pub const WRITE_STALL: Duration = crate::api::WRITE_STALL;
+/// How long DESCRIBE waits, once the stream is running, for the first frame
+/// that tells it the tracks.
+const TRACKS_WAIT: Duration = Duration::from_secs(10);
+/// Deliveries taken per wake-up: a batch from the hub is written at once.
+const MAX_BATCH: usize = 256;
+
+const PUBLIC: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+
+/// Accepts RTSP connections until the listener fails.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "rtsp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(crate::api::SEND_BUFFER);
+        let local = sock.local_addr().unwrap_or(peer);
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut c = Conn {
+                sock,
+                peer,
+                local,
+                registry,
+                buf: BytesMut::with_capacity(4096),
+                session: None,
+                out: BytesMut::with_capacity(16 * 1024),
+                opened: Instant::now(),
+            };
+            let why = c.run().await;
+            tracing::debug!(peer = %peer, reason = %why, "rtsp connection closed");
+        });
+    }
+}
+
+enum Transport {
+    /// §10.12: RTP and RTCP on these channels of the RTSP connection.
+    Tcp { rtp: u8, rtcp: u8 },
+    Udp {
+        rtp: Arc<UdpSocket>,
+        rtcp: Arc<UdpSocket>,
+        to_rtp: SocketAddr,
+        to_rtcp: SocketAddr,
+        /// Reads the client's RTCP (receiver reports) to see it is alive.
+        _listener: AbortOnDrop,
+    },
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One track of a session.
+struct Out {
+    kind: TrackKind,
+    codec: Codec,
+    params: TrackParams,
+    sender: Sender,
+    transport: Option<Transport>,
+}
+
+struct Session {
+    id: String,
+    stream: String,
+    viewer: Viewer,
+    /// Deliveries taken to learn the tracks, still to be sent.
+    pending: VecDeque<Delivery>,
+    tracks: Vec<Out>,
+    playing: bool,
+    /// The pts that maps to rtptime in RTP-Info: the first frame sent.
+    first_pts: Option<i64>,
+    /// Last sign of life of a UDP client (ms since the connection opened).
+    last_seen: Arc<AtomicU64>,
+}
+
+struct Conn {
+    sock: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    registry: Arc<Registry>,
+    buf: BytesMut,
+    session: Option<Session>,
+    /// Interleaved headers of the batch being written.
+    out: BytesMut,
+    opened: Instant,
+}
+
+/// A request's answer.
+struct Reply {
+    status: u16,
+    reason: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn new(status: u16, reason: &'static str) -> Reply {
+        Reply {
+            status,
+            reason,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn ok() -> Reply {
+        Reply::new(200, "OK")
+    }
+
+    fn header(mut self, name: &'static str, v: impl Into<String>) -> Reply {
+        self.headers.push((name, v.into()));
+        self
+    }
+
+    /// An error with its reason in a header, for people reading captures.
+    fn error(status: u16, reason: &'static str, why: impl Into<String>) -> Reply {
+        Reply::new(status, reason).header("X-Error", why)
+    }
+}
+
+impl From<StreamError> for Reply {
+    fn from(e: StreamError) -> Reply {
+        let msg = e.to_string().replace(['\r', '\n'], " ");
+        match e {
+            StreamError::NoSource { .. } | StreamError::NotRunning { .. } => {
+                Reply::error(404, "Not Found", msg)
+            }
+            StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
+            StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
+            StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
+        }
+    }
+}
+
+enum Event {
+    Read(io::Result<usize>),
+    Media(Result<Delivery, Ended>),
+    Report,
+    Silent,
+}
+
+/// The stream name, the control suffix (`trackID=N`) and the query
+/// filter of a request URL: `rtsp://host/NAME[/trackID=N][?video&audio]`.
+struct Target {
+    stream: String,
+    track: Option<usize>,
+    video: Option<String>,
+    audio: Option<String>,
+}
+
+fn target(url: &rtsp_types::Url) -> Option<Target> {
+    let mut segs = url.path_segments()?.filter(|s| !s.is_empty());
+    let stream = percent_encoding::percent_decode_str(segs.next()?)
+        .decode_utf8_lossy()
+        .into_owned();
+    let track = segs
+        .find_map(|s| s.strip_prefix("trackID="))
+        .and_then(|n| n.parse().ok());
+    let (mut video, mut audio) = (None, None);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            // go2rtc: `?video`, `?audio`, `?video=h264` pick tracks.
+            "video" => video = Some(v.to_ascii_lowercase()),
+            "audio" => audio = Some(v.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    Some(Target {
+        stream,
+        track,
+        video,
+        audio,
+    })
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::H264 => "h264",
+        Codec::Aac => "aac",
+        Codec::Pcma => "pcma",
+        Codec::Pcmu => "pcmu",
+    }
+}
+
+/// Whether `?video=…`/`?audio=…` lets a track of `codec` through. With
+/// neither given, every track goes.
+fn wanted(t: &Target, codec: Codec) -> bool {
+    if t.video.is_none() && t.audio.is_none() {
+        return true;
+    }
+    let filter = match codec.kind() {
+        TrackKind::Video => &t.video,
+        TrackKind::Audio => &t.audio,
+    };
+    match filter {
+        None => false,
+        Some(v) => v.is_empty() || v == "all" || v == codec_name(codec),
+    }
+}
+
+impl Conn {
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    async fn run(&mut self) -> String {
+        let mut reports = tokio::time::interval(SR_INTERVAL);
+        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let playing = self.session.as_ref().is_some_and(|s| s.playing);
+            let udp = self.session.as_ref().is_some_and(|s| {
+                s.tracks
+                    .iter()
+                    .any(|t| matches!(t.transport, Some(Transport::Udp { .. })))
+            });
+            let silent_at = match &self.session {
+                Some(s) if udp => {
+                    self.opened
+                        + Duration::from_millis(s.last_seen.load(Ordering::Relaxed))
+                        + SESSION_TIMEOUT
+                }
+                _ => Instant::now() + SESSION_TIMEOUT,
+            };
+            let ev = {
+                let Conn {
+                    sock, buf, session, ..
+                } = &mut *self;
+                tokio::select! {
+                    r = sock.read_buf(buf) => Event::Read(r),
+                    d = next_delivery(session), if playing => Event::Media(d),
+                    _ = reports.tick(), if playing => Event::Report,
+                    _ = tokio::time::sleep_until(silent_at), if udp => Event::Silent,
+                }
+            };
+            let step = match ev {
+                Event::Read(Ok(0)) => Err("client closed the connection".to_string()),
+                Event::Read(Err(e)) => Err(format!("read: {e}")),
+                Event::Read(Ok(_)) => self.on_input().await,
+                Event::Media(Ok(d)) => self.on_media(d).await,
+                Event::Media(Err(e)) => Err(format!("viewer ended: {e}")),
+                Event::Report => self.send_reports().await,
+                Event::Silent => Err(format!(
+                    "UDP session silent for {} s",
+                    SESSION_TIMEOUT.as_secs()
+                )),
+            };
+            if let Err(why) = step {
+                return why;
+            }
+        }
+    }
+
+    async fn on_input(&mut self) -> Result<(), String> {
+        loop {
+            match wire::next(&mut self.buf) {
+                Ok(None) => return Ok(()),
+                Ok(Some(wire::Incoming::Response)) => {}
+                Ok(Some(wire::Incoming::Data { channel, .. })) => {
+                    // RTCP receiver reports from a TCP client are its sign
+                    // of life; data before any SETUP is a protocol error.
+                    let set_up = self
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.tracks.iter().any(|t| t.transport.is_some()));
+                    if !set_up {
+                        return Err(format!(
+                            "interleaved data on channel {channel} before SETUP"
+                        ));
+                    }
+                    let now = self.now_ms();
+                    if let Some(s) = &self.session {
+                        s.last_seen.store(now, Ordering::Relaxed);
+                    }
+                }
+                Ok(Some(wire::Incoming::Request(req))) => {
+                    let cseq = req
+                        .header(&rtsp_types::headers::CSEQ)
+                        .map(|v| v.as_str().trim().to_string());
+                    let reply = match &cseq {
+                        None => Reply::error(400, "Bad Request", "missing CSeq"),
+                        Some(_) => self.handle(&req).await,
+                    };
+                    self.respond(cseq.as_deref(), reply)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                }
+                Err(e) => {
+                    // Answer, then close: after a framing error the stream
+                    // cannot be trusted to be in step.
+                    let _ = self
+                        .respond(None, Reply::error(400, "Bad Request", e.to_string()))
+                        .await;
+                    return Err(e.to_string());
+                }
+            }
+        }
+    }
+
+    async fn respond(&mut self, cseq: Option<&str>, r: Reply) -> io::Result<()> {
+        let mut s = format!("RTSP/1.0 {} {}\r\n", r.status, r.reason);
+        if let Some(c) = cseq {
+            s += &format!("CSeq: {c}\r\n");
+        }
+        s += concat!("Server: streamvisor/", env!("CARGO_PKG_VERSION"), "\r\n");
+        for (k, v) in &r.headers {
+            s += &format!("{k}: {v}\r\n");
+        }
+        if !r.body.is_empty() {
+            s += &format!("Content-Length: {}\r\n", r.body.len());
+        }
+        s += "\r\n";
+        let mut bytes = s.into_bytes();
+        bytes.extend_from_slice(&r.body);
+        match tokio::time::timeout(WRITE_STALL, self.sock.write_all(&bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client accepted no data",
+            )),
+        }
+    }
+
+    fn session_matches(&self, req: &Request<Vec<u8>>) -> Result<(), Reply> {
+        let Some(s) = &self.session else {
+            return Err(Reply::error(
+                454,
+                "Session Not Found",
+                "no session: SETUP first",
+            ));
+        };
+        match req.header(&rtsp_types::headers::SESSION) {
+            Some(v) if v.as_str().split(';').next().map(str::trim) != Some(s.id.as_str()) => {
+                Err(Reply::error(
+                    454,
+                    "Session Not Found",
+                    format!("unknown session `{}`", v.as_str()),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        let now = self.now_ms();
+        if let Some(s) = &self.session {
+            s.last_seen.store(now, Ordering::Relaxed);
+        }
+        match req.method() {
+            Method::Options => Reply::ok().header("Public", PUBLIC),
+            Method::Describe => self.describe(req).await,
+            Method::Setup => self.setup(req).await,
+            Method::Play => self.play(req),
+            Method::Pause => match self.session_matches(req) {
+                Err(r) => r,
+                Ok(()) => {
+                    if let Some(s) = &mut self.session {
+                        s.playing = false;
+                    }
+                    Reply::ok().header("Session", self.session_header())
+                }
+            },
+            Method::Teardown => match self.session_matches(req) {
+                Err(r) => r,
+                Ok(()) => {
+                    // Dropping the session releases the viewer's lease.
+                    self.session = None;
+                    Reply::ok()
+                }
+            },
+            // Keep-alives.
+            Method::GetParameter | Method::SetParameter => match &self.session {
+                Some(s) => Reply::ok().header(
+                    "Session",
+                    format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
+                ),
+                None => Reply::ok(),
+            },
+            Method::Announce | Method::Record => Reply::error(
+                501,
+                "Not Implemented",
+                "publishing over RTSP is not implemented yet",
+            ),
+            other => Reply::error(
+                501,
+                "Not Implemented",
+                format!("method {other:?} is not supported"),
+            ),
+        }
+    }
+
+    fn session_header(&self) -> String {
+        self.session
+            .as_ref()
+            .map(|s| format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()))
+            .unwrap_or_default()
+    }
+
+    /// Joins `t.stream` and learns its tracks: the deliveries up to the
+    /// first frame are kept to be sent after PLAY.
+    async fn open_session(&mut self, t: &Target) -> Result<(), Reply> {
+        let stream = self
+            .registry
+            .get(&t.stream)
+            .ok_or_else(|| {
+                Reply::error(404, "Not Found", format!("stream not found: {}", t.stream))
+            })?
+            .clone();
+        let mut viewer = stream
+            .join(JoinRequest {
+                protocol: "rtsp",
+                remote_addr: Some(self.peer),
+                internal: false,
+                exclude: None,
+            })
+            .await?;
+        let mut pending = VecDeque::new();
+        let mut tracks: [Option<TrackInfo>; 2] = [None, None];
+        let deadline = Instant::now() + TRACKS_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, viewer.next()).await {
+                Ok(Ok(Delivery::Tracks { video, audio })) => tracks = [video, audio],
+                Ok(Ok(d)) => {
+                    pending.push_back(d);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    return Err(Reply::error(
+                        503,
+                        "Service Unavailable",
+                        format!("stream {}: {e}", t.stream),
+                    ))
+                }
+                Err(_) => break,
+            }
+        }
+        let mut out = Vec::new();
+        for info in tracks.into_iter().flatten() {
+            if !wanted(t, info.codec) {
+                continue;
+            }
+            let params = TrackParams::new(&info).map_err(|e| {
+                Reply::error(
+                    503,
+                    "Service Unavailable",
+                    format!("stream {}: {e}", t.stream),
+                )
+            })?;
+            out.push(Out {
+                kind: info.kind(),
+                codec: info.codec,
+                sender: Sender::new(params.payload_type()),
+                params,
+                transport: None,
+            });
+        }
+        if out.is_empty() {
+            return Err(Reply::error(
+                404,
+                "Not Found",
+                format!("stream {} has no track matching the request", t.stream),
+            ));
+        }
+        self.session = Some(Session {
+            id: format!("{:016X}", rand::random::<u64>()),
+            stream: t.stream.clone(),
+            viewer,
+            pending,
+            tracks: out,
+            playing: false,
+            first_pts: None,
+            last_seen: Arc::new(AtomicU64::new(self.now_ms())),
+        });
+        Ok(())
+    }
+
+    async fn describe(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        let Some(url) = req.request_uri() else {
+            return Reply::error(400, "Bad Request", "DESCRIBE needs a URL");
+        };
+        let Some(t) = target(url) else {
+            return Reply::error(404, "Not Found", "no stream in the URL");
+        };
+        // A new DESCRIBE starts over (and leaves any earlier stream).
+        self.session = None;
+        if let Err(r) = self.open_session(&t).await {
+            return r;
+        }
+        let Some(s) = &self.session else {
+            return Reply::error(500, "Internal Server Error", "no session");
+        };
+        let params: Vec<TrackParams> = s.tracks.iter().map(|t| t.params.clone()).collect();
+        let body = sdp::describe(&params, rand::random::<u32>() as u64).into_bytes();
+        let mut base = url.clone();
+        base.set_query(None);
+        let mut base = base.to_string();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let mut r = Reply::ok()
+            .header("Content-Base", base)
+            .header("Content-Type", "application/sdp");
+        r.body = body;
+        r
+    }
+
+    async fn setup(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        let Some(t) = req.request_uri().and_then(target) else {
+            return Reply::error(400, "Bad Request", "SETUP needs a stream URL");
+        };
+        if self.session.as_ref().is_some_and(|s| s.playing) {
+            return Reply::error(455, "Method Not Valid in This State", "SETUP while playing");
+        }
+        if self.session.as_ref().is_none_or(|s| s.stream != t.stream) {
+            if let Err(r) = self.open_session(&t).await {
+                return r;
+            }
+        } else if let Err(r) = self.session_matches(req) {
+            return r;
+        }
+        let transports = match req.typed_header::<Transports>() {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Reply::error(400, "Bad Request", "SETUP without a Transport header")
+            }
+            Err(e) => {
+                return Reply::error(400, "Bad Request", format!("bad Transport header: {e:?}"))
+            }
+        };
+        let local_ip = self.local.ip();
+        let peer_ip = self.peer.ip();
+        let Some(s) = &mut self.session else {
+            return Reply::error(500, "Internal Server Error", "no session");
+        };
+        let index = t.track.unwrap_or(0);
+        let n = s.tracks.len();
+        let Some(track) = s.tracks.get_mut(index) else {
+            return Reply::error(
+                404,
+                "Not Found",
+                format!(
+                    "stream {} has {n} tracks; there is no trackID={index}",
+                    t.stream
+                ),
+            );
+        };
+        let Some(rtp_t) = transports.iter().find_map(|t| match t {
+            RtspTransport::Rtp(r) => Some(r),
+            RtspTransport::Other(_) => None,
+        }) else {
+            return Reply::error(
+                461,
+                "Unsupported Transport",
+                "only RTP/AVP transports are supported",
+            );
+        };
+        if rtp_t.params.mode.contains(&TransportMode::Record) {
+            return Reply::error(
+                501,
+                "Not Implemented",
+                "publishing over RTSP is not implemented yet",
+            );
+        }
+        let ssrc = format!("{:08X}", track.sender.ssrc);
+        let answer = if rtp_t.lower_transport == Some(RtpLowerTransport::Tcp) {
+            let (rtp, rtcp) = match rtp_t.params.interleaved {
+                Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
+                None => (index as u8 * 2, index as u8 * 2 + 1),
+            };
+            track.transport = Some(Transport::Tcp { rtp, rtcp });
+            format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};ssrc={ssrc}")
+        } else {
+            let Some((crtp, crtcp)) = rtp_t.params.client_port else {
+                return Reply::error(461, "Unsupported Transport", "UDP needs client_port");
+            };
+            let crtcp = crtcp.unwrap_or(crtp.wrapping_add(1));
+            let (rtp, rtcp) = match udp_pair(local_ip).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return Reply::error(500, "Internal Server Error", format!("no UDP ports: {e}"))
+                }
+            };
+            let (srtp, srtcp) = (
+                rtp.local_addr().map(|a| a.port()).unwrap_or(0),
+                rtcp.local_addr().map(|a| a.port()).unwrap_or(0),
+            );
+            let listener = AbortOnDrop(tokio::spawn(watch_rtcp(
+                rtcp.clone(),
+                s.last_seen.clone(),
+                self.opened,
+            )));
+            track.transport = Some(Transport::Udp {
+                rtp,
+                rtcp,
+                to_rtp: SocketAddr::new(peer_ip, crtp),
+                to_rtcp: SocketAddr::new(peer_ip, crtcp),
+                _listener: listener,
+            });
+            format!(
+                "RTP/AVP;unicast;client_port={crtp}-{crtcp};server_port={srtp}-{srtcp};ssrc={ssrc}"
+            )
+        };
+        Reply::ok().header("Transport", answer).header(
+            "Session",
+            format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
+        )
+    }
+
+    fn play(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        if let Err(r) = self.session_matches(req) {
+            return r;
+        }
+        let Some(s) = &mut self.session else {
+            return Reply::error(454, "Session Not Found", "no session");
+        };
+        if !s.tracks.iter().any(|t| t.transport.is_some()) {
+            return Reply::error(455, "Method Not Valid in This State", "PLAY before SETUP");
+        }
+        // RTP-Info (§12.33): the first packet of each track will carry
+        // this seq and rtptime; both derive from the first pending frame.
+        let first = s.first_pts.or_else(|| {
+            s.pending.iter().find_map(|d| match d {
+                Delivery::Frame(f) => Some(f.pts),
+                _ => None,
+            })
+        });
+        let base = req.request_uri().map(|u| u.to_string()).unwrap_or_default();
+        let base = base.trim_end_matches('/');
+        let info: Vec<String> = s
+            .tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.transport.is_some())
+            .map(|(i, t)| {
+                let rtptime = t
+                    .sender
+                    .ts_base
+                    .wrapping_add(first.map_or(0, |p| t.params.rtp_time(p)));
+                format!(
+                    "url={base}/{};seq={};rtptime={rtptime}",
+                    sdp::control(i),
+                    t.sender.seq
+                )
+            })
+            .collect();
+        s.first_pts = first;
+        s.playing = true;
+        tracing::info!(stream = %s.stream, peer = %self.peer, session = %s.id, "rtsp play");
+        Reply::ok()
+            .header(
+                "Session",
+                format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
+            )
+            .header("Range", "npt=0.000-")
+            .header("RTP-Info", info.join(","))
+    }
+
+    /// Sends one delivery and every other one that is ready, in one write.
+    async fn on_media(&mut self, first: Delivery) -> Result<(), String> {
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match s.pending.pop_front() {
+                Some(d) => batch.push(d),
+                None => match s.viewer.next().now_or_never() {
+                    Some(Ok(d)) => batch.push(d),
+                    Some(Err(e)) => return Err(format!("viewer ended: {e}")),
+                    None => break,
+                },
+            }
+        }
+        self.out.clear();
+        // Index into `self.out` of each packet's headers, and its chunk.
+        let mut packets: Vec<(usize, usize, Chunk)> = Vec::new();
+        let mut sends: Vec<(usize, [u8; 12], Chunk)> = Vec::new();
+        for d in batch {
+            match d {
+                Delivery::Tracks { video, audio } => update_tracks(s, [video, audio]),
+                Delivery::Frame(f) => {
+                    let Some(i) = s
+                        .tracks
+                        .iter()
+                        .position(|t| t.codec == f.codec && t.transport.is_some())
+                    else {
+                        continue;
+                    };
+                    let t = &mut s.tracks[i];
+                    let chunks = chunks(&f, &t.params);
+                    let rtp_time = t.params.rtp_time(f.pts);
+                    for c in chunks.iter() {
+                        let h = t.sender.header(c, rtp_time, f.pts);
+                        match &t.transport {
+                            Some(Transport::Tcp { rtp, .. }) => {
+                                let at = self.out.len();
+                                self.out.put_u8(b'$');
+                                self.out.put_u8(*rtp);
+                                self.out.put_u16((12 + c.len()) as u16);
+                                self.out.put_slice(&h);
+                                packets.push((at, 16, c.clone()));
+                            }
+                            Some(Transport::Udp { .. }) => sends.push((i, h, c.clone())),
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        for (i, h, c) in &sends {
+            if let Some(Transport::Udp { rtp, to_rtp, .. }) = &s.tracks[*i].transport {
+                send_udp(rtp, *to_rtp, &[h, &c.prefix, &c.body]);
+            }
+        }
+        if packets.is_empty() {
+            return Ok(());
+        }
+        let out = self.out.split().freeze();
+        let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 3);
+        for (at, len, c) in &packets {
+            slices.push(IoSlice::new(&out[*at..*at + *len]));
+            if !c.prefix.is_empty() {
+                slices.push(IoSlice::new(&c.prefix));
+            }
+            slices.push(IoSlice::new(&c.body));
+        }
+        match tokio::time::timeout(WRITE_STALL, write_all_vectored(&mut self.sock, &mut slices))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write: {e}")),
+            Err(_) => Err(format!(
+                "client accepted no data for {} s",
+                WRITE_STALL.as_secs()
+            )),
+        }
+    }
+
+    async fn send_reports(&mut self) -> Result<(), String> {
+        let Some(s) = &self.session else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        let mut tcp = Vec::new();
+        for t in &s.tracks {
+            let Some(sr) = t.sender.sender_report(now) else {
+                continue;
+            };
+            match &t.transport {
+                Some(Transport::Tcp { rtcp, .. }) => {
+                    tcp.put_u8(b'$');
+                    tcp.put_u8(*rtcp);
+                    tcp.put_u16(sr.len() as u16);
+                    tcp.put_slice(&sr);
+                }
+                Some(Transport::Udp { rtcp, to_rtcp, .. }) => send_udp(rtcp, *to_rtcp, &[&sr]),
+                None => {}
+            }
+        }
+        if tcp.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_STALL, self.sock.write_all(&tcp)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write: {e}")),
+            Err(_) => Err("client accepted no data".into()),
+        }
+    }
+}
+
+/// The next delivery of a playing session: what DESCRIBE set aside first.
+async fn next_delivery(session: &mut Option<Session>) -> Result<Delivery, Ended> {
+    let Some(s) = session else {
+        return std::future::pending().await;
+    };
+    if let Some(d) = s.pending.pop_front() {
+        return Ok(d);
+    }
+    s.viewer.next().await
+}
+
+/// A frame's RTP payloads, made once for all viewers (`Wire`).
+fn chunks(f: &Frame, params: &TrackParams) -> Arc<[Chunk]> {
+    f.wire
+        .rtp(|| match rtp::packetize(f, params) {
+            Ok(c) => c.into(),
+            Err(e) => {
+                tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
+                Arc::from([])
+            }
+        })
+        .clone()
+}
+
+/// New parameters (SPS/PPS, AAC config) for tracks the session already
+/// has; the SDP cannot change mid-session, so a codec change is dropped.
+fn update_tracks(s: &mut Session, infos: [Option<TrackInfo>; 2]) {
+    for info in infos.into_iter().flatten() {
+        let Some(t) = s.tracks.iter_mut().find(|t| t.kind == info.kind()) else {
+            continue;
+        };
+        if t.codec != info.codec {
+            tracing::warn!(stream = %s.stream, session = %s.id, from = ?t.codec, to = ?info.codec, "codec changed mid-session; that track stops");
+            continue;
+        }
+        if let Ok(p) = TrackParams::new(&info) {
+            t.params = p;
+        }
+    }
+}
+
+/// Writes every slice, however the kernel splits the writes.
+async fn write_all_vectored(
+    sock: &mut TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let n = sock.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// One datagram from pieces, without copying them together; a full socket
+/// buffer drops the packet, as UDP would anyway, rather than wait.
+fn send_udp(sock: &UdpSocket, to: SocketAddr, parts: &[&[u8]]) {
+    let bufs: Vec<IoSlice> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let to = socket2::SockAddr::from(to);
+    let _ = sock.try_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(sock).send_to_vectored(&bufs, &to)
+    });
+}
+
+/// A server RTP/RTCP socket pair on the connection's local address.
+async fn udp_pair(ip: std::net::IpAddr) -> io::Result<(Arc<UdpSocket>, Arc<UdpSocket>)> {
+    let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    let rtcp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    Ok((Arc::new(rtp), Arc::new(rtcp)))
+}
+
+/// Drains the client's RTCP on a UDP session; each packet is a sign of life.
+async fn watch_rtcp(sock: Arc<UdpSocket>, last_seen: Arc<AtomicU64>, opened: Instant) {
+    let mut buf = [0u8; 1500];
+    while sock.recv_from(&mut buf).await.is_ok() {
+        last_seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(url: &str) -> Target {
+        target(&rtsp_types::Url::parse(url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn urls() {
+        let x = t("rtsp://h:8554/cam%202/trackID=1?video=h264");
+        assert_eq!((x.stream.as_str(), x.track), ("cam 2", Some(1)));
+        assert!(wanted(&x, Codec::H264));
+        assert!(!wanted(&x, Codec::Aac));
+        let x = t("rtsp://h/cam?audio");
+        assert!(wanted(&x, Codec::Pcma) && !wanted(&x, Codec::H264));
+        let x = t("rtsp://h/cam/");
+        assert!(x.track.is_none() && wanted(&x, Codec::H264) && wanted(&x, Codec::Aac));
+    }
+}
