@@ -444,3 +444,134 @@ impl Drop for Camera {
         let _ = self.child.wait();
     }
 }
+
+/// A minimal RTSP client over a raw socket, for tests that need to do what
+/// ffmpeg or GStreamer would not (stall, send garbage, count bytes).
+pub struct RtspClient {
+    pub sock: TcpStream,
+    cseq: u32,
+    pub session: Option<String>,
+    pending: Vec<u8>,
+}
+
+impl RtspClient {
+    pub fn connect(port: u16) -> RtspClient {
+        let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        RtspClient {
+            sock,
+            cseq: 0,
+            session: None,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).unwrap();
+    }
+
+    /// Sends a request and returns (status, head, body). Interleaved data
+    /// that arrives before the response is skipped.
+    pub fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> (u16, String, String) {
+        self.cseq += 1;
+        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
+        if let Some(s) = &self.session {
+            req += &format!("Session: {s}\r\n");
+        }
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        self.sock.write_all(req.as_bytes()).unwrap();
+        let r = self.read_response().expect("no response");
+        if let Some(line) =
+            r.1.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("session:"))
+        {
+            let v = line.split_once(':').unwrap().1.trim();
+            self.session = Some(v.split(';').next().unwrap().to_string());
+        }
+        r
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut b = [0u8; 65536];
+        match self.sock.read(&mut b) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&b[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next response, skipping interleaved frames; None if the server
+    /// closed the connection first.
+    pub fn read_response(&mut self) -> Option<(u16, String, String)> {
+        loop {
+            if self.pending.first() == Some(&b'$') {
+                if self.pending.len() >= 4 {
+                    let len = u16::from_be_bytes([self.pending[2], self.pending[3]]) as usize;
+                    if self.pending.len() >= 4 + len {
+                        self.pending.drain(..4 + len);
+                        continue;
+                    }
+                }
+            } else if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.pending[..end]).to_string();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if self.pending.len() >= end + 4 + len {
+                    let body =
+                        String::from_utf8_lossy(&self.pending[end + 4..end + 4 + len]).to_string();
+                    self.pending.drain(..end + 4 + len);
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    return Some((status, head, body));
+                }
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// DESCRIBE, SETUP every track over TCP, PLAY.
+    pub fn play_tcp(port: u16, stream: &str) -> RtspClient {
+        let mut c = RtspClient::connect(port);
+        let url = format!("rtsp://127.0.0.1:{port}/{stream}");
+        let (status, head, sdp) =
+            c.request("DESCRIBE", &url, &[("Accept", "application/sdp".into())]);
+        assert_eq!(status, 200, "{head}");
+        let tracks = sdp.matches("a=control:trackID=").count();
+        for i in 0..tracks {
+            let (status, head, _) = c.request(
+                "SETUP",
+                &format!("{url}/trackID={i}"),
+                &[(
+                    "Transport",
+                    format!("RTP/AVP/TCP;unicast;interleaved={}-{}", 2 * i, 2 * i + 1),
+                )],
+            );
+            assert_eq!(status, 200, "{head}");
+        }
+        let (status, head, _) = c.request("PLAY", &url, &[]);
+        assert_eq!(status, 200, "{head}");
+        c
+    }
+}

@@ -1,0 +1,253 @@
+//! The RTSP server against real clients: ffprobe, ffmpeg, GStreamer, and
+//! raw sockets for what real clients will not do.
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn server() -> (Server, u16) {
+    let rtsp = free_port();
+    let srv = Server::start(
+        &format!("  demo: \"{}\"\n", demo_source(25)),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    (srv, rtsp)
+}
+
+fn probe(url: &str, transport: &str) -> serde_json::Value {
+    let (out, _) = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,sample_rate,channels",
+            "-of",
+            "json",
+            url,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "ffprobe {transport}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ffprobe_over_tcp_and_udp_sees_h264_and_aac() {
+    let _p = heavy();
+    let (srv, rtsp) = server();
+    let url = format!("rtsp://127.0.0.1:{rtsp}/demo");
+    for transport in ["tcp", "udp"] {
+        let v = probe(&url, transport);
+        let streams = v["streams"].as_array().unwrap();
+        let video = streams
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .expect("video");
+        let audio = streams
+            .iter()
+            .find(|s| s["codec_type"] == "audio")
+            .expect("audio");
+        assert_eq!(
+            (
+                video["codec_name"].as_str(),
+                video["width"].as_u64(),
+                video["height"].as_u64()
+            ),
+            (Some("h264"), Some(320), Some(240)),
+            "{transport}: {v}"
+        );
+        assert_eq!(
+            (audio["codec_name"].as_str(), audio["sample_rate"].as_str()),
+            (Some("aac"), Some("44100")),
+            "{transport}: {v}"
+        );
+    }
+    // Only the video, go2rtc style.
+    let v = probe(&format!("{url}?video"), "tcp");
+    assert_eq!(v["streams"].as_array().unwrap().len(), 1, "{v}");
+    drop(srv);
+}
+
+#[test]
+fn ffmpeg_records_five_clean_seconds() {
+    let _p = heavy();
+    let (srv, rtsp) = server();
+    let out_mp4 = srv.dir.path().join("out.mp4");
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+                &format!("rtsp://127.0.0.1:{rtsp}/demo"),
+                "-t",
+                "5",
+                "-c",
+                "copy",
+            ])
+            .arg(&out_mp4),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, _) = run_with_timeout(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&out_mp4),
+        Duration::from_secs(10),
+    );
+    let duration: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((4.5..6.0).contains(&duration), "duration {duration}");
+    // Decoding the recording finds nothing to complain about.
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&out_mp4)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "",
+        "decode errors"
+    );
+}
+
+#[test]
+fn gstreamer_decodes_over_tcp_and_udp() {
+    let _p = heavy();
+    let (_srv, rtsp) = server();
+    for protocols in ["tcp", "udp"] {
+        let (out, took) = run_with_timeout(
+            Command::new("gst-launch-1.0").args([
+                "-q",
+                "rtspsrc",
+                &format!("location=rtsp://127.0.0.1:{rtsp}/demo"),
+                &format!("protocols={protocols}"),
+                "!",
+                "rtph264depay",
+                "!",
+                "h264parse",
+                "!",
+                "avdec_h264",
+                "!",
+                "fakesink",
+                "num-buffers=50",
+            ]),
+            Duration::from_secs(40),
+        );
+        assert!(
+            out.status.success(),
+            "{protocols} after {took:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn fifty_rtsp_readers_teardown_and_the_last_one_stops_the_stream() {
+    let _p = heavy();
+    let (srv, rtsp) = server();
+    let mut clients: Vec<RtspClient> = (0..50)
+        .map(|_| RtspClient::play_tcp(rtsp, "demo"))
+        .collect();
+    // Every reader receives interleaved RTP.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = 0;
+        let t = Instant::now();
+        let mut buf = [0u8; 65536];
+        while got < 20_000 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "reader {i} got only {got} bytes"
+            );
+            got += c.sock.read(&mut buf).unwrap();
+        }
+    }
+    let consumers = || {
+        srv.get_json("/api/streams?src=demo").1["consumers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(consumers(), 50);
+    // TEARDOWN releases the consumer.
+    let mut first = clients.remove(0);
+    let url = format!("rtsp://127.0.0.1:{rtsp}/demo");
+    let (status, head, _) = first.request("TEARDOWN", &url, &[]);
+    assert_eq!(status, 200, "{head}");
+    srv.wait_for("49 consumers", Duration::from_secs(5), || consumers() == 49);
+    // A dropped socket does too, and the last one stops the producer.
+    let pid = srv.producer_pids("demo")[0];
+    drop(clients);
+    srv.wait_for("no consumers", Duration::from_secs(10), || consumers() == 0);
+    srv.wait_for("producer group gone", Duration::from_secs(10), || {
+        group_members(pid).is_empty()
+    });
+}
+
+#[test]
+fn malformed_requests_get_an_error_or_a_close_and_others_are_unaffected() {
+    let (srv, rtsp) = server();
+    // Garbage: 400, then the connection is closed.
+    let mut c = RtspClient::connect(rtsp);
+    c.send_raw(b"\x16\x03\x01\x02\x00 hello\r\n\r\n");
+    let (status, _, _) = c.read_response().expect("an answer");
+    assert_eq!(status, 400);
+    assert!(c.read_response().is_none(), "connection closed");
+    // No CSeq: 400, connection stays usable.
+    let mut c = RtspClient::connect(rtsp);
+    c.send_raw(b"OPTIONS rtsp://127.0.0.1/demo RTSP/1.0\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().0, 400);
+    assert_eq!(c.request("OPTIONS", "rtsp://127.0.0.1/demo", &[]).0, 200);
+    // A huge Content-Length: 400 at once, no waiting for the body.
+    let mut c = RtspClient::connect(rtsp);
+    c.send_raw(
+        b"ANNOUNCE rtsp://127.0.0.1/demo RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 999999999\r\n\r\n",
+    );
+    assert_eq!(c.read_response().unwrap().0, 400);
+    // Interleaved data before SETUP: closed.
+    let mut c = RtspClient::connect(rtsp);
+    c.send_raw(b"$\x00\x00\x04abcd");
+    assert!(c.read_response().is_none());
+    // Unknown stream, unknown method.
+    let mut c = RtspClient::connect(rtsp);
+    assert_eq!(
+        c.request("DESCRIBE", &format!("rtsp://127.0.0.1:{rtsp}/nope"), &[])
+            .0,
+        404
+    );
+    assert_eq!(
+        c.request("FLY", &format!("rtsp://127.0.0.1:{rtsp}/demo"), &[])
+            .0,
+        501
+    );
+    // And the server still serves.
+    let _p = heavy();
+    let v = probe(&format!("rtsp://127.0.0.1:{rtsp}/demo"), "tcp");
+    assert_eq!(v["streams"].as_array().unwrap().len(), 2);
+    drop(srv);
+}
