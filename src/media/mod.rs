@@ -4,6 +4,7 @@
 //! of the demuxer's read buffer, so fan-out to any number of viewers clones a
 //! reference count, never the bytes (DESIGN.md "The hub").
 
+pub mod depack;
 pub mod flv;
 pub mod h264;
 pub mod rtp;
