@@ -107,6 +107,9 @@ impl From<StreamError> for ApiError {
             | StreamError::ShuttingDown { stream } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg).with("stream", stream)
             }
+            StreamError::Busy { stream, .. } => {
+                ApiError::new(StatusCode::CONFLICT, msg).with("stream", stream)
+            }
             StreamError::Timeout { stream, .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
             }

@@ -53,6 +53,8 @@ pub enum StreamError {
     Timeout { stream: String, timeout_ms: u64 },
     #[error("stream {stream}: server is shutting down")]
     ShuttingDown { stream: String },
+    #[error("stream {stream}: already has a publisher ({by})")]
+    Busy { stream: String, by: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -133,6 +135,14 @@ enum Msg {
     Info {
         reply: oneshot::Sender<StreamInfo>,
     },
+    Publish {
+        protocol: &'static str,
+        remote_addr: Option<SocketAddr>,
+        reply: oneshot::Sender<Result<Publisher, StreamError>>,
+    },
+    Unpublish {
+        generation: Generation,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -194,6 +204,41 @@ impl Viewer {
     }
 }
 
+/// A publisher's hold on a stream: media it publishes goes to the
+/// stream's publisher slot, under its own generation. Dropping it (the
+/// publisher disconnected) frees the stream at once.
+pub struct Publisher {
+    fanout: Arc<Fanout>,
+    source: SourceId,
+    generation: Generation,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Publisher {
+    /// Publishes one event; false once this publisher no longer owns the
+    /// stream (it was stopped, or shut down): the caller should hang up.
+    pub fn publish(&self, ev: flv::Event) -> bool {
+        self.fanout.publish(self.source, self.generation, ev)
+    }
+
+    /// When the pending batch must go out (see [`Fanout::flush_deadline`]).
+    pub fn flush_deadline(&self) -> Option<Instant> {
+        self.fanout.flush_deadline()
+    }
+
+    pub fn flush(&self) {
+        self.fanout.flush();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Unpublish {
+            generation: self.generation,
+        });
+    }
+}
+
 struct Lease {
     id: u64,
     tx: mpsc::UnboundedSender<Msg>,
@@ -219,14 +264,19 @@ impl ReadyNotify for Notify {
 impl Stream {
     pub fn spawn(cfg: StreamConfig, deps: Arc<Deps>) -> Stream {
         let (tx, rx) = mpsc::unbounded_channel();
+        // One slot per configured source, and the last for a publisher.
         let fanout = Arc::new(Fanout::new(
             &cfg.name,
-            cfg.sources.len(),
+            cfg.sources.len() + 1,
             Box::new(Notify(tx.clone())),
         ));
         let max =
             |f: fn(&SourceConfig) -> Duration| cfg.sources.iter().map(f).max().unwrap_or_default();
-        let start_timeout = max(|s| s.timeouts.start_timeout);
+        // A publish-only stream has no source to take a timeout from.
+        let start_timeout = match max(|s| s.timeouts.start_timeout) {
+            Duration::ZERO => crate::config::Timeouts::default().start_timeout,
+            t => t,
+        };
         let stop_bound = max(|s| s.timeouts.kill_timeout)
             + supervisor::REAP_GRACE
             + supervisor::DRAIN
@@ -264,6 +314,7 @@ impl Stream {
             shutdown: Vec::new(),
             run: 0,
             settling: None,
+            publisher: None,
         };
         tokio::spawn(actor.run(rx));
         Stream {
@@ -292,6 +343,29 @@ impl Stream {
                 stream: self.name.to_string(),
                 timeout_ms: self.join_timeout.as_millis() as u64,
             }),
+        }
+    }
+
+    /// Takes the stream's publisher slot; one publisher at a time.
+    pub async fn publish(
+        &self,
+        protocol: &'static str,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Publisher, StreamError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || StreamError::ShuttingDown {
+            stream: self.name.to_string(),
+        };
+        self.tx
+            .send(Msg::Publish {
+                protocol,
+                remote_addr,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(gone()),
         }
     }
 
@@ -364,6 +438,13 @@ struct Consumer {
     stats: Arc<ViewerStats>,
 }
 
+struct PublisherState {
+    generation: Generation,
+    protocol: &'static str,
+    remote_addr: Option<SocketAddr>,
+    since: SystemTime,
+}
+
 struct Waiter {
     req: JoinRequest,
     reply: oneshot::Sender<Result<Viewer, StreamError>>,
@@ -388,6 +469,9 @@ struct Actor {
     shutdown: Vec<oneshot::Sender<()>>,
     /// Mirrors the fan-out's reset count (see [`ReadyNotify`]).
     run: u64,
+    /// Who holds the publisher slot. While someone does, the stream stays
+    /// up whatever its viewers do.
+    publisher: Option<PublisherState>,
     /// Running, but real viewers wait until every source has said what it
     /// carries, or until this deadline. Internal readers do not wait: the
     /// source that is slow to say is often one of them (a transcoder).
@@ -492,6 +576,15 @@ impl Actor {
             Msg::Info { reply } => {
                 let _ = reply.send(self.info());
             }
+            Msg::Publish {
+                protocol,
+                remote_addr,
+                reply,
+            } => {
+                let r = self.on_publish(protocol, remote_addr);
+                let _ = reply.send(r);
+            }
+            Msg::Unpublish { generation } => self.on_unpublish(generation),
             Msg::Shutdown { reply } => {
                 self.shutdown.push(reply);
                 for w in self.waiters.drain(..) {
@@ -564,7 +657,82 @@ impl Actor {
         }
     }
 
+    fn on_publish(
+        &mut self,
+        protocol: &'static str,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Publisher, StreamError> {
+        let stream = self.name.to_string();
+        if !self.shutdown.is_empty() {
+            return Err(StreamError::ShuttingDown { stream });
+        }
+        if let Some(p) = &self.publisher {
+            let by = format!(
+                "{} from {}",
+                p.protocol,
+                p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
+            );
+            return Err(StreamError::Busy { stream, by });
+        }
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            // The last run is still being torn down; its slots are not
+            // free yet (the SRS lesson: never publishable mid-teardown).
+            return Err(StreamError::Busy {
+                stream,
+                by: "the previous run, still stopping".into(),
+            });
+        }
+        self.next_generation += 1;
+        let generation = Generation(self.next_generation);
+        let source = self.slots.len() as SourceId;
+        self.fanout.attach(source, generation);
+        self.publisher = Some(PublisherState {
+            generation,
+            protocol,
+            remote_addr,
+            since: SystemTime::now(),
+        });
+        self.linger_at = None;
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Starting {
+                deadline: Instant::now() + self.start_timeout,
+            };
+        }
+        tracing::info!(stream = %self.name, protocol, remote = ?remote_addr, "publisher attached");
+        Ok(Publisher {
+            fanout: self.fanout.clone(),
+            source,
+            generation,
+            tx: self.tx.clone(),
+        })
+    }
+
+    fn on_unpublish(&mut self, generation: Generation) {
+        if self
+            .publisher
+            .as_ref()
+            .is_none_or(|p| p.generation != generation)
+        {
+            return; // a stale hold: its run already ended
+        }
+        self.publisher = None;
+        self.fanout.detach(self.slots.len() as SourceId, generation);
+        tracing::info!(stream = %self.name, "publisher left");
+        if self.slots.is_empty() {
+            // Nothing else feeds the stream: free it at once, so the next
+            // publisher can start.
+            if !matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
+                self.stop_all("publisher left");
+            }
+        } else {
+            self.maybe_linger();
+        }
+    }
+
     fn maybe_linger(&mut self) {
+        if self.publisher.is_some() {
+            return; // a publisher keeps its stream up
+        }
         let wanted = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
         if !wanted
             && matches!(self.phase, Phase::Running | Phase::Starting { .. })
@@ -748,7 +916,15 @@ impl Actor {
                 for w in self.waiters.drain(..) {
                     let _ = w.reply.send(Err(err.clone()));
                 }
-                self.stop_all("start timeout");
+                if self.publisher.is_some() {
+                    // A publisher that has sent nothing decodable yet keeps
+                    // its hold; later viewers get the same bounded wait.
+                    self.phase = Phase::Starting {
+                        deadline: now + self.start_timeout,
+                    };
+                } else {
+                    self.stop_all("start timeout");
+                }
                 return;
             }
             Phase::Running if self.settling.is_some_and(|t| now >= t) => {
@@ -770,7 +946,10 @@ impl Actor {
         if let Some(t) = self.linger_at {
             if now >= t {
                 self.linger_at = None;
-                if self.real_viewers() == 0 && !self.waiters.iter().any(|w| !w.req.internal) {
+                if self.real_viewers() == 0
+                    && !self.waiters.iter().any(|w| !w.req.internal)
+                    && self.publisher.is_none()
+                {
                     self.stop_all("no viewers");
                     return;
                 }
@@ -840,6 +1019,8 @@ impl Actor {
         }
         self.fanout.reset();
         self.run += 1;
+        // A reset fan-out no longer knows the publisher's generation.
+        self.publisher = None;
         self.phase = Phase::Idle;
         tracing::info!(stream = %self.name, "stream stopped");
         if self.shutdown.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
@@ -883,6 +1064,24 @@ impl Actor {
                         bytes: s.stats.bytes.load(Ordering::Relaxed),
                     }
                 })
+                .chain(self.publisher.as_ref().map(|p| ProducerInfo {
+                    url: format!(
+                        "{}://{} (publisher)",
+                        p.protocol,
+                        p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
+                    ),
+                    state: if self.phase == Phase::Running {
+                        "running"
+                    } else {
+                        "starting"
+                    },
+                    pid: None,
+                    started_at: Some(humantime::format_rfc3339_millis(p.since).to_string()),
+                    restarts: 0,
+                    last_error: None,
+                    stderr_tail: Vec::new(),
+                    bytes: 0,
+                }))
                 .collect(),
             consumers: self
                 .consumers

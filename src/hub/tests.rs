@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{SourceKind, Timeouts};
-use crate::media::{flv::Muxer, ms_to_ticks, Codec, Frame, TrackInfo};
+use crate::media::{flv, flv::Muxer, ms_to_ticks, Codec, Frame, TrackInfo};
 use crate::supervisor::{BoxFuture, ChildProcess, ExitKind, Spawned};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
@@ -524,6 +524,57 @@ async fn a_silent_source_delays_viewers_only_for_the_settle_grace() {
         waited >= SETTLE_GRACE && waited < SETTLE_GRACE + Duration::from_millis(500),
         "{waited:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_publisher_at_a_time_and_leaving_frees_the_stream() {
+    let s = stream(vec![], Arc::new(FakeSpawner::default()));
+    assert!(matches!(
+        s.join(viewer()).await,
+        Err(StreamError::NoSource { .. })
+    ));
+    let p = s.publish("rtsp", None).await.unwrap();
+    assert!(matches!(
+        s.publish("rtsp", None).await,
+        Err(StreamError::Busy { .. })
+    ));
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    let mut d = flv::Demuxer::new();
+    d.push(&flv_start());
+    while let Some(ev) = d.next_event().unwrap() {
+        assert!(p.publish(ev));
+    }
+    let mut v = join
+        .await
+        .unwrap()
+        .expect("a viewer of the published stream");
+    assert!(v.next().await.is_ok());
+    let info = s.info().await.unwrap();
+    assert!(info.producers[0].url.contains("publisher"), "{info:?}");
+    // The publisher hangs up: the viewer ends, the stream is free again.
+    drop(p);
+    let mut ended = false;
+    for _ in 0..5 {
+        if v.next().await.is_err() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "viewer still attached to a stream nobody publishes");
+    let p2 = s
+        .publish("rtsp", None)
+        .await
+        .expect("free after the first left");
+    // No viewers: the publisher alone keeps it up (no linger stop).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let aac = flv::Event::Track(TrackInfo {
+        codec: Codec::Aac,
+        config: Bytes::from_static(&[0x12, 0x10]),
+    });
+    assert!(p2.publish(aac), "the publisher still holds the stream");
 }
 
 #[test]

@@ -179,6 +179,7 @@ impl From<StreamError> for Reply {
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
+            StreamError::Busy { .. } => Reply::error(453, "Stream Already Has a Publisher", msg),
         }
     }
 }
