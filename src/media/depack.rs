@@ -451,6 +451,29 @@ impl Aac {
     }
 }
 
+/// Fuzz entry point (fuzz/fuzz_targets/rtp_depack.rs): byte 0 picks a
+/// depacketizer, then records of a 2-byte length and an RTP packet.
+pub fn fuzz(data: &[u8]) {
+    let Some((&which, mut rest)) = data.split_first() else {
+        return;
+    };
+    let fmtp = [("config".to_string(), "1210".to_string())];
+    let mut d = match which % 3 {
+        0 => Depacketizer::new("H264", 90000, &[]),
+        1 => Depacketizer::new("MPEG4-GENERIC", 44100, &fmtp),
+        _ => Depacketizer::new("PCMA", 8000, &[]),
+    }
+    .expect("known codecs");
+    let mut out = Vec::new();
+    while rest.len() >= 2 {
+        let n = (u16::from_be_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
+        if let Ok(p) = Packet::parse(Bytes::copy_from_slice(&rest[2..2 + n])) {
+            let _ = d.push(p, &mut out);
+        }
+        rest = &rest[2 + n..];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,28 +689,5 @@ mod tests {
     /// The body of the fuzz target.
     pub fn fuzz_one(data: &[u8]) {
         crate::media::depack::fuzz(data);
-    }
-}
-
-/// Fuzz entry point (fuzz/fuzz_targets/rtp_depack.rs): byte 0 picks a
-/// depacketizer, then records of a 2-byte length and an RTP packet.
-pub fn fuzz(data: &[u8]) {
-    let Some((&which, mut rest)) = data.split_first() else {
-        return;
-    };
-    let fmtp = [("config".to_string(), "1210".to_string())];
-    let mut d = match which % 3 {
-        0 => Depacketizer::new("H264", 90000, &[]),
-        1 => Depacketizer::new("MPEG4-GENERIC", 44100, &fmtp),
-        _ => Depacketizer::new("PCMA", 8000, &[]),
-    }
-    .expect("known codecs");
-    let mut out = Vec::new();
-    while rest.len() >= 2 {
-        let n = (u16::from_be_bytes([rest[0], rest[1]]) as usize).min(rest.len() - 2);
-        if let Ok(p) = Packet::parse(Bytes::copy_from_slice(&rest[2..2 + n])) {
-            let _ = d.push(p, &mut out);
-        }
-        rest = &rest[2 + n..];
     }
 }
