@@ -7,6 +7,7 @@
 //! any other: DESCRIBE (or the first SETUP) joins the stream, TEARDOWN or a
 //! closed connection leaves it.
 
+mod publish;
 pub mod sdp;
 pub mod wire;
 
@@ -47,6 +48,14 @@ const MAX_BATCH: usize = 256;
 const PUBLIC: &str =
     "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
+/// The next datagram of a UDP publisher, or never.
+async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, bytes::Bytes)> {
+    match p {
+        Some(p) => p.udp_rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Accepts RTSP connections until the listener fails.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     loop {
@@ -71,6 +80,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
                 registry,
                 buf: BytesMut::with_capacity(4096),
                 session: None,
+                publishing: None,
                 out: BytesMut::with_capacity(16 * 1024),
                 opened: Instant::now(),
             };
@@ -131,6 +141,7 @@ struct Conn {
     registry: Arc<Registry>,
     buf: BytesMut,
     session: Option<Session>,
+    publishing: Option<publish::PublishSession>,
     /// Interleaved headers of the batch being written.
     out: BytesMut,
     opened: Instant,
@@ -189,6 +200,10 @@ enum Event {
     Media(Result<Delivery, Ended>),
     Report,
     Silent,
+    /// A datagram from a UDP publisher's track.
+    Udp(usize, bytes::Bytes),
+    /// A publisher's pending batch is due.
+    Flush,
 }
 
 /// The stream name, the control suffix (`trackID=N`) and the query
@@ -265,23 +280,35 @@ impl Conn {
                     .iter()
                     .any(|t| matches!(t.transport, Some(Transport::Udp { .. })))
             });
-            let silent_at = match &self.session {
-                Some(s) if udp => {
-                    self.opened
-                        + Duration::from_millis(s.last_seen.load(Ordering::Relaxed))
-                        + SESSION_TIMEOUT
-                }
-                _ => Instant::now() + SESSION_TIMEOUT,
+            // A UDP viewer, and any publisher, must show signs of life.
+            let last_seen = match (&self.session, &self.publishing) {
+                (_, Some(p)) => Some(&p.last_seen),
+                (Some(s), None) if udp => Some(&s.last_seen),
+                _ => None,
             };
+            let watch = last_seen.is_some();
+            let silent_at = match last_seen {
+                Some(t) => {
+                    self.opened + Duration::from_millis(t.load(Ordering::Relaxed)) + SESSION_TIMEOUT
+                }
+                None => Instant::now() + SESSION_TIMEOUT,
+            };
+            let flush_at = self.publishing.as_ref().and_then(|p| p.flush_at());
             let ev = {
                 let Conn {
-                    sock, buf, session, ..
+                    sock,
+                    buf,
+                    session,
+                    publishing,
+                    ..
                 } = &mut *self;
                 tokio::select! {
                     r = sock.read_buf(buf) => Event::Read(r),
                     d = next_delivery(session), if playing => Event::Media(d),
                     _ = reports.tick(), if playing => Event::Report,
-                    _ = tokio::time::sleep_until(silent_at), if udp => Event::Silent,
+                    _ = tokio::time::sleep_until(silent_at), if watch => Event::Silent,
+                    Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
+                    _ = tokio::time::sleep_until(flush_at.unwrap_or(silent_at)), if flush_at.is_some() => Event::Flush,
                 }
             };
             let step = match ev {
@@ -292,9 +319,16 @@ impl Conn {
                 Event::Media(Err(e)) => Err(format!("viewer ended: {e}")),
                 Event::Report => self.send_reports().await,
                 Event::Silent => Err(format!(
-                    "UDP session silent for {} s",
+                    "session silent for {} s",
                     SESSION_TIMEOUT.as_secs()
                 )),
+                Event::Udp(i, d) => self.on_published_rtp(i, d),
+                Event::Flush => {
+                    if let Some(p) = &self.publishing {
+                        p.publisher.flush();
+                    }
+                    Ok(())
+                }
             };
             if let Err(why) = step {
                 return why;
@@ -307,13 +341,25 @@ impl Conn {
             match wire::next(&mut self.buf) {
                 Ok(None) => return Ok(()),
                 Ok(Some(wire::Incoming::Response)) => {}
-                Ok(Some(wire::Incoming::Data { channel, .. })) => {
+                Ok(Some(wire::Incoming::Data { channel, payload })) => {
+                    if let Some(i) = self
+                        .publishing
+                        .as_ref()
+                        .and_then(|p| p.tracks.iter().position(|t| t.channel == Some(channel)))
+                    {
+                        self.on_published_rtp(i, payload)?;
+                        continue;
+                    }
                     // RTCP receiver reports from a TCP client are its sign
                     // of life; data before any SETUP is a protocol error.
                     let set_up = self
                         .session
                         .as_ref()
-                        .is_some_and(|s| s.tracks.iter().any(|t| t.transport.is_some()));
+                        .is_some_and(|s| s.tracks.iter().any(|t| t.transport.is_some()))
+                        || self
+                            .publishing
+                            .as_ref()
+                            .is_some_and(|p| p.tracks.iter().any(|t| t.channel.is_some()));
                     if !set_up {
                         return Err(format!(
                             "interleaved data on channel {channel} before SETUP"
@@ -372,8 +418,31 @@ impl Conn {
         }
     }
 
+    fn on_published_rtp(&mut self, track: usize, data: bytes::Bytes) -> Result<(), String> {
+        let now = self.now_ms();
+        match &mut self.publishing {
+            Some(p) => match p.on_rtp(track, data, now) {
+                true => Ok(()),
+                false => Err(format!(
+                    "stream {} no longer takes this publisher",
+                    p.stream
+                )),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The id of this connection's session, playing or publishing.
+    fn session_id(&self) -> Option<&str> {
+        match (&self.session, &self.publishing) {
+            (_, Some(p)) => Some(&p.id),
+            (Some(s), None) => Some(&s.id),
+            (None, None) => None,
+        }
+    }
+
     fn session_matches(&self, req: &Request<Vec<u8>>) -> Result<(), Reply> {
-        let Some(s) = &self.session else {
+        let Some(id) = self.session_id() else {
             return Err(Reply::error(
                 454,
                 "Session Not Found",
@@ -381,7 +450,7 @@ impl Conn {
             ));
         };
         match req.header(&rtsp_types::headers::SESSION) {
-            Some(v) if v.as_str().split(';').next().map(str::trim) != Some(s.id.as_str()) => {
+            Some(v) if v.as_str().split(';').next().map(str::trim) != Some(id) => {
                 Err(Reply::error(
                     454,
                     "Session Not Found",
@@ -414,24 +483,44 @@ impl Conn {
             Method::Teardown => match self.session_matches(req) {
                 Err(r) => r,
                 Ok(()) => {
-                    // Dropping the session releases the viewer's lease.
+                    // Dropping a session releases the viewer's lease or
+                    // the publisher's hold.
                     self.session = None;
+                    self.publishing = None;
                     Reply::ok()
                 }
             },
             // Keep-alives.
-            Method::GetParameter | Method::SetParameter => match &self.session {
-                Some(s) => Reply::ok().header(
+            Method::GetParameter | Method::SetParameter => match self.session_id() {
+                Some(id) => Reply::ok().header(
                     "Session",
-                    format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
+                    format!("{id};timeout={}", SESSION_TIMEOUT.as_secs()),
                 ),
                 None => Reply::ok(),
             },
-            Method::Announce | Method::Record => Reply::error(
-                501,
-                "Not Implemented",
-                "publishing over RTSP is not implemented yet",
-            ),
+            Method::Announce => self.announce(req).await,
+            Method::Record => match self.session_matches(req) {
+                Err(r) => r,
+                Ok(()) => match &mut self.publishing {
+                    Some(p)
+                        if p.tracks
+                            .iter()
+                            .any(|t| t.channel.is_some() || t.udp.is_some()) =>
+                    {
+                        p.recording = true;
+                        tracing::info!(stream = %p.stream, peer = %self.peer, session = %p.id, "rtsp record");
+                        Reply::ok().header(
+                            "Session",
+                            format!("{};timeout={}", p.id, SESSION_TIMEOUT.as_secs()),
+                        )
+                    }
+                    _ => Reply::error(
+                        455,
+                        "Method Not Valid in This State",
+                        "RECORD before ANNOUNCE and SETUP",
+                    ),
+                },
+            },
             other => Reply::error(
                 501,
                 "Not Implemented",
@@ -555,10 +644,132 @@ impl Conn {
         r
     }
 
+    async fn announce(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        let Some(t) = req.request_uri().and_then(target) else {
+            return Reply::error(400, "Bad Request", "ANNOUNCE needs a stream URL");
+        };
+        let Some(stream) = self.registry.get(&t.stream).cloned() else {
+            return Reply::error(
+                404,
+                "Not Found",
+                format!(
+                    "stream not found: {} (publish only to streams in the config)",
+                    t.stream
+                ),
+            );
+        };
+        let (tracks, skipped) = match publish::parse_sdp(req.body()) {
+            Ok(x) => x,
+            Err(e) => return Reply::error(400, "Bad Request", e),
+        };
+        for note in &skipped {
+            tracing::warn!(stream = %t.stream, peer = %self.peer, "publisher track ignored: {note}");
+        }
+        if tracks.is_empty() {
+            return Reply::error(
+                415,
+                "Unsupported Media Type",
+                format!("no track we can take: {}", skipped.join("; ")),
+            );
+        }
+        // One role per connection: a new ANNOUNCE ends whatever was here.
+        self.session = None;
+        self.publishing = None;
+        let publisher = match stream.publish("rtsp", Some(self.peer)).await {
+            Ok(p) => p,
+            Err(e) => return e.into(),
+        };
+        let now = self.now_ms();
+        self.publishing = Some(publish::PublishSession::new(
+            t.stream, publisher, tracks, now,
+        ));
+        Reply::ok()
+    }
+
+    async fn setup_record(&mut self, req: &Request<Vec<u8>>, transports: &Transports) -> Reply {
+        let local_ip = self.local.ip();
+        let peer = self.peer;
+        let opened = self.opened;
+        let url = req.request_uri().map(|u| u.to_string()).unwrap_or_default();
+        let Some(p) = &mut self.publishing else {
+            return Reply::error(
+                455,
+                "Method Not Valid in This State",
+                "SETUP for record before ANNOUNCE",
+            );
+        };
+        let Some(i) = p.track_for(&url) else {
+            return Reply::error(
+                404,
+                "Not Found",
+                format!("no ANNOUNCEd track matches {url}"),
+            );
+        };
+        let Some(rtp_t) = transports.iter().find_map(|t| match t {
+            RtspTransport::Rtp(r) => Some(r),
+            RtspTransport::Other(_) => None,
+        }) else {
+            return Reply::error(
+                461,
+                "Unsupported Transport",
+                "only RTP/AVP transports are supported",
+            );
+        };
+        let answer = if rtp_t.lower_transport == Some(RtpLowerTransport::Tcp) {
+            let (rtp, rtcp) = match rtp_t.params.interleaved {
+                Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
+                None => (i as u8 * 2, i as u8 * 2 + 1),
+            };
+            p.tracks[i].channel = Some(rtp);
+            format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record")
+        } else {
+            let Some((crtp, crtcp)) = rtp_t.params.client_port else {
+                return Reply::error(461, "Unsupported Transport", "UDP needs client_port");
+            };
+            let crtcp = crtcp.unwrap_or(crtp.wrapping_add(1));
+            let (rtp, rtcp) = match udp_pair(local_ip).await {
+                Ok(x) => x,
+                Err(e) => {
+                    return Reply::error(500, "Internal Server Error", format!("no UDP ports: {e}"))
+                }
+            };
+            let ports = (
+                rtp.local_addr().map(|a| a.port()).unwrap_or(0),
+                rtcp.local_addr().map(|a| a.port()).unwrap_or(0),
+            );
+            // The client's RTCP sender reports keep the session alive too.
+            let rtcp = AbortOnDrop(tokio::spawn(watch_rtcp(rtcp, p.last_seen.clone(), opened)));
+            p.listen_udp(i, rtp, rtcp, peer);
+            format!(
+                "RTP/AVP;unicast;client_port={crtp}-{crtcp};server_port={}-{};mode=record",
+                ports.0, ports.1
+            )
+        };
+        Reply::ok().header("Transport", answer).header(
+            "Session",
+            format!("{};timeout={}", p.id, SESSION_TIMEOUT.as_secs()),
+        )
+    }
+
     async fn setup(&mut self, req: &Request<Vec<u8>>) -> Reply {
         let Some(t) = req.request_uri().and_then(target) else {
             return Reply::error(400, "Bad Request", "SETUP needs a stream URL");
         };
+        let transports = match req.typed_header::<Transports>() {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Reply::error(400, "Bad Request", "SETUP without a Transport header")
+            }
+            Err(e) => {
+                return Reply::error(400, "Bad Request", format!("bad Transport header: {e:?}"))
+            }
+        };
+        let record = transports
+            .iter()
+            .any(|t| matches!(t, RtspTransport::Rtp(r) if r.params.mode.contains(&TransportMode::Record)));
+        if record || self.publishing.is_some() {
+            return self.setup_record(req, &transports).await;
+        }
         if self.session.as_ref().is_some_and(|s| s.playing) {
             return Reply::error(455, "Method Not Valid in This State", "SETUP while playing");
         }
@@ -569,15 +780,6 @@ impl Conn {
         } else if let Err(r) = self.session_matches(req) {
             return r;
         }
-        let transports = match req.typed_header::<Transports>() {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                return Reply::error(400, "Bad Request", "SETUP without a Transport header")
-            }
-            Err(e) => {
-                return Reply::error(400, "Bad Request", format!("bad Transport header: {e:?}"))
-            }
-        };
         let local_ip = self.local.ip();
         let peer_ip = self.peer.ip();
         let Some(s) = &mut self.session else {
@@ -605,13 +807,7 @@ impl Conn {
                 "only RTP/AVP transports are supported",
             );
         };
-        if rtp_t.params.mode.contains(&TransportMode::Record) {
-            return Reply::error(
-                501,
-                "Not Implemented",
-                "publishing over RTSP is not implemented yet",
-            );
-        }
+
         let ssrc = format!("{:08X}", track.sender.ssrc);
         let answer = if rtp_t.lower_transport == Some(RtpLowerTransport::Tcp) {
             let (rtp, rtcp) = match rtp_t.params.interleaved {

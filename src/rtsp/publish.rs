@@ -1,0 +1,220 @@
+//! RTSP publishing (RFC 2326 §10.3 ANNOUNCE, §10.11 RECORD): a client
+//! pushes RTP into a stream's publisher slot.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::AbortOnDrop;
+use crate::hub::Publisher;
+use crate::media::depack::{Depacketizer, Packet};
+
+/// Datagrams queued from a UDP publisher's sockets to its connection task;
+/// past this the newest are dropped (UDP would drop them anyway).
+const UDP_QUEUE: usize = 1024;
+
+pub struct InTrack {
+    /// `a=control` from the ANNOUNCEd SDP.
+    pub control: String,
+    pub depack: Depacketizer,
+    /// TCP: the interleaved channel RTP arrives on.
+    pub channel: Option<u8>,
+    /// UDP: the tasks reading its RTP and RTCP sockets.
+    pub udp: Option<(AbortOnDrop, AbortOnDrop)>,
+    pub errors: u64,
+}
+
+pub struct PublishSession {
+    pub id: String,
+    pub stream: String,
+    pub publisher: Publisher,
+    pub tracks: Vec<InTrack>,
+    pub recording: bool,
+    /// Datagrams from UDP tracks: (track index, packet).
+    pub udp_tx: mpsc::Sender<(usize, Bytes)>,
+    pub udp_rx: mpsc::Receiver<(usize, Bytes)>,
+    /// Last packet (ms since the connection opened), for the silence timeout.
+    pub last_seen: Arc<AtomicU64>,
+}
+
+/// One media section of an ANNOUNCE: (control, encoding, clock, fmtp).
+type Section = (String, String, u32, Vec<(String, String)>);
+
+/// The media sections of an ANNOUNCE's SDP that we can take, and a note
+/// for each we cannot.
+pub fn parse_sdp(body: &[u8]) -> Result<(Vec<(String, Depacketizer)>, Vec<String>), String> {
+    let sdp = sdp_types::Session::parse(body).map_err(|e| format!("SDP: {e}"))?;
+    let mut tracks = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, m) in sdp.medias.iter().enumerate() {
+        match section(m) {
+            Ok((control, encoding, clock, fmtp)) => {
+                match Depacketizer::new(&encoding, clock, &fmtp) {
+                    Ok(d) => tracks.push((
+                        if control.is_empty() {
+                            format!("trackID={i}")
+                        } else {
+                            control
+                        },
+                        d,
+                    )),
+                    Err(e) => skipped.push(format!("media {i} ({}): {e}", m.media)),
+                }
+            }
+            Err(e) => skipped.push(format!("media {i} ({}): {e}", m.media)),
+        }
+    }
+    Ok((tracks, skipped))
+}
+
+fn section(m: &sdp_types::Media) -> Result<Section, String> {
+    let pt = m.fmt.split_whitespace().next().ok_or("no payload type")?;
+    let attr = |name: &str| {
+        m.attributes
+            .iter()
+            .filter(|a| a.attribute == name)
+            .filter_map(|a| a.value.as_deref())
+            .find_map(|v| {
+                v.strip_prefix(pt)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .map(str::trim)
+            })
+    };
+    // RFC 4566 §6: a=rtpmap:<pt> <encoding>/<clock>[/<channels>]; the
+    // static types need none (RFC 3551 §6).
+    let (encoding, clock) = match attr("rtpmap") {
+        Some(map) => {
+            let mut p = map.split('/');
+            let enc = p.next().unwrap_or("").to_string();
+            let clock = p
+                .next()
+                .and_then(|c| c.parse().ok())
+                .ok_or(format!("rtpmap `{map}` has no clock rate"))?;
+            (enc, clock)
+        }
+        None => match pt {
+            "0" => ("PCMU".to_string(), 8000),
+            "8" => ("PCMA".to_string(), 8000),
+            _ => return Err(format!("payload type {pt} has no rtpmap")),
+        },
+    };
+    let fmtp = attr("fmtp")
+        .map(|f| {
+            f.split(';')
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let control = m
+        .get_first_attribute_value("control")
+        .flatten()
+        .unwrap_or("")
+        .to_string();
+    Ok((control, encoding, clock, fmtp))
+}
+
+impl PublishSession {
+    pub fn new(
+        stream: String,
+        publisher: Publisher,
+        tracks: Vec<(String, Depacketizer)>,
+        now_ms: u64,
+    ) -> PublishSession {
+        let (udp_tx, udp_rx) = mpsc::channel(UDP_QUEUE);
+        PublishSession {
+            id: format!("{:016X}", rand::random::<u64>()),
+            stream,
+            publisher,
+            tracks: tracks
+                .into_iter()
+                .map(|(control, depack)| InTrack {
+                    control,
+                    depack,
+                    channel: None,
+                    udp: None,
+                    errors: 0,
+                })
+                .collect(),
+            recording: false,
+            udp_tx,
+            udp_rx,
+            last_seen: Arc::new(AtomicU64::new(now_ms)),
+        }
+    }
+
+    /// The track a SETUP URL names: its control is the URL's tail (or the
+    /// whole URL, if the SDP gave absolute ones).
+    pub fn track_for(&self, url: &str) -> Option<usize> {
+        let url = url.trim_end_matches('/');
+        self.tracks.iter().position(|t| {
+            let c = t.control.trim_end_matches('/');
+            !c.is_empty() && (url == c || url.ends_with(&format!("/{c}")))
+        })
+    }
+
+    /// Listens for a UDP track's RTP; datagrams go to this connection.
+    pub fn listen_udp(
+        &mut self,
+        track: usize,
+        rtp: Arc<UdpSocket>,
+        rtcp: AbortOnDrop,
+        from: SocketAddr,
+    ) {
+        let tx = self.udp_tx.clone();
+        let reader = AbortOnDrop(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, peer)) = rtp.recv_from(&mut buf).await else {
+                    return;
+                };
+                // Only the client that set the session up may feed it.
+                if peer.ip() != from.ip() {
+                    continue;
+                }
+                if tx
+                    .try_send((track, Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+                    && tx.is_closed()
+                {
+                    return;
+                }
+            }
+        }));
+        self.tracks[track].udp = Some((reader, rtcp));
+    }
+
+    /// One RTP packet of track `i`. Returns false once the stream no longer
+    /// takes this publisher (it was stopped or shut down).
+    pub fn on_rtp(&mut self, i: usize, data: Bytes, now_ms: u64) -> bool {
+        self.last_seen.store(now_ms, Ordering::Relaxed);
+        if !self.recording {
+            return true;
+        }
+        let Some(t) = self.tracks.get_mut(i) else {
+            return true;
+        };
+        let mut events = Vec::new();
+        let r = Packet::parse(data).and_then(|p| t.depack.push(p, &mut events));
+        if let Err(e) = r {
+            t.errors += 1;
+            // The first, then every 100th: a broken publisher must not
+            // flood the log.
+            if t.errors % 100 == 1 {
+                tracing::warn!(stream = %self.stream, track = i, errors = t.errors, "bad RTP from publisher: {e}");
+            }
+        }
+        events.into_iter().all(|ev| self.publisher.publish(ev))
+    }
+
+    pub fn flush_at(&self) -> Option<Instant> {
+        self.publisher.flush_deadline()
+    }
+}
