@@ -45,9 +45,12 @@ pub struct PublishSession {
 /// One media section of an ANNOUNCE: (control, encoding, clock, fmtp).
 type Section = (String, String, u32, Vec<(String, String)>);
 
-/// The media sections of an ANNOUNCE's SDP that we can take, and a note
-/// for each we cannot.
-pub fn parse_sdp(body: &[u8]) -> Result<(Vec<(String, Depacketizer)>, Vec<String>), String> {
+/// What an ANNOUNCE offers: (control, depacketizer) per track we can take,
+/// and a note for each we cannot.
+pub type Offer = (Vec<(String, Depacketizer)>, Vec<String>);
+
+/// The media sections of an ANNOUNCE's SDP.
+pub fn parse_sdp(body: &[u8]) -> Result<Offer, String> {
     let sdp = sdp_types::Session::parse(body).map_err(|e| format!("SDP: {e}"))?;
     let mut tracks = Vec::new();
     let mut skipped = Vec::new();
