@@ -251,3 +251,132 @@ fn malformed_requests_get_an_error_or_a_close_and_others_are_unaffected() {
     assert_eq!(v["streams"].as_array().unwrap().len(), 2);
     drop(srv);
 }
+
+/// A 10 s H.264 + AAC clip to publish, made once per test.
+fn clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("clip.mp4");
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=sample_rate=44100",
+            ])
+            .args([
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ])
+            .arg(&path),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn push(clip: &std::path::Path, rtsp: u16, transport: &str) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(clip)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            transport,
+            &format!("rtsp://127.0.0.1:{rtsp}/pushed"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ffmpeg_publishes_over_tcp_and_udp_and_viewers_see_it() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let srv = Server::start(
+        "  pushed:\n",
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let clip = clip(srv.dir.path());
+    let publisher = || {
+        let (_, v) = srv.get_json("/api/streams?src=pushed");
+        v["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["url"].as_str().unwrap_or("").contains("publisher"))
+    };
+    for transport in ["tcp", "udp"] {
+        let mut first = push(&clip, rtsp, transport);
+        srv.wait_for("the publisher", Duration::from_secs(10), publisher);
+        let want = vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string()),
+        ];
+        assert_eq!(
+            probe_streams(&srv.url("/api/stream.flv?src=pushed")),
+            want,
+            "{transport}: HTTP-FLV"
+        );
+        let v = probe(&format!("rtsp://127.0.0.1:{rtsp}/pushed"), "tcp");
+        assert_eq!(
+            v["streams"].as_array().unwrap().len(),
+            2,
+            "{transport}: RTSP {v}"
+        );
+
+        // A second publisher is refused, with the reason.
+        let mut second = push(&clip, rtsp, transport);
+        let status = second.wait().unwrap();
+        let mut err = String::new();
+        second
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success());
+        assert!(err.contains("453"), "second publisher: {err}");
+
+        // The first hangs up: the stream is free at once.
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let t = Instant::now();
+        srv.wait_for("the stream to be free", Duration::from_secs(5), || {
+            !publisher()
+        });
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{transport}: freed after {:?}",
+            t.elapsed()
+        );
+    }
+}
