@@ -85,16 +85,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// The address our own producers use to read streams back.
-fn internal_base(bound: SocketAddr) -> String {
+/// The address our own producers use to reach a listener of ours: loopback
+/// when it listens on every interface.
+fn loopback(bound: SocketAddr) -> SocketAddr {
     let ip = match bound.ip() {
-        ip if ip.is_unspecified() => match ip {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        },
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, bound.port()))
+    SocketAddr::new(ip, bound.port())
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -110,10 +109,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let rtsp = match cfg.rtsp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("rtsp.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let rtsp_bound = rtsp.as_ref().map(|l| l.local_addr()).transpose()?;
     let deps = Arc::new(Deps {
         spawner: Arc::new(OsSpawner),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
-        internal_base: bound.map(internal_base),
+        internal_base: bound.map(|a| format!("http://{}", loopback(a))),
+        rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
     });
     let streams: Vec<Stream> = cfg
         .streams
@@ -121,10 +130,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .map(|s| Stream::spawn(s.clone(), deps.clone()))
         .collect();
     let registry = Arc::new(Registry::new(streams.clone()));
-    if let Some(addr) = cfg.rtsp_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("rtsp.listen: cannot listen on {addr}"))?;
+    if let (Some(l), Some(addr)) = (rtsp, rtsp_bound) {
         tracing::info!(listen = %addr, "rtsp server ready");
         tokio::spawn(streamvisor::rtsp::serve(l, registry.clone()));
     }

@@ -17,6 +17,9 @@ pub struct Env<'a> {
     pub stream: &'a str,
     /// This source's index within the stream.
     pub index: usize,
+    /// Where an `exec:` command with `{output}` publishes: our own RTSP
+    /// server, with this run's token. `None` if RTSP is disabled.
+    pub publish_url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,10 +102,19 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
     let push = |args: &mut Vec<String>, xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
     match &src.kind {
         SourceKind::Exec { argv } => {
+            let mut argv = argv.clone();
+            if src.kind.publishes_back() {
+                let url = env
+                    .publish_url
+                    .ok_or_else(|| err("exec with {output} publishes to our RTSP server, but it is disabled (rtsp.listen)"))?;
+                for a in &mut argv {
+                    *a = a.replace(crate::config::OUTPUT, url);
+                }
+            }
             return Ok(CommandSpec {
                 program: argv[0].clone(),
                 args: argv[1..].to_vec(),
-            })
+            });
         }
         SourceKind::Url { url, scheme } => {
             push(&mut args, input_flags(*scheme));
@@ -166,6 +178,7 @@ mod tests {
         Env {
             ffmpeg_bin: "ffmpeg",
             internal_base: Some("http://127.0.0.1:1984"),
+            publish_url: Some("rtsp://127.0.0.1:8554/cam%202?publish_token=7"),
             stream: "cam 2",
             index,
         }
@@ -238,6 +251,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("api.listen"), "{e}");
+    }
+
+    #[test]
+    fn exec_output_gets_our_rtsp_url() {
+        let c = command(
+            &src(
+                "exec:ffmpeg -i x -f rtsp {output}",
+                SourceKind::Exec {
+                    argv: vec![
+                        "ffmpeg".into(),
+                        "-i".into(),
+                        "x".into(),
+                        "-f".into(),
+                        "rtsp".into(),
+                        "{output}".into(),
+                    ],
+                },
+            ),
+            &env(0),
+        )
+        .unwrap();
+        assert_eq!(
+            c.args.last().unwrap(),
+            "rtsp://127.0.0.1:8554/cam%202?publish_token=7"
+        );
     }
 
     #[test]

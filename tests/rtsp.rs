@@ -380,3 +380,32 @@ fn ffmpeg_publishes_over_tcp_and_udp_and_viewers_see_it() {
         );
     }
 }
+
+#[test]
+fn exec_with_output_publishes_back_like_go2rtc() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let cmd = "exec:ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=320x240:rate=25 \
+               -f lavfi -i sine=sample_rate=44100 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
+               -pix_fmt yuv420p -c:a aac -f rtsp {output}";
+    let srv = Server::start(
+        &format!("  gen: \"{cmd}\"\n"),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let reader = RtspClient::play_tcp(rtsp, "gen");
+    let (_, v) = srv.get_json("/api/streams?src=gen");
+    assert!(v["producers"][0]["bytes"].as_u64().unwrap() > 0, "{v}");
+    let pid = srv.producer_pids("gen")[0];
+    assert_eq!(
+        probe_streams(&srv.url("/api/stream.flv?src=gen")),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
+    // Its lifecycle is a producer's: the last viewer leaving stops it.
+    drop(reader);
+    srv.wait_for("the exec child to go", Duration::from_secs(10), || {
+        group_members(pid).is_empty()
+    });
+}

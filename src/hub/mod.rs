@@ -111,6 +111,9 @@ pub struct Deps {
     pub ffmpeg_bin: String,
     /// Our own HTTP base URL, for `ffmpeg:STREAM` sources.
     pub internal_base: Option<String>,
+    /// Our own RTSP base URL (`rtsp://127.0.0.1:8554`), for `exec:` sources
+    /// with `{output}`.
+    pub rtsp_base: Option<String>,
 }
 
 enum Msg {
@@ -142,6 +145,10 @@ enum Msg {
     },
     Unpublish {
         generation: Generation,
+    },
+    PublishInto {
+        token: u64,
+        reply: oneshot::Sender<Result<Publisher, StreamError>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -212,12 +219,23 @@ pub struct Publisher {
     source: SourceId,
     generation: Generation,
     tx: mpsc::UnboundedSender<Msg>,
+    /// For an `exec:… {output}` child publishing into its own slot: the
+    /// slot's counters, so that stall detection and the API see its media.
+    slot: Option<(Arc<ProducerStats>, Instant)>,
 }
 
 impl Publisher {
     /// Publishes one event; false once this publisher no longer owns the
     /// stream (it was stopped, or shut down): the caller should hang up.
     pub fn publish(&self, ev: flv::Event) -> bool {
+        if let (Some((stats, origin)), flv::Event::Frame(f)) = (&self.slot, &ev) {
+            stats
+                .last_frame_ms
+                .store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(f.payload.len() as u64, Ordering::Relaxed);
+        }
         self.fanout.publish(self.source, self.generation, ev)
     }
 
@@ -296,6 +314,7 @@ impl Stream {
                     tail: Default::default(),
                     stats: Default::default(),
                     started_at: None,
+                    token: None,
                 })
                 .collect(),
             linger: max(|s| s.timeouts.linger),
@@ -369,6 +388,23 @@ impl Stream {
         }
     }
 
+    /// Lets an `exec:… {output}` child publish into its own source slot;
+    /// `token` is the one its command line was given, and is good for that
+    /// run only.
+    pub async fn publish_into(&self, token: u64) -> Result<Publisher, StreamError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || StreamError::ShuttingDown {
+            stream: self.name.to_string(),
+        };
+        self.tx
+            .send(Msg::PublishInto { token, reply })
+            .map_err(|_| gone())?;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(gone()),
+        }
+    }
+
     pub async fn info(&self) -> Option<StreamInfo> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Msg::Info { reply }).ok()?;
@@ -429,6 +465,8 @@ struct Slot {
     tail: Arc<StderrTail>,
     stats: Arc<ProducerStats>,
     started_at: Option<SystemTime>,
+    /// The `{output}` token of the current run (see `Stream::publish_into`).
+    token: Option<u64>,
 }
 
 struct Consumer {
@@ -585,6 +623,31 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Msg::Unpublish { generation } => self.on_unpublish(generation),
+            Msg::PublishInto { token, reply } => {
+                let found = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| match s.state {
+                        SlotState::Running { generation, .. } if s.token == Some(token) => {
+                            Some((i, generation, s.stats.clone()))
+                        }
+                        _ => None,
+                    });
+                let r = match found {
+                    Some((i, generation, stats)) => Ok(Publisher {
+                        fanout: self.fanout.clone(),
+                        source: i as SourceId,
+                        generation,
+                        tx: self.tx.clone(),
+                        slot: Some((stats, self.origin)),
+                    }),
+                    None => Err(StreamError::NotRunning {
+                        stream: self.name.to_string(),
+                    }),
+                };
+                let _ = reply.send(r);
+            }
             Msg::Shutdown { reply } => {
                 self.shutdown.push(reply);
                 for w in self.waiters.drain(..) {
@@ -704,6 +767,7 @@ impl Actor {
             source,
             generation,
             tx: self.tx.clone(),
+            slot: None,
         })
     }
 
@@ -761,11 +825,25 @@ impl Actor {
         let generation = Generation(self.next_generation);
         let name = self.name.to_string();
         let slot = &mut self.slots[index];
+        // A fresh token per run: only this run's child may publish into
+        // this slot (see `Stream::publish_into`).
+        slot.token = slot.cfg.kind.publishes_back().then(rand::random::<u64>);
+        let publish_url = match (&self.deps.rtsp_base, slot.token) {
+            (Some(base), Some(token)) => {
+                let path = percent_encoding::utf8_percent_encode(
+                    &name,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                Some(format!("{base}/{path}?publish_token={token:016x}"))
+            }
+            _ => None,
+        };
         let env = crate::source::Env {
             ffmpeg_bin: &self.deps.ffmpeg_bin,
             internal_base: self.deps.internal_base.as_deref(),
             stream: &name,
             index,
+            publish_url: publish_url.as_deref(),
         };
         let cmd = match crate::source::command(&slot.cfg, &env) {
             Ok(c) => c,
@@ -808,6 +886,7 @@ impl Actor {
             stop,
             tx: self.tx.clone(),
             origin: self.origin,
+            publishes_back: slot.cfg.kind.publishes_back(),
         };
         tokio::spawn(task.run());
     }
@@ -1149,6 +1228,8 @@ struct ProducerTask {
     stop: CancellationToken,
     tx: mpsc::UnboundedSender<Msg>,
     origin: Instant,
+    /// The child publishes over RTSP (`{output}`); its stdout is not media.
+    publishes_back: bool,
 }
 
 impl ProducerTask {
@@ -1177,7 +1258,13 @@ impl ProducerTask {
                     self.kill_timeout,
                     self.stop,
                     self.tail,
-                    move |stdout| demux(stdout, fanout, stats, origin, stream, index, generation),
+                    move |stdout| async move {
+                        if self.publishes_back {
+                            drain(stdout).await
+                        } else {
+                            demux(stdout, fanout, stats, origin, stream, index, generation).await
+                        }
+                    },
                 )
                 .await;
                 Outcome::Ended(report)
@@ -1188,6 +1275,19 @@ impl ProducerTask {
             generation,
             outcome,
         });
+    }
+}
+
+/// Reads and discards the stdout of a child that publishes its media by
+/// other means, so it cannot block on a full pipe. Returns at EOF.
+async fn drain(mut stdout: BoxRead) -> String {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match stdout.read(&mut buf).await {
+            Ok(0) => return "stdout closed".into(),
+            Ok(_) => {}
+            Err(e) => return format!("reading stdout: {e}"),
+        }
     }
 }
 

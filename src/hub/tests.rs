@@ -109,6 +109,7 @@ fn stream(sources: Vec<SourceConfig>, spawner: Arc<FakeSpawner>) -> Stream {
             spawner: Arc::new(spawner),
             ffmpeg_bin: "ffmpeg".into(),
             internal_base: None,
+            rtsp_base: None,
         }),
     )
 }

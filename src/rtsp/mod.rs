@@ -213,6 +213,8 @@ struct Target {
     track: Option<usize>,
     video: Option<String>,
     audio: Option<String>,
+    /// `?publish_token=`: an `exec:… {output}` child of ours publishing.
+    token: Option<u64>,
 }
 
 fn target(url: &rtsp_types::Url) -> Option<Target> {
@@ -223,9 +225,10 @@ fn target(url: &rtsp_types::Url) -> Option<Target> {
     let track = segs
         .find_map(|s| s.strip_prefix("trackID="))
         .and_then(|n| n.parse().ok());
-    let (mut video, mut audio) = (None, None);
+    let (mut video, mut audio, mut token) = (None, None, None);
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
+            "publish_token" => token = u64::from_str_radix(&v, 16).ok(),
             // go2rtc: `?video`, `?audio`, `?video=h264` pick tracks.
             "video" => video = Some(v.to_ascii_lowercase()),
             "audio" => audio = Some(v.to_ascii_lowercase()),
@@ -237,6 +240,7 @@ fn target(url: &rtsp_types::Url) -> Option<Target> {
         track,
         video,
         audio,
+        token,
     })
 }
 
@@ -675,7 +679,12 @@ impl Conn {
         // One role per connection: a new ANNOUNCE ends whatever was here.
         self.session = None;
         self.publishing = None;
-        let publisher = match stream.publish("rtsp", Some(self.peer)).await {
+        let held = match t.token {
+            // Only our own children know a token, and only over loopback.
+            Some(token) if self.peer.ip().is_loopback() => stream.publish_into(token).await,
+            _ => stream.publish("rtsp", Some(self.peer)).await,
+        };
+        let publisher = match held {
             Ok(p) => p,
             Err(e) => return e.into(),
         };
