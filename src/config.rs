@@ -72,12 +72,22 @@ pub struct Config {
     /// `None`: the HTTP server is disabled (`api: {listen: ""}`).
     pub api_listen: Option<SocketAddr>,
     pub rtsp_listen: Option<SocketAddr>,
+    /// `rtsp.username`/`rtsp.password`: Basic and Digest auth for RTSP.
+    pub rtsp_auth: Option<Credentials>,
     pub ffmpeg_bin: String,
     pub log_level: String,
     pub supervisor: Timeouts,
     pub streams: Vec<StreamConfig>,
     /// Things we ignored but the user should know about (unknown keys).
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// Ask loopback clients too (go2rtc's `local_auth`).
+    pub local_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +244,18 @@ impl Config {
         };
         let api = raw.api.unwrap_or_default();
         let rtsp = raw.rtsp.unwrap_or_default();
+        let rtsp_auth = match (
+            rtsp.username.clone().unwrap_or_default(),
+            rtsp.password.clone().unwrap_or_default(),
+        ) {
+            (u, p) if u.is_empty() && p.is_empty() => None,
+            (username, password) => Some(Credentials {
+                username,
+                password,
+                // go2rtc: loopback clients need no password unless asked.
+                local_auth: rtsp.local_auth.unwrap_or(false),
+            }),
+        };
         let api_listen = listen(api.listen, "api.listen", ":1984")?;
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
 
@@ -314,6 +336,7 @@ impl Config {
             path: PathBuf::new(),
             api_listen,
             rtsp_listen,
+            rtsp_auth,
             ffmpeg_bin: raw
                 .ffmpeg
                 .and_then(|f| f.bin)
@@ -642,6 +665,9 @@ struct RawRoot {
 #[derive(Debug, Default, Deserialize)]
 struct RawListen {
     listen: Option<Spanned<String>>,
+    username: Option<String>,
+    password: Option<String>,
+    local_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -779,7 +805,7 @@ struct SubKeys(Vec<Spanned<String>>);
 
 const KNOWN: &[(&str, &[&str])] = &[
     ("api", &["listen"]),
-    ("rtsp", &["listen"]),
+    ("rtsp", &["listen", "username", "password", "local_auth"]),
     ("ffmpeg", &["bin"]),
     ("log", &["level"]),
     (

@@ -132,7 +132,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new(streams.clone()));
     if let (Some(l), Some(addr)) = (rtsp, rtsp_bound) {
         tracing::info!(listen = %addr, "rtsp server ready");
-        tokio::spawn(streamvisor::rtsp::serve(l, registry.clone()));
+        tokio::spawn(streamvisor::rtsp::serve(
+            l,
+            registry.clone(),
+            cfg.rtsp_auth.clone(),
+        ));
     }
     let state = Arc::new(AppState {
         registry: registry.clone(),

@@ -409,3 +409,46 @@ fn exec_with_output_publishes_back_like_go2rtc() {
         group_members(pid).is_empty()
     });
 }
+
+#[test]
+fn digest_auth_wrong_password_is_refused_right_one_plays() {
+    let _p = heavy();
+    let rtsp = free_port();
+    // local_auth: ask loopback clients too, or this test could not tell.
+    let srv = Server::start(
+        &format!("  demo: \"{}\"\n", demo_source(25)),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\", username: admin, password: \"s3cr:et\", local_auth: true }}\n"),
+    );
+    let (out, _) = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            &format!("rtsp://admin:wrong@127.0.0.1:{rtsp}/demo"),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ffmpeg answers the Digest challenge (the first one offered).
+    let v = probe(
+        &format!("rtsp://admin:s3cr%3Aet@127.0.0.1:{rtsp}/demo"),
+        "tcp",
+    );
+    assert_eq!(v["streams"].as_array().unwrap().len(), 2, "{v}");
+    // No credentials at all: 401 with both challenges.
+    let mut c = RtspClient::connect(rtsp);
+    let (status, head, _) = c.request("DESCRIBE", &format!("rtsp://127.0.0.1:{rtsp}/demo"), &[]);
+    assert_eq!(status, 401);
+    assert!(
+        head.contains("WWW-Authenticate: Digest realm=")
+            && head.contains("WWW-Authenticate: Basic realm="),
+        "{head}"
+    );
+    drop(srv);
+}

@@ -7,6 +7,7 @@
 //! any other: DESCRIBE (or the first SETUP) joins the stream, TEARDOWN or a
 //! closed connection leaves it.
 
+mod auth;
 mod publish;
 pub mod sdp;
 pub mod wire;
@@ -28,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
+use crate::config::Credentials;
 use crate::hub::fanout::{Delivery, Ended};
 use crate::hub::{JoinRequest, Registry, StreamError, Viewer};
 use crate::media::rtp::{self, Chunk, Sender, TrackParams};
@@ -56,8 +58,11 @@ async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, byt
     }
 }
 
-/// Accepts RTSP connections until the listener fails.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// Accepts RTSP connections until the listener fails. With `auth`, every
+/// request but OPTIONS needs Basic or Digest credentials (loopback clients
+/// are exempt unless `local_auth`).
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, auth: Option<Credentials>) {
+    let auth = auth.map(Arc::new);
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -72,6 +77,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
         let _ = socket2::SockRef::from(&sock).set_send_buffer_size(crate::api::SEND_BUFFER);
         let local = sock.local_addr().unwrap_or(peer);
         let registry = registry.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
             let mut c = Conn {
                 sock,
@@ -83,6 +89,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
                 publishing: None,
                 out: BytesMut::with_capacity(16 * 1024),
                 opened: Instant::now(),
+                authed: auth
+                    .as_ref()
+                    .is_none_or(|a| !a.local_auth && peer.ip().is_loopback()),
+                auth,
+                nonce: format!("{:032x}", rand::random::<u128>()),
             };
             let why = c.run().await;
             tracing::debug!(peer = %peer, reason = %why, "rtsp connection closed");
@@ -145,6 +156,11 @@ struct Conn {
     /// Interleaved headers of the batch being written.
     out: BytesMut,
     opened: Instant,
+    auth: Option<Arc<Credentials>>,
+    /// This connection has proved itself (or needs not).
+    authed: bool,
+    /// Our Digest nonce for this connection.
+    nonce: String,
 }
 
 /// A request's answer.
@@ -465,7 +481,33 @@ impl Conn {
         }
     }
 
+    /// Whether `req` may go ahead; proves the connection on success.
+    fn authorize(&mut self, req: &Request<Vec<u8>>) -> bool {
+        if self.authed || *req.method() == Method::Options {
+            return true;
+        }
+        // Our own `exec:… {output}` children carry a run token instead of
+        // a password, and only over loopback.
+        let token = req.request_uri().and_then(target).and_then(|t| t.token);
+        if token.is_some() && self.peer.ip().is_loopback() && *req.method() == Method::Announce {
+            return true;
+        }
+        let Some(creds) = &self.auth else { return true };
+        let method: &str = req.method().into();
+        let ok = req
+            .header(&rtsp_types::headers::AUTHORIZATION)
+            .is_some_and(|h| auth::check(creds, h.as_str(), method, &self.nonce));
+        self.authed = ok;
+        ok
+    }
+
     async fn handle(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        if !self.authorize(req) {
+            let [digest, basic] = auth::challenges(&self.nonce);
+            return Reply::error(401, "Unauthorized", "credentials required (rtsp.username)")
+                .header("WWW-Authenticate", digest)
+                .header("WWW-Authenticate", basic);
+        }
         let now = self.now_ms();
         if let Some(s) = &self.session {
             s.last_seen.store(now, Ordering::Relaxed);
@@ -684,6 +726,9 @@ impl Conn {
             Some(token) if self.peer.ip().is_loopback() => stream.publish_into(token).await,
             _ => stream.publish("rtsp", Some(self.peer)).await,
         };
+        if held.is_ok() && t.token.is_some() {
+            self.authed = true; // the run token was the credential
+        }
         let publisher = match held {
             Ok(p) => p,
             Err(e) => return e.into(),
