@@ -179,16 +179,30 @@ async def run_readers(args):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    request = (
-        f"GET /api/stream.flv?src={quote(args.stream)} HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{args.port}\r\n"
-        "User-Agent: streamvisor-bench-fanout\r\n"
-        "Accept: */*\r\n"
-        "\r\n"
-    ).encode()
+    port = args.port
+    if args.proto == "rtsp":
+        # Pipelined: streamvisor ties SETUP and PLAY to the session the
+        # DESCRIBE on the same connection made, so one write does it.
+        # Both tracks over TCP (interleaved), as Frigate and HA use it.
+        url = f"rtsp://127.0.0.1:{args.rtsp_port}/{quote(args.stream)}"
+        request = (
+            f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+            f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+            f"SETUP {url}/trackID=1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\r\n\r\n"
+            f"PLAY {url} RTSP/1.0\r\nCSeq: 4\r\n\r\n"
+        ).encode()
+        port = args.rtsp_port
+    else:
+        request = (
+            f"GET /api/stream.flv?src={quote(args.stream)} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{args.port}\r\n"
+            "User-Agent: streamvisor-bench-fanout\r\n"
+            "Accept: */*\r\n"
+            "\r\n"
+        ).encode()
     gate = asyncio.Semaphore(args.connect_concurrency)
     t_start = time.monotonic()
-    opening = asyncio.gather(*(open_reader(loop, args.port, request, gate) for _ in range(args.n)))
+    opening = asyncio.gather(*(open_reader(loop, port, request, gate) for _ in range(args.n)))
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({opening, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
@@ -275,6 +289,8 @@ def main():
     r = sub.add_parser("readers")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--stream", default="bench")
+    r.add_argument("--proto", choices=["flv", "rtsp"], default="flv")
+    r.add_argument("--rtsp-port", type=int, default=0)
     r.add_argument("-n", type=int, default=500)
     r.add_argument("--ready-timeout", type=float, default=60.0)
     r.add_argument("--connect-concurrency", type=int, default=64)
