@@ -77,9 +77,16 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("streams.yaml");
+        // Tests run side by side: no listener on a fixed port unless a test
+        // asks for one (then on a free port of its own).
+        let rtsp = if extra.contains("rtsp:") {
+            ""
+        } else {
+            "rtsp: { listen: \"\" }\n"
+        };
         std::fs::write(
             &config,
-            format!("api: {{ listen: \"127.0.0.1:{port}\" }}\nlog: {{ level: debug }}\n{extra}\nstreams:\n{streams}"),
+            format!("api: {{ listen: \"127.0.0.1:{port}\" }}\nlog: {{ level: debug }}\n{rtsp}{extra}\nstreams:\n{streams}"),
         )
         .unwrap();
         let log = dir.path().join("server.log");
