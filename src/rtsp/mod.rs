@@ -421,7 +421,8 @@ impl Conn {
         }
         s += concat!("Server: streamvisor/", env!("CARGO_PKG_VERSION"), "\r\n");
         for (k, v) in &r.headers {
-            s += &format!("{k}: {v}\r\n");
+            // A value echoing client input must not end the header early.
+            s += &format!("{k}: {}\r\n", v.replace(['\r', '\n'], " "));
         }
         if !r.body.is_empty() {
             s += &format!("Content-Length: {}\r\n", r.body.len());
