@@ -760,46 +760,19 @@ impl Conn {
                 format!("no ANNOUNCEd track matches {url}"),
             );
         };
-        let Some(rtp_t) = transports.iter().find_map(|t| match t {
-            RtspTransport::Rtp(r) => Some(r),
-            RtspTransport::Other(_) => None,
-        }) else {
-            return Reply::error(
-                461,
-                "Unsupported Transport",
-                "only RTP/AVP transports are supported",
-            );
+        let lower = match negotiate(transports, i, local_ip).await {
+            Ok(l) => l,
+            Err(r) => return r,
         };
-        let answer = if rtp_t.lower_transport == Some(RtpLowerTransport::Tcp) {
-            let (rtp, rtcp) = match rtp_t.params.interleaved {
-                Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
-                None => (i as u8 * 2, i as u8 * 2 + 1),
-            };
-            p.tracks[i].channel = Some(rtp);
-            format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record")
-        } else {
-            let Some((crtp, crtcp)) = rtp_t.params.client_port else {
-                return Reply::error(461, "Unsupported Transport", "UDP needs client_port");
-            };
-            let crtcp = crtcp.unwrap_or(crtp.wrapping_add(1));
-            let (rtp, rtcp) = match udp_pair(local_ip).await {
-                Ok(x) => x,
-                Err(e) => {
-                    return Reply::error(500, "Internal Server Error", format!("no UDP ports: {e}"))
-                }
-            };
-            let ports = (
-                rtp.local_addr().map(|a| a.port()).unwrap_or(0),
-                rtcp.local_addr().map(|a| a.port()).unwrap_or(0),
-            );
-            // The client's RTCP sender reports keep the session alive too.
-            let rtcp = AbortOnDrop(tokio::spawn(watch_rtcp(rtcp, p.last_seen.clone(), opened)));
-            p.listen_udp(i, rtp, rtcp, peer);
-            format!(
-                "RTP/AVP;unicast;client_port={crtp}-{crtcp};server_port={}-{};mode=record",
-                ports.0, ports.1
-            )
-        };
+        let answer = format!("{};mode=record", lower.answer());
+        match lower {
+            Lower::Tcp { rtp, .. } => p.tracks[i].channel = Some(rtp),
+            Lower::Udp { rtp, rtcp, .. } => {
+                // The client's RTCP sender reports keep the session alive too.
+                let rtcp = AbortOnDrop(tokio::spawn(watch_rtcp(rtcp, p.last_seen.clone(), opened)));
+                p.listen_udp(i, rtp, rtcp, peer);
+            }
+        }
         Reply::ok().header("Transport", answer).header(
             "Session",
             format!("{};timeout={}", p.id, SESSION_TIMEOUT.as_secs()),
@@ -852,56 +825,25 @@ impl Conn {
                 ),
             );
         };
-        let Some(rtp_t) = transports.iter().find_map(|t| match t {
-            RtspTransport::Rtp(r) => Some(r),
-            RtspTransport::Other(_) => None,
-        }) else {
-            return Reply::error(
-                461,
-                "Unsupported Transport",
-                "only RTP/AVP transports are supported",
-            );
+        let lower = match negotiate(&transports, index, local_ip).await {
+            Ok(l) => l,
+            Err(r) => return r,
         };
-
-        let ssrc = format!("{:08X}", track.sender.ssrc);
-        let answer = if rtp_t.lower_transport == Some(RtpLowerTransport::Tcp) {
-            let (rtp, rtcp) = match rtp_t.params.interleaved {
-                Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
-                None => (index as u8 * 2, index as u8 * 2 + 1),
-            };
-            track.transport = Some(Transport::Tcp { rtp, rtcp });
-            format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};ssrc={ssrc}")
-        } else {
-            let Some((crtp, crtcp)) = rtp_t.params.client_port else {
-                return Reply::error(461, "Unsupported Transport", "UDP needs client_port");
-            };
-            let crtcp = crtcp.unwrap_or(crtp.wrapping_add(1));
-            let (rtp, rtcp) = match udp_pair(local_ip).await {
-                Ok(p) => p,
-                Err(e) => {
-                    return Reply::error(500, "Internal Server Error", format!("no UDP ports: {e}"))
-                }
-            };
-            let (srtp, srtcp) = (
-                rtp.local_addr().map(|a| a.port()).unwrap_or(0),
-                rtcp.local_addr().map(|a| a.port()).unwrap_or(0),
-            );
-            let listener = AbortOnDrop(tokio::spawn(watch_rtcp(
-                rtcp.clone(),
-                s.last_seen.clone(),
-                self.opened,
-            )));
-            track.transport = Some(Transport::Udp {
+        let answer = format!("{};ssrc={:08X}", lower.answer(), track.sender.ssrc);
+        track.transport = Some(match lower {
+            Lower::Tcp { rtp, rtcp } => Transport::Tcp { rtp, rtcp },
+            Lower::Udp { rtp, rtcp, client } => Transport::Udp {
+                _listener: AbortOnDrop(tokio::spawn(watch_rtcp(
+                    rtcp.clone(),
+                    s.last_seen.clone(),
+                    self.opened,
+                ))),
                 rtp,
                 rtcp,
-                to_rtp: SocketAddr::new(peer_ip, crtp),
-                to_rtcp: SocketAddr::new(peer_ip, crtcp),
-                _listener: listener,
-            });
-            format!(
-                "RTP/AVP;unicast;client_port={crtp}-{crtcp};server_port={srtp}-{srtcp};ssrc={ssrc}"
-            )
-        };
+                to_rtp: SocketAddr::new(peer_ip, client.0),
+                to_rtcp: SocketAddr::new(peer_ip, client.1),
+            },
+        });
         Reply::ok().header("Transport", answer).header(
             "Session",
             format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
@@ -1138,6 +1080,77 @@ fn send_udp(sock: &UdpSocket, to: SocketAddr, parts: &[&[u8]]) {
     let _ = sock.try_io(tokio::io::Interest::WRITABLE, || {
         socket2::SockRef::from(sock).send_to_vectored(&bufs, &to)
     });
+}
+
+/// The lower transport a SETUP settled on (§12.39).
+enum Lower {
+    /// Interleaved channels on the RTSP connection.
+    Tcp { rtp: u8, rtcp: u8 },
+    /// A fresh server port pair; `client` is the client's (RTP, RTCP).
+    Udp {
+        rtp: Arc<UdpSocket>,
+        rtcp: Arc<UdpSocket>,
+        client: (u16, u16),
+    },
+}
+
+impl Lower {
+    /// The Transport header of the answer, without mode or ssrc.
+    fn answer(&self) -> String {
+        match self {
+            Lower::Tcp { rtp, rtcp } => format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp}"),
+            Lower::Udp { rtp, rtcp, client } => {
+                let port = |s: &UdpSocket| s.local_addr().map(|a| a.port()).unwrap_or(0);
+                format!(
+                    "RTP/AVP;unicast;client_port={}-{};server_port={}-{}",
+                    client.0,
+                    client.1,
+                    port(rtp),
+                    port(rtcp)
+                )
+            }
+        }
+    }
+}
+
+/// Picks the first RTP transport the client offers, for track `index`.
+async fn negotiate(
+    transports: &Transports,
+    index: usize,
+    local_ip: std::net::IpAddr,
+) -> Result<Lower, Reply> {
+    let Some(t) = transports.iter().find_map(|t| match t {
+        RtspTransport::Rtp(r) => Some(r),
+        RtspTransport::Other(_) => None,
+    }) else {
+        return Err(Reply::error(
+            461,
+            "Unsupported Transport",
+            "only RTP/AVP transports are supported",
+        ));
+    };
+    if t.lower_transport == Some(RtpLowerTransport::Tcp) {
+        let (rtp, rtcp) = match t.params.interleaved {
+            Some((a, b)) => (a, b.unwrap_or(a.wrapping_add(1))),
+            None => (index as u8 * 2, index as u8 * 2 + 1),
+        };
+        return Ok(Lower::Tcp { rtp, rtcp });
+    }
+    let Some((crtp, crtcp)) = t.params.client_port else {
+        return Err(Reply::error(
+            461,
+            "Unsupported Transport",
+            "UDP needs client_port",
+        ));
+    };
+    let (rtp, rtcp) = udp_pair(local_ip)
+        .await
+        .map_err(|e| Reply::error(500, "Internal Server Error", format!("no UDP ports: {e}")))?;
+    Ok(Lower::Udp {
+        rtp,
+        rtcp,
+        client: (crtp, crtcp.unwrap_or(crtp.wrapping_add(1))),
+    })
 }
 
 /// A server RTP/RTCP socket pair on the connection's local address.
