@@ -19,26 +19,11 @@ fn server() -> (Server, u16) {
 }
 
 fn probe(url: &str, transport: &str) -> serde_json::Value {
-    let (out, _) = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-show_entries",
-            "stream=codec_type,codec_name,width,height,sample_rate,channels",
-            "-of",
-            "json",
-            url,
-        ]),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "ffprobe {transport}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    ffprobe(
+        url,
+        "codec_type,codec_name,width,height,sample_rate,channels",
+        &["-rtsp_transport", transport],
+    )
 }
 
 #[test]

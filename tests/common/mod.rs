@@ -322,18 +322,20 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Output, Durati
     )
 }
 
-/// `ffprobe`'s stream list for `url`: (codec_type, codec_name) pairs.
-pub fn probe_streams(url: &str) -> Vec<(String, String)> {
+/// `ffprobe -show_entries stream=ENTRIES -of json` on `url`, with `extra`
+/// input options (e.g. `-rtsp_transport tcp`).
+pub fn ffprobe(url: &str, entries: &str, extra: &[&str]) -> serde_json::Value {
     let (out, _) = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,codec_name",
-            "-of",
-            "json",
-            url,
-        ]),
+        Command::new("ffprobe")
+            .args(["-v", "error"])
+            .args(extra)
+            .args([
+                "-show_entries",
+                &format!("stream={entries}"),
+                "-of",
+                "json",
+                url,
+            ]),
         Duration::from_secs(30),
     );
     assert!(
@@ -341,7 +343,12 @@ pub fn probe_streams(url: &str) -> Vec<(String, String)> {
         "ffprobe {url} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `ffprobe`'s stream list for `url`: (codec_type, codec_name) pairs.
+pub fn probe_streams(url: &str) -> Vec<(String, String)> {
+    let v = ffprobe(url, "codec_type,codec_name", &[]);
     let mut s: Vec<(String, String)> = v["streams"]
         .as_array()
         .unwrap()
