@@ -47,6 +47,7 @@ pub const SEND_BUFFER: usize = 512 * 1024;
 
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub hls: Arc<crate::hls::Hls>,
     pub config_path: String,
     pub rtsp_listen: Option<SocketAddr>,
 }
@@ -58,6 +59,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api", get(api_info))
         .route("/api/streams", get(list_streams))
         .route("/api/stream.flv", get(stream_flv))
+        .route("/api/stream.m3u8", get(hls_playlist))
+        .route("/api/hls/ts/{stream}/{segment}", get(hls_segment))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -215,6 +218,73 @@ async fn stream_flv(
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         body,
+    )
+        .into_response())
+}
+
+async fn hls_playlist(
+    State(st): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = q
+        .get("src")
+        .ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    if q.contains_key("mp4") {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "fMP4 HLS (&mp4) is not implemented yet; MPEG-TS is",
+        )
+        .with("parameter", "mp4"));
+    }
+    let playlist = st.hls.playlist(name).await.map_err(|e| match e {
+        crate::hls::HlsError::UnknownStream(n) => ApiError::unknown_stream(&n),
+        crate::hls::HlsError::Stream(e) => e.into(),
+        e @ crate::hls::HlsError::NoSegment(..) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()).with("stream", name.as_str())
+        }
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        playlist,
+    )
+        .into_response())
+}
+
+async fn hls_segment(
+    State(st): State<Shared>,
+    axum::extract::Path((stream, segment)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let seq = segment
+        .strip_suffix(".ts")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_param(
+                "segment",
+                format!("`{segment}` is not a segment name (N.ts)"),
+            )
+        })?;
+    if st.registry.get(&stream).is_none() {
+        return Err(ApiError::unknown_stream(&stream));
+    }
+    let data = st.hls.segment(&stream, seq).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("segment {seq} of stream {stream} is not in the window"),
+        )
+        .with("stream", stream.as_str())
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/mp2t"),
+            // A segment never changes once made.
+            (header::CACHE_CONTROL, "max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        data,
     )
         .into_response())
 }

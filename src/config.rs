@@ -77,9 +77,31 @@ pub struct Config {
     pub ffmpeg_bin: String,
     pub log_level: String,
     pub supervisor: Timeouts,
+    pub hls: HlsConfig,
     pub streams: Vec<StreamConfig>,
     /// Things we ignored but the user should know about (unknown keys).
     pub warnings: Vec<String>,
+}
+
+/// `hls:`: how segments are cut and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HlsConfig {
+    /// A segment is cut at the first keyframe after this much media.
+    pub target_duration: Duration,
+    /// Segments kept in memory (and listed in the playlist).
+    pub window: usize,
+    /// A segmenter leaves after this long without a request.
+    pub keepalive: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            target_duration: Duration::from_secs(2),
+            window: 6,
+            keepalive: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +299,36 @@ impl Config {
             }
         }
 
+        let mut hls = HlsConfig::default();
+        if let Some(h) = raw.hls {
+            if let Some(v) = h.target_duration {
+                hls.target_duration = v
+                    .value
+                    .to_duration()
+                    .map_err(|m| at(&v.referenced, format!("hls.target_duration: {m}")))?;
+                if hls.target_duration < Duration::from_millis(200) {
+                    return Err(at(
+                        &v.referenced,
+                        "hls.target_duration: at least 200ms".into(),
+                    ));
+                }
+            }
+            if let Some(v) = h.keepalive {
+                hls.keepalive = v
+                    .value
+                    .to_duration()
+                    .map_err(|m| at(&v.referenced, format!("hls.keepalive: {m}")))?;
+            }
+            if let Some(v) = h.window {
+                if !(2..=100).contains(&v.value) {
+                    return Err(at(
+                        &v.referenced,
+                        format!("hls.window: {} segments (2 to 100)", v.value),
+                    ));
+                }
+                hls.window = v.value as usize;
+            }
+        }
         let streams_raw = raw.streams.map(|m| m.0).unwrap_or_default();
         let names: BTreeSet<String> = streams_raw.iter().map(|(k, _)| k.value.clone()).collect();
         let mut streams = Vec::new();
@@ -347,6 +399,7 @@ impl Config {
                 .and_then(|l| l.level)
                 .unwrap_or_else(|| "info".to_string()),
             supervisor,
+            hls,
             streams,
             warnings,
         })
@@ -659,7 +712,15 @@ struct RawRoot {
     ffmpeg: Option<RawFfmpeg>,
     log: Option<RawLog>,
     supervisor: Option<RawSupervisor>,
+    hls: Option<RawHls>,
     streams: Option<OrderedMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawHls {
+    target_duration: Option<Spanned<RawDuration>>,
+    window: Option<Spanned<u64>>,
+    keepalive: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -812,6 +873,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         "supervisor",
         &["linger", "kill_timeout", "start_timeout", "stall_timeout"],
     ),
+    ("hls", &["target_duration", "window", "keepalive"]),
     ("streams", &[]),
 ];
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod hls;
 pub mod hub;
 pub mod media;
 pub mod rtsp;

@@ -139,6 +139,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     let state = Arc::new(AppState {
+        hls: streamvisor::hls::Hls::new(cfg.hls, registry.clone()),
         registry: registry.clone(),
         config_path: std::fs::canonicalize(&cfg.path)
             .unwrap_or(cfg.path.clone())

@@ -8,6 +8,7 @@ pub mod depack;
 pub mod flv;
 pub mod h264;
 pub mod rtp;
+pub mod ts;
 
 use std::sync::{Arc, OnceLock};
 

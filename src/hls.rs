@@ -1,0 +1,336 @@
+//! HLS (RFC 8216) from memory: one segmenter per stream, shared by every
+//! HLS viewer, cutting real segments on keyframes.
+//!
+//! Nothing touches a disk and nothing watches a folder (PeerTube #6965: an
+//! EIO from network storage killed a healthy stream). A segmenter is one
+//! consumer of its stream; it stays while playlist or segment requests keep
+//! coming, and leaves `hls.keepalive` after the last, which lets the
+//! producers stop. URLs carry the stream and the segment number only, so no
+//! request needs per-viewer state:
+//!
+//! ```text
+//! /api/stream.m3u8?src=NAME          media playlist (relative segment URIs)
+//! /api/hls/ts/NAME/SEQ.ts            one MPEG-TS segment
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::HlsConfig;
+use crate::hub::fanout::Delivery;
+use crate::hub::{JoinRequest, Registry, StreamError};
+use crate::media::{ts, TrackInfo, TrackKind, TIMESCALE};
+
+/// How long the first playlist request of a cold stream waits for the
+/// first segment (the stream's start plus one target duration, bounded).
+const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HlsError {
+    #[error("stream not found: {0}")]
+    UnknownStream(String),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("stream {0}: no segment within {1} s")]
+    NoSegment(String, u64),
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    seq: u64,
+    /// Seconds.
+    duration: f64,
+    data: Bytes,
+    wallclock: SystemTime,
+    discontinuity: bool,
+}
+
+#[derive(Default)]
+struct Window {
+    segments: VecDeque<Segment>,
+    /// Discontinuities that have left the window (RFC 8216 §4.3.3.3).
+    discontinuity_seq: u64,
+    /// Why the segmenter ended, if it did.
+    ended: Option<String>,
+}
+
+/// What a segmenter shares with the HTTP handlers.
+struct Shared {
+    window: Mutex<Window>,
+    /// Number of segments made so far: playlist requests wait on it.
+    made: watch::Sender<u64>,
+    /// Milliseconds since `origin` of the last request.
+    touched: AtomicU64,
+    origin: Instant,
+}
+
+impl Shared {
+    fn touch(&self) {
+        self.touched
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Hls {
+    cfg: HlsConfig,
+    registry: Arc<Registry>,
+    segmenters: Mutex<HashMap<String, Arc<Shared>>>,
+}
+
+impl Hls {
+    pub fn new(cfg: HlsConfig, registry: Arc<Registry>) -> Arc<Hls> {
+        Arc::new(Hls {
+            cfg,
+            registry,
+            segmenters: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The stream's segmenter, started if there is none (or it ended).
+    fn segmenter(self: &Arc<Self>, name: &str) -> Result<Arc<Shared>, HlsError> {
+        let stream = self
+            .registry
+            .get(name)
+            .ok_or_else(|| HlsError::UnknownStream(name.to_string()))?
+            .clone();
+        let mut map = self.segmenters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(name) {
+            if s.window().ended.is_none() {
+                s.touch();
+                return Ok(s.clone());
+            }
+        }
+        let shared = Arc::new(Shared {
+            window: Mutex::new(Window::default()),
+            made: watch::channel(0).0,
+            touched: AtomicU64::new(0),
+            origin: Instant::now(),
+        });
+        map.insert(name.to_string(), shared.clone());
+        drop(map);
+        let me = self.clone();
+        let (name, s) = (name.to_string(), shared.clone());
+        tokio::spawn(async move {
+            let why = run(&me.cfg, stream, &s).await;
+            tracing::info!(stream = %name, reason = %why, "hls segmenter left");
+            s.window().ended = Some(why);
+            s.made.send_modify(|_| {}); // wake waiting playlist requests
+            let mut map = me.segmenters.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&name).is_some_and(|x| Arc::ptr_eq(x, &s)) {
+                map.remove(&name);
+            }
+        });
+        Ok(shared)
+    }
+
+    /// The media playlist; the first request of a cold stream waits (bounded)
+    /// for the first segment.
+    pub async fn playlist(self: &Arc<Self>, name: &str) -> Result<String, HlsError> {
+        let s = self.segmenter(name)?;
+        let mut made = s.made.subscribe();
+        let waited = tokio::time::timeout(FIRST_SEGMENT_WAIT, made.wait_for(|n| *n > 0)).await;
+        let w = s.window();
+        if w.segments.is_empty() {
+            return Err(match (&w.ended, waited) {
+                (Some(why), _) => HlsError::Stream(StreamError::NotRunning {
+                    stream: format!("{name} ({why})"),
+                }),
+                _ => HlsError::NoSegment(name.to_string(), FIRST_SEGMENT_WAIT.as_secs()),
+            });
+        }
+        Ok(render(name, &w))
+    }
+
+    /// A segment still in the window.
+    pub fn segment(self: &Arc<Self>, name: &str, seq: u64) -> Option<Bytes> {
+        let map = self.segmenters.lock().unwrap_or_else(|e| e.into_inner());
+        let s = map.get(name)?;
+        s.touch();
+        let w = s.window();
+        w.segments
+            .iter()
+            .find(|x| x.seq == seq)
+            .map(|x| x.data.clone())
+    }
+}
+
+fn render(name: &str, w: &Window) -> String {
+    let path = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    // §4.3.3.1: the ceiling of the longest segment, as an integer.
+    let target = w
+        .segments
+        .iter()
+        .map(|s| s.duration.ceil() as u64)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let first = w.segments.front().map_or(0, |s| s.seq);
+    let mut p = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+        w.discontinuity_seq
+    );
+    for s in &w.segments {
+        if s.discontinuity {
+            p += "#EXT-X-DISCONTINUITY\n";
+        }
+        p += &format!(
+            "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nhls/ts/{path}/{}.ts\n",
+            humantime::format_rfc3339_millis(s.wallclock),
+            s.duration,
+            s.seq
+        );
+    }
+    p
+}
+
+/// A segment being written.
+struct Building {
+    data: BytesMut,
+    first_dts: i64,
+    last_dts: i64,
+    wallclock: SystemTime,
+    discontinuity: bool,
+}
+
+/// The segmenter: one viewer of the stream, cutting segments until its
+/// viewers stop asking (or the stream ends). Returns why it left.
+async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String {
+    let mut viewer = match stream
+        .join(JoinRequest {
+            protocol: "hls",
+            remote_addr: None,
+            internal: false,
+            exclude: None,
+        })
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return e.to_string(),
+    };
+    let target = (cfg.target_duration.as_secs_f64() * TIMESCALE as f64) as i64;
+    let mut mux = ts::Muxer::new();
+    let mut building: Option<Building> = None;
+    let mut next_seq = 0u64;
+    let mut tracks: [Option<TrackInfo>; 2] = [None, None];
+    let mut gap = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let d = tokio::select! {
+            d = viewer.next() => d,
+            _ = tick.tick() => {
+                let idle = s.origin.elapsed().saturating_sub(Duration::from_millis(s.touched.load(Ordering::Relaxed)));
+                if idle > cfg.keepalive {
+                    return format!("no request for {} s", idle.as_secs());
+                }
+                continue;
+            }
+        };
+        match d {
+            Err(e) => return e.to_string(),
+            Ok(Delivery::Tracks { video, audio }) => {
+                if video.is_none() && audio.is_none() {
+                    // The producer went away (a restart): what comes next is
+                    // a new timeline for the player.
+                    gap = true;
+                }
+                mux.set_tracks(video.as_ref(), audio.as_ref());
+                tracks = [video, audio];
+            }
+            Ok(Delivery::Frame(f)) => {
+                let video = tracks[0].is_some();
+                let cut_here = if video {
+                    f.kind() == TrackKind::Video && f.keyframe
+                } else {
+                    true
+                };
+                let due = building
+                    .as_ref()
+                    .is_none_or(|b| f.dts - b.first_dts >= target || gap);
+                if cut_here && due {
+                    if let Some(b) = building.take() {
+                        // A segment ends where the next begins; before a
+                        // gap, at its own last frame.
+                        let end = if gap {
+                            b.last_dts.max(b.first_dts + 1)
+                        } else {
+                            f.dts
+                        };
+                        finish(s, cfg, b, end, &mut next_seq);
+                    }
+                    let mut data = BytesMut::with_capacity(512 * 1024);
+                    mux.tables(&mut data);
+                    building = Some(Building {
+                        data,
+                        first_dts: f.dts,
+                        last_dts: f.dts,
+                        wallclock: SystemTime::now(),
+                        discontinuity: std::mem::take(&mut gap) && next_seq > 0,
+                    });
+                }
+                if let Some(b) = &mut building {
+                    mux.frame(&f, &mut b.data);
+                    b.last_dts = b.last_dts.max(f.dts);
+                }
+            }
+        }
+    }
+}
+
+fn finish(s: &Shared, cfg: &HlsConfig, b: Building, end: i64, next_seq: &mut u64) {
+    let seg = Segment {
+        seq: *next_seq,
+        duration: (end - b.first_dts) as f64 / TIMESCALE as f64,
+        data: b.data.freeze(),
+        wallclock: b.wallclock,
+        discontinuity: b.discontinuity,
+    };
+    *next_seq += 1;
+    let mut w = s.window();
+    w.segments.push_back(seg);
+    while w.segments.len() > cfg.window {
+        if let Some(old) = w.segments.pop_front() {
+            if old.discontinuity {
+                w.discontinuity_seq += 1;
+            }
+        }
+    }
+    drop(w);
+    s.made.send_modify(|n| *n += 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlist_shape() {
+        let mut w = Window::default();
+        for (seq, d, disc) in [(7, 2.0, false), (8, 2.48, true), (9, 1.96, false)] {
+            w.segments.push_back(Segment {
+                seq,
+                duration: d,
+                data: Bytes::new(),
+                wallclock: SystemTime::UNIX_EPOCH,
+                discontinuity: disc,
+            });
+        }
+        let p = render("cam 1", &w);
+        assert!(
+            p.starts_with(
+                "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:7\n"
+            ),
+            "{p}"
+        );
+        assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z\n#EXTINF:2.480,\nhls/ts/cam%201/8.ts\n"), "{p}");
+    }
+}
