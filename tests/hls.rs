@@ -1,0 +1,189 @@
+//! HLS against real clients (ffmpeg) and a real playlist parser (m3u8-rs).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn server(extra: &str) -> Server {
+    // GOP 1 s, target 2 s: segments of two GOPs.
+    Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), extra)
+}
+
+fn playlist(srv: &Server) -> m3u8_rs::MediaPlaylist {
+    let (status, body) = srv.try_get("/api/stream.m3u8?src=demo").unwrap();
+    assert_eq!(status, 200, "{body}");
+    m3u8_rs::parse_media_playlist_res(body.as_bytes()).unwrap_or_else(|e| panic!("{e:?}\n{body}"))
+}
+
+#[test]
+fn ffmpeg_reads_twelve_clean_seconds() {
+    let _p = heavy();
+    let srv = server("");
+    let out_ts = srv.dir.path().join("out.ts");
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-i",
+                &srv.url("/api/stream.m3u8?src=demo"),
+                "-t",
+                "12",
+                "-c",
+                "copy",
+            ])
+            .arg(&out_ts),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = ffprobe(
+        out_ts.to_str().unwrap(),
+        "codec_name",
+        &["-show_entries", "format=duration"],
+    );
+    let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((11.0..13.0).contains(&d), "duration {d}: {v}");
+    let codecs: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{v}");
+    // No continuity, PTS or decode complaints.
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&out_ts)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "",
+        "decode errors"
+    );
+}
+
+#[test]
+fn playlist_is_valid_and_its_sequence_only_moves_forward() {
+    let _p = heavy();
+    // A window of 3 segments of 2 s: it moves within the test.
+    let srv = server("hls: { window: 3 }\n");
+    let mut last_seq = 0;
+    let mut seen_segments = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(9) {
+        let p = playlist(&srv);
+        assert!(
+            p.media_sequence >= last_seq,
+            "media sequence went back: {} < {last_seq}",
+            p.media_sequence
+        );
+        last_seq = p.media_sequence;
+        for s in &p.segments {
+            assert!(
+                s.duration as f64 <= p.target_duration as f64,
+                "EXTINF {} > TARGETDURATION {}",
+                s.duration,
+                p.target_duration
+            );
+            assert!(s.program_date_time.is_some(), "no PROGRAM-DATE-TIME");
+            // GOP 1 s < target 2 s: segments close to the target.
+            assert!(
+                (1.9..2.2).contains(&s.duration),
+                "segment of {} s",
+                s.duration
+            );
+        }
+        seen_segments = seen_segments.max(p.media_sequence as usize + p.segments.len());
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(last_seq >= 1, "the window never moved: sequence {last_seq}");
+    assert!(seen_segments >= 4);
+    // A segment that left the window is gone; one in it is there.
+    let p = playlist(&srv);
+    let (status, _) = srv.try_get(&format!("/api/{}", p.segments[0].uri)).unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = srv.try_get("/api/hls/ts/demo/0.ts").unwrap();
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = srv.try_get("/api/stream.m3u8?src=nope").unwrap();
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn twenty_viewers_share_one_segmenter_which_leaves_after_the_keepalive() {
+    let _p = heavy();
+    let srv = server("hls: { keepalive: 3s }\n");
+    let pollers: Vec<_> = (0..20)
+        .map(|_| {
+            let port = srv.port;
+            std::thread::spawn(move || {
+                for _ in 0..8 {
+                    let (status, _) = http_get(port, "/api/stream.m3u8?src=demo").unwrap();
+                    assert_eq!(status, 200);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, v) = srv.get_json("/api/streams?src=demo");
+    let hls: Vec<_> = v["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["protocol"] == "hls")
+        .collect();
+    assert_eq!(hls.len(), 1, "one segmenter for all: {v}");
+    assert_eq!(v["producers"][0]["restarts"], 0, "{v}");
+    let pid = srv.producer_pids("demo")[0];
+    for p in pollers {
+        p.join().unwrap();
+    }
+    // Nobody asks any more: after the keep-alive the segmenter leaves and
+    // the producer stops.
+    srv.wait_for("the producer to stop", Duration::from_secs(15), || {
+        group_members(pid).is_empty()
+    });
+    let (_, v) = srv.get_json("/api/streams?src=demo");
+    assert!(v["consumers"].as_array().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn a_producer_restart_is_a_discontinuity_and_segments_keep_coming() {
+    let _p = heavy();
+    let srv = server("");
+    let p = playlist(&srv);
+    assert!(!p.segments.iter().any(|s| s.discontinuity));
+    let pid = srv.producer_pids("demo")[0];
+    signal(pid, 9);
+    let t = Instant::now();
+    let mut found = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        let p = playlist(&srv);
+        if let Some(i) = p.segments.iter().position(|s| s.discontinuity) {
+            found = Some((p.media_sequence + i as u64, p));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (disc_seq, _) = found.expect("no EXT-X-DISCONTINUITY after the producer was killed");
+    srv.wait_for(
+        "segments after the discontinuity",
+        Duration::from_secs(15),
+        || {
+            let p = playlist(&srv);
+            p.media_sequence + p.segments.len() as u64 > disc_seq + 1
+        },
+    );
+    assert_ne!(srv.producer_pids("demo")[0], pid, "restarted");
+}
