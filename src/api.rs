@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
+use crate::hls::{HlsError, Variant};
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
 use crate::media::flv::{self, Muxer};
@@ -60,7 +61,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/streams", get(list_streams))
         .route("/api/stream.flv", get(stream_flv))
         .route("/api/stream.m3u8", get(hls_playlist))
-        .route("/api/hls/ts/{stream}/{segment}", get(hls_segment))
+        .route("/api/hls/{variant}/{stream}/{file}", get(hls_file))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -229,17 +230,15 @@ async fn hls_playlist(
     let name = q
         .get("src")
         .ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    if q.contains_key("mp4") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "fMP4 HLS (&mp4) is not implemented yet; MPEG-TS is",
-        )
-        .with("parameter", "mp4"));
-    }
-    let playlist = st.hls.playlist(name).await.map_err(|e| match e {
-        crate::hls::HlsError::UnknownStream(n) => ApiError::unknown_stream(&n),
-        crate::hls::HlsError::Stream(e) => e.into(),
-        e @ crate::hls::HlsError::NoSegment(..) => {
+    let variant = if q.contains_key("mp4") {
+        Variant::Mp4
+    } else {
+        Variant::Ts
+    };
+    let playlist = st.hls.playlist(name, variant).await.map_err(|e| match e {
+        HlsError::UnknownStream(n) => ApiError::unknown_stream(&n),
+        HlsError::Stream(e) => e.into(),
+        e @ HlsError::NoSegment(..) => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()).with("stream", name.as_str())
         }
     })?;
@@ -254,32 +253,69 @@ async fn hls_playlist(
         .into_response())
 }
 
-async fn hls_segment(
+/// `/api/hls/{ts|mp4}/{stream}/{N.ts | N.m4s | init-V.mp4}`.
+async fn hls_file(
     State(st): State<Shared>,
-    axum::extract::Path((stream, segment)): axum::extract::Path<(String, String)>,
+    axum::extract::Path((variant, stream, file)): axum::extract::Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let seq = segment
-        .strip_suffix(".ts")
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(|| {
-            ApiError::bad_param(
-                "segment",
-                format!("`{segment}` is not a segment name (N.ts)"),
-            )
-        })?;
+    let variant = match variant.as_str() {
+        "ts" => Variant::Ts,
+        "mp4" => Variant::Mp4,
+        v => {
+            return Err(ApiError::bad_param(
+                "variant",
+                format!("`{v}` is not an HLS variant (ts, mp4)"),
+            ))
+        }
+    };
     if st.registry.get(&stream).is_none() {
         return Err(ApiError::unknown_stream(&stream));
     }
-    let data = st.hls.segment(&stream, seq).ok_or_else(|| {
+    let gone = |what: String| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("segment {seq} of stream {stream} is not in the window"),
+            format!("{what} of stream {stream} is not in the window"),
         )
         .with("stream", stream.as_str())
-    })?;
+    };
+    let (data, kind) = if let Some(v) = file
+        .strip_prefix("init-")
+        .and_then(|f| f.strip_suffix(".mp4"))
+    {
+        let v: u32 = v
+            .parse()
+            .map_err(|_| ApiError::bad_param("file", format!("`{file}` is not an init segment")))?;
+        (
+            st.hls
+                .init(&stream, v)
+                .ok_or_else(|| gone(format!("init segment {v}")))?,
+            "video/mp4",
+        )
+    } else {
+        let seq = file
+            .strip_suffix(&format!(".{}", variant.extension()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "file",
+                    format!("`{file}` is not a segment name (N.{})", variant.extension()),
+                )
+            })?;
+        let kind = if variant == Variant::Ts {
+            "video/mp2t"
+        } else {
+            "video/mp4"
+        };
+        (
+            st.hls
+                .segment(&stream, variant, seq)
+                .ok_or_else(|| gone(format!("segment {seq}")))?,
+            kind,
+        )
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "video/mp2t"),
+            (header::CONTENT_TYPE, kind),
             // A segment never changes once made.
             (header::CACHE_CONTROL, "max-age=3600"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),

@@ -9,9 +9,15 @@
 //! request needs per-viewer state:
 //!
 //! ```text
-//! /api/stream.m3u8?src=NAME          media playlist (relative segment URIs)
+//! /api/stream.m3u8?src=NAME[&mp4]    media playlist (relative segment URIs)
 //! /api/hls/ts/NAME/SEQ.ts            one MPEG-TS segment
+//! /api/hls/mp4/NAME/init-V.mp4       fMP4 init segment, version V
+//! /api/hls/mp4/NAME/SEQ.m4s          one fMP4 media segment
 //! ```
+//!
+//! The entry point answers with the media playlist itself, not a master
+//! playlist: there is one rendition per variant, and one request fewer
+//! before the first picture.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +31,36 @@ use tokio::time::Instant;
 use crate::config::HlsConfig;
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, StreamError};
-use crate::media::{ts, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{fmp4, ts, Frame, TrackInfo, TrackKind, TIMESCALE};
+
+/// The segment format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// MPEG-TS (the default; every HLS player).
+    Ts,
+    /// fMP4/CMAF (`&mp4`): hls.js, Safari.
+    Mp4,
+}
+
+impl Variant {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Variant::Ts => "ts",
+            Variant::Mp4 => "mp4",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Variant::Ts => "ts",
+            Variant::Mp4 => "m4s",
+        }
+    }
+}
+
+/// Init segments kept per fMP4 segmenter (the current one and those of
+/// segments still in the window after a track change).
+const INITS_KEPT: usize = 4;
 
 /// How long the first playlist request of a cold stream waits for the
 /// first segment (the stream's start plus one target duration, bounded).
@@ -49,6 +84,8 @@ struct Segment {
     data: Bytes,
     wallclock: SystemTime,
     discontinuity: bool,
+    /// fMP4: the init segment version it needs.
+    init: u32,
 }
 
 #[derive(Default)]
@@ -58,6 +95,8 @@ struct Window {
     discontinuity_seq: u64,
     /// Why the segmenter ended, if it did.
     ended: Option<String>,
+    /// fMP4 init segments by version.
+    inits: VecDeque<(u32, Bytes)>,
 }
 
 /// What a segmenter shares with the HTTP handlers.
@@ -84,7 +123,7 @@ impl Shared {
 pub struct Hls {
     cfg: HlsConfig,
     registry: Arc<Registry>,
-    segmenters: Mutex<HashMap<String, Arc<Shared>>>,
+    segmenters: Mutex<HashMap<(String, Variant), Arc<Shared>>>,
 }
 
 impl Hls {
@@ -97,14 +136,15 @@ impl Hls {
     }
 
     /// The stream's segmenter, started if there is none (or it ended).
-    fn segmenter(self: &Arc<Self>, name: &str) -> Result<Arc<Shared>, HlsError> {
+    fn segmenter(self: &Arc<Self>, name: &str, variant: Variant) -> Result<Arc<Shared>, HlsError> {
         let stream = self
             .registry
             .get(name)
             .ok_or_else(|| HlsError::UnknownStream(name.to_string()))?
             .clone();
+        let key = (name.to_string(), variant);
         let mut map = self.segmenters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(name) {
+        if let Some(s) = map.get(&key) {
             if s.window().ended.is_none() {
                 s.touch();
                 return Ok(s.clone());
@@ -116,18 +156,19 @@ impl Hls {
             touched: AtomicU64::new(0),
             origin: Instant::now(),
         });
-        map.insert(name.to_string(), shared.clone());
+        shared.touch();
+        map.insert(key.clone(), shared.clone());
         drop(map);
         let me = self.clone();
-        let (name, s) = (name.to_string(), shared.clone());
+        let s = shared.clone();
         tokio::spawn(async move {
-            let why = run(&me.cfg, stream, &s).await;
-            tracing::info!(stream = %name, reason = %why, "hls segmenter left");
+            let why = run(&me.cfg, stream, variant, &s).await;
+            tracing::info!(stream = %key.0, variant = variant.dir(), reason = %why, "hls segmenter left");
             s.window().ended = Some(why);
             s.made.send_modify(|_| {}); // wake waiting playlist requests
             let mut map = me.segmenters.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&name).is_some_and(|x| Arc::ptr_eq(x, &s)) {
-                map.remove(&name);
+            if map.get(&key).is_some_and(|x| Arc::ptr_eq(x, &s)) {
+                map.remove(&key);
             }
         });
         Ok(shared)
@@ -135,8 +176,12 @@ impl Hls {
 
     /// The media playlist; the first request of a cold stream waits (bounded)
     /// for the first segment.
-    pub async fn playlist(self: &Arc<Self>, name: &str) -> Result<String, HlsError> {
-        let s = self.segmenter(name)?;
+    pub async fn playlist(
+        self: &Arc<Self>,
+        name: &str,
+        variant: Variant,
+    ) -> Result<String, HlsError> {
+        let s = self.segmenter(name, variant)?;
         let mut made = s.made.subscribe();
         let waited = tokio::time::timeout(FIRST_SEGMENT_WAIT, made.wait_for(|n| *n > 0)).await;
         let w = s.window();
@@ -148,24 +193,42 @@ impl Hls {
                 _ => HlsError::NoSegment(name.to_string(), FIRST_SEGMENT_WAIT.as_secs()),
             });
         }
-        Ok(render(name, &w))
+        Ok(render(name, variant, &w))
+    }
+
+    fn shared(&self, name: &str, variant: Variant) -> Option<Arc<Shared>> {
+        let map = self.segmenters.lock().unwrap_or_else(|e| e.into_inner());
+        let s = map.get(&(name.to_string(), variant))?.clone();
+        s.touch();
+        Some(s)
     }
 
     /// A segment still in the window.
-    pub fn segment(self: &Arc<Self>, name: &str, seq: u64) -> Option<Bytes> {
-        let map = self.segmenters.lock().unwrap_or_else(|e| e.into_inner());
-        let s = map.get(name)?;
-        s.touch();
+    pub fn segment(&self, name: &str, variant: Variant, seq: u64) -> Option<Bytes> {
+        let s = self.shared(name, variant)?;
         let w = s.window();
         w.segments
             .iter()
             .find(|x| x.seq == seq)
             .map(|x| x.data.clone())
     }
+
+    /// An fMP4 init segment still kept.
+    pub fn init(&self, name: &str, version: u32) -> Option<Bytes> {
+        let s = self.shared(name, Variant::Mp4)?;
+        let w = s.window();
+        w.inits
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, b)| b.clone())
+    }
 }
 
-fn render(name: &str, w: &Window) -> String {
+fn render(name: &str, variant: Variant, w: &Window) -> String {
     let path = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    // fMP4 needs EXT-X-MAP, which needs version 6; 7 is what hls.js and
+    // Apple's validator expect for fMP4.
+    let version = if variant == Variant::Mp4 { 7 } else { 3 };
     // §4.3.3.1: the ceiling of the longest segment, as an integer.
     let target = w
         .segments
@@ -176,26 +239,42 @@ fn render(name: &str, w: &Window) -> String {
         .max(1);
     let first = w.segments.front().map_or(0, |s| s.seq);
     let mut p = format!(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+        "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
         w.discontinuity_seq
     );
+    let mut init = None;
     for s in &w.segments {
         if s.discontinuity {
             p += "#EXT-X-DISCONTINUITY\n";
         }
+        if variant == Variant::Mp4 && init != Some(s.init) {
+            p += &format!("#EXT-X-MAP:URI=\"hls/mp4/{path}/init-{}.mp4\"\n", s.init);
+            init = Some(s.init);
+        }
         p += &format!(
-            "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nhls/ts/{path}/{}.ts\n",
+            "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nhls/{}/{path}/{}.{}\n",
             humantime::format_rfc3339_millis(s.wallclock),
             s.duration,
-            s.seq
+            variant.dir(),
+            s.seq,
+            variant.extension()
         );
     }
     p
 }
 
+/// The segment format's muxing state.
+enum Format {
+    Ts(ts::Muxer),
+    Mp4 { tracks: fmp4::Tracks, init: u32 },
+}
+
 /// A segment being written.
 struct Building {
+    /// MPEG-TS: muxed as frames come.
     data: BytesMut,
+    /// fMP4: the frames, muxed when the segment ends (`trun` needs them all).
+    frames: Vec<Frame>,
     first_dts: i64,
     last_dts: i64,
     wallclock: SystemTime,
@@ -204,7 +283,7 @@ struct Building {
 
 /// The segmenter: one viewer of the stream, cutting segments until its
 /// viewers stop asking (or the stream ends). Returns why it left.
-async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String {
+async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &Shared) -> String {
     let mut viewer = match stream
         .join(JoinRequest {
             protocol: "hls",
@@ -218,7 +297,13 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String 
         Err(e) => return e.to_string(),
     };
     let target = (cfg.target_duration.as_secs_f64() * TIMESCALE as f64) as i64;
-    let mut mux = ts::Muxer::new();
+    let mut format = match variant {
+        Variant::Ts => Format::Ts(ts::Muxer::new()),
+        Variant::Mp4 => Format::Mp4 {
+            tracks: fmp4::Tracks::new(None, None),
+            init: 0,
+        },
+    };
     let mut building: Option<Building> = None;
     let mut next_seq = 0u64;
     let mut tracks: [Option<TrackInfo>; 2] = [None, None];
@@ -243,7 +328,21 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String 
                     // a new timeline for the player.
                     gap = true;
                 }
-                mux.set_tracks(video.as_ref(), audio.as_ref());
+                match &mut format {
+                    Format::Ts(m) => m.set_tracks(video.as_ref(), audio.as_ref()),
+                    Format::Mp4 { tracks, init } => {
+                        let t = fmp4::Tracks::new(video.as_ref(), audio.as_ref());
+                        if !t.is_empty() {
+                            *init += 1;
+                            let mut w = s.window();
+                            w.inits.push_back((*init, t.init()));
+                            while w.inits.len() > INITS_KEPT {
+                                w.inits.pop_front();
+                            }
+                        }
+                        *tracks = t;
+                    }
+                }
                 tracks = [video, audio];
             }
             Ok(Delivery::Frame(f)) => {
@@ -265,12 +364,16 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String 
                         } else {
                             f.dts
                         };
-                        finish(s, cfg, b, end, &mut next_seq);
+                        finish(s, cfg, &format, b, end, &mut next_seq);
                     }
-                    let mut data = BytesMut::with_capacity(512 * 1024);
-                    mux.tables(&mut data);
+                    let mut data = BytesMut::new();
+                    if let Format::Ts(m) = &mut format {
+                        data.reserve(512 * 1024);
+                        m.tables(&mut data);
+                    }
                     building = Some(Building {
                         data,
+                        frames: Vec::new(),
                         first_dts: f.dts,
                         last_dts: f.dts,
                         wallclock: SystemTime::now(),
@@ -278,21 +381,32 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, s: &Shared) -> String 
                     });
                 }
                 if let Some(b) = &mut building {
-                    mux.frame(&f, &mut b.data);
                     b.last_dts = b.last_dts.max(f.dts);
+                    match &mut format {
+                        Format::Ts(m) => m.frame(&f, &mut b.data),
+                        Format::Mp4 { .. } => b.frames.push(f),
+                    }
                 }
             }
         }
     }
 }
 
-fn finish(s: &Shared, cfg: &HlsConfig, b: Building, end: i64, next_seq: &mut u64) {
+fn finish(s: &Shared, cfg: &HlsConfig, format: &Format, b: Building, end: i64, next_seq: &mut u64) {
+    let (data, init) = match format {
+        Format::Ts(_) => (b.data.freeze(), 0),
+        // mfhd sequence numbers start at 1.
+        Format::Mp4 { tracks, init } => {
+            (tracks.fragment(*next_seq as u32 + 1, &b.frames, end), *init)
+        }
+    };
     let seg = Segment {
         seq: *next_seq,
         duration: (end - b.first_dts) as f64 / TIMESCALE as f64,
-        data: b.data.freeze(),
+        data,
         wallclock: b.wallclock,
         discontinuity: b.discontinuity,
+        init,
     };
     *next_seq += 1;
     let mut w = s.window();
@@ -322,9 +436,10 @@ mod tests {
                 data: Bytes::new(),
                 wallclock: SystemTime::UNIX_EPOCH,
                 discontinuity: disc,
+                init: if seq < 8 { 1 } else { 2 },
             });
         }
-        let p = render("cam 1", &w);
+        let p = render("cam 1", Variant::Ts, &w);
         assert!(
             p.starts_with(
                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:7\n"
@@ -332,5 +447,17 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z\n#EXTINF:2.480,\nhls/ts/cam%201/8.ts\n"), "{p}");
+        let p = render("cam 1", Variant::Mp4, &w);
+        assert!(p.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n"), "{p}");
+        assert_eq!(
+            p.matches("#EXT-X-MAP:").count(),
+            2,
+            "a map at the start and after the track change: {p}"
+        );
+        assert!(
+            p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"hls/mp4/cam%201/init-2.mp4\"\n"),
+            "{p}"
+        );
+        assert!(p.contains("hls/mp4/cam%201/9.m4s\n"), "{p}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod depack;
 pub mod flv;
+pub mod fmp4;
 pub mod h264;
 pub mod rtp;
 pub mod ts;

@@ -1,0 +1,418 @@
+//! Fragmented MP4 (ISO/IEC 14496-12, CMAF-style) for HLS (RFC 8216
+//! §3.3): an init segment (`ftyp` + `moov` with `avcC`/`esds`) and media
+//! segments (`moof` + `mdat`), one `traf` per track.
+//!
+//! Track 1 is video at 90 kHz, track 2 audio at its sample rate. Samples
+//! are the frames as the hub has them: H.264 stays length-prefixed (AVCC,
+//! as `avcC` says), AAC stays raw.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::h264::AvcConfig;
+use super::{Codec, Frame, TrackInfo, TIMESCALE};
+
+const VIDEO: u32 = 1;
+const AUDIO: u32 = 2;
+
+/// Writes a box: 32-bit size, type, then what `body` writes.
+fn bx(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_slice(kind);
+    body(out);
+    let size = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+}
+
+/// A full box (§4.2): version and 24-bit flags first.
+fn fbx(
+    out: &mut BytesMut,
+    kind: &[u8; 4],
+    version: u8,
+    flags: u32,
+    body: impl FnOnce(&mut BytesMut),
+) {
+    bx(out, kind, |o| {
+        o.put_u32((version as u32) << 24 | flags);
+        body(o);
+    });
+}
+
+/// The tracks of one init segment.
+#[derive(Debug, Clone)]
+pub struct Tracks {
+    video: Option<(AvcConfig, Bytes, u32, u32)>,
+    audio: Option<(TrackInfo, u32, u8)>,
+}
+
+impl Tracks {
+    /// From the hub's track infos; unusable ones are left out.
+    pub fn new(video: Option<&TrackInfo>, audio: Option<&TrackInfo>) -> Tracks {
+        let video = video.and_then(|v| {
+            let cfg = AvcConfig::parse(&v.config).ok()?;
+            let (w, h) = cfg
+                .sps
+                .first()
+                .and_then(|s| dimensions(s))
+                .unwrap_or((0, 0));
+            Some((cfg, v.config.clone(), w, h))
+        });
+        let audio = audio.filter(|a| a.codec == Codec::Aac).and_then(|a| {
+            let rate = a.aac_sample_rate()?;
+            let channels = ((a.config[1] >> 3) & 0x0f).max(1);
+            Some((a.clone(), rate, channels))
+        });
+        Tracks { video, audio }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.video.is_none() && self.audio.is_none()
+    }
+
+    fn timescale(&self, track: u32) -> u32 {
+        match (track, &self.audio) {
+            (AUDIO, Some((_, rate, _))) => *rate,
+            _ => TIMESCALE as u32,
+        }
+    }
+
+    /// `ftyp` + `moov`.
+    pub fn init(&self) -> Bytes {
+        let mut o = BytesMut::with_capacity(1024);
+        bx(&mut o, b"ftyp", |o| {
+            o.put_slice(b"iso5");
+            o.put_u32(512);
+            for brand in [b"iso5", b"iso6", b"mp41", b"cmfc"] {
+                o.put_slice(brand);
+            }
+        });
+        bx(&mut o, b"moov", |o| {
+            fbx(o, b"mvhd", 0, 0, |o| {
+                o.put_u32(0); // creation
+                o.put_u32(0); // modification
+                o.put_u32(1000);
+                o.put_u32(0); // duration: unknown (live)
+                o.put_u32(0x0001_0000); // rate 1.0
+                o.put_u16(0x0100); // volume 1.0
+                o.put_bytes(0, 10);
+                matrix(o);
+                o.put_bytes(0, 24);
+                o.put_u32(3); // next_track_ID
+            });
+            if let Some((cfg, rec, w, h)) = &self.video {
+                trak(o, VIDEO, TIMESCALE as u32, *w, *h, |o| {
+                    bx(o, b"avc1", |o| {
+                        o.put_bytes(0, 6);
+                        o.put_u16(1); // data_reference_index
+                        o.put_bytes(0, 16);
+                        o.put_u16(*w as u16);
+                        o.put_u16(*h as u16);
+                        o.put_u32(0x0048_0000); // 72 dpi
+                        o.put_u32(0x0048_0000);
+                        o.put_u32(0);
+                        o.put_u16(1); // frame_count
+                        o.put_bytes(0, 32); // compressorname
+                        o.put_u16(0x0018); // depth
+                        o.put_i16(-1);
+                        bx(o, b"avcC", |o| o.put_slice(rec));
+                    });
+                    let _ = cfg;
+                });
+            }
+            if let Some((info, rate, channels)) = &self.audio {
+                trak(o, AUDIO, *rate, 0, 0, |o| {
+                    bx(o, b"mp4a", |o| {
+                        o.put_bytes(0, 6);
+                        o.put_u16(1);
+                        o.put_bytes(0, 8);
+                        o.put_u16(*channels as u16);
+                        o.put_u16(16);
+                        o.put_u32(0);
+                        o.put_u32(rate.min(&65535) << 16);
+                        esds(o, &info.config);
+                    });
+                });
+            }
+            bx(o, b"mvex", |o| {
+                for (id, present) in [(VIDEO, self.video.is_some()), (AUDIO, self.audio.is_some())]
+                {
+                    if present {
+                        fbx(o, b"trex", 0, 0, |o| {
+                            o.put_u32(id);
+                            o.put_u32(1); // sample description index
+                            o.put_u32(0);
+                            o.put_u32(0);
+                            o.put_u32(0);
+                        });
+                    }
+                }
+            });
+        });
+        o.freeze()
+    }
+
+    /// One media segment of `frames` (in decode order); `end_dts` is where
+    /// the next segment starts, for the last sample's duration.
+    pub fn fragment(&self, sequence: u32, frames: &[Frame], end_dts: i64) -> Bytes {
+        let per_track: Vec<(u32, Vec<&Frame>)> = [
+            (VIDEO, self.video.is_some(), Codec::H264),
+            (AUDIO, self.audio.is_some(), Codec::Aac),
+        ]
+        .into_iter()
+        .filter(|(_, present, _)| *present)
+        .map(|(id, _, codec)| (id, frames.iter().filter(|f| f.codec == codec).collect()))
+        .filter(|(_, v): &(u32, Vec<&Frame>)| !v.is_empty())
+        .collect();
+        let mut o = BytesMut::with_capacity(
+            frames.iter().map(|f| f.payload.len() + 16).sum::<usize>() + 1024,
+        );
+        let moof_start = o.len();
+        // Each trun's data_offset is patched once the moof size is known.
+        let mut offsets = Vec::new();
+        bx(&mut o, b"moof", |o| {
+            fbx(o, b"mfhd", 0, 0, |o| o.put_u32(sequence));
+            for (id, samples) in &per_track {
+                let scale = self.timescale(*id);
+                let conv = |t: i64| (t as i128 * scale as i128 / TIMESCALE as i128) as i64;
+                bx(o, b"traf", |o| {
+                    // default-base-is-moof: offsets count from the moof.
+                    fbx(o, b"tfhd", 0, 0x02_0000, |o| o.put_u32(*id));
+                    fbx(o, b"tfdt", 1, 0, |o| {
+                        o.put_u64(conv(samples[0].dts).max(0) as u64)
+                    });
+                    // data-offset, duration, size, flags, composition offset.
+                    fbx(o, b"trun", 1, 0x000f01, |o| {
+                        o.put_u32(samples.len() as u32);
+                        offsets.push(o.len());
+                        o.put_i32(0);
+                        for (i, f) in samples.iter().enumerate() {
+                            let next = samples.get(i + 1).map_or(end_dts, |n| n.dts);
+                            let dur = (conv(next) - conv(f.dts)).max(1);
+                            o.put_u32(dur as u32);
+                            o.put_u32(f.payload.len() as u32);
+                            // §8.8.3.1 sample flags: depends_on and the
+                            // non-sync bit for everything but keyframes.
+                            o.put_u32(if f.keyframe { 0x0200_0000 } else { 0x0101_0000 });
+                            o.put_i32((conv(f.pts) - conv(f.dts)) as i32);
+                        }
+                    });
+                });
+            }
+        });
+        let moof_len = o.len() - moof_start;
+        let mut data_at = moof_len + 8;
+        for ((_, samples), at) in per_track.iter().zip(&offsets) {
+            o[*at..*at + 4].copy_from_slice(&(data_at as i32).to_be_bytes());
+            data_at += samples.iter().map(|f| f.payload.len()).sum::<usize>();
+        }
+        bx(&mut o, b"mdat", |o| {
+            for (_, samples) in &per_track {
+                for f in samples {
+                    o.put_slice(&f.payload);
+                }
+            }
+        });
+        o.freeze()
+    }
+}
+
+/// Picture size from an SPS (H.264 §7.3.2.1.1, with cropping).
+fn dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    use h264_reader::nal::sps::SeqParameterSet;
+    use h264_reader::rbsp::{decode_nal, BitReader};
+    let rbsp = decode_nal(sps).ok()?;
+    SeqParameterSet::from_bits(BitReader::new(&*rbsp))
+        .ok()?
+        .pixel_dimensions()
+        .ok()
+}
+
+fn matrix(o: &mut BytesMut) {
+    for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+        o.put_u32(v);
+    }
+}
+
+fn trak(
+    o: &mut BytesMut,
+    id: u32,
+    timescale: u32,
+    w: u32,
+    h: u32,
+    entry: impl FnOnce(&mut BytesMut),
+) {
+    bx(o, b"trak", |o| {
+        // flags: enabled, in movie, in preview.
+        fbx(o, b"tkhd", 0, 7, |o| {
+            o.put_u32(0);
+            o.put_u32(0);
+            o.put_u32(id);
+            o.put_u32(0);
+            o.put_u32(0); // duration
+            o.put_bytes(0, 8);
+            o.put_u16(0); // layer
+            o.put_u16(0); // alternate group
+            o.put_u16(if id == AUDIO { 0x0100 } else { 0 });
+            o.put_u16(0);
+            matrix(o);
+            o.put_u32(w << 16);
+            o.put_u32(h << 16);
+        });
+        bx(o, b"mdia", |o| {
+            fbx(o, b"mdhd", 0, 0, |o| {
+                o.put_u32(0);
+                o.put_u32(0);
+                o.put_u32(timescale);
+                o.put_u32(0);
+                o.put_u16(0x55c4); // language "und"
+                o.put_u16(0);
+            });
+            fbx(o, b"hdlr", 0, 0, |o| {
+                o.put_u32(0);
+                o.put_slice(if id == VIDEO { b"vide" } else { b"soun" });
+                o.put_bytes(0, 12);
+                o.put_slice(if id == VIDEO {
+                    b"VideoHandler\0"
+                } else {
+                    b"SoundHandler\0"
+                });
+            });
+            bx(o, b"minf", |o| {
+                if id == VIDEO {
+                    fbx(o, b"vmhd", 0, 1, |o| o.put_bytes(0, 8));
+                } else {
+                    fbx(o, b"smhd", 0, 0, |o| o.put_u32(0));
+                }
+                bx(o, b"dinf", |o| {
+                    fbx(o, b"dref", 0, 0, |o| {
+                        o.put_u32(1);
+                        fbx(o, b"url ", 0, 1, |_| {}); // self-contained
+                    });
+                });
+                bx(o, b"stbl", |o| {
+                    fbx(o, b"stsd", 0, 0, |o| {
+                        o.put_u32(1);
+                        entry(o);
+                    });
+                    for kind in [b"stts", b"stsc", b"stco"] {
+                        fbx(o, kind, 0, 0, |o| o.put_u32(0));
+                    }
+                    fbx(o, b"stsz", 0, 0, |o| {
+                        o.put_u32(0);
+                        o.put_u32(0);
+                    });
+                });
+            });
+        });
+    });
+}
+
+/// ISO 14496-1 §7.2.6.5 ES_Descriptor with the DecoderSpecificInfo (the
+/// AudioSpecificConfig) inside, as `esds` carries it.
+fn esds(o: &mut BytesMut, asc: &[u8]) {
+    fbx(o, b"esds", 0, 0, |o| {
+        let dsi = 2 + asc.len();
+        let dcd = 2 + 13 + dsi;
+        let es = 2 + 3 + dcd + 3;
+        o.put_slice(&[0x03, (es - 2) as u8, 0x00, 0x01, 0x00]); // ES_ID 1
+        o.put_slice(&[0x04, (dcd - 2) as u8, 0x40, 0x15]); // MPEG-4 audio, audio stream
+        o.put_slice(&[0, 0, 0]); // buffer size
+        o.put_u32(0); // max bitrate
+        o.put_u32(0); // avg bitrate
+        o.put_slice(&[0x05, asc.len() as u8]);
+        o.put_slice(asc);
+        o.put_slice(&[0x06, 0x01, 0x02]); // SLConfig: predefined MP4
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_and_fragment_are_well_formed_boxes() {
+        // A real SPS (320x240 Baseline) so the dimensions come out.
+        let sps: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+            0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+        ];
+        let mut rec = vec![1, 0x42, 0xc0, 0x0d, 0xff, 0xe1, 0, sps.len() as u8];
+        rec.extend_from_slice(sps);
+        rec.extend_from_slice(&[1, 0, 4, 0x68, 0xcb, 0x83, 0xcb]);
+        let v = TrackInfo {
+            codec: Codec::H264,
+            config: Bytes::from(rec),
+        };
+        let a = TrackInfo {
+            codec: Codec::Aac,
+            config: Bytes::from_static(&[0x12, 0x10]),
+        };
+        let t = Tracks::new(Some(&v), Some(&a));
+        assert_eq!(t.video.as_ref().map(|v| (v.2, v.3)), Some((320, 240)));
+        let init = t.init();
+        assert_eq!(&init[4..8], b"ftyp");
+        walk(&init);
+        let frames = vec![
+            Frame::new(
+                Codec::H264,
+                90_000,
+                93_600,
+                true,
+                Bytes::from_static(&[0, 0, 0, 2, 0x65, 1]),
+            ),
+            Frame::new(
+                Codec::Aac,
+                90_000,
+                90_000,
+                true,
+                Bytes::from_static(&[9, 9, 9]),
+            ),
+            Frame::new(
+                Codec::H264,
+                93_600,
+                93_600,
+                false,
+                Bytes::from_static(&[0, 0, 0, 2, 0x41, 1]),
+            ),
+        ];
+        let seg = t.fragment(1, &frames, 97_200);
+        walk(&seg);
+        // The video trun's data offset points at the first sample in mdat.
+        let mdat = seg.windows(4).position(|w| w == b"mdat").unwrap() + 4;
+        assert_eq!(&seg[mdat..mdat + 6], &[0, 0, 0, 2, 0x65, 1]);
+        let trun = seg.windows(4).position(|w| w == b"trun").unwrap();
+        let off = i32::from_be_bytes(seg[trun + 12..trun + 16].try_into().unwrap()) as usize;
+        assert_eq!(off, mdat);
+    }
+
+    /// Every box's size must add up to exactly its parent's.
+    fn walk(b: &[u8]) {
+        let mut at = 0;
+        while at < b.len() {
+            let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            assert!(
+                size >= 8 && at + size <= b.len(),
+                "box at {at} of size {size} in {}",
+                b.len()
+            );
+            let kind = &b[at + 4..at + 8];
+            if [
+                &b"moov"[..],
+                b"trak",
+                b"mdia",
+                b"minf",
+                b"dinf",
+                b"stbl",
+                b"mvex",
+                b"moof",
+                b"traf",
+            ]
+            .contains(&kind)
+            {
+                walk(&b[at + 8..at + size]);
+            }
+            at += size;
+        }
+        assert_eq!(at, b.len());
+    }
+}
