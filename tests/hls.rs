@@ -19,57 +19,72 @@ fn playlist(srv: &Server) -> m3u8_rs::MediaPlaylist {
 }
 
 #[test]
-fn ffmpeg_reads_twelve_clean_seconds() {
+fn ffmpeg_reads_twelve_clean_seconds_of_ts_and_of_fmp4() {
     let _p = heavy();
     let srv = server("");
-    let out_ts = srv.dir.path().join("out.ts");
-    let (out, _) = run_with_timeout(
-        Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-i",
-                &srv.url("/api/stream.m3u8?src=demo"),
-                "-t",
-                "12",
-                "-c",
-                "copy",
-            ])
-            .arg(&out_ts),
-        Duration::from_secs(60),
-    );
+    for (query, file) in [("", "out.ts"), ("&mp4", "out.mp4")] {
+        let out_file = srv.dir.path().join(file);
+        let (out, _) = run_with_timeout(
+            Command::new("ffmpeg")
+                .args([
+                    "-v",
+                    "error",
+                    "-i",
+                    &srv.url(&format!("/api/stream.m3u8?src=demo{query}")),
+                    "-t",
+                    "12",
+                    "-c",
+                    "copy",
+                ])
+                .arg(&out_file),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = ffprobe(
+            out_file.to_str().unwrap(),
+            "codec_name",
+            &["-show_entries", "format=duration"],
+        );
+        let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((11.0..13.0).contains(&d), "{file}: duration {d}: {v}");
+        let codecs: Vec<&str> = v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["codec_name"].as_str().unwrap())
+            .collect();
+        assert!(
+            codecs.contains(&"h264") && codecs.contains(&"aac"),
+            "{file}: {v}"
+        );
+        // No continuity, PTS or decode complaints.
+        let (out, _) = run_with_timeout(
+            Command::new("ffmpeg")
+                .args(["-v", "error", "-i"])
+                .arg(&out_file)
+                .args(["-f", "null", "-"]),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "",
+            "{file}: decode errors"
+        );
+    }
+    // The fMP4 playlist names its init segment, and serves it.
+    let (_, body) = srv.try_get("/api/stream.m3u8?src=demo&mp4").unwrap();
+    let p = m3u8_rs::parse_media_playlist_res(body.as_bytes()).unwrap();
+    let map = p.segments[0].map.as_ref().expect("EXT-X-MAP");
+    let (status, init) = srv.try_get(&format!("/api/{}", map.uri)).unwrap();
+    assert_eq!(status, 200);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = ffprobe(
-        out_ts.to_str().unwrap(),
-        "codec_name",
-        &["-show_entries", "format=duration"],
-    );
-    let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((11.0..13.0).contains(&d), "duration {d}: {v}");
-    let codecs: Vec<&str> = v["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap())
-        .collect();
-    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{v}");
-    // No continuity, PTS or decode complaints.
-    let (out, _) = run_with_timeout(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
-            .arg(&out_ts)
-            .args(["-f", "null", "-"]),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "",
-        "decode errors"
+        init.contains("ftyp") && init.contains("moov"),
+        "not an init segment"
     );
 }
 
@@ -164,6 +179,26 @@ fn a_producer_restart_is_a_discontinuity_and_segments_keep_coming() {
     let srv = server("");
     let p = playlist(&srv);
     assert!(!p.segments.iter().any(|s| s.discontinuity));
+    // A player that is watching when it happens.
+    let out_ts = srv.dir.path().join("through.ts");
+    let player = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-i",
+            &srv.url("/api/stream.m3u8?src=demo"),
+            "-t",
+            "14",
+            "-c",
+            "copy",
+        ])
+        .arg(&out_ts)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
     let pid = srv.producer_pids("demo")[0];
     signal(pid, 9);
     let t = Instant::now();
@@ -186,4 +221,18 @@ fn a_producer_restart_is_a_discontinuity_and_segments_keep_coming() {
         },
     );
     assert_ne!(srv.producer_pids("demo")[0], pid, "restarted");
+    // The player kept going through the discontinuity.
+    let out = player.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = ffprobe(
+        out_ts.to_str().unwrap(),
+        "codec_name",
+        &["-show_entries", "format=duration"],
+    );
+    let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(d > 12.0, "the player stopped at {d} s");
 }
