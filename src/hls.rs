@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::HlsConfig;
-use crate::hub::fanout::Delivery;
+use crate::hub::fanout::{Delivery, ViewerStats};
 use crate::hub::{JoinRequest, Registry, StreamError};
 use crate::media::{fmp4, ts, Frame, TrackInfo, TrackKind, TIMESCALE};
 
@@ -57,6 +57,9 @@ impl Variant {
         }
     }
 }
+
+/// Segments kept (and served) after they leave the playlist.
+const GRACE: usize = 2;
 
 /// Init segments kept per fMP4 segmenter (the current one and those of
 /// segments still in the window after a track change).
@@ -107,6 +110,8 @@ struct Shared {
     /// Milliseconds since `origin` of the last request.
     touched: AtomicU64,
     origin: Instant,
+    /// The segmenter's consumer counters, so the API shows what HLS served.
+    stats: Mutex<Option<Arc<ViewerStats>>>,
 }
 
 impl Shared {
@@ -155,6 +160,7 @@ impl Hls {
             made: watch::channel(0).0,
             touched: AtomicU64::new(0),
             origin: Instant::now(),
+            stats: Mutex::new(None),
         });
         shared.touch();
         map.insert(key.clone(), shared.clone());
@@ -193,7 +199,7 @@ impl Hls {
                 _ => HlsError::NoSegment(name.to_string(), FIRST_SEGMENT_WAIT.as_secs()),
             });
         }
-        Ok(render(name, variant, &w))
+        Ok(render(name, variant, &w, self.cfg.window))
     }
 
     fn shared(&self, name: &str, variant: Variant) -> Option<Arc<Shared>> {
@@ -203,47 +209,66 @@ impl Hls {
         Some(s)
     }
 
+    fn served(s: &Shared, data: Option<Bytes>) -> Option<Bytes> {
+        if let (Some(d), Some(st)) = (&data, &*s.stats.lock().unwrap_or_else(|e| e.into_inner())) {
+            st.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        data
+    }
+
     /// A segment still in the window.
     pub fn segment(&self, name: &str, variant: Variant, seq: u64) -> Option<Bytes> {
         let s = self.shared(name, variant)?;
-        let w = s.window();
-        w.segments
+        let data = s
+            .window()
+            .segments
             .iter()
             .find(|x| x.seq == seq)
-            .map(|x| x.data.clone())
+            .map(|x| x.data.clone());
+        Self::served(&s, data)
     }
 
     /// An fMP4 init segment still kept.
     pub fn init(&self, name: &str, version: u32) -> Option<Bytes> {
         let s = self.shared(name, Variant::Mp4)?;
-        let w = s.window();
-        w.inits
+        let data = s
+            .window()
+            .inits
             .iter()
             .find(|(v, _)| *v == version)
-            .map(|(_, b)| b.clone())
+            .map(|(_, b)| b.clone());
+        Self::served(&s, data)
     }
 }
 
-fn render(name: &str, variant: Variant, w: &Window) -> String {
+/// The playlist: the newest `listed` segments of the window.
+fn render(name: &str, variant: Variant, w: &Window, listed: usize) -> String {
+    let hidden = w.segments.len().saturating_sub(listed);
+    let listed: Vec<&Segment> = w.segments.iter().skip(hidden).collect();
+    let discontinuity_seq = w.discontinuity_seq
+        + w.segments
+            .iter()
+            .take(hidden)
+            .filter(|s| s.discontinuity)
+            .count() as u64;
     let path = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
     // fMP4 needs EXT-X-MAP, which needs version 6; 7 is what hls.js and
     // Apple's validator expect for fMP4.
     let version = if variant == Variant::Mp4 { 7 } else { 3 };
     // §4.3.3.1: the ceiling of the longest segment, as an integer.
-    let target = w
-        .segments
+    let target = listed
         .iter()
         .map(|s| s.duration.ceil() as u64)
         .max()
         .unwrap_or(1)
         .max(1);
-    let first = w.segments.front().map_or(0, |s| s.seq);
+    let first = listed.first().map_or(0, |s| s.seq);
     let mut p = format!(
         "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-        w.discontinuity_seq
+        discontinuity_seq
     );
     let mut init = None;
-    for s in &w.segments {
+    for s in listed {
         if s.discontinuity {
             p += "#EXT-X-DISCONTINUITY\n";
         }
@@ -296,6 +321,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
         Ok(v) => v,
         Err(e) => return e.to_string(),
     };
+    *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());
     let target = (cfg.target_duration.as_secs_f64() * TIMESCALE as f64) as i64;
     let mut format = match variant {
         Variant::Ts => Format::Ts(ts::Muxer::new()),
@@ -364,7 +390,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                         } else {
                             f.dts
                         };
-                        finish(s, cfg, &format, b, end, &mut next_seq);
+                        finish(s, cfg, &mut format, b, end, &mut next_seq);
                     }
                     let mut data = BytesMut::new();
                     if let Format::Ts(m) = &mut format {
@@ -392,7 +418,14 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
     }
 }
 
-fn finish(s: &Shared, cfg: &HlsConfig, format: &Format, b: Building, end: i64, next_seq: &mut u64) {
+fn finish(
+    s: &Shared,
+    cfg: &HlsConfig,
+    format: &mut Format,
+    b: Building,
+    end: i64,
+    next_seq: &mut u64,
+) {
     let (data, init) = match format {
         Format::Ts(_) => (b.data.freeze(), 0),
         // mfhd sequence numbers start at 1.
@@ -411,7 +444,9 @@ fn finish(s: &Shared, cfg: &HlsConfig, format: &Format, b: Building, end: i64, n
     *next_seq += 1;
     let mut w = s.window();
     w.segments.push_back(seg);
-    while w.segments.len() > cfg.window {
+    // RFC 8216 §6.2.2: a segment stays available for a while after it
+    // leaves the playlist, for a client that read the playlist just before.
+    while w.segments.len() > cfg.window + GRACE {
         if let Some(old) = w.segments.pop_front() {
             if old.discontinuity {
                 w.discontinuity_seq += 1;
@@ -439,7 +474,7 @@ mod tests {
                 init: if seq < 8 { 1 } else { 2 },
             });
         }
-        let p = render("cam 1", Variant::Ts, &w);
+        let p = render("cam 1", Variant::Ts, &w, 6);
         assert!(
             p.starts_with(
                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:7\n"
@@ -447,7 +482,7 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z\n#EXTINF:2.480,\nhls/ts/cam%201/8.ts\n"), "{p}");
-        let p = render("cam 1", Variant::Mp4, &w);
+        let p = render("cam 1", Variant::Mp4, &w, 6);
         assert!(p.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n"), "{p}");
         assert_eq!(
             p.matches("#EXT-X-MAP:").count(),
@@ -459,5 +494,17 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("hls/mp4/cam%201/9.m4s\n"), "{p}");
+        // Only the newest two listed: 7 (and its discontinuity count) hidden.
+        let p = render("cam 1", Variant::Ts, &w, 2);
+        assert!(
+            p.contains("#EXT-X-MEDIA-SEQUENCE:8\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"),
+            "{p}"
+        );
+        assert!(!p.contains("7.ts"), "{p}");
+        let p = render("cam 1", Variant::Ts, &w, 1);
+        assert!(
+            p.contains("#EXT-X-MEDIA-SEQUENCE:9\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+            "{p}"
+        );
     }
 }

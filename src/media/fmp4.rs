@@ -43,7 +43,12 @@ fn fbx(
 pub struct Tracks {
     video: Option<(AvcConfig, Bytes, u32, u32)>,
     audio: Option<(TrackInfo, u32, u8)>,
+    /// Where the last fragment's audio ended, in the audio timescale.
+    audio_next: Option<u64>,
 }
+
+/// ISO 14496-3 §4.5.2.1: an AAC-LC frame is 1024 samples.
+const AAC_FRAME: u64 = 1024;
 
 impl Tracks {
     /// From the hub's track infos; unusable ones are left out.
@@ -62,7 +67,11 @@ impl Tracks {
             let channels = ((a.config[1] >> 3) & 0x0f).max(1);
             Some((a.clone(), rate, channels))
         });
-        Tracks { video, audio }
+        Tracks {
+            video,
+            audio,
+            audio_next: None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,8 +161,15 @@ impl Tracks {
     }
 
     /// One media segment of `frames` (in decode order); `end_dts` is where
-    /// the next segment starts, for the last sample's duration.
-    pub fn fragment(&self, sequence: u32, frames: &[Frame], end_dts: i64) -> Bytes {
+    /// the next segment starts, for the last video sample's duration.
+    ///
+    /// Audio is timed by its frame count, not by the cut: every AAC frame
+    /// lasts 1024 samples, and each fragment's audio starts where the last
+    /// one's ended (unless the source jumped). Ending the last audio frame
+    /// at the video cut left gaps a browser reads as a discontinuity, and
+    /// with audio and video in one SourceBuffer it then drops the video up
+    /// to the next keyframe (seen in hls.js on Chromium).
+    pub fn fragment(&mut self, sequence: u32, frames: &[Frame], end_dts: i64) -> Bytes {
         let per_track: Vec<(u32, Vec<&Frame>)> = [
             (VIDEO, self.video.is_some(), Codec::H264),
             (AUDIO, self.audio.is_some(), Codec::Aac),
@@ -169,17 +185,25 @@ impl Tracks {
         let moof_start = o.len();
         // Each trun's data_offset is patched once the moof size is known.
         let mut offsets = Vec::new();
+        let mut audio_next = self.audio_next;
         bx(&mut o, b"moof", |o| {
             fbx(o, b"mfhd", 0, 0, |o| o.put_u32(sequence));
             for (id, samples) in &per_track {
                 let scale = self.timescale(*id);
                 let conv = |t: i64| (t as i128 * scale as i128 / TIMESCALE as i128) as i64;
+                let mut start = conv(samples[0].dts).max(0) as u64;
+                if *id == AUDIO {
+                    // Continue the previous fragment's audio unless the
+                    // source moved by more than half a frame.
+                    if let Some(n) = audio_next.filter(|n| n.abs_diff(start) <= AAC_FRAME / 2) {
+                        start = n;
+                    }
+                    audio_next = Some(start + AAC_FRAME * samples.len() as u64);
+                }
                 bx(o, b"traf", |o| {
                     // default-base-is-moof: offsets count from the moof.
                     fbx(o, b"tfhd", 0, 0x02_0000, |o| o.put_u32(*id));
-                    fbx(o, b"tfdt", 1, 0, |o| {
-                        o.put_u64(conv(samples[0].dts).max(0) as u64)
-                    });
+                    fbx(o, b"tfdt", 1, 0, |o| o.put_u64(start));
                     // data-offset, duration, size, flags, composition offset.
                     fbx(o, b"trun", 1, 0x000f01, |o| {
                         o.put_u32(samples.len() as u32);
@@ -187,7 +211,10 @@ impl Tracks {
                         o.put_i32(0);
                         for (i, f) in samples.iter().enumerate() {
                             let next = samples.get(i + 1).map_or(end_dts, |n| n.dts);
-                            let dur = (conv(next) - conv(f.dts)).max(1);
+                            let dur = match *id {
+                                AUDIO => AAC_FRAME as i64,
+                                _ => (conv(next) - conv(f.dts)).max(1),
+                            };
                             o.put_u32(dur as u32);
                             o.put_u32(f.payload.len() as u32);
                             // §8.8.3.1 sample flags: depends_on and the
@@ -199,6 +226,7 @@ impl Tracks {
                 });
             }
         });
+        self.audio_next = audio_next;
         let moof_len = o.len() - moof_start;
         let mut data_at = moof_len + 8;
         for ((_, samples), at) in per_track.iter().zip(&offsets) {
@@ -347,7 +375,7 @@ mod tests {
             codec: Codec::Aac,
             config: Bytes::from_static(&[0x12, 0x10]),
         };
-        let t = Tracks::new(Some(&v), Some(&a));
+        let mut t = Tracks::new(Some(&v), Some(&a));
         assert_eq!(t.video.as_ref().map(|v| (v.2, v.3)), Some((320, 240)));
         let init = t.init();
         assert_eq!(&init[4..8], b"ftyp");
@@ -383,6 +411,37 @@ mod tests {
         let trun = seg.windows(4).position(|w| w == b"trun").unwrap();
         let off = i32::from_be_bytes(seg[trun + 12..trun + 16].try_into().unwrap()) as usize;
         assert_eq!(off, mdat);
+
+        // The next fragment's audio starts exactly where this one's ended,
+        // although the source stamped it 1 ms late (FLV has ms only).
+        let next = vec![
+            Frame::new(
+                Codec::H264,
+                97_200,
+                97_200,
+                true,
+                Bytes::from_static(&[0, 0, 0, 2, 0x65, 1]),
+            ),
+            Frame::new(
+                Codec::Aac,
+                90_000 + 2_090,
+                90_000 + 2_090,
+                true,
+                Bytes::from_static(&[9, 9, 9]),
+            ),
+        ];
+        let seg = t.fragment(2, &next, 100_800);
+        let tfdts: Vec<u64> = seg
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"tfdt")
+            .map(|(i, _)| u64::from_be_bytes(seg[i + 8..i + 16].try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            tfdts[1],
+            44_100 + 1024,
+            "audio continues from the previous fragment"
+        );
     }
 
     /// Every box's size must add up to exactly its parent's.
