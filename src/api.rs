@@ -238,6 +238,8 @@ async fn hls_playlist(
     let playlist = st.hls.playlist(name, variant).await.map_err(|e| match e {
         HlsError::UnknownStream(n) => ApiError::unknown_stream(&n),
         HlsError::Stream(e) => e.into(),
+        e @ HlsError::Ended(..) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .with("stream", name.as_str()),
         e @ HlsError::NoSegment(..) => {
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()).with("stream", name.as_str())
         }

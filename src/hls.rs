@@ -77,6 +77,9 @@ pub enum HlsError {
     Stream(#[from] StreamError),
     #[error("stream {0}: no segment within {1} s")]
     NoSegment(String, u64),
+    /// The segmenter could not follow the stream; the reason says why.
+    #[error("stream {0}: {1}")]
+    Ended(String, String),
 }
 
 #[derive(Debug, Clone)]
@@ -188,15 +191,31 @@ impl Hls {
         variant: Variant,
     ) -> Result<String, HlsError> {
         let s = self.segmenter(name, variant)?;
+        // Subscribed before the first look, so no change is missed.
         let mut made = s.made.subscribe();
-        let waited = tokio::time::timeout(FIRST_SEGMENT_WAIT, made.wait_for(|n| *n > 0)).await;
+        let first = async {
+            loop {
+                {
+                    let w = s.window();
+                    if !w.segments.is_empty() || w.ended.is_some() {
+                        return;
+                    }
+                }
+                if made.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(FIRST_SEGMENT_WAIT, first).await;
         let w = s.window();
         if w.segments.is_empty() {
-            return Err(match (&w.ended, waited) {
-                (Some(why), _) => HlsError::Stream(StreamError::NotRunning {
-                    stream: format!("{name} ({why})"),
-                }),
-                _ => HlsError::NoSegment(name.to_string(), FIRST_SEGMENT_WAIT.as_secs()),
+            return Err(match &w.ended {
+                Some(why) => {
+                    // Stream errors name the stream already.
+                    let why = why.strip_prefix(&format!("stream {name}: ")).unwrap_or(why);
+                    HlsError::Ended(name.to_string(), why.to_string())
+                }
+                None => HlsError::NoSegment(name.to_string(), FIRST_SEGMENT_WAIT.as_secs()),
             });
         }
         Ok(render(name, variant, &w, self.cfg.window))
@@ -308,20 +327,30 @@ struct Building {
 
 /// The segmenter: one viewer of the stream, cutting segments until its
 /// viewers stop asking (or the stream ends). Returns why it left.
-async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &Shared) -> String {
-    let mut viewer = match stream
+async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Viewer, StreamError> {
+    let viewer = stream
         .join(JoinRequest {
             protocol: "hls",
             remote_addr: None,
             internal: false,
             exclude: None,
         })
-        .await
-    {
+        .await?;
+    *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());
+    Ok(viewer)
+}
+
+fn idle(s: &Shared) -> Duration {
+    s.origin
+        .elapsed()
+        .saturating_sub(Duration::from_millis(s.touched.load(Ordering::Relaxed)))
+}
+
+async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &Shared) -> String {
+    let mut viewer = match join(&stream, s).await {
         Ok(v) => v,
         Err(e) => return e.to_string(),
     };
-    *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());
     let target = (cfg.target_duration.as_secs_f64() * TIMESCALE as f64) as i64;
     let mut format = match variant {
         Variant::Ts => Format::Ts(ts::Muxer::new()),
@@ -339,15 +368,37 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
         let d = tokio::select! {
             d = viewer.next() => d,
             _ = tick.tick() => {
-                let idle = s.origin.elapsed().saturating_sub(Duration::from_millis(s.touched.load(Ordering::Relaxed)));
-                if idle > cfg.keepalive {
-                    return format!("no request for {} s", idle.as_secs());
+                if idle(s) > cfg.keepalive {
+                    return format!("no request for {} s", idle(s).as_secs());
                 }
                 continue;
             }
         };
         match d {
-            Err(e) => return e.to_string(),
+            Err(e) => {
+                // The stream's run ended (its publisher left, say). Keep the
+                // window and the sequence, and follow the next run after a
+                // discontinuity, for as long as someone keeps asking: a
+                // re-publish must not send players back to segment 0.
+                tracing::debug!(reason = %e, "hls segmenter waits for the stream's next run");
+                if let Some(b) = building.take() {
+                    let end = b.last_dts.max(b.first_dts + 1);
+                    finish(s, cfg, &mut format, b, end, &mut next_seq);
+                }
+                gap = true;
+                viewer = loop {
+                    if idle(s) > cfg.keepalive {
+                        return format!(
+                            "stream ended ({e}) and no request for {} s",
+                            idle(s).as_secs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if let Ok(v) = join(&stream, s).await {
+                        break v;
+                    }
+                };
+            }
             Ok(Delivery::Tracks { video, audio }) => {
                 if video.is_none() && audio.is_none() {
                     // The producer went away (a restart): what comes next is

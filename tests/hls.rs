@@ -241,3 +241,100 @@ fn a_producer_restart_is_a_discontinuity_and_segments_keep_coming() {
     let d: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!(d > 12.0, "the player stopped at {d} s");
 }
+
+#[test]
+fn a_republish_is_a_discontinuity_not_a_new_sequence() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let srv = Server::start(
+        "  pushed:\n",
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let clip = srv.dir.path().join("clip.mp4");
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=sample_rate=44100",
+            ])
+            .args([
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+            ])
+            .arg(&clip),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let push = || {
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&clip)
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                "tcp",
+                &format!("rtsp://127.0.0.1:{rtsp}/pushed"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let get = || {
+        let (status, body) = srv.try_get("/api/stream.m3u8?src=pushed").unwrap();
+        (
+            status,
+            m3u8_rs::parse_media_playlist_res(body.as_bytes()).ok(),
+        )
+    };
+    let mut first = push();
+    let mut last = 0;
+    srv.wait_for("two segments", Duration::from_secs(20), || match get() {
+        (200, Some(p)) => {
+            last = p.media_sequence + p.segments.len() as u64;
+            last >= 2
+        }
+        _ => false,
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut second = push();
+    let mut found = false;
+    let t = Instant::now();
+    while !found && t.elapsed() < Duration::from_secs(25) {
+        if let (200, Some(p)) = get() {
+            let end = p.media_sequence + p.segments.len() as u64;
+            assert!(end >= last, "the playlist went back: {end} < {last}");
+            last = end;
+            found = p.segments.iter().any(|s| s.discontinuity);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(found, "no EXT-X-DISCONTINUITY after the re-publish");
+}
