@@ -76,6 +76,8 @@ pub struct ProducerInfo {
     pub last_error: Option<String>,
     pub stderr_tail: Vec<String>,
     pub bytes: u64,
+    /// When a producer in backoff will be started again.
+    pub next_retry_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -522,18 +524,20 @@ struct Actor {
 /// moment later, which players handle badly.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(3);
 
-/// Restart delay: 0.5 s doubling to 10 s, ±20 % jitter so that cameras on
+/// Restart delay: 0.5 s doubling to 30 s, ±20 % jitter so that cameras on
 /// one flaky switch do not all reconnect in the same instant.
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(500)
-        .saturating_mul(1 << attempt.min(5))
-        .min(Duration::from_secs(10));
+        .saturating_mul(1 << attempt.min(6))
+        .min(BACKOFF_CAP);
     base.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
 const STALL_CHECK: Duration = Duration::from_millis(500);
 /// Uptime after which a producer's restart backoff starts again at 0.5 s.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// The longest wait between restarts of a failing producer.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -1141,6 +1145,14 @@ impl Actor {
                         last_error: s.last_error.clone(),
                         stderr_tail: s.tail.lines(),
                         bytes: s.stats.bytes.load(Ordering::Relaxed),
+                        next_retry_at: match s.state {
+                            SlotState::Backoff { until } => {
+                                let at = SystemTime::now()
+                                    + until.saturating_duration_since(Instant::now());
+                                Some(humantime::format_rfc3339_millis(at).to_string())
+                            }
+                            _ => None,
+                        },
                     }
                 })
                 .chain(self.publisher.as_ref().map(|p| ProducerInfo {
@@ -1160,6 +1172,7 @@ impl Actor {
                     last_error: None,
                     stderr_tail: Vec::new(),
                     bytes: 0,
+                    next_retry_at: None,
                 }))
                 .collect(),
             consumers: self

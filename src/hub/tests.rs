@@ -322,6 +322,11 @@ async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
         .exit
         .send(Some(ExitKind::Code(1)));
     let crashed = Instant::now();
+    // Past the pipe drain, the producer waits out its backoff, and says when.
+    tokio::time::sleep(supervisor::DRAIN + Duration::from_millis(50)).await;
+    let info = s.info().await.unwrap();
+    assert_eq!(info.producers[0].state, "backoff", "{info:?}");
+    assert!(info.producers[0].next_retry_at.is_some(), "{info:?}");
     wait_spawns(&spawner, 2).await;
     let delay = crashed.elapsed();
     // Backoff 0.5 s ±20 %, after the pipe drain (the fake holds stdout open).
@@ -375,9 +380,9 @@ async fn backoff_grows_with_quick_crashes_and_resets_after_a_long_run() {
         delays[1] > delays[0] + Duration::from_millis(200),
         "{delays:?}"
     );
-    // Run 31 s, with frames so that it is not a stall, then crash.
+    // Run 61 s, with frames so that it is not a stall, then crash.
     feed(&spawner, 2, &flv_start()).await;
-    for i in 1..=31 {
+    for i in 1..=61 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         feed(&spawner, 2, &flv_frame(i * 1000, false)).await;
     }
