@@ -2,70 +2,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Keeps reading an HTTP-FLV response until `stop`; counts bytes.
-struct Drain {
-    stop: Arc<AtomicBool>,
-    bytes: Arc<AtomicU64>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drain {
-    fn new(mut s: TcpStream) -> Drain {
-        let stop = Arc::new(AtomicBool::new(false));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (st, by) = (stop.clone(), bytes.clone());
-        let handle = std::thread::spawn(move || {
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut buf = vec![0u8; 64 * 1024];
-            while !st.load(Ordering::Relaxed) {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        by.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut => {}
-                    Err(_) => break,
-                }
-            }
-            // Dropping the socket here is the viewer leaving.
-        });
-        Drain {
-            stop,
-            bytes,
-            handle: Some(handle),
-        }
-    }
-
-    fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn close(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Drain {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 fn wait_bytes(srv: &Server, d: &Drain, n: u64) {
     srv.wait_for(

@@ -336,6 +336,7 @@ impl Stream {
             run: 0,
             settling: None,
             publisher: None,
+            stall_check_at: Instant::now() + STALL_CHECK,
         };
         tokio::spawn(actor.run(rx));
         Stream {
@@ -516,6 +517,8 @@ struct Actor {
     /// carries, or until this deadline. Internal readers do not wait: the
     /// source that is slow to say is often one of them (a transcoder).
     settling: Option<Instant>,
+    /// When running producers are next checked for a stall.
+    stall_check_at: Instant,
 }
 
 /// How long real viewers wait for every source to announce its tracks
@@ -580,8 +583,10 @@ impl Actor {
             for s in &self.slots {
                 match s.state {
                     SlotState::Backoff { until } => add(until),
+                    // Absolute, not "now + interval": a stream busy with
+                    // messages (API polls, joins) must not starve it.
                     SlotState::Running { .. } if self.phase == Phase::Running => {
-                        add(Instant::now() + STALL_CHECK)
+                        add(self.stall_check_at)
                     }
                     _ => {}
                 }
@@ -1042,6 +1047,10 @@ impl Actor {
             return;
         }
         let now_ms = self.origin.elapsed().as_millis() as u64;
+        let check_stalls = now >= self.stall_check_at;
+        if check_stalls {
+            self.stall_check_at = now + STALL_CHECK;
+        }
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             match &s.state {
@@ -1050,7 +1059,7 @@ impl Actor {
                     generation,
                     stop,
                     since,
-                } if self.phase == Phase::Running => {
+                } if self.phase == Phase::Running && check_stalls => {
                     let stall = s.cfg.timeouts.stall_timeout;
                     let idle_ms =
                         now_ms.saturating_sub(s.stats.last_frame_ms.load(Ordering::Relaxed));

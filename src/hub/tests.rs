@@ -417,6 +417,26 @@ async fn stalled_producer_is_restarted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_busy_stream_still_notices_a_stall() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(500)], spawner.clone());
+    let _v = first_viewer(&s, &spawner, 1).await;
+    // The web UI polls every 100 ms: the actor is never idle for long.
+    let poller = tokio::spawn({
+        let s = s.clone();
+        async move {
+            loop {
+                let _ = s.info().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(exited(&spawner, 0), "stall_timeout (5 s) passed unnoticed");
+    poller.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn internal_reader_neither_starts_nor_keeps_alive() {
     let spawner = Arc::new(FakeSpawner::default());
     let s = stream(vec![source(500)], spawner.clone());

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// ffmpeg-heavy tests run a few at a time: CI has two cores. nextest runs
@@ -418,6 +420,11 @@ pub struct Camera {
 
 impl Camera {
     pub fn start() -> Camera {
+        Camera::start_on(0)
+    }
+
+    /// On a given port (0: any), so a test can bring "the same camera" back.
+    pub fn start_on(port: u16) -> Camera {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_camera.py");
         // Debian's python3 has the gi bindings; a pyenv one may not.
         let py = if Path::new("/usr/bin/python3").exists() {
@@ -427,7 +434,7 @@ impl Camera {
         };
         let mut child = Command::new(py)
             .arg(script)
-            .args(["--port", "0"])
+            .args(["--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -588,4 +595,80 @@ impl RtspClient {
         assert_eq!(status, 200, "{head}");
         c
     }
+}
+
+/// Keeps reading an HTTP-FLV response until `stop`; counts bytes.
+pub struct Drain {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drain {
+    pub fn new(mut s: TcpStream) -> Drain {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (st, by) = (stop.clone(), bytes.clone());
+        let handle = std::thread::spawn(move || {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !st.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        by.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+            // Dropping the socket here is the viewer leaving.
+        });
+        Drain {
+            stop,
+            bytes,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn close(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Children of `pid` with their state letter, zombies included.
+pub fn children_of_any_state(pid: u32) -> Vec<(u32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|x| x.parse::<u32>().ok()) == Some(pid) {
+            v.push((p, f[0].to_string()));
+        }
+    }
+    v
 }
