@@ -209,6 +209,8 @@ async fn stream_flv(
             remote_addr: Some(peer.0),
             internal,
             exclude,
+            // FLV carries AAC and G.711.
+            audio: crate::hub::fanout::ANY_AUDIO,
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::HlsConfig;
 use crate::hub::fanout::{Delivery, ViewerStats};
 use crate::hub::{JoinRequest, Registry, StreamError};
-use crate::media::{fmp4, ts, Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{fmp4, ts, Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 
 /// The segment format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,6 +334,8 @@ async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Vie
             remote_addr: None,
             internal: false,
             exclude: None,
+            // HLS players take AAC only.
+            audio: &[Codec::Aac],
         })
         .await?;
     *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());

@@ -437,3 +437,36 @@ fn digest_auth_wrong_password_is_refused_right_one_plays() {
     );
     drop(srv);
 }
+
+#[test]
+fn rtsp_viewers_choose_between_the_cameras_pcma_and_the_transcoded_aac() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
+               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
+               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let srv = Server::start(
+        &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let audio = |query: &str| {
+        let v = probe(&format!("rtsp://127.0.0.1:{rtsp}/cam2{query}"), "tcp");
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == "audio")
+            .map(|s| s["codec_name"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        audio("").as_deref(),
+        Some("aac"),
+        "by default, the AAC every player takes"
+    );
+    assert_eq!(
+        audio("?video&audio=pcma").as_deref(),
+        Some("pcm_alaw"),
+        "the camera's own PCMA"
+    );
+    drop(srv);
+}

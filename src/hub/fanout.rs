@@ -439,6 +439,8 @@ pub struct Selector {
     /// Sources this viewer must not see: a producer reading its own stream
     /// back (`ffmpeg:cam#audio=aac` inside `cam`) must not hear itself.
     exclude: Option<SourceId>,
+    /// Audio codecs this viewer's output can carry, most wanted first.
+    audio: &'static [Codec],
     tracks: Vec<[Option<TrackInfo>; 2]>,
     chosen: [Option<SourceId>; 2],
     need_keyframe: bool,
@@ -465,15 +467,24 @@ pub enum Ended {
     TooSlow(u32),
 }
 
+/// What a viewer takes when it does not say: AAC first, then G.711.
+pub const ANY_AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
+
 /// A viewer that lags this many times without catching up to a keyframe in
 /// between is disconnected: it is only costing the ring reads.
 pub const MAX_LAGS_IN_A_ROW: u32 = 4;
 
 impl Selector {
-    pub fn new(cursor: Cursor, exclude: Option<SourceId>, stats: Arc<ViewerStats>) -> Selector {
+    pub fn new(
+        cursor: Cursor,
+        exclude: Option<SourceId>,
+        audio: &'static [Codec],
+        stats: Arc<ViewerStats>,
+    ) -> Selector {
         Selector {
             cursor,
             exclude,
+            audio,
             tracks: Vec::new(),
             chosen: [None, None],
             need_keyframe: true,
@@ -493,11 +504,12 @@ impl Selector {
     }
 
     /// Applies a track-table change and chooses again (README "Several
-    /// sources"): video from the lowest source index that has it; audio
-    /// prefers AAC (every player and muxer takes it) over G.711, then the
-    /// lowest index. So `[camera with PCMA, "ffmpeg:cam#audio=aac"]` plays
-    /// the camera's video with the transcoded AAC. Returns what the muxer
-    /// must be told.
+    /// sources"): video from the lowest source index that has it; audio in
+    /// the viewer's order of codecs (by default AAC, which every player and
+    /// muxer takes, before G.711), then the lowest index. So
+    /// `[camera with PCMA, "ffmpeg:cam#audio=aac"]` plays the camera's
+    /// video with the transcoded AAC, while an RTSP viewer asking for PCMA
+    /// gets the camera's. Returns what the muxer must be told.
     fn update_tracks(
         &mut self,
         change: impl FnOnce(&mut Vec<[Option<TrackInfo>; 2]>),
@@ -511,7 +523,14 @@ impl Selector {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| Some(*i as SourceId) != self.exclude)
-                .filter_map(|(i, t)| t[k].as_ref().map(|info| (info.codec != Codec::Aac, i)))
+                .filter_map(|(i, t)| {
+                    let info = t[k].as_ref()?;
+                    let rank = match k {
+                        0 => 0,
+                        _ => self.audio.iter().position(|c| *c == info.codec)?,
+                    };
+                    Some((rank, i))
+                })
                 .min()
                 .map(|(_, i)| i as SourceId);
         }
@@ -680,7 +699,7 @@ mod tests {
         publish(&f, 0, g, aframe(41));
         publish(&f, 0, g, vframe(80, false));
 
-        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         let got = frames(&mut sel, 5).await;
         assert!(matches!(
             &got[0],
@@ -718,7 +737,7 @@ mod tests {
         assert!(!publish(&f, 0, Generation(1), vtrack()));
         assert!(publish(&f, 0, Generation(2), vtrack()));
         f.detach(0, Generation(1));
-        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         assert!(matches!(
             frames(&mut sel, 1).await[0],
             Delivery::Tracks { video: Some(_), .. }
@@ -730,7 +749,7 @@ mod tests {
         let (f, _) = fanout(1);
         f.attach(0, Generation(1));
         publish(&f, 0, Generation(1), vtrack());
-        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         publish(&f, 0, Generation(1), vframe(5000, true));
         publish(&f, 0, Generation(1), vframe(5040, false));
         f.detach(0, Generation(1));
@@ -756,7 +775,7 @@ mod tests {
         publish(&f, 0, g, vtrack());
         publish(&f, 0, g, vframe(0, true));
         let stats = Arc::new(ViewerStats::default());
-        let mut sel = Selector::new(f.subscribe(), None, stats.clone());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, stats.clone());
         frames(&mut sel, 2).await; // tracks + keyframe
         for i in 1..(RING as i64 + 10) {
             publish(&f, 0, g, vframe(i * 40, false));
@@ -800,7 +819,7 @@ mod tests {
         publish(&f, 1, Generation(2), atrack());
         publish(&f, 1, Generation(2), aframe(10));
 
-        let mut viewer = Selector::new(f.subscribe(), None, Default::default());
+        let mut viewer = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         let got = frames(&mut viewer, 3).await;
         assert!(
             matches!(
@@ -814,7 +833,7 @@ mod tests {
         );
 
         // The transcoder reading the stream back sees only source 0.
-        let mut reader = Selector::new(f.subscribe(), Some(1), Default::default());
+        let mut reader = Selector::new(f.subscribe(), Some(1), ANY_AUDIO, Default::default());
         let got = frames(&mut reader, 2).await;
         assert!(
             matches!(
@@ -847,14 +866,14 @@ mod tests {
         };
         publish(&f, 0, Generation(1), Event::Track(pcma.clone()));
         publish(&f, 1, Generation(2), atrack());
-        let mut viewer = Selector::new(f.subscribe(), None, Default::default());
+        let mut viewer = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         let got = frames(&mut viewer, 2).await;
         assert!(
             matches!(&got[1], Delivery::Tracks { audio: Some(a), .. } if a.codec == Codec::Aac),
             "{got:?}"
         );
         // The transcoder itself reads the camera's PCMA.
-        let mut reader = Selector::new(f.subscribe(), Some(1), Default::default());
+        let mut reader = Selector::new(f.subscribe(), Some(1), ANY_AUDIO, Default::default());
         let got = frames(&mut reader, 1).await;
         assert_eq!(
             got[0],
@@ -875,7 +894,7 @@ mod tests {
         f.publish(0, g, vframe(0, true));
         // The keyframe went out at once: the stream is ready, a viewer sees it.
         assert_eq!(ready.load(Ordering::SeqCst), 1);
-        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         frames(&mut sel, 3).await;
         f.publish(0, g, aframe(10));
         f.publish(0, g, vframe(40, false));
@@ -922,9 +941,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_viewer_gets_the_audio_its_output_takes() {
+        let (f, _) = fanout(2);
+        f.attach(0, Generation(1));
+        f.attach(1, Generation(2));
+        let pcma = TrackInfo {
+            codec: Codec::Pcma,
+            config: Bytes::new(),
+        };
+        publish(&f, 0, Generation(1), Event::Track(pcma.clone()));
+        publish(&f, 1, Generation(2), atrack());
+        // RTSP asking for PCMA gets the camera's, as it is.
+        let mut rtsp = Selector::new(f.subscribe(), None, &[Codec::Pcma], Default::default());
+        let got = frames(&mut rtsp, 1).await;
+        assert_eq!(
+            got[0],
+            Delivery::Tracks {
+                video: None,
+                audio: Some(pcma)
+            }
+        );
+        // HLS takes AAC only: without a transcoder it would get no audio.
+        let (g, _) = fanout(1);
+        g.attach(0, Generation(1));
+        publish(
+            &g,
+            0,
+            Generation(1),
+            Event::Track(TrackInfo {
+                codec: Codec::Pcma,
+                config: Bytes::new(),
+            }),
+        );
+        publish(&g, 0, Generation(1), vtrack());
+        let mut hls = Selector::new(g.subscribe(), None, &[Codec::Aac], Default::default());
+        let got = frames(&mut hls, 1).await;
+        assert!(
+            matches!(
+                &got[0],
+                Delivery::Tracks {
+                    video: Some(_),
+                    audio: None
+                }
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn reset_ends_every_cursor() {
         let (f, _) = fanout(1);
-        let mut sel = Selector::new(f.subscribe(), None, Default::default());
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         f.reset();
         assert_eq!(sel.next().await, Err(Ended::Stopped));
         assert!(!f.is_ready());

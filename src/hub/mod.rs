@@ -105,6 +105,9 @@ pub struct JoinRequest {
     /// it reads its own stream it does not keep it alive.
     pub internal: bool,
     pub exclude: Option<SourceId>,
+    /// Audio codecs the viewer's output carries, most wanted first
+    /// (`fanout::ANY_AUDIO` unless it says otherwise).
+    pub audio: &'static [crate::media::Codec],
 }
 
 /// What every stream needs from the rest of the program.
@@ -721,7 +724,7 @@ impl Actor {
         );
         tracing::info!(stream = %self.name, viewer = id, protocol = req.protocol, remote = ?req.remote_addr, internal = req.internal, "viewer joined");
         Viewer {
-            selector: Selector::new(self.fanout.subscribe(), req.exclude, stats),
+            selector: Selector::new(self.fanout.subscribe(), req.exclude, req.audio, stats),
             _lease: Lease {
                 id,
                 tx: self.tx.clone(),

@@ -120,6 +120,7 @@ fn viewer() -> JoinRequest {
         remote_addr: None,
         internal: false,
         exclude: None,
+        audio: fanout::ANY_AUDIO,
     }
 }
 

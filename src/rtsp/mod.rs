@@ -269,6 +269,17 @@ fn codec_name(c: Codec) -> &'static str {
     }
 }
 
+/// The audio codecs a viewer asking `?audio=…` takes: the one it names
+/// (go2rtc: an RTSP client can have the camera's PCMA as it is), or any.
+fn audio_wanted(t: &Target) -> &'static [Codec] {
+    match t.audio.as_deref() {
+        Some("aac") => &[Codec::Aac],
+        Some("pcma") => &[Codec::Pcma],
+        Some("pcmu") => &[Codec::Pcmu],
+        _ => crate::hub::fanout::ANY_AUDIO,
+    }
+}
+
 /// Whether `?video=…`/`?audio=…` lets a track of `codec` through. With
 /// neither given, every track goes.
 fn wanted(t: &Target, codec: Codec) -> bool {
@@ -599,6 +610,7 @@ impl Conn {
                 remote_addr: Some(self.peer),
                 internal: false,
                 exclude: None,
+                audio: audio_wanted(t),
             })
             .await?;
         let mut pending = VecDeque::new();
