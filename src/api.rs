@@ -211,6 +211,7 @@ async fn stream_flv(
             exclude,
             // FLV carries AAC and G.711.
             audio: crate::hub::fanout::ANY_AUDIO,
+            video: true,
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));

@@ -175,6 +175,18 @@ pub enum AudioCodec {
 }
 
 impl SourceKind {
+    /// Which kinds of track it can deliver, as far as the config says:
+    /// `ffmpeg:…#audio=aac` is audio only; a camera URL may carry both.
+    pub fn provides(&self) -> (bool, bool) {
+        match self {
+            SourceKind::Ffmpeg { video, audio, .. } => (
+                video.is_some(),
+                audio.is_some_and(|a| a != AudioCodec::None),
+            ),
+            _ => (true, true),
+        }
+    }
+
     /// go2rtc's `exec:… {output}`: the command publishes RTSP back to us
     /// instead of writing FLV to stdout.
     pub fn publishes_back(&self) -> bool {

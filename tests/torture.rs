@@ -288,3 +288,39 @@ fn sigterm_with_five_streams_leaves_no_child() {
         );
     }
 }
+
+#[test]
+fn a_video_only_viewer_does_not_start_the_audio_transcoder() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
+               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
+               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let srv = Server::start(
+        &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let states = || {
+        let (_, v) = srv.get_json("/api/streams?src=cam2");
+        v["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let video_only = RtspClient::play_tcp(rtsp, "cam2?video");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        states(),
+        vec!["running", "idle"],
+        "the transcoder started for a viewer without audio"
+    );
+    // A viewer that wants audio brings it up.
+    let both = Drain::new(open_flv(srv.port, "cam2").1);
+    srv.wait_for("the transcoder", Duration::from_secs(15), || {
+        states() == vec!["running", "running"]
+    });
+    drop(video_only);
+    both.close();
+}

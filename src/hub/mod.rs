@@ -106,8 +106,10 @@ pub struct JoinRequest {
     pub internal: bool,
     pub exclude: Option<SourceId>,
     /// Audio codecs the viewer's output carries, most wanted first
-    /// (`fanout::ANY_AUDIO` unless it says otherwise).
+    /// (`fanout::ANY_AUDIO` unless it says otherwise); empty: no audio.
     pub audio: &'static [crate::media::Codec],
+    /// Whether it wants video (RTSP `?audio` alone does not).
+    pub video: bool,
 }
 
 /// What every stream needs from the rest of the program.
@@ -476,6 +478,8 @@ struct Slot {
 }
 
 struct Consumer {
+    /// What it wants: (video, audio), for starting only needed producers.
+    wants: (bool, bool),
     protocol: &'static str,
     remote_addr: Option<SocketAddr>,
     internal: bool,
@@ -704,6 +708,10 @@ impl Actor {
                 self.waiters.push(Waiter { req, reply })
             }
         }
+        // A running stream may now need a producer it left idle.
+        if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            self.start_needed();
+        }
         if self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal) {
             self.linger_at = None;
         }
@@ -716,6 +724,7 @@ impl Actor {
         self.consumers.insert(
             id,
             Consumer {
+                wants: (req.video, !req.audio.is_empty()),
                 protocol: req.protocol,
                 remote_addr: req.remote_addr,
                 internal: req.internal,
@@ -819,16 +828,58 @@ impl Actor {
         }
     }
 
+    /// What real viewers (and those waiting) want: (video, audio).
+    fn demand(&self) -> (bool, bool) {
+        let wants = self
+            .consumers
+            .values()
+            .filter(|c| !c.internal)
+            .map(|c| c.wants)
+            .chain(
+                self.waiters
+                    .iter()
+                    .filter(|w| !w.req.internal)
+                    .map(|w| (w.req.video, !w.req.audio.is_empty())),
+            );
+        wants.fold((false, false), |(v, a), (wv, wa)| (v || wv, a || wa))
+    }
+
+    /// Whether slot `i` can deliver something someone wants. With nothing
+    /// wanted yet (only internal readers), every source is.
+    fn needed(&self, i: usize, demand: (bool, bool)) -> bool {
+        let (pv, pa) = self.slots[i].cfg.kind.provides();
+        demand == (false, false) || (pv && demand.0) || (pa && demand.1)
+    }
+
     fn start_all(&mut self) {
         tracing::info!(stream = %self.name, sources = self.slots.len(), "starting stream");
         self.phase = Phase::Starting {
             deadline: Instant::now() + self.start_timeout,
         };
-        for i in 0..self.slots.len() {
-            self.slots[i].attempt = 0;
-            self.slots[i].last_error = None;
-            self.slots[i].tail.clear();
-            self.start_slot(i);
+        for s in &mut self.slots {
+            s.attempt = 0;
+            s.last_error = None;
+            s.tail.clear();
+        }
+        self.start_needed();
+    }
+
+    /// Starts the idle producers that some viewer needs: an RTSP viewer
+    /// asking `?video` does not start an audio-only transcoder.
+    fn start_needed(&mut self) {
+        let demand = self.demand();
+        let mut wanted: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.needed(i, demand))
+            .collect();
+        if wanted.is_empty() {
+            // Nothing provides what is asked: start everything, and let the
+            // start deadline say so if it stays that way.
+            wanted = (0..self.slots.len()).collect();
+        }
+        for i in wanted {
+            if matches!(self.slots[i].state, SlotState::Idle) {
+                self.start_slot(i);
+            }
         }
     }
 

@@ -121,6 +121,7 @@ fn viewer() -> JoinRequest {
         internal: false,
         exclude: None,
         audio: fanout::ANY_AUDIO,
+        video: true,
     }
 }
 

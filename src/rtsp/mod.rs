@@ -273,6 +273,8 @@ fn codec_name(c: Codec) -> &'static str {
 /// (go2rtc: an RTSP client can have the camera's PCMA as it is), or any.
 fn audio_wanted(t: &Target) -> &'static [Codec] {
     match t.audio.as_deref() {
+        // `?video` alone: no audio, and no audio producer started for it.
+        None if t.video.is_some() => &[],
         Some("aac") => &[Codec::Aac],
         Some("pcma") => &[Codec::Pcma],
         Some("pcmu") => &[Codec::Pcmu],
@@ -611,6 +613,7 @@ impl Conn {
                 internal: false,
                 exclude: None,
                 audio: audio_wanted(t),
+                video: t.video.is_some() || t.audio.is_none(),
             })
             .await?;
         let mut pending = VecDeque::new();
