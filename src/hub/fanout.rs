@@ -17,7 +17,7 @@
 //! never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ pub struct Fanout {
     tx: broadcast::Sender<Batch>,
     /// For log lines.
     stream: Box<str>,
+    /// The newest frame's dts: how far behind a viewer is.
+    latest: Arc<AtomicI64>,
     notify: Box<dyn ReadyNotify>,
     unsupported_logged: AtomicBool,
 }
@@ -144,6 +146,7 @@ impl Fanout {
             }),
             tx,
             stream: stream.into(),
+            latest: Arc::new(AtomicI64::new(0)),
             notify,
             unsupported_logged: AtomicBool::new(false),
         }
@@ -300,6 +303,7 @@ impl Fanout {
                     }
                 }
                 s.last_dts[k] = Some(frame.dts);
+                self.latest.fetch_max(frame.dts, Ordering::Relaxed);
                 Item::Frame { source, frame }
             }
         };
@@ -383,6 +387,8 @@ impl Fanout {
             rx,
             backlog,
             batch: None,
+            latest: self.latest.clone(),
+            live: false,
         }
     }
 }
@@ -392,6 +398,11 @@ pub struct Cursor {
     rx: broadcast::Receiver<Batch>,
     backlog: VecDeque<Item>,
     batch: Option<(Batch, usize)>,
+    /// The newest dts published (the live edge), shared with the fan-out.
+    latest: Arc<AtomicI64>,
+    /// Whether the last item came from the ring (not the join snapshot,
+    /// which is behind the live edge by design).
+    live: bool,
 }
 
 pub enum Next {
@@ -403,10 +414,22 @@ pub enum Next {
 }
 
 impl Cursor {
+    /// How far `dts` is behind the live edge, for an item from the ring;
+    /// 0 for the join snapshot.
+    pub fn behind(&self, dts: i64) -> i64 {
+        if self.live {
+            self.latest.load(Ordering::Relaxed) - dts
+        } else {
+            0
+        }
+    }
+
     pub async fn next(&mut self) -> Next {
         if let Some(i) = self.backlog.pop_front() {
+            self.live = false;
             return Next::Item(i);
         }
+        self.live = true;
         loop {
             if let Some((b, i)) = &mut self.batch {
                 if let Some(item) = b.get(*i) {
@@ -469,6 +492,10 @@ pub enum Ended {
 
 /// What a viewer takes when it does not say: AAC first, then G.711.
 pub const ANY_AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
+
+/// A viewer further than this behind the live edge skips ahead to the
+/// next keyframe (5 s, on the 90 kHz stream clock).
+pub const MAX_BEHIND: i64 = 5 * TIMESCALE;
 
 /// A viewer that lags this many times without catching up to a keyframe in
 /// between is disconnected: it is only costing the ring reads.
@@ -590,6 +617,18 @@ impl Selector {
                     if self.chosen[k] != Some(source) {
                         continue;
                     }
+                    let behind = self.cursor.behind(frame.dts);
+                    if behind > MAX_BEHIND && !self.need_keyframe {
+                        // Too far behind the live edge (a slow socket): skip
+                        // ahead as after a lag, and count it.
+                        self.stats.drops.fetch_add(1, Ordering::Relaxed);
+                        self.lags_in_a_row += 1;
+                        if self.lags_in_a_row >= MAX_LAGS_IN_A_ROW {
+                            return Err(Ended::TooSlow(self.lags_in_a_row));
+                        }
+                        self.need_keyframe = true;
+                        continue;
+                    }
                     if self.need_keyframe {
                         // With video, a viewer starts (and restarts after a lag)
                         // on a video keyframe; audio alone starts anywhere.
@@ -603,7 +642,10 @@ impl Selector {
                             continue;
                         }
                         self.need_keyframe = false;
-                        self.lags_in_a_row = 0;
+                        // Caught up only if this keyframe is near the edge.
+                        if behind <= MAX_BEHIND {
+                            self.lags_in_a_row = 0;
+                        }
                     }
                     return Ok(Delivery::Frame(frame));
                 }
@@ -986,6 +1028,53 @@ mod tests {
             ),
             "{got:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_viewer_far_behind_the_live_edge_skips_then_is_dropped() {
+        let (f, _) = fanout(1);
+        let g = Generation(1);
+        f.attach(0, g);
+        publish(&f, 0, g, vtrack());
+        // A long GOP in the cache: a late joiner starts 8 s behind the edge
+        // without being taken for a slow viewer.
+        for i in 0..200 {
+            publish(&f, 0, g, vframe(i * 40, i == 0));
+        }
+        let mut late = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
+        let got = frames(&mut late, 2).await;
+        assert!(
+            matches!(&got[1], Delivery::Frame(fr) if fr.keyframe && fr.dts < f.latest.load(Ordering::Relaxed) - MAX_BEHIND)
+        );
+
+        // A live viewer whose reads fall 10 s behind (GOP 1 s).
+        publish(&f, 0, g, vframe(200 * 40, true));
+        let stats = Arc::new(ViewerStats::default());
+        let mut slow = Selector::new(f.subscribe(), None, ANY_AUDIO, stats.clone());
+        frames(&mut slow, 2).await;
+        for i in 201..450 {
+            f.publish(0, g, vframe(i * 40, i % 25 == 0)); // batched, in the ring
+        }
+        f.flush();
+        let mut ended = None;
+        for _ in 0..500 {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), slow.next()).await {
+                Ok(Ok(Delivery::Frame(fr))) => {
+                    assert!(
+                        fr.keyframe || f.latest.load(Ordering::Relaxed) - fr.dts <= MAX_BEHIND,
+                        "sent a frame far behind"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    ended = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        assert_eq!(ended, Some(Ended::TooSlow(MAX_LAGS_IN_A_ROW)));
+        assert!(stats.drops.load(Ordering::Relaxed) > 0);
     }
 
     #[tokio::test]
