@@ -180,6 +180,18 @@ fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
         1,
         "one producer for all viewers"
     );
+    let rss_kb = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let rss_before = rss_kb();
     // The stalled reader is cut off after WRITE_STALL (15 s) without
     // progress; the others keep going meanwhile.
     let before: Vec<u64> = readers.iter().map(Drain::bytes).collect();
@@ -194,6 +206,12 @@ fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
     for (i, r) in readers.iter().enumerate() {
         assert!(r.bytes() > before[i], "reader {i} stopped receiving");
     }
+    // Memory is bounded by the ring, not by what the stalled one missed.
+    assert!(
+        rss_kb() < rss_before + 64 * 1024,
+        "rss {rss_before} kB -> {} kB",
+        rss_kb()
+    );
     drop(stalled);
     for r in readers {
         r.close();
