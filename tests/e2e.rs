@@ -180,17 +180,7 @@ fn fifty_readers_all_get_frames_and_a_stalled_one_does_not_hold_them_up() {
         1,
         "one producer for all viewers"
     );
-    let rss_kb = || {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let rss_kb = || rss_kb(srv.pid());
     let rss_before = rss_kb();
     // The stalled reader is cut off after WRITE_STALL (15 s) without
     // progress; the others keep going meanwhile.
@@ -356,9 +346,7 @@ fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
     let _p = heavy();
     // go2rtc's idiom: the camera's G.711, made AAC by a second source that
     // reads the stream itself back.
-    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
-               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
-               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let cam = PCMA_CAMERA;
     let srv = Server::start(
         &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
         "",

@@ -250,59 +250,8 @@ fn a_republish_is_a_discontinuity_not_a_new_sequence() {
         "  pushed:\n",
         &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
     );
-    let clip = srv.dir.path().join("clip.mp4");
-    let (out, _) = run_with_timeout(
-        Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=sample_rate=44100",
-            ])
-            .args([
-                "-t",
-                "10",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-            ])
-            .arg(&clip),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success());
-    let push = || {
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(&clip)
-            .args([
-                "-c",
-                "copy",
-                "-f",
-                "rtsp",
-                "-rtsp_transport",
-                "tcp",
-                &format!("rtsp://127.0.0.1:{rtsp}/pushed"),
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let clip = clip(srv.dir.path());
+    let push = || push(&clip, rtsp, "tcp");
     let get = || {
         let (status, body) = srv.try_get("/api/stream.m3u8?src=pushed").unwrap();
         (

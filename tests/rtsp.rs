@@ -237,71 +237,6 @@ fn malformed_requests_get_an_error_or_a_close_and_others_are_unaffected() {
     drop(srv);
 }
 
-/// A 10 s H.264 + AAC clip to publish, made once per test.
-fn clip(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("clip.mp4");
-    let (out, _) = run_with_timeout(
-        Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=sample_rate=44100",
-            ])
-            .args([
-                "-t",
-                "10",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-            ])
-            .arg(&path),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
-fn push(clip: &std::path::Path, rtsp: u16, transport: &str) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-        .arg(clip)
-        .args([
-            "-c",
-            "copy",
-            "-f",
-            "rtsp",
-            "-rtsp_transport",
-            transport,
-            &format!("rtsp://127.0.0.1:{rtsp}/pushed"),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn ffmpeg_publishes_over_tcp_and_udp_and_viewers_see_it() {
     let _p = heavy();
@@ -442,9 +377,7 @@ fn digest_auth_wrong_password_is_refused_right_one_plays() {
 fn rtsp_viewers_choose_between_the_cameras_pcma_and_the_transcoded_aac() {
     let _p = heavy();
     let rtsp = free_port();
-    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
-               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
-               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let cam = PCMA_CAMERA;
     let srv = Server::start(
         &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
         &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),

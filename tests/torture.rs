@@ -260,17 +260,7 @@ fn churn_leaves_no_zombie_no_fd_and_no_memory_behind() {
             .unwrap()
             .count()
     };
-    let rss_kb = || {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let rss_kb = || rss_kb(srv.pid());
     let (fd0, rss0) = (fds(), rss_kb());
     for i in 0..500 {
         let (status, mut s) = open_flv(srv.port, "demo");
@@ -338,9 +328,7 @@ fn sigterm_with_five_streams_leaves_no_child() {
 fn a_video_only_viewer_does_not_start_the_audio_transcoder() {
     let _p = heavy();
     let rtsp = free_port();
-    let cam = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
-               -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
-               -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+    let cam = PCMA_CAMERA;
     let srv = Server::start(
         &format!("  cam2: [\"{cam}\", \"ffmpeg:cam2#audio=aac\"]\n"),
         &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),

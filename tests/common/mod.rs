@@ -672,3 +672,87 @@ pub fn children_of_any_state(pid: u32) -> Vec<(u32, String)> {
     }
     v
 }
+
+/// A 10 s H.264 + AAC clip to publish, made once per test.
+pub fn clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("clip.mp4");
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=sample_rate=44100",
+            ])
+            .args([
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ])
+            .arg(&path),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// ffmpeg publishing `clip` (looped) over RTSP into stream `pushed`.
+pub fn push(clip: &std::path::Path, rtsp: u16, transport: &str) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(clip)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            transport,
+            &format!("rtsp://127.0.0.1:{rtsp}/pushed"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The server's resident memory, from /proc.
+pub fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A camera as many are: H.264 with G.711 A-law audio.
+pub const PCMA_CAMERA: &str = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
+     -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
+     -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
