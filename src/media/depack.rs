@@ -357,11 +357,7 @@ impl H264 {
             return; // no SPS/PPS yet: nothing a viewer could decode
         }
         self.wait_key = false;
-        let mut au = BytesMut::with_capacity(nals.iter().map(|n| n.len() + 4).sum());
-        for n in &nals {
-            au.put_u32(n.len() as u32);
-            au.put_slice(n);
-        }
+        let au = h264::to_avcc(&nals);
         let pts = to_ticks(self.clock.next(rtp_ts), 90_000);
         // RTP carries no decode time. Keep dts increasing; with B-frames
         // pts then runs ahead of or behind dts, as composition time allows.
@@ -370,13 +366,7 @@ impl H264 {
             _ => pts,
         };
         self.last_dts = Some(dts);
-        out.push(Event::Frame(Frame::new(
-            Codec::H264,
-            dts,
-            pts,
-            key,
-            au.freeze(),
-        )));
+        out.push(Event::Frame(Frame::new(Codec::H264, dts, pts, key, au)));
     }
 }
 
@@ -491,12 +481,7 @@ mod tests {
     }
 
     fn avcc(nals: &[&[u8]]) -> Bytes {
-        let mut b = BytesMut::new();
-        for n in nals {
-            b.put_u32(n.len() as u32);
-            b.put_slice(n);
-        }
-        b.freeze()
+        h264::to_avcc(nals)
     }
 
     fn h264_info() -> TrackInfo {

@@ -81,6 +81,18 @@ impl AvcConfig {
     }
 }
 
+/// An AVCC access unit (4-byte length prefixes, as our `avcC` records say)
+/// from NAL units.
+pub fn to_avcc<N: AsRef<[u8]>>(nals: &[N]) -> Bytes {
+    use bytes::BufMut;
+    let mut au = bytes::BytesMut::with_capacity(nals.iter().map(|n| n.as_ref().len() + 4).sum());
+    for n in nals {
+        au.put_u32(n.as_ref().len() as u32);
+        au.put_slice(n.as_ref());
+    }
+    au.freeze()
+}
+
 /// The NAL units of an AVCC access unit, as slices of it (no copy). A
 /// length that runs past the end ends the walk with an error.
 pub fn nal_units(

@@ -293,12 +293,7 @@ mod tests {
     }
 
     fn au(nals: &[&[u8]]) -> Bytes {
-        let mut b = BytesMut::new();
-        for n in nals {
-            b.put_u32(n.len() as u32);
-            b.put_slice(n);
-        }
-        b.freeze()
+        h264::to_avcc(nals)
     }
 
     fn frame(codec: Codec, payload: Bytes, key: bool) -> Frame {

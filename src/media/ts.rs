@@ -307,12 +307,7 @@ mod tests {
     use super::*;
 
     fn avcc(nals: &[&[u8]]) -> Bytes {
-        let mut b = BytesMut::new();
-        for n in nals {
-            b.put_u32(n.len() as u32);
-            b.put_slice(n);
-        }
-        b.freeze()
+        h264::to_avcc(nals)
     }
 
     #[test]
