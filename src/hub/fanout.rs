@@ -896,9 +896,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn aac_is_preferred_over_g711_from_a_lower_source() {
-        // cam2: [camera with PCMA, "ffmpeg:cam2#audio=aac"]
+    /// `[camera with PCMA, "ffmpeg:cam#audio=aac"]`: source 0 has PCMA,
+    /// source 1 AAC.
+    fn camera_pcma_and_transcoder_aac() -> (Fanout, TrackInfo) {
         let (f, _) = fanout(2);
         f.attach(0, Generation(1));
         f.attach(1, Generation(2));
@@ -908,6 +908,13 @@ mod tests {
         };
         publish(&f, 0, Generation(1), Event::Track(pcma.clone()));
         publish(&f, 1, Generation(2), atrack());
+        (f, pcma)
+    }
+
+    #[tokio::test]
+    async fn aac_is_preferred_over_g711_from_a_lower_source() {
+        // cam2: [camera with PCMA, "ffmpeg:cam2#audio=aac"]
+        let (f, pcma) = camera_pcma_and_transcoder_aac();
         let mut viewer = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         let got = frames(&mut viewer, 2).await;
         assert!(
@@ -984,15 +991,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_viewer_gets_the_audio_its_output_takes() {
-        let (f, _) = fanout(2);
-        f.attach(0, Generation(1));
-        f.attach(1, Generation(2));
-        let pcma = TrackInfo {
-            codec: Codec::Pcma,
-            config: Bytes::new(),
-        };
-        publish(&f, 0, Generation(1), Event::Track(pcma.clone()));
-        publish(&f, 1, Generation(2), atrack());
+        let (f, pcma) = camera_pcma_and_transcoder_aac();
         // RTSP asking for PCMA gets the camera's, as it is.
         let mut rtsp = Selector::new(f.subscribe(), None, &[Codec::Pcma], Default::default());
         let got = frames(&mut rtsp, 1).await;

@@ -756,3 +756,21 @@ pub fn rss_kb(pid: u32) -> u64 {
 pub const PCMA_CAMERA: &str = "exec:ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=160x120:rate=25 \
      -f lavfi -i sine=sample_rate=8000 -c:v libx264 -preset ultrafast -tune zerolatency -g 25 \
      -c:a pcm_alaw -ar 8000 -ac 1 -f flv -flvflags no_duration_filesize pipe:1";
+
+/// ffmpeg decodes `file` to the end with nothing to say: no continuity,
+/// PTS or decode errors.
+pub fn assert_decodes_cleanly(file: &Path, what: &str) {
+    let (out, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(file)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{what}: ffmpeg failed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "",
+        "{what}: decode errors"
+    );
+}
