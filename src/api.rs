@@ -114,6 +114,12 @@ impl From<StreamError> for ApiError {
             StreamError::Busy { stream, .. } => {
                 ApiError::new(StatusCode::CONFLICT, msg).with("stream", stream)
             }
+            StreamError::NotFound { stream } => {
+                ApiError::new(StatusCode::NOT_FOUND, msg).with("stream", stream)
+            }
+            StreamError::BadName { stream, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, msg).with("stream", stream)
+            }
             StreamError::Timeout { stream, .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
             }
@@ -152,7 +158,7 @@ async fn list_streams(
             .registry
             .get(name)
             .ok_or_else(|| ApiError::unknown_stream(name))?;
-        return Ok(Json(stream_json(s).await));
+        return Ok(Json(stream_json(&s).await));
     }
     // Ask every actor at once: one slow stream must not slow the list.
     let infos = futures_util::future::join_all(st.registry.all().iter().map(stream_json)).await;

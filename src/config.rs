@@ -72,12 +72,15 @@ pub struct Config {
     /// `None`: the HTTP server is disabled (`api: {listen: ""}`).
     pub api_listen: Option<SocketAddr>,
     pub rtsp_listen: Option<SocketAddr>,
+    /// `rtmp.listen` (default `:1935`; `""` disables RTMP).
+    pub rtmp_listen: Option<SocketAddr>,
     /// `rtsp.username`/`rtsp.password`: Basic and Digest auth for RTSP.
     pub rtsp_auth: Option<Credentials>,
     pub ffmpeg_bin: String,
     pub log_level: String,
     pub supervisor: Timeouts,
     pub hls: HlsConfig,
+    pub publish: PublishConfig,
     pub streams: Vec<StreamConfig>,
     /// Things we ignored but the user should know about (unknown keys).
     pub warnings: Vec<String>,
@@ -100,6 +103,30 @@ impl Default for HlsConfig {
             target_duration: Duration::from_secs(2),
             window: 6,
             keepalive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `publish:`: who may publish where, and what a second publisher does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// Publishing to a name not in the config creates that stream.
+    pub auto_create: bool,
+    /// A new publisher replaces the current one (OBS reconnecting after a
+    /// network drop must never find its own ghost in the way). `false`:
+    /// the newcomer is refused while the current one is alive.
+    pub takeover: bool,
+    /// A publisher that sends nothing for this long is released; viewers
+    /// of a publisher that left wait this long for the next one.
+    pub timeout: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            auto_create: false,
+            takeover: true,
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -292,6 +319,26 @@ impl Config {
         };
         let api_listen = listen(api.listen, "api.listen", ":1984")?;
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
+        let rtmp_listen = listen(
+            raw.rtmp.unwrap_or_default().listen,
+            "rtmp.listen",
+            ":1935",
+        )?;
+        let mut publish = PublishConfig::default();
+        if let Some(p) = raw.publish {
+            publish.auto_create = p.auto_create.unwrap_or(publish.auto_create);
+            publish.takeover = p.takeover.unwrap_or(publish.takeover);
+            if let Some(v) = p.timeout {
+                let d = v
+                    .value
+                    .to_duration()
+                    .map_err(|m| at(&v.referenced, format!("publish.timeout: {m}")))?;
+                if d < Duration::from_millis(100) {
+                    return Err(at(&v.referenced, "publish.timeout: at least 100ms".into()));
+                }
+                publish.timeout = d;
+            }
+        }
 
         let mut supervisor = Timeouts::default();
         if let Some(s) = raw.supervisor {
@@ -400,6 +447,7 @@ impl Config {
             path: PathBuf::new(),
             api_listen,
             rtsp_listen,
+            rtmp_listen,
             rtsp_auth,
             ffmpeg_bin: raw
                 .ffmpeg
@@ -412,6 +460,7 @@ impl Config {
                 .unwrap_or_else(|| "info".to_string()),
             supervisor,
             hls,
+            publish,
             streams,
             warnings,
         })
@@ -721,6 +770,8 @@ fn expand_env(
 struct RawRoot {
     api: Option<RawListen>,
     rtsp: Option<RawListen>,
+    rtmp: Option<RawListen>,
+    publish: Option<RawPublish>,
     ffmpeg: Option<RawFfmpeg>,
     log: Option<RawLog>,
     supervisor: Option<RawSupervisor>,
@@ -741,6 +792,14 @@ struct RawListen {
     username: Option<String>,
     password: Option<String>,
     local_auth: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawPublish {
+    auto_create: Option<bool>,
+    takeover: Option<bool>,
+    #[serde(alias = "publish_timeout")]
+    timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -886,6 +945,11 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["linger", "kill_timeout", "start_timeout", "stall_timeout"],
     ),
     ("hls", &["target_duration", "window", "keepalive"]),
+    ("rtmp", &["listen"]),
+    (
+        "publish",
+        &["auto_create", "takeover", "timeout", "publish_timeout"],
+    ),
     ("streams", &[]),
 ];
 

@@ -123,13 +123,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
         internal_base: bound.map(|a| format!("http://{}", loopback(a))),
         rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
+        publish: cfg.publish,
     });
     let streams: Vec<Stream> = cfg
         .streams
         .iter()
         .map(|s| Stream::spawn(s.clone(), deps.clone()))
         .collect();
-    let registry = Arc::new(Registry::new(streams.clone()));
+    let registry = Arc::new(Registry::new(streams.clone(), deps.clone()));
     if let (Some(l), Some(addr)) = (rtsp, rtsp_bound) {
         tracing::info!(listen = %addr, "rtsp server ready");
         tokio::spawn(streamvisor::rtsp::serve(
@@ -175,6 +176,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .map(|s| s.timeouts.kill_timeout)
         .max()
         .unwrap_or_default();
+    // Streams created by publishers too.
+    let streams = registry.all();
     let all = futures_util::future::join_all(streams.iter().map(|s| s.shutdown()));
     if tokio::time::timeout(max_kill + DRAIN + Duration::from_millis(500), all)
         .await

@@ -119,6 +119,9 @@ pub struct Fanout {
     latest: Arc<AtomicI64>,
     notify: Box<dyn ReadyNotify>,
     unsupported_logged: AtomicBool,
+    /// The source whose tracks win over every other's while it has them:
+    /// the publisher's slot (a live publisher comes before the sources).
+    preferred: Option<SourceId>,
 }
 
 fn kind_idx(k: TrackKind) -> usize {
@@ -129,7 +132,12 @@ fn kind_idx(k: TrackKind) -> usize {
 }
 
 impl Fanout {
-    pub fn new(stream: &str, sources: usize, notify: Box<dyn ReadyNotify>) -> Fanout {
+    pub fn new(
+        stream: &str,
+        sources: usize,
+        preferred: Option<SourceId>,
+        notify: Box<dyn ReadyNotify>,
+    ) -> Fanout {
         let (tx, _) = broadcast::channel(RING);
         Fanout {
             state: Mutex::new(State {
@@ -149,7 +157,16 @@ impl Fanout {
             latest: Arc::new(AtomicI64::new(0)),
             notify,
             unsupported_logged: AtomicBool::new(false),
+            preferred,
         }
+    }
+
+    /// Whether `generation` still owns `source`.
+    pub fn owns(&self, source: SourceId, generation: Generation) -> bool {
+        self.lock()
+            .sources
+            .get(source as usize)
+            .is_some_and(|s| s.generation == Some(generation))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -321,11 +338,15 @@ impl Fanout {
     }
 
     fn cache(&self, st: &mut State, item: &Item) {
-        let owner = st
-            .sources
-            .iter()
-            .position(|s| s.video.is_some())
-            .map(|i| i as SourceId);
+        let owner = self
+            .preferred
+            .filter(|p| st.sources.get(*p as usize).is_some_and(|s| s.video.is_some()))
+            .or_else(|| {
+                st.sources
+                    .iter()
+                    .position(|s| s.video.is_some())
+                    .map(|i| i as SourceId)
+            });
         if owner != st.gop_owner {
             st.gop.clear();
             st.gop_bytes = 0;
@@ -389,6 +410,7 @@ impl Fanout {
             batch: None,
             latest: self.latest.clone(),
             live: false,
+            preferred: self.preferred,
         }
     }
 }
@@ -403,6 +425,8 @@ pub struct Cursor {
     /// Whether the last item came from the ring (not the join snapshot,
     /// which is behind the live edge by design).
     live: bool,
+    /// See [`Fanout`]'s field of that name.
+    preferred: Option<SourceId>,
 }
 
 pub enum Next {
@@ -531,7 +555,8 @@ impl Selector {
     }
 
     /// Applies a track-table change and chooses again (README "Several
-    /// sources"): video from the lowest source index that has it; audio in
+    /// sources"): a live publisher's tracks first; then video from the
+    /// lowest source index that has it; audio in
     /// the viewer's order of codecs (by default AAC, which every player and
     /// muxer takes, before G.711), then the lowest index. So
     /// `[camera with PCMA, "ffmpeg:cam#audio=aac"]` plays the camera's
@@ -544,6 +569,7 @@ impl Selector {
         let before = [self.chosen_info(0), self.chosen_info(1)];
         change(&mut self.tracks);
         let old_video = self.chosen[0];
+        let preferred = self.cursor.preferred;
         for k in 0..2 {
             self.chosen[k] = self
                 .tracks
@@ -556,10 +582,10 @@ impl Selector {
                         0 => 0,
                         _ => self.audio.iter().position(|c| *c == info.codec)?,
                     };
-                    Some((rank, i))
+                    Some((Some(i as SourceId) != preferred, rank, i))
                 })
                 .min()
-                .map(|(_, i)| i as SourceId);
+                .map(|(_, _, i)| i as SourceId);
         }
         if self.chosen[0] != old_video {
             self.need_keyframe = true;
@@ -678,7 +704,7 @@ mod tests {
 
     fn fanout(n: usize) -> (Fanout, Arc<AtomicUsize>) {
         let c = Arc::new(AtomicUsize::new(0));
-        (Fanout::new("t", n, Box::new(Count(c.clone()))), c)
+        (Fanout::new("t", n, None, Box::new(Count(c.clone()))), c)
     }
 
     fn vtrack() -> Event {
@@ -972,7 +998,7 @@ mod tests {
             }
         }
         let runs = Arc::new(Mutex::new(Vec::new()));
-        let f = Fanout::new("t", 2, Box::new(Runs(runs.clone())));
+        let f = Fanout::new("t", 2, None, Box::new(Runs(runs.clone())));
         for g in [Generation(1), Generation(2)] {
             f.attach(0, g);
             f.attach(1, Generation(g.0 + 10));

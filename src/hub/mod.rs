@@ -55,6 +55,10 @@ pub enum StreamError {
     ShuttingDown { stream: String },
     #[error("stream {stream}: already has a publisher ({by})")]
     Busy { stream: String, by: String },
+    #[error("stream {stream}: not found (publish only to streams in the config, or set publish.auto_create)")]
+    NotFound { stream: String },
+    #[error("stream {stream}: {reason}")]
+    BadName { stream: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -121,6 +125,8 @@ pub struct Deps {
     /// Our own RTSP base URL (`rtsp://127.0.0.1:8554`), for `exec:` sources
     /// with `{output}`.
     pub rtsp_base: Option<String>,
+    /// `publish:`: takeover, the publisher timeout, auto-creation.
+    pub publish: crate::config::PublishConfig,
 }
 
 enum Msg {
@@ -176,28 +182,102 @@ pub struct Stream {
     join_timeout: Duration,
 }
 
-/// All streams, in config order.
+/// All streams, in config order, then those created at run time (by a
+/// publisher, with `publish.auto_create`). The lock is only ever held to
+/// look up or insert a handle, never across an `.await`.
 pub struct Registry {
-    streams: Vec<Stream>,
+    inner: std::sync::RwLock<Streams>,
+    deps: Arc<Deps>,
+}
+
+#[derive(Default)]
+struct Streams {
+    list: Vec<Stream>,
     index: HashMap<String, usize>,
 }
 
+/// The longest stream name we take (go2rtc's API has the same bound).
+pub const MAX_NAME: usize = 128;
+
+/// Whether `name` may name a stream created at run time: 1 to 128 of
+/// `[A-Za-z0-9_.-]`. Config streams may be named anything YAML allows.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!(
+            "a stream name is 1 to {MAX_NAME} characters, not {}",
+            name.len()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(c) => Err(format!(
+            "a stream name is made of A-Z a-z 0-9 _ . - (found {c:?})"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Registry {
-    pub fn new(streams: Vec<Stream>) -> Registry {
-        let index = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name().to_string(), i))
-            .collect();
-        Registry { streams, index }
+    pub fn new(streams: Vec<Stream>, deps: Arc<Deps>) -> Registry {
+        let mut s = Streams::default();
+        for st in streams {
+            s.index.insert(st.name().to_string(), s.list.len());
+            s.list.push(st);
+        }
+        Registry {
+            inner: std::sync::RwLock::new(s),
+            deps,
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Stream> {
-        self.index.get(name).map(|&i| &self.streams[i])
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Streams> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn all(&self) -> &[Stream] {
-        &self.streams
+    pub fn get(&self, name: &str) -> Option<Stream> {
+        let s = self.read();
+        s.index.get(name).map(|&i| s.list[i].clone())
+    }
+
+    pub fn all(&self) -> Vec<Stream> {
+        self.read().list.clone()
+    }
+
+    /// The stream a publisher asked for: one that exists, or (with
+    /// `publish.auto_create`) a new, publish-only one. Auto-created streams
+    /// stay, as in go2rtc, so viewers can wait for the next publisher.
+    pub fn for_publish(&self, name: &str) -> Result<Stream, StreamError> {
+        if let Some(s) = self.get(name) {
+            return Ok(s);
+        }
+        if !self.deps.publish.auto_create {
+            return Err(StreamError::NotFound {
+                stream: name.to_string(),
+            });
+        }
+        check_name(name).map_err(|reason| StreamError::BadName {
+            stream: name.to_string(),
+            reason,
+        })?;
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // Another publisher may have created it since we looked.
+        if let Some(&i) = s.index.get(name) {
+            return Ok(s.list[i].clone());
+        }
+        let stream = Stream::spawn(
+            StreamConfig {
+                name: name.to_string(),
+                sources: Vec::new(),
+            },
+            self.deps.clone(),
+        );
+        tracing::info!(stream = name, "stream created by a publisher (publish.auto_create)");
+        let at = s.list.len();
+        s.index.insert(name.to_string(), at);
+        s.list.push(stream.clone());
+        Ok(stream)
     }
 }
 
@@ -226,24 +306,32 @@ pub struct Publisher {
     source: SourceId,
     generation: Generation,
     tx: mpsc::UnboundedSender<Msg>,
-    /// For an `exec:… {output}` child publishing into its own slot: the
-    /// slot's counters, so that stall detection and the API see its media.
-    slot: Option<(Arc<ProducerStats>, Instant)>,
+    /// The slot's counters (for an `exec:… {output}` child, its source
+    /// slot's), so that stall and half-open detection and the API see its
+    /// media; and the actor's origin they count from.
+    stats: Arc<ProducerStats>,
+    origin: Instant,
 }
 
 impl Publisher {
     /// Publishes one event; false once this publisher no longer owns the
     /// stream (it was stopped, or shut down): the caller should hang up.
     pub fn publish(&self, ev: flv::Event) -> bool {
-        if let (Some((stats, origin)), flv::Event::Frame(f)) = (&self.slot, &ev) {
-            stats
+        if let flv::Event::Frame(f) = &ev {
+            self.stats
                 .last_frame_ms
-                .store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-            stats
+                .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.stats
                 .bytes
                 .fetch_add(f.payload.len() as u64, Ordering::Relaxed);
         }
         self.fanout.publish(self.source, self.generation, ev)
+    }
+
+    /// Whether the stream still takes this publisher: false once it was
+    /// taken over, timed out, or the stream stopped.
+    pub fn is_current(&self) -> bool {
+        self.fanout.owns(self.source, self.generation)
     }
 
     /// When the pending batch must go out (see [`Fanout::flush_deadline`]).
@@ -293,6 +381,7 @@ impl Stream {
         let fanout = Arc::new(Fanout::new(
             &cfg.name,
             cfg.sources.len() + 1,
+            Some(cfg.sources.len() as SourceId),
             Box::new(Notify(tx.clone())),
         ));
         let max =
@@ -341,6 +430,8 @@ impl Stream {
             run: 0,
             settling: None,
             publisher: None,
+            carry_until: None,
+            pending_publish: Vec::new(),
             stall_check_at: Instant::now() + STALL_CHECK,
         };
         tokio::spawn(actor.run(rx));
@@ -373,7 +464,11 @@ impl Stream {
         }
     }
 
-    /// Takes the stream's publisher slot; one publisher at a time.
+    /// Takes the stream's publisher slot; one publisher at a time. With
+    /// `publish.takeover` (the default) a newcomer replaces the current
+    /// publisher; without it, the newcomer gets [`StreamError::Busy`] until
+    /// the current one leaves or falls silent for `publish.timeout`. While
+    /// the last run is being torn down, the newcomer waits for it (bounded).
     pub async fn publish(
         &self,
         protocol: &'static str,
@@ -390,9 +485,13 @@ impl Stream {
                 reply,
             })
             .map_err(|_| gone())?;
-        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        match tokio::time::timeout(self.join_timeout, rx).await {
             Ok(Ok(r)) => r,
-            _ => Err(gone()),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(StreamError::Timeout {
+                stream: self.name.to_string(),
+                timeout_ms: self.join_timeout.as_millis() as u64,
+            }),
         }
     }
 
@@ -491,6 +590,23 @@ struct PublisherState {
     protocol: &'static str,
     remote_addr: Option<SocketAddr>,
     since: SystemTime,
+    stats: Arc<ProducerStats>,
+}
+
+impl PublisherState {
+    fn describe(&self) -> String {
+        match self.remote_addr {
+            Some(a) => format!("{} from {a}", self.protocol),
+            None => self.protocol.to_string(),
+        }
+    }
+}
+
+/// A publisher that asked while the last run was still being torn down.
+struct PendingPublish {
+    protocol: &'static str,
+    remote_addr: Option<SocketAddr>,
+    reply: oneshot::Sender<Result<Publisher, StreamError>>,
 }
 
 struct Waiter {
@@ -520,6 +636,12 @@ struct Actor {
     /// Who holds the publisher slot. While someone does, the stream stays
     /// up whatever its viewers do.
     publisher: Option<PublisherState>,
+    /// A publish-only stream whose publisher left while viewers watched:
+    /// they stay attached until then for the next publisher, and get a
+    /// clean end of stream if none comes.
+    carry_until: Option<Instant>,
+    /// Publishers waiting for the last run's teardown to finish.
+    pending_publish: Vec<PendingPublish>,
     /// Running, but real viewers wait until every source has said what it
     /// carries, or until this deadline. Internal readers do not wait: the
     /// source that is slow to say is often one of them (a transcoder).
@@ -583,8 +705,14 @@ impl Actor {
             Phase::Starting { deadline } | Phase::Stopping { deadline } => add(deadline),
             _ => {}
         }
-        for t in [self.linger_at, self.settling].into_iter().flatten() {
+        for t in [self.linger_at, self.settling, self.carry_until]
+            .into_iter()
+            .flatten()
+        {
             add(t);
+        }
+        if let Some(p) = &self.publisher {
+            add(self.publisher_silent_at(p));
         }
         if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
             for s in &self.slots {
@@ -635,8 +763,20 @@ impl Actor {
                 remote_addr,
                 reply,
             } => {
-                let r = self.on_publish(protocol, remote_addr);
-                let _ = reply.send(r);
+                if matches!(self.phase, Phase::Stopping { .. }) && self.shutdown.is_empty() {
+                    // The last run is still being torn down; its slots are
+                    // not free yet (the SRS lesson: never publishable
+                    // mid-teardown). The publisher waits for the stop,
+                    // which has a deadline of its own.
+                    self.pending_publish.push(PendingPublish {
+                        protocol,
+                        remote_addr,
+                        reply,
+                    });
+                } else {
+                    let r = self.on_publish(protocol, remote_addr);
+                    let _ = reply.send(r);
+                }
             }
             Msg::Unpublish { generation } => self.on_unpublish(generation),
             Msg::PublishInto { token, reply } => {
@@ -656,7 +796,8 @@ impl Actor {
                         source: i as SourceId,
                         generation,
                         tx: self.tx.clone(),
-                        slot: Some((stats, self.origin)),
+                        stats,
+                        origin: self.origin,
                     }),
                     None => Err(StreamError::NotRunning {
                         stream: self.name.to_string(),
@@ -666,6 +807,11 @@ impl Actor {
             }
             Msg::Shutdown { reply } => {
                 self.shutdown.push(reply);
+                for p in self.pending_publish.drain(..) {
+                    let _ = p.reply.send(Err(StreamError::ShuttingDown {
+                        stream: self.name.to_string(),
+                    }));
+                }
                 for w in self.waiters.drain(..) {
                     let _ = w.reply.send(Err(StreamError::ShuttingDown {
                         stream: self.name.to_string(),
@@ -751,72 +897,119 @@ impl Actor {
             return Err(StreamError::ShuttingDown { stream });
         }
         if let Some(p) = &self.publisher {
-            let by = format!(
-                "{} from {}",
-                p.protocol,
-                p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
-            );
-            return Err(StreamError::Busy { stream, by });
+            if self.deps.publish.takeover {
+                tracing::info!(stream = %self.name, old = %p.describe(), protocol, remote = ?remote_addr, "publisher taken over");
+                self.release_publisher("taken over by a new publisher");
+            } else {
+                return Err(StreamError::Busy {
+                    stream,
+                    by: format!("{}; publish.takeover is off", p.describe()),
+                });
+            }
         }
-        if matches!(self.phase, Phase::Stopping { .. }) {
-            // The last run is still being torn down; its slots are not
-            // free yet (the SRS lesson: never publishable mid-teardown).
-            return Err(StreamError::Busy {
-                stream,
-                by: "the previous run, still stopping".into(),
-            });
-        }
+        debug_assert!(!matches!(self.phase, Phase::Stopping { .. }));
         self.next_generation += 1;
         let generation = Generation(self.next_generation);
         let source = self.slots.len() as SourceId;
         self.fanout.attach(source, generation);
+        let stats = Arc::new(ProducerStats::default());
+        // Silence is counted from the attach: a publisher that never sends
+        // a frame is released like one that stopped sending.
+        stats
+            .last_frame_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.publisher = Some(PublisherState {
             generation,
             protocol,
             remote_addr,
             since: SystemTime::now(),
+            stats: stats.clone(),
         });
         self.linger_at = None;
+        self.carry_until = None;
         if self.phase == Phase::Idle {
             self.phase = Phase::Starting {
                 deadline: Instant::now() + self.start_timeout,
             };
         }
-        tracing::info!(stream = %self.name, protocol, remote = ?remote_addr, "publisher attached");
+        tracing::info!(stream = %self.name, protocol, remote = ?remote_addr, generation = generation.0, "publisher attached");
         Ok(Publisher {
             fanout: self.fanout.clone(),
             source,
             generation,
             tx: self.tx.clone(),
-            slot: None,
+            stats,
+            origin: self.origin,
         })
     }
 
+    /// A publisher hung up (its [`Publisher`] was dropped). Only the
+    /// current attachment can release the slot: a late detach from one
+    /// that was taken over or timed out is a no-op.
     fn on_unpublish(&mut self, generation: Generation) {
         if self
             .publisher
             .as_ref()
             .is_none_or(|p| p.generation != generation)
         {
-            return; // a stale hold: its run already ended
+            tracing::debug!(stream = %self.name, generation = generation.0, "stale publisher detach ignored");
+            return;
         }
-        self.publisher = None;
-        self.fanout.detach(self.slots.len() as SourceId, generation);
-        tracing::info!(stream = %self.name, "publisher left");
-        if self.slots.is_empty() {
-            // Nothing else feeds the stream: free it at once, so the next
-            // publisher can start.
-            if !matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
-                self.stop_all("publisher left");
-            }
-        } else {
+        self.release_publisher("disconnected");
+        self.after_publisher_left();
+    }
+
+    /// When the current publisher falls silent.
+    fn publisher_silent_at(&self, p: &PublisherState) -> Instant {
+        self.origin
+            + Duration::from_millis(p.stats.last_frame_ms.load(Ordering::Relaxed))
+            + self.deps.publish.timeout
+    }
+
+    /// Frees the publisher slot: the attachment's generation is detached,
+    /// so its connection's next publish fails and it hangs up.
+    fn release_publisher(&mut self, why: &str) {
+        let Some(p) = self.publisher.take() else {
+            return;
+        };
+        self.fanout.detach(self.slots.len() as SourceId, p.generation);
+        tracing::info!(stream = %self.name, publisher = %p.describe(), generation = p.generation.0, reason = why, "publisher left");
+    }
+
+    /// What the stream does without its publisher: sources carry on (if
+    /// anyone watches); a publish-only stream keeps its viewers for
+    /// `publish.timeout`, waiting for the next publisher.
+    fn after_publisher_left(&mut self) {
+        if !self.slots.is_empty() {
             self.maybe_linger();
+            return;
+        }
+        if matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
+            return;
+        }
+        let watched = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
+        if watched && self.phase == Phase::Running {
+            tracing::info!(stream = %self.name, timeout_ms = self.deps.publish.timeout.as_millis() as u64, "viewers wait for a new publisher");
+            self.carry_until = Some(Instant::now() + self.deps.publish.timeout);
+        } else {
+            // Nothing else feeds the stream and nobody watches: free it at
+            // once, so the next publisher starts afresh.
+            self.stop_all("publisher left");
         }
     }
 
     fn maybe_linger(&mut self) {
         if self.publisher.is_some() {
             return; // a publisher keeps its stream up
+        }
+        if self.carry_until.is_some()
+            && self.real_viewers() == 0
+            && !self.waiters.iter().any(|w| !w.req.internal)
+        {
+            // Nobody left to carry over to the next publisher.
+            self.carry_until = None;
+            self.stop_all("publisher left; no viewers");
+            return;
         }
         let wanted = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
         if !wanted
@@ -1073,6 +1266,16 @@ impl Actor {
                 tracing::debug!(stream = %self.name, "not every source announced its tracks in time; admitting viewers");
                 self.on_settled();
             }
+            Phase::Running | Phase::Starting { .. }
+                if self.carry_until.is_some_and(|t| now >= t) =>
+            {
+                self.carry_until = None;
+                if self.publisher.is_none() && self.slots.is_empty() {
+                    tracing::info!(stream = %self.name, "no publisher came back in time; ending the stream for its viewers");
+                    self.stop_all("publisher did not come back");
+                    return;
+                }
+            }
             Phase::Stopping { deadline } if now >= deadline => {
                 for (i, s) in self.slots.iter_mut().enumerate() {
                     if !matches!(s.state, SlotState::Idle) {
@@ -1084,6 +1287,20 @@ impl Actor {
                 return;
             }
             _ => {}
+        }
+        if let Some(p) = &self.publisher {
+            if now >= self.publisher_silent_at(p) {
+                let why = format!(
+                    "half-open: no media for {} ms",
+                    self.deps.publish.timeout.as_millis()
+                );
+                tracing::warn!(stream = %self.name, publisher = %p.describe(), "{why}; releasing it");
+                self.release_publisher(&why);
+                self.after_publisher_left();
+                if !matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+                    return;
+                }
+            }
         }
         if let Some(t) = self.linger_at {
             if now >= t {
@@ -1136,6 +1353,7 @@ impl Actor {
         tracing::info!(stream = %self.name, reason = why, "stopping stream");
         self.linger_at = None;
         self.settling = None;
+        self.carry_until = None;
         self.phase = Phase::Stopping {
             deadline: Instant::now() + self.stop_bound,
         };
@@ -1169,6 +1387,23 @@ impl Actor {
         self.publisher = None;
         self.phase = Phase::Idle;
         tracing::info!(stream = %self.name, "stream stopped");
+        // Publishers that came during the stop go first: each is attached
+        // in turn (with takeover, the last one wins; without, the first).
+        for p in std::mem::take(&mut self.pending_publish) {
+            let r = self.on_publish(p.protocol, p.remote_addr);
+            if let Err(Ok(publisher)) = p.reply.send(r) {
+                // It gave up waiting: let it go at once.
+                drop(publisher);
+                self.release_publisher("gave up waiting");
+            }
+        }
+        if self.publisher.is_some() {
+            if !self.slots.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
+                // Viewers waiting too: start the sources as well.
+                self.start_all();
+            }
+            return;
+        }
         if self.shutdown.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
             // Viewers arrived during the stop: start afresh.
             self.start_all();
@@ -1234,7 +1469,7 @@ impl Actor {
                     restarts: 0,
                     last_error: None,
                     stderr_tail: Vec::new(),
-                    bytes: 0,
+                    bytes: p.stats.bytes.load(Ordering::Relaxed),
                     next_retry_at: None,
                 }))
                 .collect(),

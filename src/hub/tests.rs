@@ -2,7 +2,7 @@
 //! deadline is exercised without waiting for it.
 
 use super::*;
-use crate::config::{SourceKind, Timeouts};
+use crate::config::{PublishConfig, SourceKind, Timeouts};
 use crate::media::{flv, flv::Muxer, ms_to_ticks, Codec, Frame, TrackInfo};
 use crate::supervisor::{BoxFuture, ChildProcess, ExitKind, Spawned};
 use bytes::Bytes;
@@ -100,6 +100,14 @@ fn source(kill_ms: u64) -> SourceConfig {
 }
 
 fn stream(sources: Vec<SourceConfig>, spawner: Arc<FakeSpawner>) -> Stream {
+    stream_with(sources, spawner, PublishConfig::default())
+}
+
+fn stream_with(
+    sources: Vec<SourceConfig>,
+    spawner: Arc<FakeSpawner>,
+    publish: PublishConfig,
+) -> Stream {
     Stream::spawn(
         StreamConfig {
             name: "cam".into(),
@@ -110,6 +118,7 @@ fn stream(sources: Vec<SourceConfig>, spawner: Arc<FakeSpawner>) -> Stream {
             ffmpeg_bin: "ffmpeg".into(),
             internal_base: None,
             rtsp_base: None,
+            publish,
         }),
     )
 }
@@ -554,55 +563,230 @@ async fn a_silent_source_delays_viewers_only_for_the_settle_grace() {
     );
 }
 
+/// Feeds an FLV byte stream through `p`; false once `p` lost the stream.
+fn publish_flv(p: &Publisher, data: &[u8]) -> bool {
+    let mut d = flv::Demuxer::new();
+    if !data.starts_with(b"FLV") {
+        d.push(&Muxer::new().header(true, false)); // a lone tag
+    }
+    d.push(data);
+    let mut ok = true;
+    while let Some(ev) = d.next_event().unwrap() {
+        ok &= p.publish(ev);
+    }
+    ok
+}
+
+/// The next frame a viewer gets, skipping track notices.
+async fn next_frame(v: &mut Viewer) -> Frame {
+    loop {
+        match v.next().await.expect("viewer still attached") {
+            Delivery::Frame(f) => return f,
+            Delivery::Tracks { .. } => {}
+        }
+    }
+}
+
+/// A publish-only stream with one publisher and one viewer who has seen
+/// its first keyframe.
+async fn published(publish: PublishConfig) -> (Stream, Publisher, Viewer) {
+    let s = stream_with(vec![], Arc::new(FakeSpawner::default()), publish);
+    let p = s.publish("rtmp", None).await.unwrap();
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    assert!(publish_flv(&p, &flv_start()));
+    let mut v = join.await.unwrap().expect("a viewer of the published stream");
+    assert!(next_frame(&mut v).await.keyframe);
+    (s, p, v)
+}
+
 #[tokio::test(start_paused = true)]
-async fn one_publisher_at_a_time_and_leaving_frees_the_stream() {
+async fn a_publish_only_stream_needs_a_publisher_and_a_lone_publisher_keeps_it_up() {
     let s = stream(vec![], Arc::new(FakeSpawner::default()));
     assert!(matches!(
         s.join(viewer()).await,
         Err(StreamError::NoSource { .. })
     ));
     let p = s.publish("rtsp", None).await.unwrap();
-    assert!(matches!(
-        s.publish("rtsp", None).await,
-        Err(StreamError::Busy { .. })
-    ));
-    let join = tokio::spawn({
-        let s = s.clone();
-        async move { s.join(viewer()).await }
-    });
-    let mut d = flv::Demuxer::new();
-    d.push(&flv_start());
-    while let Some(ev) = d.next_event().unwrap() {
-        assert!(p.publish(ev));
-    }
-    let mut v = join
-        .await
-        .unwrap()
-        .expect("a viewer of the published stream");
-    assert!(v.next().await.is_ok());
     let info = s.info().await.unwrap();
     assert!(info.producers[0].url.contains("publisher"), "{info:?}");
-    // The publisher hangs up: the viewer ends, the stream is free again.
-    drop(p);
-    let mut ended = false;
-    for _ in 0..5 {
-        if v.next().await.is_err() {
-            ended = true;
-            break;
-        }
+    // No viewers: the publisher alone keeps it up, as long as it sends.
+    for ms in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(publish_flv(&p, &flv_frame(ms * 1000, true)[..]) || ms > 0);
     }
-    assert!(ended, "viewer still attached to a stream nobody publishes");
-    let p2 = s
-        .publish("rtsp", None)
+    assert!(p.is_current(), "a publisher that sends is never released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_publisher_takes_over_and_the_old_ones_late_detach_is_a_no_op() {
+    let (s, old, mut v) = published(PublishConfig::default()).await;
+    let new = s
+        .publish("rtmp", None)
         .await
-        .expect("free after the first left");
-    // No viewers: the publisher alone keeps it up (no linger stop).
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let aac = flv::Event::Track(TrackInfo {
-        codec: Codec::Aac,
-        config: Bytes::from_static(&[0x12, 0x10]),
+        .expect("takeover is the default");
+    assert!(!old.is_current(), "the old attachment was released");
+    assert!(
+        !old.publish(flv::Event::Frame(Frame::new(
+            Codec::H264,
+            0,
+            0,
+            true,
+            Bytes::from_static(&[0, 0, 0, 1, 0x65])
+        ))),
+        "the old publisher is told to hang up"
+    );
+    // Its connection's cleanup runs only now, after the new one attached.
+    drop(old);
+    settle().await;
+    assert!(new.is_current(), "a late detach removed its replacement");
+    assert!(publish_flv(&new, &flv_start()));
+    let f = next_frame(&mut v).await;
+    assert!(f.keyframe, "the viewer resumes at the new publisher's keyframe");
+    let info = s.info().await.unwrap();
+    assert_eq!(info.producers.len(), 1, "{info:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_takeover_a_newcomer_waits_until_the_silent_one_times_out() {
+    let cfg = PublishConfig {
+        takeover: false,
+        ..Default::default()
+    };
+    let (s, old, _v) = published(cfg).await;
+    match s.publish("rtmp", None).await {
+        Err(StreamError::Busy { by, .. }) => assert!(by.contains("takeover"), "{by}"),
+        other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+    }
+    // The old one goes half-open: nothing for publish.timeout.
+    tokio::time::sleep(cfg.timeout - Duration::from_millis(500)).await;
+    assert!(matches!(
+        s.publish("rtmp", None).await,
+        Err(StreamError::Busy { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!old.is_current(), "a silent publisher is released");
+    let new = s.publish("rtmp", None).await.expect("free once released");
+    // The old one wakes up (SIGCONT): it is refused and disturbs nothing.
+    assert!(!publish_flv(&old, &flv_frame(40, false)));
+    drop(old);
+    settle().await;
+    assert!(new.is_current());
+}
+
+#[tokio::test(start_paused = true)]
+async fn viewers_carry_over_to_the_next_publisher_with_monotonic_time() {
+    let (s, p, mut v) = published(PublishConfig::default()).await;
+    assert!(publish_flv(&p, &flv_frame(40, false)));
+    let last = next_frame(&mut v).await.dts;
+    drop(p); // kill -9: the connection's Publisher is dropped
+    // The viewer hears the tracks are gone, but stays attached.
+    match v.next().await {
+        Ok(Delivery::Tracks { video: None, audio: None }) => {}
+        other => panic!("expected the tracks to go, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p2 = s.publish("rtmp", None).await.expect("re-publish at once");
+    // The new publisher's clock starts at 0 again.
+    assert!(publish_flv(&p2, &flv_start()));
+    match v.next().await {
+        Ok(Delivery::Tracks { video: Some(_), .. }) => {}
+        other => panic!("expected the new sequence header first, got {other:?}"),
+    }
+    let f = next_frame(&mut v).await;
+    assert!(f.keyframe);
+    assert!(f.dts > last, "time went back: {} after {last}", f.dts);
+}
+
+#[tokio::test(start_paused = true)]
+async fn viewers_get_a_clean_end_when_nobody_republishes_in_time() {
+    let cfg = PublishConfig::default();
+    let (s, p, mut v) = published(cfg).await;
+    drop(p);
+    let t0 = Instant::now();
+    let ended = loop {
+        match v.next().await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(ended, Ended::Stopped);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= cfg.timeout && waited < cfg.timeout + Duration::from_secs(1),
+        "viewers waited {waited:?} for a new publisher"
+    );
+    s.publish("rtmp", None).await.expect("publishable again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publisher_leaving_an_unwatched_stream_frees_it_at_once() {
+    let s = stream(vec![], Arc::new(FakeSpawner::default()));
+    let p = s.publish("http", None).await.unwrap();
+    assert!(publish_flv(&p, &flv_start()));
+    drop(p);
+    settle().await;
+    let info = s.info().await.unwrap();
+    assert!(info.producers.is_empty(), "{info:?}");
+    // At once, not after a timeout.
+    let t0 = Instant::now();
+    let p2 = s.publish("http", None).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert!(publish_flv(&p2, &flv_start()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publisher_arriving_mid_teardown_waits_for_it_then_attaches() {
+    let spawner = Arc::new(FakeSpawner {
+        ignore_term: true,
+        ..Default::default()
     });
-    assert!(p2.publish(aac), "the publisher still holds the stream");
+    let s = stream(vec![source(2000)], spawner.clone());
+    drop(first_viewer(&s, &spawner, 1).await);
+    tokio::time::sleep(Duration::from_millis(100)).await; // stop under way
+    assert!(!exited(&spawner, 0));
+    let t0 = Instant::now();
+    let p = s.publish("rtmp", None).await.expect("attached after the stop");
+    assert!(exited(&spawner, 0), "attached before the old run was reaped");
+    assert!(t0.elapsed() >= Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(p.is_current());
+    assert_eq!(spawner.spawns.lock().unwrap().len(), 1, "no viewer: no source");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_publisher_comes_before_the_sources() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream(vec![source(100)], spawner.clone());
+    let mut v = first_viewer(&s, &spawner, 1).await;
+    assert!(next_frame(&mut v).await.keyframe);
+    let p = s.publish("rtmp", None).await.unwrap();
+    let mut d = flv::Demuxer::new();
+    d.push(&flv_start());
+    let mut evs = Vec::new();
+    while let Some(ev) = d.next_event().unwrap() {
+        evs.push(ev);
+    }
+    for ev in evs {
+        assert!(p.publish(ev));
+    }
+    // The source keeps sending too; the viewer follows the publisher
+    // (were it still on the source, this non-key frame would come next).
+    feed(&spawner, 0, &flv_frame(40, false)).await;
+    let got = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match v.next().await.unwrap() {
+                Delivery::Frame(f) => return f,
+                Delivery::Tracks { .. } => {}
+            }
+        }
+    })
+    .await
+    .expect("a frame");
+    assert!(got.keyframe, "switching to the publisher starts at its keyframe");
+    let info = s.info().await.unwrap();
+    assert_eq!(info.producers.len(), 2, "{info:?}");
 }
 
 #[test]

@@ -70,10 +70,9 @@ pub struct Demuxer {
     /// complete without it, and waiting would hold every frame back until
     /// the next one arrives.
     skip: usize,
-    /// G.711 carries no sequence header, so the demuxer announces the track
-    /// itself when the first G.711 tag (or a change of law) arrives, and
-    /// holds that tag's frame for the next call.
-    g711: Option<Codec>,
+    tags: TagParser,
+    /// The second event of a tag (see [`TagParser::parse`]), for the next
+    /// call.
     pending: Option<Event>,
 }
 
@@ -90,7 +89,7 @@ impl Demuxer {
             offset: 0,
             header_done: false,
             skip: 0,
-            g711: None,
+            tags: TagParser::default(),
             pending: None,
         }
     }
@@ -188,33 +187,61 @@ impl Demuxer {
                 offset: tag_offset + TAG_HEADER_LEN as u64 + rel,
                 reason,
             };
-            match tag_type {
-                TAG_VIDEO => {
-                    if let Some(ev) = parse_video(body, ts).map_err(|(r, m)| at(r, m))? {
-                        return Ok(Some(ev));
-                    }
-                }
-                TAG_AUDIO => {
-                    if let Some(ev) = parse_audio(body, ts).map_err(|(r, m)| at(r, m))? {
-                        let g711 = match &ev {
-                            Event::Frame(f) if matches!(f.codec, Codec::Pcma | Codec::Pcmu) => {
-                                Some(f.codec)
-                            }
-                            _ => None,
-                        };
-                        if let Some(codec) = g711.filter(|c| self.g711 != Some(*c)) {
-                            self.g711 = Some(codec);
-                            self.pending = Some(ev);
-                            return Ok(Some(Event::Track(TrackInfo {
-                                codec,
-                                config: Bytes::new(),
-                            })));
-                        }
-                        return Ok(Some(ev));
-                    }
-                }
-                _ => {} // E.4.4 script data (onMetaData): nothing we relay.
+            let [first, second] = self
+                .tags
+                .parse(tag_type, body, ts)
+                .map_err(|(r, m)| at(r, m))?;
+            if first.is_some() {
+                self.pending = second;
+                return Ok(first);
             }
+        }
+    }
+}
+
+/// Turns FLV tag bodies into events: the part of FLV that RTMP shares
+/// (an RTMP audio or video message is exactly an FLV tag body).
+#[derive(Debug, Default)]
+pub struct TagParser {
+    /// G.711 carries no sequence header, so the parser announces the track
+    /// itself when the first G.711 tag (or a change of law) arrives.
+    g711: Option<Codec>,
+}
+
+impl TagParser {
+    /// Parses one tag body of `tag_type` (8 audio, 9 video, 18 script) at
+    /// `ts_ms`. Up to two events come out (a G.711 track, then its first
+    /// frame). Errors give the offset within `body`.
+    pub fn parse(
+        &mut self,
+        tag_type: u8,
+        body: Bytes,
+        ts_ms: i64,
+    ) -> Result<[Option<Event>; 2], (u64, String)> {
+        match tag_type {
+            TAG_VIDEO => Ok([parse_video(body, ts_ms)?, None]),
+            TAG_AUDIO => {
+                let Some(ev) = parse_audio(body, ts_ms)? else {
+                    return Ok([None, None]);
+                };
+                let g711 = match &ev {
+                    Event::Frame(f) if matches!(f.codec, Codec::Pcma | Codec::Pcmu) => {
+                        Some(f.codec)
+                    }
+                    _ => None,
+                };
+                if let Some(codec) = g711.filter(|c| self.g711 != Some(*c)) {
+                    self.g711 = Some(codec);
+                    let track = Event::Track(TrackInfo {
+                        codec,
+                        config: Bytes::new(),
+                    });
+                    return Ok([Some(track), Some(ev)]);
+                }
+                Ok([Some(ev), None])
+            }
+            // E.4.4 script data (onMetaData): nothing we relay.
+            _ => Ok([None, None]),
         }
     }
 }

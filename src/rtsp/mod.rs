@@ -200,9 +200,10 @@ impl From<StreamError> for Reply {
     fn from(e: StreamError) -> Reply {
         let msg = e.to_string().replace(['\r', '\n'], " ");
         match e {
-            StreamError::NoSource { .. } | StreamError::NotRunning { .. } => {
-                Reply::error(404, "Not Found", msg)
-            }
+            StreamError::NoSource { .. }
+            | StreamError::NotRunning { .. }
+            | StreamError::NotFound { .. } => Reply::error(404, "Not Found", msg),
+            StreamError::BadName { .. } => Reply::error(400, "Bad Request", msg),
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
@@ -710,15 +711,9 @@ impl Conn {
         let Some(t) = req.request_uri().and_then(target) else {
             return Reply::error(400, "Bad Request", "ANNOUNCE needs a stream URL");
         };
-        let Some(stream) = self.registry.get(&t.stream).cloned() else {
-            return Reply::error(
-                404,
-                "Not Found",
-                format!(
-                    "stream not found: {} (publish only to streams in the config)",
-                    t.stream
-                ),
-            );
+        let stream = match self.registry.for_publish(&t.stream) {
+            Ok(s) => s,
+            Err(e) => return e.into(),
         };
         let (tracks, skipped) = match publish::parse_sdp(req.body()) {
             Ok(x) => x,
