@@ -59,7 +59,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api", get(api_info))
         .route("/api/streams", get(list_streams))
-        .route("/api/stream.flv", get(stream_flv))
+        .route("/api/stream.flv", get(stream_flv).post(publish_flv))
         .route("/api/stream.m3u8", get(hls_playlist))
         .route("/api/hls/{variant}/{stream}/{file}", get(hls_file))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -230,6 +230,98 @@ async fn stream_flv(
         body,
     )
         .into_response())
+}
+
+/// go2rtc's HTTP publish: `POST /api/stream.flv?dst=NAME` with an FLV body
+/// (`ffmpeg -re -i clip -c copy -f flv http://host:1984/api/stream.flv?dst=NAME`,
+/// chunked). The answer comes when the body ends: 200 with what was taken,
+/// or the reason the publisher was let go.
+async fn publish_flv(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let name = q
+        .get("dst")
+        .ok_or_else(|| ApiError::bad_param("dst", "missing parameter: dst"))?;
+    let stream = st.registry.for_publish(name)?;
+    let publisher = stream.publish("http", Some(peer.0)).await?;
+    let silence = st.registry.publish_config().timeout;
+    tracing::info!(stream = %name, peer = %peer.0, "http publisher connected");
+    let mut data = body.into_data_stream();
+    let mut demux = flv::Demuxer::new();
+    let ended = loop {
+        let flush_at = publisher.flush_deadline();
+        let next = tokio::select! {
+            r = tokio::time::timeout(silence, data.next()) => r,
+            _ = async {
+                match flush_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                publisher.flush();
+                continue;
+            }
+        };
+        let chunk = match next {
+            Err(_) => {
+                break Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no data for {} ms", silence.as_millis()),
+                ))
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => {
+                break Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        demux.push(&chunk);
+        let mut taken = false;
+        let bad = loop {
+            match demux.next_event() {
+                Ok(None) => break None,
+                Ok(Some(ev)) => {
+                    if !publisher.publish(ev) {
+                        taken = true;
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = bad {
+            break Err(ApiError::bad_param("body", format!("stream {name}: {e}"))
+                .with("stream", name.as_str())
+                .with("offset", e.offset));
+        }
+        if taken {
+            break Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("stream {name} no longer takes this publisher (taken over or timed out)"),
+            )
+            .with("stream", name.as_str()));
+        }
+    };
+    publisher.flush();
+    let offset = demux.offset();
+    drop(publisher); // frees the stream at once
+    match ended {
+        Ok(()) => {
+            tracing::info!(stream = %name, peer = %peer.0, bytes = offset, "http publisher finished");
+            Ok(Json(json!({ "stream": name, "bytes": offset })).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, peer = %peer.0, error = %e.body, "http publisher disconnected");
+            Err(e)
+        }
+    }
 }
 
 async fn hls_playlist(

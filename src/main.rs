@@ -118,6 +118,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let rtsp_bound = rtsp.as_ref().map(|l| l.local_addr()).transpose()?;
+    let rtmp = match cfg.rtmp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("rtmp.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let deps = Arc::new(Deps {
         spawner: Arc::new(OsSpawner),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
@@ -138,6 +146,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             registry.clone(),
             cfg.rtsp_auth.clone(),
         ));
+    }
+    if let Some(l) = rtmp {
+        tracing::info!(listen = %l.local_addr()?, "rtmp server ready");
+        tokio::spawn(streamvisor::rtmp::serve(l, registry.clone()));
     }
     let state = Arc::new(AppState {
         hls: streamvisor::hls::Hls::new(cfg.hls, registry.clone()),

@@ -245,6 +245,10 @@ impl Registry {
         self.read().list.clone()
     }
 
+    pub fn publish_config(&self) -> crate::config::PublishConfig {
+        self.deps.publish
+    }
+
     /// The stream a publisher asked for: one that exists, or (with
     /// `publish.auto_create`) a new, publish-only one. Auto-created streams
     /// stay, as in go2rtc, so viewers can wait for the next publisher.

@@ -789,6 +789,31 @@ async fn a_live_publisher_comes_before_the_sources() {
     assert_eq!(info.producers.len(), 2, "{info:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_publisher_task_that_panics_releases_the_stream() {
+    let cfg = PublishConfig {
+        takeover: false,
+        ..Default::default()
+    };
+    let s = stream_with(vec![], Arc::new(FakeSpawner::default()), cfg);
+    let task = tokio::spawn({
+        let s = s.clone();
+        async move {
+            let p = s.publish("rtmp", None).await.unwrap();
+            assert!(publish_flv(&p, &flv_start()));
+            panic!("a bug in a protocol task");
+        }
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    settle().await;
+    // Released by the unwinding, not by a timeout (no time has passed).
+    let t0 = Instant::now();
+    s.publish("rtmp", None)
+        .await
+        .expect("free after the panic, without takeover");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}
+
 #[test]
 fn redacts_credentials() {
     assert_eq!(

@@ -488,6 +488,14 @@ impl Muxer {
     }
 }
 
+/// The body of a whole tag (what an RTMP audio or video message carries):
+/// without its 11-byte header and 4-byte PreviousTagSize. A slice, not a
+/// copy.
+pub fn tag_body(tag: &Bytes) -> Bytes {
+    let start = TAG_HEADER_LEN.min(tag.len());
+    tag.slice(start..tag.len().saturating_sub(4).max(start))
+}
+
 /// A frame's whole FLV tag (header, payload, PreviousTagSize) at its own
 /// stream-clock time: the same bytes for every viewer, so it is built once
 /// per frame and shared (see [`crate::media::Wire`]).

@@ -1064,7 +1064,7 @@ fn update_tracks(s: &mut Session, infos: [Option<TrackInfo>; 2]) {
 }
 
 /// Writes every slice, however the kernel splits the writes.
-async fn write_all_vectored(
+pub(crate) async fn write_all_vectored(
     sock: &mut TcpStream,
     mut slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {

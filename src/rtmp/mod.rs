@@ -1,0 +1,729 @@
+//! RTMP server (Adobe "RTMP Specification 1.0"): publishers push FLV-style
+//! audio and video messages into a stream, and players pull a stream out.
+//!
+//! `rtmp://HOST:1935/NAME` (the app is the stream) and
+//! `rtmp://HOST:1935/live/NAME` (the stream key is the stream) both name
+//! stream NAME. An RTMP audio or video message is exactly an FLV tag body,
+//! so media goes through the same [`flv::TagParser`] as a producer's FLV,
+//! and players get the same shared tag bytes as HTTP-FLV viewers.
+//!
+//! Every wait is bounded: the handshake, a silent peer (publisher:
+//! `publish.timeout`; before publish or play: [`IDLE_TIMEOUT`]) and a
+//! player's stalled socket ([`crate::api::WRITE_STALL`]).
+
+pub mod amf0;
+pub mod chunk;
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::rtsp::write_all_vectored;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::hub::fanout::{Delivery, ANY_AUDIO};
+use crate::hub::{JoinRequest, Publisher, Registry, StreamError, Viewer};
+use crate::media::flv::{self, Muxer, TagParser};
+use crate::media::{ticks_to_ms, Codec, TrackInfo, TrackKind};
+use amf0::{obj, s, Value};
+use chunk::{ChunkReader, ChunkWriter, Message};
+
+/// The handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that neither publishes nor plays is closed after this much
+/// silence.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Our outgoing chunk size: big enough that most frames go in one or a few
+/// chunks.
+const OUT_CHUNK: usize = 64 * 1024;
+/// §5.4.4/§5.4.5: what we ask peers to acknowledge, and tell them we will.
+const WINDOW: u32 = 5_000_000;
+
+/// Chunk streams we send on (any of 2-63 would do; these are ffmpeg's).
+const CSID_CONTROL: u8 = 2;
+const CSID_COMMAND: u8 = 3;
+const CSID_AUDIO: u8 = 4;
+const CSID_DATA: u8 = 5;
+const CSID_VIDEO: u8 = 6;
+/// The one message stream we hand out in `createStream`.
+const MEDIA_STREAM: u32 = 1;
+
+/// Accepts RTMP connections until the listener fails.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "rtmp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(crate::api::SEND_BUFFER);
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut c = Conn::new(sock, peer, registry);
+            let why = match c.run().await {
+                Ok(()) => "closed".to_string(),
+                Err(e) => e,
+            };
+            match &c.role {
+                Role::Publishing { stream, .. } => {
+                    tracing::info!(stream = %stream, peer = %peer, reason = %why, "rtmp publisher disconnected")
+                }
+                _ => tracing::debug!(peer = %peer, reason = %why, "rtmp connection closed"),
+            }
+        });
+    }
+}
+
+enum Role {
+    Idle,
+    Playing,
+    Publishing {
+        stream: String,
+        publisher: Publisher,
+        tags: TagParser,
+        /// Per message type (audio, video): the peer's 32-bit clock
+        /// unwrapped, so a publisher running past 49 days (or sending a
+        /// little out of order between tracks) stays monotonic.
+        clock: [Option<(u32, i64)>; 2],
+    },
+}
+
+struct Conn {
+    sock: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+    reader: ChunkReader,
+    writer: ChunkWriter,
+    buf: BytesMut,
+    out: Vec<Bytes>,
+    /// `connect`'s `app`, without a query.
+    app: String,
+    role: Role,
+    /// §5.4.3/§5.4.4: bytes received, and when we last acknowledged them.
+    received: u64,
+    acked: u64,
+    peer_window: u64,
+}
+
+/// What a command asks of the connection loop.
+enum Next {
+    Continue,
+    Close(String),
+    Play(Viewer, String),
+}
+
+impl Conn {
+    fn new(sock: TcpStream, peer: SocketAddr, registry: Arc<Registry>) -> Conn {
+        Conn {
+            sock,
+            peer,
+            registry,
+            reader: ChunkReader::new(),
+            writer: ChunkWriter::new(128),
+            buf: BytesMut::with_capacity(64 * 1024),
+            out: Vec::new(),
+            app: String::new(),
+            role: Role::Idle,
+            received: 0,
+            acked: 0,
+            peer_window: 0,
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+            .await
+            .map_err(|_| "handshake timed out".to_string())??;
+        let publish_timeout = self.registry.publish_config().timeout;
+        loop {
+            self.send().await?;
+            let (silence, flush_at) = match &self.role {
+                Role::Publishing { publisher, .. } => {
+                    (publish_timeout, publisher.flush_deadline())
+                }
+                Role::Idle | Role::Playing => (IDLE_TIMEOUT, None),
+            };
+            tokio::select! {
+                r = tokio::time::timeout(silence, self.sock.read_buf(&mut self.buf)) => {
+                    match r {
+                        Err(_) => return Err(format!("no data for {} ms", silence.as_millis())),
+                        Ok(Err(e)) => return Err(format!("read: {e}")),
+                        Ok(Ok(0)) => return Ok(()),
+                        Ok(Ok(n)) => self.received += n as u64,
+                    }
+                }
+                _ = sleep_until_opt(flush_at) => {
+                    if let Role::Publishing { publisher, .. } = &self.role {
+                        publisher.flush();
+                    }
+                    continue;
+                }
+            }
+            self.maybe_ack();
+            while let Some(m) = self.reader.read(&mut self.buf).map_err(|e| e.to_string())? {
+                match self.on_message(m).await? {
+                    Next::Continue => {}
+                    Next::Close(why) => {
+                        self.send().await?;
+                        return Err(why);
+                    }
+                    Next::Play(viewer, stream) => {
+                        self.send().await?;
+                        return self.play(viewer, &stream).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// §5.2 simple handshake: C0+C1 in, S0+S1+S2 out, C2 in. S1's version
+    /// field is zero, which tells ffmpeg and librtmp (OBS) not to expect
+    /// the digest ("complex") handshake; S2 echoes C1, as they check.
+    async fn handshake(&mut self) -> Result<(), String> {
+        let mut c0c1 = vec![0u8; 1 + chunk::HANDSHAKE_SIZE];
+        self.sock
+            .read_exact(&mut c0c1)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        if c0c1[0] != chunk::VERSION {
+            return Err(format!(
+                "handshake: version {} (RTMP is 3; 6 is RTMPE, which we do not speak)",
+                c0c1[0]
+            ));
+        }
+        let mut s = BytesMut::with_capacity(1 + 2 * chunk::HANDSHAKE_SIZE);
+        s.put_u8(chunk::VERSION);
+        s.put_u32(0); // time
+        s.put_u32(0); // zero: simple handshake
+        let random: Vec<u8> = (0..chunk::HANDSHAKE_SIZE - 8)
+            .map(|_| rand::random::<u8>())
+            .collect();
+        s.put_slice(&random);
+        s.put_slice(&c0c1[1..]);
+        self.sock
+            .write_all(&s)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let mut c2 = vec![0u8; chunk::HANDSHAKE_SIZE];
+        self.sock
+            .read_exact(&mut c2)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        Ok(())
+    }
+
+    /// Writes what is queued, bounded by the write-stall deadline.
+    async fn send(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let mut slices: Vec<IoSlice> = out.iter().map(|b| IoSlice::new(b)).collect();
+        match tokio::time::timeout(
+            crate::api::WRITE_STALL,
+            write_all_vectored(&mut self.sock, &mut slices),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write: {e}")),
+            Err(_) => Err(format!(
+                "write stalled for {} s",
+                crate::api::WRITE_STALL.as_secs()
+            )),
+        }
+    }
+
+    /// §5.4.3: acknowledge once the peer's window is used up.
+    fn maybe_ack(&mut self) {
+        if self.peer_window > 0 && self.received - self.acked >= self.peer_window {
+            self.acked = self.received;
+            let seq = (self.received as u32).to_be_bytes();
+            self.writer
+                .write_small(&mut self.out, CSID_CONTROL, chunk::ACK, 0, &seq);
+        }
+    }
+
+    fn control(&mut self, type_id: u8, payload: &[u8]) {
+        self.writer
+            .write_small(&mut self.out, CSID_CONTROL, type_id, 0, payload);
+    }
+
+    fn command(&mut self, stream_id: u32, values: &[Value]) {
+        let mut b = BytesMut::new();
+        for v in values {
+            amf0::encode(&mut b, v);
+        }
+        let b = b.freeze();
+        self.writer.write(
+            &mut self.out,
+            CSID_COMMAND,
+            0,
+            chunk::COMMAND_AMF0,
+            stream_id,
+            &b,
+        );
+    }
+
+    fn result(&mut self, tid: f64, value: Value) {
+        self.command(0, &[s("_result"), Value::Number(tid), Value::Null, value]);
+    }
+
+    fn on_status(&mut self, level: &str, code: &str, description: &str) {
+        self.command(
+            MEDIA_STREAM,
+            &[
+                s("onStatus"),
+                Value::Number(0.0),
+                Value::Null,
+                obj(&[
+                    ("level", s(level)),
+                    ("code", s(code)),
+                    ("description", s(description)),
+                ]),
+            ],
+        );
+    }
+
+    /// §7.1.7 User Control: Stream Begin for our one message stream.
+    fn stream_begin(&mut self) {
+        let mut p = [0u8; 6];
+        p[2..].copy_from_slice(&MEDIA_STREAM.to_be_bytes());
+        self.control(chunk::USER_CONTROL, &p);
+    }
+
+    async fn on_message(&mut self, m: Message) -> Result<Next, String> {
+        match m.type_id {
+            chunk::SET_CHUNK_SIZE => {
+                let size = be_u32(&m.payload).ok_or("short Set Chunk Size")?;
+                self.reader
+                    .set_chunk_size(size)
+                    .map_err(|e| e.to_string())?;
+            }
+            chunk::ABORT => {
+                if let Some(csid) = be_u32(&m.payload) {
+                    self.reader.abort(csid);
+                }
+            }
+            chunk::WINDOW_ACK_SIZE => {
+                self.peer_window = be_u32(&m.payload).unwrap_or(0) as u64;
+            }
+            chunk::USER_CONTROL => {
+                // §7.1.7 event 6, Ping Request: answer with Ping Response.
+                if m.payload.len() >= 6 && m.payload[..2] == [0, 6] {
+                    let mut p = [0u8; 6];
+                    p[1] = 7;
+                    p[2..].copy_from_slice(&m.payload[2..6]);
+                    self.control(chunk::USER_CONTROL, &p);
+                }
+            }
+            chunk::COMMAND_AMF0 | chunk::COMMAND_AMF3 => {
+                // An AMF3 command starts with a format byte, then AMF0.
+                let body = if m.type_id == chunk::COMMAND_AMF3 {
+                    m.payload.get(1..).unwrap_or_default()
+                } else {
+                    &m.payload[..]
+                };
+                let v = amf0::decode_all(body).map_err(|e| format!("command: {e}"))?;
+                return self.on_command(v).await;
+            }
+            chunk::AUDIO | chunk::VIDEO => return self.on_media(m),
+            // Acks, bandwidth, @setDataFrame/onMetaData and the rest tell
+            // us nothing we need.
+            _ => {}
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn on_command(&mut self, v: Vec<Value>) -> Result<Next, String> {
+        let name = v.first().and_then(Value::as_str).unwrap_or("").to_string();
+        let tid = v.get(1).and_then(Value::as_number).unwrap_or(0.0);
+        // Arguments after the command object.
+        let arg = |i: usize| v.get(3 + i).and_then(Value::as_str).unwrap_or("");
+        tracing::debug!(peer = %self.peer, command = %name, "rtmp command");
+        match name.as_str() {
+            "connect" => {
+                let app = v
+                    .get(2)
+                    .and_then(|o| o.get("app"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.app = strip_query(app).trim_matches('/').to_string();
+                self.control(chunk::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
+                let mut bw = WINDOW.to_be_bytes().to_vec();
+                bw.push(2); // dynamic
+                self.control(chunk::SET_PEER_BANDWIDTH, &bw);
+                self.control(chunk::SET_CHUNK_SIZE, &(OUT_CHUNK as u32).to_be_bytes());
+                self.writer = ChunkWriter::new(OUT_CHUNK);
+                self.command(
+                    0,
+                    &[
+                        s("_result"),
+                        Value::Number(tid),
+                        obj(&[
+                            ("fmsVer", s("FMS/3,0,1,123")),
+                            ("capabilities", Value::Number(31.0)),
+                        ]),
+                        obj(&[
+                            ("level", s("status")),
+                            ("code", s("NetConnection.Connect.Success")),
+                            ("description", s("Connection succeeded.")),
+                            ("objectEncoding", Value::Number(0.0)),
+                        ]),
+                    ],
+                );
+            }
+            "createStream" => self.result(tid, Value::Number(MEDIA_STREAM as f64)),
+            "publish" => return Ok(self.on_publish(arg(0)).await),
+            "play" => return Ok(self.on_play(arg(0)).await),
+            "FCUnpublish" | "deleteStream" | "closeStream" => {
+                if let Role::Publishing { stream, .. } = &self.role {
+                    tracing::info!(stream = %stream, peer = %self.peer, "rtmp publisher unpublished");
+                    // Dropping the Publisher frees the stream at once.
+                    self.role = Role::Idle;
+                }
+                if name != "FCUnpublish" {
+                    return Ok(Next::Close(name));
+                }
+            }
+            // releaseStream, FCPublish, getStreamLength, _checkbw …: an
+            // empty answer keeps every client we know moving.
+            _ if tid != 0.0 => self.result(tid, Value::Undefined),
+            _ => {}
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The stream a publish or play names: the stream key, or with none,
+    /// the app (`rtmp://host/NAME`).
+    fn stream_name(&self, key: &str) -> String {
+        stream_name(&self.app, key)
+    }
+
+    async fn on_publish(&mut self, key: &str) -> Next {
+        let name = self.stream_name(key);
+        if !matches!(self.role, Role::Idle) {
+            self.on_status(
+                "error",
+                "NetStream.Publish.BadName",
+                "this connection already publishes",
+            );
+            return Next::Close("second publish on one connection".into());
+        }
+        let held = match self.registry.for_publish(&name) {
+            Ok(stream) => stream.publish("rtmp", Some(self.peer)).await,
+            Err(e) => Err(e),
+        };
+        match held {
+            Ok(publisher) => {
+                tracing::info!(stream = %name, peer = %self.peer, "rtmp publisher connected");
+                self.stream_begin();
+                self.on_status(
+                    "status",
+                    "NetStream.Publish.Start",
+                    &format!("{name} is now published"),
+                );
+                self.role = Role::Publishing {
+                    stream: name,
+                    publisher,
+                    tags: TagParser::default(),
+                    clock: [None, None],
+                };
+                Next::Continue
+            }
+            Err(e) => {
+                let code = match e {
+                    StreamError::Busy { .. }
+                    | StreamError::NotFound { .. }
+                    | StreamError::BadName { .. } => "NetStream.Publish.BadName",
+                    _ => "NetStream.Publish.Failed",
+                };
+                tracing::warn!(stream = %name, peer = %self.peer, error = %e, "rtmp publish refused");
+                self.on_status("error", code, &e.to_string());
+                Next::Close(format!("publish refused: {e}"))
+            }
+        }
+    }
+
+    async fn on_play(&mut self, key: &str) -> Next {
+        let name = self.stream_name(key);
+        if !matches!(self.role, Role::Idle) {
+            self.on_status(
+                "error",
+                "NetStream.Play.Failed",
+                "this connection already publishes or plays",
+            );
+            return Next::Close("second play on one connection".into());
+        }
+        let Some(stream) = self.registry.get(&name) else {
+            self.on_status(
+                "error",
+                "NetStream.Play.StreamNotFound",
+                &format!("stream {name}: not found"),
+            );
+            return Next::Close(format!("play: stream {name} not found"));
+        };
+        let req = JoinRequest {
+            protocol: "rtmp",
+            remote_addr: Some(self.peer),
+            internal: false,
+            exclude: None,
+            // FLV's audio: AAC first, G.711 if that is all there is.
+            audio: ANY_AUDIO,
+            video: true,
+        };
+        match stream.join(req).await {
+            Ok(viewer) => {
+                self.role = Role::Playing;
+                self.stream_begin();
+                self.on_status(
+                    "status",
+                    "NetStream.Play.Reset",
+                    &format!("playing {name}"),
+                );
+                self.on_status(
+                    "status",
+                    "NetStream.Play.Start",
+                    &format!("playing {name}"),
+                );
+                Next::Play(viewer, name)
+            }
+            Err(e) => {
+                let code = match e {
+                    StreamError::NoSource { .. } | StreamError::NotRunning { .. } => {
+                        "NetStream.Play.StreamNotFound"
+                    }
+                    _ => "NetStream.Play.Failed",
+                };
+                self.on_status("error", code, &e.to_string());
+                Next::Close(format!("play refused: {e}"))
+            }
+        }
+    }
+
+    /// An audio or video message from a publisher: an FLV tag body.
+    fn on_media(&mut self, m: Message) -> Result<Next, String> {
+        let Role::Publishing {
+            stream,
+            publisher,
+            tags,
+            clock,
+        } = &mut self.role
+        else {
+            return Ok(Next::Continue); // media before publish: ignore
+        };
+        let k = usize::from(m.type_id == chunk::VIDEO);
+        let ts = match clock[k] {
+            None => m.timestamp as i64,
+            Some((raw, ext)) => ext + m.timestamp.wrapping_sub(raw) as i32 as i64,
+        };
+        clock[k] = Some((m.timestamp, ts));
+        let events = tags
+            .parse(m.type_id, m.payload, ts)
+            .map_err(|(at, reason)| {
+                format!(
+                    "stream {stream}: bad {} message at byte {at}: {reason}",
+                    if k == 1 { "video" } else { "audio" }
+                )
+            })?;
+        for ev in events.into_iter().flatten() {
+            if !publisher.publish(ev) {
+                return Ok(Next::Close(format!(
+                    "stream {stream} no longer takes this publisher (taken over or timed out)"
+                )));
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sends the stream to a player until it leaves, the stream ends, or
+    /// its socket stalls.
+    async fn play(&mut self, mut viewer: Viewer, stream: &str) -> Result<(), String> {
+        let mut p = Player {
+            mux: Muxer::new(),
+            tracks: [None, None],
+            sent: [None, None],
+            started: false,
+            last_ms: 0,
+        };
+        loop {
+            tokio::select! {
+                r = self.sock.read_buf(&mut self.buf) => {
+                    match r {
+                        Err(e) => return Err(format!("read: {e}")),
+                        Ok(0) => return Ok(()),
+                        Ok(n) => self.received += n as u64,
+                    }
+                    self.maybe_ack();
+                    while let Some(m) = self.reader.read(&mut self.buf).map_err(|e| e.to_string())? {
+                        if let Next::Close(why) = self.on_message(m).await? {
+                            return Err(why);
+                        }
+                    }
+                }
+                d = viewer.next() => {
+                    match d {
+                        Err(e) => {
+                            self.on_status("status", "NetStream.Play.UnpublishNotify", &format!("stream {stream} ended: {e}"));
+                            self.send().await?;
+                            return Err(format!("stream {stream}: {e}"));
+                        }
+                        Ok(d) => {
+                            let before: usize = self.out.iter().map(Bytes::len).sum();
+                            p.deliver(d, &mut self.writer, &mut self.out);
+                            let after: usize = self.out.iter().map(Bytes::len).sum();
+                            viewer.stats().bytes.fetch_add((after - before) as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            self.send().await?;
+        }
+    }
+}
+
+/// One player's view of the stream: which sequence headers it has had.
+struct Player {
+    mux: Muxer,
+    tracks: [Option<TrackInfo>; 2],
+    sent: [Option<TrackInfo>; 2],
+    started: bool,
+    last_ms: i64,
+}
+
+impl Player {
+    fn deliver(&mut self, d: Delivery, w: &mut ChunkWriter, out: &mut Vec<Bytes>) {
+        match d {
+            Delivery::Tracks { video, audio } => {
+                self.tracks = [video, audio];
+                if self.started {
+                    self.headers(w, out, self.last_ms);
+                }
+            }
+            Delivery::Frame(f) => {
+                let ms = ticks_to_ms(f.dts).max(0);
+                if !self.started {
+                    self.started = true;
+                    self.metadata(w, out);
+                    self.headers(w, out, ms);
+                }
+                self.last_ms = self.last_ms.max(ms);
+                let (csid, type_id) = match f.kind() {
+                    TrackKind::Video => (CSID_VIDEO, chunk::VIDEO),
+                    TrackKind::Audio => (CSID_AUDIO, chunk::AUDIO),
+                };
+                // The shared FLV tag, minus its 11-byte header and 4-byte
+                // trailer, is the RTMP message: no copy per player.
+                let body = flv::tag_body(&flv::shared_tag(&f));
+                w.write(out, csid, ms as u32, type_id, MEDIA_STREAM, &body);
+            }
+        }
+    }
+
+    /// `onMetaData`, so players know which tracks to wait for. At time 0:
+    /// ffmpeg's FLV demuxer takes script data at any other time for a data
+    /// track of its own.
+    fn metadata(&self, w: &mut ChunkWriter, out: &mut Vec<Bytes>) {
+        let mut props = Vec::new();
+        if let Some(v) = &self.tracks[0] {
+            props.push(("videocodecid", Value::Number(codec_id(v.codec))));
+        }
+        if let Some(a) = &self.tracks[1] {
+            props.push(("audiocodecid", Value::Number(codec_id(a.codec))));
+        }
+        let mut b = BytesMut::new();
+        amf0::encode(&mut b, &s("onMetaData"));
+        amf0::encode(&mut b, &obj(&props));
+        w.write(
+            out,
+            CSID_DATA,
+            0,
+            chunk::DATA_AMF0,
+            MEDIA_STREAM,
+            &b.freeze(),
+        );
+    }
+
+    fn headers(&mut self, w: &mut ChunkWriter, out: &mut Vec<Bytes>, ms: i64) {
+        for k in 0..2 {
+            let Some(t) = self.tracks[k].clone() else {
+                continue;
+            };
+            if self.sent[k].as_ref() == Some(&t) {
+                continue;
+            }
+            if let Some(tag) = self.mux.track(&t, ms) {
+                // Small, once per track change: one buffer is fine.
+                let body = flv::tag_body(&tag.concat().into());
+                let (csid, type_id) = if k == 0 {
+                    (CSID_VIDEO, chunk::VIDEO)
+                } else {
+                    (CSID_AUDIO, chunk::AUDIO)
+                };
+                w.write(out, csid, ms as u32, type_id, MEDIA_STREAM, &body);
+            }
+            self.sent[k] = Some(t);
+        }
+    }
+}
+
+/// FLV codec ids for `onMetaData` (E.4.2.1, E.4.3.1).
+fn codec_id(c: Codec) -> f64 {
+    match c {
+        Codec::H264 => 7.0,
+        Codec::Aac => 10.0,
+        Codec::Pcma => 7.0,
+        Codec::Pcmu => 8.0,
+    }
+}
+
+fn be_u32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// `rtmp://host/live/NAME` (app `live`, key `NAME`) and `rtmp://host/NAME`
+/// (app `NAME`, no key) both name stream NAME; queries are not names.
+fn stream_name(app: &str, key: &str) -> String {
+    let key = strip_query(key).trim_matches('/');
+    if key.is_empty() {
+        strip_query(app).trim_matches('/').to_string()
+    } else {
+        key.to_string()
+    }
+}
+
+fn strip_query(s: &str) -> &str {
+    s.split('?').next().unwrap_or("")
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_key_or_else_the_app() {
+        assert_eq!(stream_name("live", "cam"), "cam");
+        assert_eq!(stream_name("cam", ""), "cam");
+        assert_eq!(stream_name("cam/", "?token=1"), "cam");
+        assert_eq!(stream_name("live", "cam?token=1"), "cam");
+    }
+}
