@@ -32,7 +32,7 @@ use crate::hls::{HlsError, Variant};
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
 use crate::media::flv::{self, Muxer};
-use crate::media::{ticks_to_ms, TrackInfo};
+use crate::media::{ticks_to_ms, TrackInfo, TrackKind};
 
 /// The go2rtc API level whose shape we implement.
 pub const GO2RTC_API_VERSION: &str = "1.9.14";
@@ -440,7 +440,6 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
         tracks: [Option<TrackInfo>; 2],
         sent: [Option<TrackInfo>; 2],
         started: bool,
-        last_ms: i64,
     }
     let st = St {
         viewer,
@@ -449,7 +448,6 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
         tracks: [None, None],
         sent: [None, None],
         started: false,
-        last_ms: 0,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
@@ -466,12 +464,10 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                     return None;
                 }
                 Ok(Delivery::Tracks { video, audio }) => {
+                    // Parameters changed mid-stream: each track's new
+                    // sequence header goes out before its next frame.
                     st.tracks = [video, audio];
-                    if st.started {
-                        // Parameters changed mid-stream: new sequence headers.
-                        let ts = st.last_ms;
-                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, ts);
-                    }
+                    forget_gone(&st.tracks, &mut st.sent);
                 }
                 Ok(Delivery::Frame(f)) => {
                     let ms = ticks_to_ms(f.dts).max(0);
@@ -481,14 +477,41 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                             st.mux
                                 .header(st.tracks[0].is_some(), st.tracks[1].is_some()),
                         );
-                        push_headers(&mut st.mux, &mut st.queue, &st.tracks, &mut st.sent, ms);
+                        push_headers(
+                            &mut st.mux,
+                            &mut st.queue,
+                            &st.tracks,
+                            &mut st.sent,
+                            ms,
+                            None,
+                        );
+                    } else {
+                        let k = usize::from(f.kind() == TrackKind::Audio);
+                        push_headers(
+                            &mut st.mux,
+                            &mut st.queue,
+                            &st.tracks,
+                            &mut st.sent,
+                            ms,
+                            Some(k),
+                        );
                     }
-                    st.last_ms = st.last_ms.max(ms);
                     st.queue.push_back(flv::shared_tag(&f));
                 }
             }
         }
     })
+}
+
+/// A track that went away (its publisher or producer left) is sent its
+/// sequence header again when it comes back, even if unchanged: the next
+/// publisher starts afresh, and players expect to be told.
+pub fn forget_gone(tracks: &[Option<TrackInfo>; 2], sent: &mut [Option<TrackInfo>; 2]) {
+    for k in 0..2 {
+        if tracks[k].is_none() {
+            sent[k] = None;
+        }
+    }
 }
 
 fn push_headers(
@@ -497,8 +520,12 @@ fn push_headers(
     tracks: &[Option<TrackInfo>; 2],
     sent: &mut [Option<TrackInfo>; 2],
     ts: i64,
+    only: Option<usize>,
 ) {
-    for k in 0..2 {
+    // A header is stamped with the time of the frame it precedes, so that
+    // each track's timestamps stay monotonic (audio runs a little ahead of
+    // or behind video).
+    for k in only.map_or(0..2, |k| k..k + 1) {
         if let Some(t) = &tracks[k] {
             if sent[k].as_ref() != Some(t) {
                 q.extend(mux.track(t, ts).into_iter().flatten());

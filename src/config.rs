@@ -319,11 +319,7 @@ impl Config {
         };
         let api_listen = listen(api.listen, "api.listen", ":1984")?;
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
-        let rtmp_listen = listen(
-            raw.rtmp.unwrap_or_default().listen,
-            "rtmp.listen",
-            ":1935",
-        )?;
+        let rtmp_listen = listen(raw.rtmp.unwrap_or_default().listen, "rtmp.listen", ":1935")?;
         let mut publish = PublishConfig::default();
         if let Some(p) = raw.publish {
             publish.auto_create = p.auto_create.unwrap_or(publish.auto_create);
@@ -1234,6 +1230,35 @@ streams:
                 scheme: UrlScheme::File
             }
         );
+    }
+
+    #[test]
+    fn rtmp_and_publish_settings() {
+        let c = parse("streams:\n  cam:\n").unwrap();
+        assert_eq!(c.rtmp_listen, Some("0.0.0.0:1935".parse().unwrap()));
+        assert_eq!(c.publish, PublishConfig::default());
+        assert!(c.publish.takeover && !c.publish.auto_create);
+        let c = parse(
+            "rtmp: {listen: \"\"}\npublish: {auto_create: true, takeover: false, timeout: 2s}\n",
+        )
+        .unwrap();
+        assert_eq!(c.rtmp_listen, None);
+        assert_eq!(
+            c.publish,
+            PublishConfig {
+                auto_create: true,
+                takeover: false,
+                timeout: Duration::from_secs(2)
+            }
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse("publish: {publish_timeout: 1500ms}\n").unwrap();
+        assert_eq!(c.publish.timeout, Duration::from_millis(1500));
+        let e = parse("publish:\n  timeout: 10ms\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 12), "{e}");
+        assert!(e.message.contains("publish.timeout"), "{e}");
+        let e = parse("rtmp: {listen: \"nope\"}\n").unwrap_err();
+        assert!(e.message.contains("rtmp.listen"), "{e}");
     }
 
     #[test]

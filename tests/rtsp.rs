@@ -228,9 +228,11 @@ fn malformed_requests_get_an_error_or_a_close_and_others_are_unaffected() {
 fn ffmpeg_publishes_over_tcp_and_udp_and_viewers_see_it() {
     let _p = heavy();
     let rtsp = free_port();
+    // Without takeover, so that a second publisher is refused (453);
+    // tests/publish.rs covers takeover, the default.
     let srv = Server::start(
         "  pushed:\n",
-        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\npublish: {{ takeover: false }}\n"),
     );
     let clip = clip(srv.dir.path());
     let publisher = || {

@@ -340,7 +340,11 @@ impl Fanout {
     fn cache(&self, st: &mut State, item: &Item) {
         let owner = self
             .preferred
-            .filter(|p| st.sources.get(*p as usize).is_some_and(|s| s.video.is_some()))
+            .filter(|p| {
+                st.sources
+                    .get(*p as usize)
+                    .is_some_and(|s| s.video.is_some())
+            })
             .or_else(|| {
                 st.sources
                     .iter()

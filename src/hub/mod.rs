@@ -277,7 +277,10 @@ impl Registry {
             },
             self.deps.clone(),
         );
-        tracing::info!(stream = name, "stream created by a publisher (publish.auto_create)");
+        tracing::info!(
+            stream = name,
+            "stream created by a publisher (publish.auto_create)"
+        );
         let at = s.list.len();
         s.index.insert(name.to_string(), at);
         s.list.push(stream.clone());
@@ -976,7 +979,8 @@ impl Actor {
         let Some(p) = self.publisher.take() else {
             return;
         };
-        self.fanout.detach(self.slots.len() as SourceId, p.generation);
+        self.fanout
+            .detach(self.slots.len() as SourceId, p.generation);
         tracing::info!(stream = %self.name, publisher = %p.describe(), generation = p.generation.0, reason = why, "publisher left");
     }
 

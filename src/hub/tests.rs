@@ -597,7 +597,10 @@ async fn published(publish: PublishConfig) -> (Stream, Publisher, Viewer) {
         async move { s.join(viewer()).await }
     });
     assert!(publish_flv(&p, &flv_start()));
-    let mut v = join.await.unwrap().expect("a viewer of the published stream");
+    let mut v = join
+        .await
+        .unwrap()
+        .expect("a viewer of the published stream");
     assert!(next_frame(&mut v).await.keyframe);
     (s, p, v)
 }
@@ -644,7 +647,10 @@ async fn a_new_publisher_takes_over_and_the_old_ones_late_detach_is_a_no_op() {
     assert!(new.is_current(), "a late detach removed its replacement");
     assert!(publish_flv(&new, &flv_start()));
     let f = next_frame(&mut v).await;
-    assert!(f.keyframe, "the viewer resumes at the new publisher's keyframe");
+    assert!(
+        f.keyframe,
+        "the viewer resumes at the new publisher's keyframe"
+    );
     let info = s.info().await.unwrap();
     assert_eq!(info.producers.len(), 1, "{info:?}");
 }
@@ -682,9 +688,12 @@ async fn viewers_carry_over_to_the_next_publisher_with_monotonic_time() {
     assert!(publish_flv(&p, &flv_frame(40, false)));
     let last = next_frame(&mut v).await.dts;
     drop(p); // kill -9: the connection's Publisher is dropped
-    // The viewer hears the tracks are gone, but stays attached.
+             // The viewer hears the tracks are gone, but stays attached.
     match v.next().await {
-        Ok(Delivery::Tracks { video: None, audio: None }) => {}
+        Ok(Delivery::Tracks {
+            video: None,
+            audio: None,
+        }) => {}
         other => panic!("expected the tracks to go, got {other:?}"),
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -748,11 +757,25 @@ async fn a_publisher_arriving_mid_teardown_waits_for_it_then_attaches() {
     tokio::time::sleep(Duration::from_millis(100)).await; // stop under way
     assert!(!exited(&spawner, 0));
     let t0 = Instant::now();
-    let p = s.publish("rtmp", None).await.expect("attached after the stop");
-    assert!(exited(&spawner, 0), "attached before the old run was reaped");
-    assert!(t0.elapsed() >= Duration::from_millis(1500), "{:?}", t0.elapsed());
+    let p = s
+        .publish("rtmp", None)
+        .await
+        .expect("attached after the stop");
+    assert!(
+        exited(&spawner, 0),
+        "attached before the old run was reaped"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(p.is_current());
-    assert_eq!(spawner.spawns.lock().unwrap().len(), 1, "no viewer: no source");
+    assert_eq!(
+        spawner.spawns.lock().unwrap().len(),
+        1,
+        "no viewer: no source"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -784,7 +807,10 @@ async fn a_live_publisher_comes_before_the_sources() {
     })
     .await
     .expect("a frame");
-    assert!(got.keyframe, "switching to the publisher starts at its keyframe");
+    assert!(
+        got.keyframe,
+        "switching to the publisher starts at its keyframe"
+    );
     let info = s.info().await.unwrap();
     assert_eq!(info.producers.len(), 2, "{info:?}");
 }

@@ -484,6 +484,74 @@ mod tests {
         assert_eq!(msgs[0].payload, payload);
     }
 
+    /// testdata/rtmp_publish.bin: what ffmpeg 5.1 sent after the handshake
+    /// when publishing `rtmp://host/live/cam` (the first 48000 bytes).
+    #[test]
+    fn reads_a_capture_of_ffmpeg_publishing() {
+        let data = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rtmp_publish.bin"),
+        )
+        .unwrap();
+        let mut r = ChunkReader::new();
+        let mut buf = BytesMut::from(&data[..]);
+        let mut commands = Vec::new();
+        let mut tags = crate::media::flv::TagParser::default();
+        let mut tracks = Vec::new();
+        let mut frames = 0;
+        while let Ok(Some(m)) = r.read(&mut buf) {
+            match m.type_id {
+                SET_CHUNK_SIZE => r
+                    .set_chunk_size(u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+                    .unwrap(),
+                COMMAND_AMF0 => {
+                    let v = super::super::amf0::decode_all(&m.payload).unwrap();
+                    commands.push(v[0].as_str().unwrap().to_string());
+                }
+                AUDIO | VIDEO => {
+                    for ev in tags
+                        .parse(m.type_id, m.payload, m.timestamp as i64)
+                        .unwrap()
+                        .into_iter()
+                        .flatten()
+                    {
+                        match ev {
+                            crate::media::flv::Event::Track(t) => tracks.push(t.codec),
+                            crate::media::flv::Event::Frame(_) => frames += 1,
+                            e => panic!("{e:?}"),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            commands,
+            [
+                "connect",
+                "releaseStream",
+                "FCPublish",
+                "createStream",
+                "publish"
+            ]
+        );
+        assert_eq!(
+            tracks,
+            [crate::media::Codec::H264, crate::media::Codec::Aac]
+        );
+        assert!(frames > 10, "{frames} frames");
+    }
+
+    #[test]
+    fn replay_fuzz_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/rtmp_chunk");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            fuzz(&std::fs::read(e.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n > 0, "no corpus in {}", dir.display());
+    }
+
     proptest! {
         #[test]
         fn never_panics_and_never_overreads(data in prop::collection::vec(any::<u8>(), 0..2048)) {

@@ -149,9 +149,7 @@ impl Conn {
         loop {
             self.send().await?;
             let (silence, flush_at) = match &self.role {
-                Role::Publishing { publisher, .. } => {
-                    (publish_timeout, publisher.flush_deadline())
-                }
+                Role::Publishing { publisher, .. } => (publish_timeout, publisher.flush_deadline()),
                 Role::Idle | Role::Playing => (IDLE_TIMEOUT, None),
             };
             tokio::select! {
@@ -319,14 +317,12 @@ impl Conn {
             chunk::WINDOW_ACK_SIZE => {
                 self.peer_window = be_u32(&m.payload).unwrap_or(0) as u64;
             }
-            chunk::USER_CONTROL => {
-                // §7.1.7 event 6, Ping Request: answer with Ping Response.
-                if m.payload.len() >= 6 && m.payload[..2] == [0, 6] {
-                    let mut p = [0u8; 6];
-                    p[1] = 7;
-                    p[2..].copy_from_slice(&m.payload[2..6]);
-                    self.control(chunk::USER_CONTROL, &p);
-                }
+            // §7.1.7 event 6, Ping Request: answer with Ping Response.
+            chunk::USER_CONTROL if m.payload.len() >= 6 && m.payload[..2] == [0, 6] => {
+                let mut p = [0u8; 6];
+                p[1] = 7;
+                p[2..].copy_from_slice(&m.payload[2..6]);
+                self.control(chunk::USER_CONTROL, &p);
             }
             chunk::COMMAND_AMF0 | chunk::COMMAND_AMF3 => {
                 // An AMF3 command starts with a format byte, then AMF0.
@@ -487,16 +483,8 @@ impl Conn {
             Ok(viewer) => {
                 self.role = Role::Playing;
                 self.stream_begin();
-                self.on_status(
-                    "status",
-                    "NetStream.Play.Reset",
-                    &format!("playing {name}"),
-                );
-                self.on_status(
-                    "status",
-                    "NetStream.Play.Start",
-                    &format!("playing {name}"),
-                );
+                self.on_status("status", "NetStream.Play.Reset", &format!("playing {name}"));
+                self.on_status("status", "NetStream.Play.Start", &format!("playing {name}"));
                 Next::Play(viewer, name)
             }
             Err(e) => {
@@ -555,7 +543,6 @@ impl Conn {
             tracks: [None, None],
             sent: [None, None],
             started: false,
-            last_ms: 0,
         };
         loop {
             tokio::select! {
@@ -599,26 +586,26 @@ struct Player {
     tracks: [Option<TrackInfo>; 2],
     sent: [Option<TrackInfo>; 2],
     started: bool,
-    last_ms: i64,
 }
 
 impl Player {
     fn deliver(&mut self, d: Delivery, w: &mut ChunkWriter, out: &mut Vec<Bytes>) {
         match d {
             Delivery::Tracks { video, audio } => {
+                // Each changed track's header goes before its next frame.
                 self.tracks = [video, audio];
-                if self.started {
-                    self.headers(w, out, self.last_ms);
-                }
+                crate::api::forget_gone(&self.tracks, &mut self.sent);
             }
             Delivery::Frame(f) => {
                 let ms = ticks_to_ms(f.dts).max(0);
+                let k = usize::from(f.kind() == TrackKind::Audio);
                 if !self.started {
                     self.started = true;
                     self.metadata(w, out);
-                    self.headers(w, out, ms);
+                    self.headers(w, out, ms, 0..2);
+                } else {
+                    self.headers(w, out, ms, k..k + 1);
                 }
-                self.last_ms = self.last_ms.max(ms);
                 let (csid, type_id) = match f.kind() {
                     TrackKind::Video => (CSID_VIDEO, chunk::VIDEO),
                     TrackKind::Audio => (CSID_AUDIO, chunk::AUDIO),
@@ -655,8 +642,14 @@ impl Player {
         );
     }
 
-    fn headers(&mut self, w: &mut ChunkWriter, out: &mut Vec<Bytes>, ms: i64) {
-        for k in 0..2 {
+    fn headers(
+        &mut self,
+        w: &mut ChunkWriter,
+        out: &mut Vec<Bytes>,
+        ms: i64,
+        kinds: std::ops::Range<usize>,
+    ) {
+        for k in kinds {
             let Some(t) = self.tracks[k].clone() else {
                 continue;
             };
@@ -713,7 +706,6 @@ async fn sleep_until_opt(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-
 
 #[cfg(test)]
 mod tests {

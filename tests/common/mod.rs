@@ -81,11 +81,12 @@ impl Server {
         let config = dir.path().join("streams.yaml");
         // Tests run side by side: no listener on a fixed port unless a test
         // asks for one (then on a free port of its own).
-        let rtsp = if extra.contains("rtsp:") {
-            ""
-        } else {
-            "rtsp: { listen: \"\" }\n"
-        };
+        let mut rtsp = String::new();
+        for proto in ["rtsp", "rtmp"] {
+            if !extra.contains(&format!("{proto}:")) {
+                rtsp.push_str(&format!("{proto}: {{ listen: \"\" }}\n"));
+            }
+        }
         std::fs::write(
             &config,
             format!("api: {{ listen: \"127.0.0.1:{port}\" }}\nlog: {{ level: debug }}\n{rtsp}{extra}\nstreams:\n{streams}"),
@@ -675,7 +676,13 @@ pub fn children_of_any_state(pid: u32) -> Vec<(u32, String)> {
 
 /// A 10 s H.264 + AAC clip to publish, made once per test.
 pub fn clip(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("clip.mp4");
+    clip_sized(dir, "320x240")
+}
+
+/// As [`clip`], at another picture size (so a test can tell two
+/// publishers apart by their SPS).
+pub fn clip_sized(dir: &std::path::Path, size: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("clip-{size}.mp4"));
     let (out, _) = run_with_timeout(
         Command::new("ffmpeg")
             .args([
@@ -685,7 +692,7 @@ pub fn clip(dir: &std::path::Path) -> std::path::PathBuf {
                 "-f",
                 "lavfi",
                 "-i",
-                "testsrc2=size=320x240:rate=25",
+                &format!("testsrc2=size={size}:rate=25"),
                 "-f",
                 "lavfi",
                 "-i",
@@ -737,6 +744,34 @@ pub fn push(clip: &std::path::Path, rtsp: u16, transport: &str) -> std::process:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// ffmpeg publishing `clip` (looped, in real time) to `url`: FLV for
+/// `rtmp://` and `http://` (go2rtc's POST), RTSP over TCP for `rtsp://`.
+pub fn push_to(clip: &std::path::Path, url: &str) -> std::process::Child {
+    let format: &[&str] = if url.starts_with("rtsp://") {
+        &["-f", "rtsp", "-rtsp_transport", "tcp"]
+    } else {
+        &["-f", "flv"]
+    };
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(clip)
+        .args(["-c", "copy"])
+        .args(format)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// The server's resident memory, from /proc.
