@@ -720,3 +720,68 @@ fn unknown_names_are_refused_unless_auto_create() {
     ));
     assert!(err.contains("stream name"), "{err}");
 }
+
+/// GStreamer publishing `live/pushed` through `sink`: `rtmpsink` is
+/// librtmp, the library OBS's RTMP output grew from; `rtmp2sink` is
+/// GStreamer's own client.
+fn gst_publish(sink: &str, url: &str) -> Child {
+    let pipeline = format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency key-int-max=25 speed-preset=ultrafast ! h264parse \
+         ! flvmux name=m streamable=true ! {sink} location={url} \
+         audiotestsrc is-live=true ! audioconvert ! avenc_aac ! aacparse ! m."
+    );
+    std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn librtmp_and_gstreamer_publish_and_rtmpdump_plays() {
+    let _p = heavy();
+    let (srv, _rtsp, rtmp) = server("");
+    let want = vec![
+        ("audio".to_string(), "aac".to_string()),
+        ("video".to_string(), "h264".to_string()),
+    ];
+    for sink in ["rtmpsink", "rtmp2sink"] {
+        let mut p = gst_publish(sink, &format!("rtmp://127.0.0.1:{rtmp}/live/pushed"));
+        wait_until(sink, &srv, Duration::from_secs(10), || {
+            publisher_of(&srv, "pushed").is_some()
+        });
+        assert_eq!(
+            probe_streams(&srv.url("/api/stream.flv?src=pushed")),
+            want,
+            "{sink}"
+        );
+        if sink == "rtmpsink" {
+            // librtmp as the player too.
+            let out = srv.dir.path().join("dump.flv");
+            let mut dump = std::process::Command::new("rtmpdump")
+                .args(["-q", "--live", "-r"])
+                .arg(format!("rtmp://127.0.0.1:{rtmp}/live/pushed"))
+                .arg("-o")
+                .arg(&out)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            // SIGINT: rtmpdump finishes the tag it is writing, then exits.
+            signal(dump.id(), 2);
+            let _ = dump.wait();
+            assert_eq!(probe_streams(out.to_str().unwrap()), want, "rtmpdump");
+            assert_decodes_cleanly(&out, "rtmpdump");
+        }
+        kill9(&mut p);
+        wait_until("the publisher to leave", &srv, Duration::from_secs(3), || {
+            publisher_of(&srv, "pushed").is_none()
+        });
+    }
+}
