@@ -700,6 +700,16 @@ fn unknown_names_are_refused_unless_auto_create() {
     assert!(resp.starts_with("HTTP/1.1 404"), "HTTP: {resp}");
     let (st, _) = srv.get_json("/api/streams?src=nosuch");
     assert_eq!(st, 404);
+    // Playing an unknown name over RTMP is refused cleanly too.
+    let (o, _) = run_with_timeout(
+        std::process::Command::new("ffprobe")
+            .args(["-v", "error"])
+            .arg(format!("rtmp://127.0.0.1:{rtmp}/live/nosuch")),
+        Duration::from_secs(10),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nosuch: not found"), "RTMP play: {err}");
     drop(srv);
 
     let (srv, _rtsp, rtmp) = server("publish: { auto_create: true }\n");
@@ -784,4 +794,34 @@ fn librtmp_and_gstreamer_publish_and_rtmpdump_plays() {
             publisher_of(&srv, "pushed").is_none()
         });
     }
+}
+
+#[test]
+fn a_publisher_comes_before_the_sources_and_viewers_go_back_to_them_when_it_leaves() {
+    let _p = heavy();
+    let rtmp = free_port();
+    let srv = Server::start(
+        &format!("  mixed: \"{}\"\n", demo_source(25)),
+        &format!("rtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"),
+    );
+    let big = clip_sized(srv.dir.path(), "640x360");
+    let reader = FlvReader::open(srv.port, "mixed");
+    wait_until("the source's frames", &srv, Duration::from_secs(10), || {
+        reader.frames_since_last_config().0 >= 10
+    });
+    let mut p = push_to(&big, &format!("rtmp://127.0.0.1:{rtmp}/live/mixed"));
+    wait_until("the publisher's frames", &srv, Duration::from_secs(10), || {
+        reader.configs().len() == 2 && reader.frames_since_last_config().0 >= 10
+    });
+    let configs = reader.configs();
+    assert_ne!(configs[0], configs[1], "the publisher's SPS replaced the source's");
+    kill9(&mut p);
+    wait_until("back to the source", &srv, Duration::from_secs(10), || {
+        reader.configs().len() == 3 && reader.frames_since_last_config().0 >= 10
+    });
+    assert_eq!(reader.configs()[2], configs[0]);
+    assert!(!reader.ended());
+    reader.assert_monotonic("reader");
+    let (_, starts_on_key) = reader.frames_since_last_config();
+    assert!(starts_on_key);
 }
