@@ -790,9 +790,12 @@ fn librtmp_and_gstreamer_publish_and_rtmpdump_plays() {
             assert_decodes_cleanly(&out, "rtmpdump");
         }
         kill9(&mut p);
-        wait_until("the publisher to leave", &srv, Duration::from_secs(3), || {
-            publisher_of(&srv, "pushed").is_none()
-        });
+        wait_until(
+            "the publisher to leave",
+            &srv,
+            Duration::from_secs(3),
+            || publisher_of(&srv, "pushed").is_none(),
+        );
     }
 }
 
@@ -810,11 +813,17 @@ fn a_publisher_comes_before_the_sources_and_viewers_go_back_to_them_when_it_leav
         reader.frames_since_last_config().0 >= 10
     });
     let mut p = push_to(&big, &format!("rtmp://127.0.0.1:{rtmp}/live/mixed"));
-    wait_until("the publisher's frames", &srv, Duration::from_secs(10), || {
-        reader.configs().len() == 2 && reader.frames_since_last_config().0 >= 10
-    });
+    wait_until(
+        "the publisher's frames",
+        &srv,
+        Duration::from_secs(10),
+        || reader.configs().len() == 2 && reader.frames_since_last_config().0 >= 10,
+    );
     let configs = reader.configs();
-    assert_ne!(configs[0], configs[1], "the publisher's SPS replaced the source's");
+    assert_ne!(
+        configs[0], configs[1],
+        "the publisher's SPS replaced the source's"
+    );
     kill9(&mut p);
     wait_until("back to the source", &srv, Duration::from_secs(10), || {
         reader.configs().len() == 3 && reader.frames_since_last_config().0 >= 10

@@ -996,7 +996,9 @@ impl Actor {
             return;
         }
         let watched = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
-        if watched && self.phase == Phase::Running {
+        if watched {
+            // Viewers (or viewers still waiting for a first keyframe) wait
+            // for the next publisher.
             tracing::info!(stream = %self.name, timeout_ms = self.deps.publish.timeout.as_millis() as u64, "viewers wait for a new publisher");
             self.carry_until = Some(Instant::now() + self.deps.publish.timeout);
         } else {
@@ -1412,9 +1414,19 @@ impl Actor {
             }
             return;
         }
-        if self.shutdown.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
+        if self.shutdown.is_empty()
+            && !self.slots.is_empty()
+            && self.waiters.iter().any(|w| !w.req.internal)
+        {
             // Viewers arrived during the stop: start afresh.
             self.start_all();
+        } else if self.slots.is_empty() {
+            // Publish-only, and the publisher is gone.
+            for w in self.waiters.drain(..) {
+                let _ = w.reply.send(Err(StreamError::NoSource {
+                    stream: self.name.to_string(),
+                }));
+            }
         } else {
             for w in self.waiters.drain(..) {
                 let _ = w.reply.send(Err(StreamError::NotRunning {

@@ -840,6 +840,46 @@ async fn a_publisher_task_that_panics_releases_the_stream() {
     assert_eq!(t0.elapsed(), Duration::ZERO);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_viewer_waiting_for_a_first_keyframe_is_carried_over_too() {
+    let s = stream(vec![], Arc::new(FakeSpawner::default()));
+    let p = s.publish("rtmp", None).await.unwrap();
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    settle().await;
+    drop(p); // gone before sending a keyframe
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let p2 = s.publish("rtmp", None).await.expect("re-publish");
+    assert!(publish_flv(&p2, &flv_start()));
+    let mut v = join
+        .await
+        .unwrap()
+        .expect("admitted on the new publisher's keyframe");
+    assert!(next_frame(&mut v).await.keyframe);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_viewer_gets_an_error_when_no_publisher_comes_back() {
+    let s = stream(vec![], Arc::new(FakeSpawner::default()));
+    let p = s.publish("rtmp", None).await.unwrap();
+    let join = tokio::spawn({
+        let s = s.clone();
+        async move { s.join(viewer()).await }
+    });
+    settle().await;
+    drop(p);
+    let t0 = Instant::now();
+    let r = join.await.unwrap();
+    assert!(
+        matches!(r, Err(StreamError::NoSource { .. })),
+        "{:?}",
+        r.map(|_| ())
+    );
+    assert!(t0.elapsed() <= PublishConfig::default().timeout + Duration::from_millis(100));
+}
+
 #[test]
 fn redacts_credentials() {
     assert_eq!(
