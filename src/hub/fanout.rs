@@ -228,6 +228,30 @@ impl Fanout {
         s.video = None;
         s.audio = None;
         s.offset = None;
+        // Viewers that followed this source switch to another (a publisher
+        // leaves, a camera comes back into view). That one's clock may be
+        // behind this one's (a publisher that ran ahead of the wall clock):
+        // move it forward so no viewer's timestamps go back on the switch.
+        // A forward jump is a gap, which every player takes.
+        let gone = s.last_dts;
+        for (i, other) in st.sources.iter_mut().enumerate() {
+            if i == source as usize || other.generation.is_none() {
+                continue;
+            }
+            let Some(offset) = other.offset.as_mut() else {
+                continue;
+            };
+            let behind = (0..2)
+                .filter_map(|k| Some(gone[k]? - other.last_dts[k]?))
+                .max()
+                .unwrap_or(0);
+            if behind > 0 {
+                *offset += behind;
+                for d in other.last_dts.iter_mut().flatten() {
+                    *d += behind;
+                }
+            }
+        }
         st.pending.push(Item::SourceGone { source });
         self.flush_locked(&mut st);
     }
@@ -296,15 +320,11 @@ impl Fanout {
             Event::Frame(mut frame) => {
                 let k = kind_idx(frame.kind());
                 // The first frame of a run anchors its clock to "now" on the
-                // stream clock, but never before what this source already
-                // delivered: restarts keep timestamps moving forward.
-                let floor = s
-                    .last_dts
-                    .iter()
-                    .flatten()
-                    .max()
-                    .map(|d| d + 1)
-                    .unwrap_or(i64::MIN);
+                // stream clock, but never before anything the stream already
+                // delivered (from any source, in any run): restarts, a new
+                // publisher, and a viewer switching to this source all keep
+                // timestamps moving forward.
+                let floor = self.latest.load(Ordering::Relaxed) + 1;
                 let offset = *s
                     .offset
                     .get_or_insert((now - frame.dts).max(floor.saturating_sub(frame.dts)));
@@ -836,6 +856,41 @@ mod tests {
             }
         }
         assert_eq!(dts.len(), 3);
+        assert!(dts.windows(2).all(|w| w[0] < w[1]), "{dts:?}");
+    }
+
+    #[tokio::test]
+    async fn switching_sources_never_takes_a_viewer_back_in_time() {
+        // Source 1 is the preferred one (a publisher), source 0 a camera.
+        let c = Arc::new(AtomicUsize::new(0));
+        let f = Fanout::new("t", 2, Some(1), Box::new(Count(c)));
+        let (cam, publ) = (Generation(1), Generation(2));
+        f.attach(0, cam);
+        publish(&f, 0, cam, vtrack());
+        publish(&f, 0, cam, vframe(0, true));
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
+        // The publisher arrives and bursts 3 s of media at once: its clock
+        // runs ahead of the camera's.
+        f.attach(1, publ);
+        publish(&f, 1, publ, vtrack());
+        for i in 0..75 {
+            publish(&f, 1, publ, vframe(i * 40, i % 25 == 0));
+        }
+        publish(&f, 0, cam, vframe(40, false));
+        f.detach(1, publ);
+        // Back to the camera, whose next keyframe is on its own clock.
+        publish(&f, 0, cam, vframe(80, true));
+        publish(&f, 0, cam, vframe(120, false));
+        f.flush();
+        let mut dts = Vec::new();
+        while let Ok(d) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), sel.next()).await
+        {
+            if let Delivery::Frame(fr) = d.unwrap() {
+                dts.push(fr.dts);
+            }
+        }
+        assert_eq!(dts.len(), 1 + 75 + 2, "{dts:?}");
         assert!(dts.windows(2).all(|w| w[0] < w[1]), "{dts:?}");
     }
 
