@@ -711,10 +711,6 @@ impl Conn {
         let Some(t) = req.request_uri().and_then(target) else {
             return Reply::error(400, "Bad Request", "ANNOUNCE needs a stream URL");
         };
-        let stream = match self.registry.for_publish(&t.stream) {
-            Ok(s) => s,
-            Err(e) => return e.into(),
-        };
         let (tracks, skipped) = match publish::parse_sdp(req.body()) {
             Ok(x) => x,
             Err(e) => return Reply::error(400, "Bad Request", e),
@@ -729,6 +725,12 @@ impl Conn {
                 format!("no track we can take: {}", skipped.join("; ")),
             );
         }
+        // Only now, with an offer we can take: with publish.auto_create a
+        // bad ANNOUNCE must not leave a stream behind.
+        let stream = match self.registry.for_publish(&t.stream) {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
         // One role per connection: a new ANNOUNCE ends whatever was here.
         self.session = None;
         self.publishing = None;
