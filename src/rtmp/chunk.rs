@@ -36,6 +36,10 @@ pub const MAX_MESSAGE: usize = crate::media::flv::MAX_TAG_SIZE;
 /// Chunk streams a peer may have open at once. Encoders use a handful
 /// (2 for control, 3-8 for commands and media).
 const MAX_CHUNK_STREAMS: usize = 64;
+/// Bytes of unfinished messages held across all chunk streams. Interleaved
+/// audio and video need a frame's worth; a peer opening many big messages
+/// at once is refused rather than allowed to make us hold them.
+const MAX_PARTIAL: usize = 16 << 20;
 /// §5.3.1.3: a timestamp field of this value means "see the 4-byte
 /// extended timestamp".
 const EXTENDED: u32 = 0xFF_FFFF;
@@ -79,6 +83,8 @@ pub struct ChunkReader {
     chunk_size: usize,
     streams: HashMap<u32, ChunkStream>,
     offset: u64,
+    /// Bytes in `partial` buffers (see [`MAX_PARTIAL`]).
+    partial_bytes: usize,
 }
 
 impl Default for ChunkReader {
@@ -94,6 +100,7 @@ impl ChunkReader {
             chunk_size: 128,
             streams: HashMap::new(),
             offset: 0,
+            partial_bytes: 0,
         }
     }
 
@@ -108,8 +115,8 @@ impl ChunkReader {
 
     /// §5.4.2 Abort: drop the partly received message of a chunk stream.
     pub fn abort(&mut self, csid: u32) {
-        if let Some(s) = self.streams.get_mut(&csid) {
-            s.partial = None;
+        if let Some(p) = self.streams.get_mut(&csid).and_then(|s| s.partial.take()) {
+            self.partial_bytes -= p.len();
         }
     }
 
@@ -185,6 +192,12 @@ impl ChunkReader {
             let have = st.and_then(|s| s.partial.as_ref()).map_or(0, |p| p.len());
             let piece = (length - have).min(self.chunk_size);
             let total = at + ext_len + piece;
+            if piece < length - have && self.partial_bytes + piece > MAX_PARTIAL {
+                return Err(self.err(
+                    0,
+                    format!("more than {MAX_PARTIAL} bytes of unfinished messages"),
+                ));
+            }
             if buf.len() < total {
                 buf.reserve(total - buf.len());
                 return Ok(None);
@@ -226,15 +239,17 @@ impl ChunkReader {
             let payload = match s.partial.take() {
                 // The whole message in one chunk: no copy.
                 None if piece == s.length => data.freeze(),
+                // Grown as chunks arrive, not sized by the header's claim.
                 None => {
-                    let mut p = BytesMut::with_capacity(s.length);
-                    p.put_slice(&data);
-                    s.partial = Some(p);
+                    self.partial_bytes += piece;
+                    s.partial = Some(data);
                     continue;
                 }
                 Some(mut p) => {
+                    self.partial_bytes -= p.len();
                     p.put_slice(&data);
                     if p.len() < s.length {
+                        self.partial_bytes += p.len();
                         s.partial = Some(p);
                         continue;
                     }
@@ -440,6 +455,31 @@ mod tests {
             ts,
             vec![(1000, VIDEO), (1040, VIDEO), (1080, VIDEO), (1085, AUDIO)]
         );
+    }
+
+    #[test]
+    fn many_big_unfinished_messages_are_refused() {
+        // 64 chunk streams each opening an 8 MiB message with 128 bytes.
+        let mut w = Vec::new();
+        for csid in 3u8..63 {
+            w.extend([csid, 0, 0, 0, 0x7f, 0xff, 0xff, VIDEO, 1, 0, 0, 0]);
+            w.extend([0u8; 128]);
+        }
+        assert!(read_all(&w, 4096).is_ok(), "128 bytes each is fine");
+        let mut r = ChunkReader::new();
+        r.set_chunk_size(1 << 20).unwrap();
+        let mut buf = BytesMut::new();
+        let mut err = None;
+        for csid in 3u8..63 {
+            buf.extend_from_slice(&[csid, 0, 0, 0, 0x7f, 0xff, 0xff, VIDEO, 1, 0, 0, 0]);
+            buf.extend_from_slice(&vec![0u8; 1 << 20]);
+            if let Err(e) = r.read(&mut buf) {
+                err = Some(e);
+                break;
+            }
+        }
+        let e = err.expect("refused before holding 60 MiB");
+        assert!(e.reason.contains("unfinished"), "{e}");
     }
 
     #[test]
