@@ -471,31 +471,26 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                 }
                 Ok(Delivery::Frame(f)) => {
                     let ms = ticks_to_ms(f.dts).max(0);
-                    if !st.started {
-                        st.started = true;
-                        st.queue.push_back(
-                            st.mux
-                                .header(st.tracks[0].is_some(), st.tracks[1].is_some()),
-                        );
-                        push_headers(
-                            &mut st.mux,
-                            &mut st.queue,
-                            &st.tracks,
-                            &mut st.sent,
-                            ms,
-                            None,
-                        );
+                    // All tracks' headers before the first frame; after
+                    // that, a changed track's before its next frame.
+                    let only = if st.started {
+                        Some(usize::from(f.kind() == TrackKind::Audio))
                     } else {
-                        let k = usize::from(f.kind() == TrackKind::Audio);
-                        push_headers(
-                            &mut st.mux,
-                            &mut st.queue,
-                            &st.tracks,
-                            &mut st.sent,
-                            ms,
-                            Some(k),
-                        );
-                    }
+                        st.started = true;
+                        let h = st
+                            .mux
+                            .header(st.tracks[0].is_some(), st.tracks[1].is_some());
+                        st.queue.push_back(h);
+                        None
+                    };
+                    push_headers(
+                        &mut st.mux,
+                        &mut st.queue,
+                        &st.tracks,
+                        &mut st.sent,
+                        ms,
+                        only,
+                    );
                     st.queue.push_back(flv::shared_tag(&f));
                 }
             }

@@ -38,6 +38,23 @@ fn publisher_of(srv: &Server, stream: &str) -> Option<String> {
     })
 }
 
+/// `POST /api/stream.flv?dst=NAME` with `body`: the whole response.
+fn post_flv(port: u16, dst: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "POST /api/stream.flv?dst={dst} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer (and close) before taking the whole body.
+    let _ = s.write_all(body);
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
 fn kill9(c: &mut Child) {
     signal(c.id(), 9);
     let _ = c.wait();
@@ -235,6 +252,20 @@ fn wait_until(what: &str, srv: &Server, timeout: Duration, f: impl FnMut() -> bo
     srv.wait_for(what, timeout, f);
 }
 
+/// Waits (up to `secs`) until `stream` has a publisher.
+fn wait_publisher(srv: &Server, stream: &str, what: &str, secs: u64) {
+    srv.wait_for(what, Duration::from_secs(secs), || {
+        publisher_of(srv, stream).is_some()
+    });
+}
+
+/// Waits (up to `secs`) until `stream` has no publisher.
+fn wait_no_publisher(srv: &Server, stream: &str, what: &str, secs: u64) {
+    srv.wait_for(what, Duration::from_secs(secs), || {
+        publisher_of(srv, stream).is_none()
+    });
+}
+
 #[test]
 fn publishes_over_rtmp_http_and_rtsp_and_each_plays_over_http_flv_rtsp_and_rtmp() {
     let _p = heavy();
@@ -254,9 +285,7 @@ fn publishes_over_rtmp_http_and_rtsp_and_each_plays_over_http_flv_rtsp_and_rtmp(
         ("RTSP", format!("rtsp://127.0.0.1:{rtsp}/pushed")),
     ] {
         let mut p = push_to(&clip, &url);
-        wait_until(how, &srv, Duration::from_secs(10), || {
-            publisher_of(&srv, "pushed").is_some()
-        });
+        wait_publisher(&srv, "pushed", how, 10);
         assert_eq!(
             probe_streams(&srv.url("/api/stream.flv?src=pushed")),
             want,
@@ -274,18 +303,11 @@ fn publishes_over_rtmp_http_and_rtsp_and_each_plays_over_http_flv_rtsp_and_rtmp(
         );
         kill9(&mut p);
         // Nobody watches: the stream is free at once.
-        wait_until(
-            "the publisher to leave",
-            &srv,
-            Duration::from_secs(3),
-            || publisher_of(&srv, "pushed").is_none(),
-        );
+        wait_no_publisher(&srv, "pushed", "the publisher to leave", 3);
     }
     // What RTMP play gives decodes cleanly.
     let mut p = push_to(&clip, &format!("rtmp://127.0.0.1:{rtmp}/pushed"));
-    wait_until("publisher", &srv, Duration::from_secs(10), || {
-        publisher_of(&srv, "pushed").is_some()
-    });
+    wait_publisher(&srv, "pushed", "publisher", 10);
     let out = srv.dir.path().join("rtmp-play.mp4");
     let (o, _) = run_with_timeout(
         std::process::Command::new("ffmpeg")
@@ -308,9 +330,7 @@ fn kill_9_and_republish_within_100ms_carries_three_readers_over() {
     let big = clip_sized(srv.dir.path(), "640x360");
     let url = format!("rtmp://127.0.0.1:{rtmp}/live/pushed");
     let mut a = push_to(&small, &url);
-    wait_until("publisher A", &srv, Duration::from_secs(10), || {
-        publisher_of(&srv, "pushed").is_some()
-    });
+    wait_publisher(&srv, "pushed", "publisher A", 10);
     let readers: Vec<FlvReader> = (0..3)
         .map(|_| FlvReader::open(srv.port, "pushed"))
         .collect();
@@ -437,9 +457,7 @@ fn a_stopped_publisher_is_taken_over_at_once_and_cannot_disturb_its_successor() 
     let clip = clip(srv.dir.path());
     let url = format!("rtmp://127.0.0.1:{rtmp}/live/pushed");
     let mut a = push_to(&clip, &url);
-    wait_until("publisher A", &srv, Duration::from_secs(10), || {
-        publisher_of(&srv, "pushed").is_some()
-    });
+    wait_publisher(&srv, "pushed", "publisher A", 10);
     let a_pub = publisher_of(&srv, "pushed").unwrap();
     let reader = FlvReader::open(srv.port, "pushed");
     signal(a.id(), 19); // SIGSTOP: half-open, the socket stays up
@@ -477,9 +495,7 @@ fn without_takeover_newcomers_get_each_protocols_error_until_the_silent_one_time
     let (srv, rtsp, rtmp) = server("publish: { takeover: false, timeout: 2s }\n");
     let clip = clip(srv.dir.path());
     let mut a = push_to(&clip, &format!("rtmp://127.0.0.1:{rtmp}/pushed"));
-    wait_until("publisher A", &srv, Duration::from_secs(10), || {
-        publisher_of(&srv, "pushed").is_some()
-    });
+    wait_publisher(&srv, "pushed", "publisher A", 10);
     let a_pub = publisher_of(&srv, "pushed").unwrap();
 
     // Each protocol's refusal, with the reason.
@@ -493,14 +509,7 @@ fn without_takeover_newcomers_get_each_protocols_error_until_the_silent_one_time
     );
     let rtsp_err = stderr_of(push_to(&clip, &format!("rtsp://127.0.0.1:{rtsp}/pushed")));
     assert!(rtsp_err.contains("453"), "RTSP: {rtsp_err}");
-    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-    write!(
-        s,
-        "POST /api/stream.flv?dst=pushed HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = post_flv(srv.port, "pushed", b"");
     assert!(resp.starts_with("HTTP/1.1 409"), "HTTP: {resp}");
     assert!(resp.contains("already has a publisher"), "HTTP: {resp}");
 
@@ -588,30 +597,15 @@ fn garbage_from_a_publisher_ends_it_and_the_stream_is_free_at_once() {
     .unwrap();
     let mut s = rtmp_handshake(rtmp);
     s.write_all(&capture[..capture.len() / 2]).unwrap();
-    wait_until(
-        "the replayed publisher",
-        &srv,
-        Duration::from_secs(5),
-        || publisher_of(&srv, "cam").is_some(),
-    );
+    wait_publisher(&srv, "cam", "the replayed publisher", 5);
     let junk: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let _ = s.write_all(&junk);
     read_until_closed(&mut s, "RTMP garbage");
-    wait_until(
-        "the stream to be free",
-        &srv,
-        Duration::from_secs(2),
-        || publisher_of(&srv, "cam").is_none(),
-    );
+    wait_no_publisher(&srv, "cam", "the stream to be free", 2);
     let mut p = push_to(&clip, &format!("rtmp://127.0.0.1:{rtmp}/live/cam"));
-    wait_until(
-        "a new publisher after garbage",
-        &srv,
-        Duration::from_secs(5),
-        || publisher_of(&srv, "cam").is_some(),
-    );
+    wait_publisher(&srv, "cam", "a new publisher after garbage", 5);
     kill9(&mut p);
     assert!(
         srv.log().contains("rtmp publisher disconnected"),
@@ -637,20 +631,7 @@ fn garbage_from_a_publisher_ends_it_and_the_stream_is_free_at_once() {
         assert!(o.status.success());
         std::fs::read(out).unwrap()
     };
-    let post = |body: &[u8]| -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        write!(
-            s,
-            "POST /api/stream.flv?dst=pushed HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        let _ = s.write_all(body);
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        resp
-    };
+    let post = |body: &[u8]| post_flv(srv.port, "pushed", body);
     // The header and the first ten tags (E.3: header, PreviousTagSize0,
     // then tag + PreviousTagSize), then a tag type that does not exist.
     let mut at = 13;
@@ -672,9 +653,7 @@ fn garbage_from_a_publisher_ends_it_and_the_stream_is_free_at_once() {
 
     // And a real publisher gets in at once.
     let mut p = push_to(&clip, &srv.url("/api/stream.flv?dst=pushed"));
-    wait_until("a real publisher", &srv, Duration::from_secs(5), || {
-        publisher_of(&srv, "pushed").is_some()
-    });
+    wait_publisher(&srv, "pushed", "a real publisher", 5);
     kill9(&mut p);
 }
 
@@ -689,14 +668,7 @@ fn unknown_names_are_refused_unless_auto_create() {
         &format!("rtmp://127.0.0.1:{rtmp}/live/nosuch"),
     ));
     assert!(err.contains("nosuch: not found"), "RTMP: {err}");
-    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
-    write!(
-        s,
-        "POST /api/stream.flv?dst=nosuch HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = post_flv(srv.port, "nosuch", b"");
     assert!(resp.starts_with("HTTP/1.1 404"), "HTTP: {resp}");
     let (st, _) = srv.get_json("/api/streams?src=nosuch");
     assert_eq!(st, 404);
@@ -714,9 +686,7 @@ fn unknown_names_are_refused_unless_auto_create() {
 
     let (srv, _rtsp, rtmp) = server("publish: { auto_create: true }\n");
     let mut p = push_to(&clip, &format!("rtmp://127.0.0.1:{rtmp}/live/fresh"));
-    wait_until("the created stream", &srv, Duration::from_secs(10), || {
-        publisher_of(&srv, "fresh").is_some()
-    });
+    wait_publisher(&srv, "fresh", "the created stream", 10);
     assert_eq!(
         probe_streams(&srv.url("/api/stream.flv?src=fresh")).len(),
         2,
@@ -761,9 +731,7 @@ fn librtmp_and_gstreamer_publish_and_rtmpdump_plays() {
     ];
     for sink in ["rtmpsink", "rtmp2sink"] {
         let mut p = gst_publish(sink, &format!("rtmp://127.0.0.1:{rtmp}/live/pushed"));
-        wait_until(sink, &srv, Duration::from_secs(10), || {
-            publisher_of(&srv, "pushed").is_some()
-        });
+        wait_publisher(&srv, "pushed", sink, 10);
         assert_eq!(
             probe_streams(&srv.url("/api/stream.flv?src=pushed")),
             want,
@@ -790,12 +758,7 @@ fn librtmp_and_gstreamer_publish_and_rtmpdump_plays() {
             assert_decodes_cleanly(&out, "rtmpdump");
         }
         kill9(&mut p);
-        wait_until(
-            "the publisher to leave",
-            &srv,
-            Duration::from_secs(3),
-            || publisher_of(&srv, "pushed").is_none(),
-        );
+        wait_no_publisher(&srv, "pushed", "the publisher to leave", 3);
     }
 }
 
