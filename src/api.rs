@@ -51,6 +51,13 @@ pub struct AppState {
     pub hls: Arc<crate::hls::Hls>,
     pub config_path: String,
     pub rtsp_listen: Option<SocketAddr>,
+    /// The config file, for changes through the API.
+    pub store: Arc<crate::store::Store>,
+    pub preloads: Arc<crate::preload::Preloads>,
+    /// `api.username`/`api.password`.
+    pub auth: Option<crate::config::Credentials>,
+    /// `api.allow_exec`.
+    pub allow_exec: bool,
 }
 
 type Shared = Arc<AppState>;
@@ -58,12 +65,75 @@ type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/api", get(api_info))
-        .route("/api/streams", get(list_streams))
+        .route(
+            "/api/streams",
+            get(list_streams)
+                .put(put_stream)
+                .patch(patch_stream)
+                .delete(delete_stream),
+        )
+        .route("/api/schemes", get(schemes))
+        .route(
+            "/api/preload",
+            get(list_preloads).put(put_preload).delete(delete_preload),
+        )
         .route("/api/stream.flv", get(stream_flv).post(publish_flv))
         .route("/api/stream.m3u8", get(hls_playlist))
         .route("/api/hls/{variant}/{stream}/{file}", get(hls_file))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            basic_auth,
+        ))
         .with_state(state)
+}
+
+/// `api.username`/`api.password`: HTTP Basic auth (RFC 7617) on every
+/// route. Loopback and unix-socket clients are exempt unless
+/// `api.local_auth`, as in go2rtc.
+async fn basic_auth(
+    State(st): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = &st.auth else {
+        return next.run(req).await;
+    };
+    let local = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .is_some_and(|c| c.0 .0.ip().is_loopback());
+    if local && !auth.local_auth {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let expected = format!("{}:{}", auth.username, auth.password);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"streamvisor\""),
+    );
+    r
+}
+
+/// Compares without an early exit, so timing does not tell how much of a
+/// guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A JSON error body: `{"error": "...", ...context}`.
@@ -170,6 +240,162 @@ async fn list_streams(
         .zip(infos)
         .collect();
     Ok(Json(Value::Object(map)))
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        use crate::store::StoreError as E;
+        let msg = e.to_string();
+        match e {
+            E::Invalid { param, .. } => ApiError::bad_param(param, msg),
+            E::NotFound { stream } => ApiError::unknown_stream(&stream),
+            E::Write { path, .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg).with("config", path)
+            }
+        }
+    }
+}
+
+/// Applies a committed config change to the running streams and preloads,
+/// then (with the store released) waits for the replaced and removed
+/// streams to stop, so that a caller who looks next sees them gone.
+async fn apply(st: &AppState, c: crate::store::Committed<'_>) {
+    let gone = st.registry.reconcile(&c.old.streams, &c.new.streams);
+    st.preloads.sync(&c.new.preload);
+    drop(c.guard);
+    futures_util::future::join_all(gone.iter().map(|s| s.shutdown())).await;
+}
+
+/// The values of every `key` in a query, in order (`src` may repeat).
+fn all_of<'a>(q: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    q.iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn one_of<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    all_of(q, key).into_iter().next()
+}
+
+/// `PUT /api/streams?name=N&src=S[&src=S2…]`: creates or replaces stream N
+/// (go2rtc: `name` defaults to the first `src`). The same sources again
+/// change nothing: producers and viewers carry on.
+async fn put_stream(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    edit_stream(&st, &q, false).await
+}
+
+/// `PATCH /api/streams?name=N&src=S…`: new sources for an existing stream.
+async fn patch_stream(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    edit_stream(&st, &q, true).await
+}
+
+async fn edit_stream(
+    st: &AppState,
+    q: &[(String, String)],
+    patch: bool,
+) -> Result<Response, ApiError> {
+    let sources: Vec<String> = all_of(q, "src").into_iter().map(str::to_string).collect();
+    let name = one_of(q, "name")
+        .filter(|n| !n.is_empty())
+        .or(sources.first().map(String::as_str))
+        .ok_or_else(|| ApiError::bad_param("name", "missing parameter: name"))?
+        .to_string();
+    crate::hub::check_name(&name).map_err(|m| ApiError::bad_param("name", m))?;
+    let c = st
+        .store
+        .put_stream(&name, &sources, st.allow_exec, patch)
+        .await?;
+    apply(st, c).await;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `DELETE /api/streams?src=N`: removes the stream, stops its producers
+/// and ends its viewers (go2rtc leaves them running; we do not).
+async fn delete_stream(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let c = st.store.delete_stream(name).await?;
+    apply(&st, c).await;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /api/schemes`: the source schemes we take.
+async fn schemes() -> Json<Value> {
+    Json(json!(crate::config::SCHEMES))
+}
+
+/// `GET /api/preload`: `{name: {"query": "..."}}`.
+async fn list_preloads(State(st): State<Shared>) -> Json<Value> {
+    let map: serde_json::Map<String, Value> = st
+        .store
+        .config()
+        .await
+        .preload
+        .into_iter()
+        .map(|(k, q)| (k, json!({ "query": q })))
+        .collect();
+    Json(Value::Object(map))
+}
+
+/// `PUT /api/preload?src=N[&video=…][&audio=…][&microphone=…]`, or with
+/// go2rtc-client's `video_codec_filter=h264,h265` spelling. Nothing named
+/// means video and audio.
+async fn put_preload(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let mut parts = Vec::new();
+    for kind in ["video", "audio", "microphone"] {
+        let filter = format!("{kind}_codec_filter");
+        for (k, v) in &q {
+            if k == kind || *k == filter {
+                parts.push(if v.is_empty() {
+                    kind.to_string()
+                } else {
+                    format!("{kind}={v}")
+                });
+            }
+        }
+    }
+    let query = if parts.is_empty() {
+        "video&audio".to_string()
+    } else {
+        parts.join("&")
+    };
+    let c = st.store.set_preload(name, Some(&query)).await?;
+    apply(&st, c).await;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `DELETE /api/preload?src=N`: the stream may stop again.
+async fn delete_preload(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    if !st.store.config().await.preload.contains_key(name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("stream {name} is not preloaded"),
+        )
+        .with("stream", name));
+    }
+    let c = st.store.set_preload(name, None).await?;
+    apply(&st, c).await;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn stream_flv(
@@ -671,6 +897,31 @@ impl AsyncWrite for DeadlineIo {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves the API on a unix socket too (`api.unix_listen`), as Home
+/// Assistant's managed go2rtc is reached. A stale socket file is replaced.
+/// A unix-socket peer counts as local (go2rtc: the `@` peer), for auth and
+/// for internal readers; it shows as `127.0.0.1:0`.
+pub fn bind_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    tokio::net::UnixListener::bind(path)
+}
+
+pub async fn serve_unix(
+    l: tokio::net::UnixListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for PeerAddr {
+    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> PeerAddr {
+        PeerAddr(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,

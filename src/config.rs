@@ -11,7 +11,7 @@
 //! true; a column after an expansion on the same line is off by the length
 //! difference.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +76,19 @@ pub struct Config {
     pub rtmp_listen: Option<SocketAddr>,
     /// `rtsp.username`/`rtsp.password`: Basic and Digest auth for RTSP.
     pub rtsp_auth: Option<Credentials>,
+    /// `api.username`/`api.password`: Basic auth for the HTTP API.
+    pub api_auth: Option<Credentials>,
+    /// `api.unix_listen`: the HTTP API on a unix socket too (Home
+    /// Assistant's managed go2rtc talks to it that way).
+    pub api_unix_listen: Option<PathBuf>,
+    /// `api.allow_exec`: sources added through the API may run commands
+    /// (`exec:`, `echo:`, `expr:`). Off: only the config file may.
+    pub allow_exec: bool,
+    /// `preload:`: streams kept running with no viewer, with go2rtc's query
+    /// (`""` for everything, `video`, `video&audio=opus` …).
+    pub preload: BTreeMap<String, String>,
+    /// Where things are in the file, for editing it (see [`crate::store`]).
+    pub layout: Layout,
     pub ffmpeg_bin: String,
     pub log_level: String,
     pub supervisor: Timeouts,
@@ -105,6 +118,16 @@ impl Default for HlsConfig {
             keepalive: Duration::from_secs(30),
         }
     }
+}
+
+/// The lines (1-based) where the file's top-level keys and each stream's
+/// key stand. Lines are those of the text after `${VAR}` expansion, which
+/// keeps lines as they are unless a variable holds a newline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub sections: Vec<(String, u64)>,
+    /// In the order of [`Config::streams`].
+    pub stream_lines: Vec<u64>,
 }
 
 /// `publish:`: who may publish where, and what a second publisher does.
@@ -225,13 +248,60 @@ impl SourceKind {
 /// publish to.
 pub const OUTPUT: &str = "{output}";
 
+/// The source schemes we take (`GET /api/schemes`).
+pub const SCHEMES: &[&str] = &[
+    "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file", "ffmpeg", "exec",
+];
+
+/// Schemes that run a command: the config file may use them, the API only
+/// with `api.allow_exec` (go2rtc 1.9.12 closed the same hole: anyone on the
+/// LAN could otherwise run commands). We implement only `exec:`; the other
+/// two are refused by name so the reason is clear.
+const COMMAND_SCHEMES: &[&str] = &["exec", "echo", "expr"];
+
+/// Checks one source given through the API: no command schemes and no
+/// whitespace (it would reach ffmpeg's command line: `#raw=-ss 1`) unless
+/// `allow_exec`, then everything the config file checks. `streams` are the
+/// stream names the source may refer to. Returns the warnings (unknown
+/// `#params`).
+pub fn check_api_source(
+    src: &str,
+    streams: &BTreeSet<String>,
+    allow_exec: bool,
+) -> Result<Vec<String>, String> {
+    if !allow_exec {
+        let scheme = src.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if COMMAND_SCHEMES.contains(&scheme.as_str()) {
+            return Err(format!(
+                "`{scheme}:` sources run commands and cannot be added through the API \
+                 (put them in the config file, or set api.allow_exec: true)"
+            ));
+        }
+        if src.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "source `{src}` contains whitespace, which is not allowed through the API \
+                 (set api.allow_exec: true to allow it)"
+            ));
+        }
+    }
+    let mut warnings = Vec::new();
+    parse_source(src, streams, Timeouts::default(), &mut warnings)?;
+    Ok(warnings)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, LoadError> {
+        Config::load_with_text(path).map(|(c, _)| c)
+    }
+
+    /// As [`Config::load`], with the text read (for [`crate::store`]).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Config::parse(path, &text, &|k| std::env::var(k).ok())?)
+        let cfg = Config::parse(path, &text, &|k| std::env::var(k).ok())?;
+        Ok((cfg, text))
     }
 
     /// Parses config text; `env` looks up `${VAR}`s.
@@ -275,6 +345,11 @@ impl Config {
         };
         let mut cfg = Config::from_raw(&file, raw)?;
         cfg.path = path.to_path_buf();
+        cfg.layout.sections = keys
+            .0
+            .iter()
+            .map(|(k, _)| (k.value.clone(), k.referenced.line()))
+            .collect();
         cfg.warnings.splice(0..0, keys.unknown(&file));
         Ok(cfg)
     }
@@ -318,6 +393,19 @@ impl Config {
             }),
         };
         let api_listen = listen(api.listen, "api.listen", ":1984")?;
+        let api_auth = match (
+            api.username.clone().unwrap_or_default(),
+            api.password.clone().unwrap_or_default(),
+        ) {
+            (u, p) if u.is_empty() && p.is_empty() => None,
+            (username, password) => Some(Credentials {
+                username,
+                password,
+                local_auth: api.local_auth.unwrap_or(false),
+            }),
+        };
+        let api_unix_listen = api.unix_listen.filter(|p| !p.is_empty()).map(PathBuf::from);
+        let allow_exec = api.allow_exec.unwrap_or(false);
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
         let rtmp_listen = listen(raw.rtmp.unwrap_or_default().listen, "rtmp.listen", ":1935")?;
         let mut publish = PublishConfig::default();
@@ -390,7 +478,9 @@ impl Config {
         let mut warnings = Vec::new();
         // Where each source was written, for errors found after parsing.
         let mut locations: HashMap<(String, usize), serde_saphyr::Location> = HashMap::new();
+        let mut stream_lines = Vec::new();
         for (name, sources) in streams_raw {
+            stream_lines.push(name.referenced.line());
             if name.value.is_empty() {
                 return Err(at(
                     &name.referenced,
@@ -439,12 +529,29 @@ impl Config {
             }
         })?;
 
+        let mut preload = BTreeMap::new();
+        for (name, query) in raw.preload.unwrap_or_default() {
+            if !streams.iter().any(|s| s.name == name) {
+                warnings.push(format!("{file}: preload.{name}: no such stream (ignored)"));
+                continue;
+            }
+            preload.insert(name, query.unwrap_or_default());
+        }
+
         Ok(Config {
             path: PathBuf::new(),
             api_listen,
             rtsp_listen,
             rtmp_listen,
             rtsp_auth,
+            api_auth,
+            api_unix_listen,
+            allow_exec,
+            preload,
+            layout: Layout {
+                sections: Vec::new(),
+                stream_lines,
+            },
             ffmpeg_bin: raw
                 .ffmpeg
                 .and_then(|f| f.bin)
@@ -768,6 +875,7 @@ struct RawRoot {
     rtsp: Option<RawListen>,
     rtmp: Option<RawListen>,
     publish: Option<RawPublish>,
+    preload: Option<BTreeMap<String, Option<String>>>,
     ffmpeg: Option<RawFfmpeg>,
     log: Option<RawLog>,
     supervisor: Option<RawSupervisor>,
@@ -788,6 +896,8 @@ struct RawListen {
     username: Option<String>,
     password: Option<String>,
     local_auth: Option<bool>,
+    allow_exec: Option<bool>,
+    unix_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -932,7 +1042,17 @@ struct TopKeys(Vec<(Spanned<String>, SubKeys)>);
 struct SubKeys(Vec<Spanned<String>>);
 
 const KNOWN: &[(&str, &[&str])] = &[
-    ("api", &["listen"]),
+    (
+        "api",
+        &[
+            "listen",
+            "username",
+            "password",
+            "local_auth",
+            "allow_exec",
+            "unix_listen",
+        ],
+    ),
     ("rtsp", &["listen", "username", "password", "local_auth"]),
     ("ffmpeg", &["bin"]),
     ("log", &["level"]),
@@ -947,6 +1067,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["auto_create", "takeover", "timeout", "publish_timeout"],
     ),
     ("streams", &[]),
+    ("preload", &[]),
 ];
 
 impl TopKeys {
@@ -958,7 +1079,7 @@ impl TopKeys {
             };
             match KNOWN.iter().find(|(name, _)| *name == k.value) {
                 None => out.push(format!("{}: unknown key `{}` (ignored)", here(k), k.value)),
-                Some(("streams", _)) => {}
+                Some(("streams" | "preload", _)) => {}
                 Some((section, keys)) => {
                     for s in &sub.0 {
                         if !keys.contains(&s.value.as_str()) {

@@ -35,7 +35,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
+    let (cfg, text) = match Config::load_with_text(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("streamvisor: {e}");
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, text)) {
         Ok(()) => {
             // Connections still open (HTTP-FLV viewers) must not delay exit.
             rt.shutdown_timeout(Duration::from_millis(100));
@@ -96,7 +96,7 @@ fn loopback(bound: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -151,9 +151,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(listen = %l.local_addr()?, "rtmp server ready");
         tokio::spawn(streamvisor::rtmp::serve(l, registry.clone()));
     }
+    let preloads = streamvisor::preload::Preloads::new(registry.clone());
+    preloads.sync(&cfg.preload);
     let state = Arc::new(AppState {
         hls: streamvisor::hls::Hls::new(cfg.hls, registry.clone()),
         registry: registry.clone(),
+        store: Arc::new(streamvisor::store::Store::new(
+            cfg.path.clone(),
+            text,
+            cfg.clone(),
+        )),
+        preloads,
+        auth: cfg.api_auth.clone(),
+        allow_exec: cfg.allow_exec,
         config_path: std::fs::canonicalize(&cfg.path)
             .unwrap_or(cfg.path.clone())
             .display()
@@ -173,8 +183,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-    } else {
+    } else if cfg.api_unix_listen.is_none() {
         tracing::info!(streams = streams.len(), "streamvisor ready (HTTP disabled)");
+    }
+    if let Some(path) = cfg.api_unix_listen.clone() {
+        let l = api::bind_unix(&path)
+            .with_context(|| format!("api.unix_listen: cannot listen on {}", path.display()))?;
+        let router = api::router(state.clone());
+        let mut rx = stop_rx.clone();
+        tracing::info!(listen = %path.display(), "api listening on a unix socket");
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = api::serve_unix(l, router, shutdown).await {
+                tracing::error!(error = %e, path = %path.display(), "api.unix_listen failed");
+            }
+        });
     }
 
     let signal = wait_for_signal().await?;

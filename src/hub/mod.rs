@@ -199,8 +199,10 @@ struct Streams {
 /// The longest stream name we take (go2rtc's API has the same bound).
 pub const MAX_NAME: usize = 128;
 
-/// Whether `name` may name a stream created at run time: 1 to 128 of
-/// `[A-Za-z0-9_.-]`. Config streams may be named anything YAML allows.
+/// Whether `name` may name a stream made at run time (by the API or a
+/// publisher): 1 to 128 of `[A-Za-z0-9_.-]`, and `%XX` hex escapes (Home
+/// Assistant escapes everything else in its camera ids that way). Config
+/// streams may be named anything YAML allows.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!(
@@ -208,15 +210,28 @@ pub fn check_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    match name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        Some(c) => Err(format!(
-            "a stream name is made of A-Z a-z 0-9 _ . - (found {c:?})"
-        )),
-        None => Ok(()),
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            if b.len() < i + 3 || !b[i + 1].is_ascii_hexdigit() || !b[i + 2].is_ascii_hexdigit() {
+                return Err(format!(
+                    "`%` in a stream name starts a hex escape (%XX), at byte {i}"
+                ));
+            }
+            i += 3;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')) {
+            let ch = name[i..].chars().next().unwrap_or('?');
+            return Err(format!(
+                "a stream name is made of A-Z a-z 0-9 _ . - and %XX escapes (found {ch:?})"
+            ));
+        }
+        i += 1;
     }
+    Ok(())
 }
 
 impl Registry {
@@ -243,6 +258,54 @@ impl Registry {
 
     pub fn all(&self) -> Vec<Stream> {
         self.read().list.clone()
+    }
+
+    /// Makes the running streams match `new` (the config after an API
+    /// change), given `old` (before it): a stream whose config is the same
+    /// keeps its actor, viewers and producers; a changed one gets a fresh
+    /// actor; a removed one goes. Streams created by publishers and not in
+    /// either stay. Returns the actors replaced or removed: the caller
+    /// shuts them down (stopping their producers, ending their viewers).
+    pub fn reconcile(&self, old: &[StreamConfig], new: &[StreamConfig]) -> Vec<Stream> {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut gone = Vec::new();
+        let mut list = Vec::with_capacity(new.len());
+        let mut taken = std::collections::HashSet::new();
+        for cfg in new {
+            let before = old.iter().find(|o| o.name == cfg.name);
+            let running = s.index.get(&cfg.name).map(|&i| s.list[i].clone());
+            taken.insert(cfg.name.clone());
+            match running {
+                Some(r) if before == Some(cfg) => list.push(r),
+                r => {
+                    if let Some(r) = r {
+                        tracing::info!(stream = %cfg.name, "stream replaced");
+                        gone.push(r);
+                    } else {
+                        tracing::info!(stream = %cfg.name, "stream added");
+                    }
+                    list.push(Stream::spawn(cfg.clone(), self.deps.clone()));
+                }
+            }
+        }
+        for st in std::mem::take(&mut s.list) {
+            if taken.contains(st.name()) {
+                continue;
+            }
+            if old.iter().any(|o| o.name == st.name()) {
+                tracing::info!(stream = %st.name(), "stream removed");
+                gone.push(st);
+            } else {
+                list.push(st); // created by a publisher
+            }
+        }
+        s.index = list
+            .iter()
+            .enumerate()
+            .map(|(i, st)| (st.name().to_string(), i))
+            .collect();
+        s.list = list;
+        gone
     }
 
     pub fn publish_config(&self) -> crate::config::PublishConfig {

@@ -1,0 +1,586 @@
+//! The config file as the API changes it (`PUT`/`PATCH`/`DELETE
+//! /api/streams`, `PUT`/`DELETE /api/preload`).
+//!
+//! Every change is made to the file first: the new text is built, parsed
+//! and checked like any config, written to a temporary file beside the
+//! config and renamed over it. Only then does the caller apply it to the
+//! running streams. A write that fails (read-only file, full disk) changes
+//! nothing in memory, so memory and file never disagree.
+//!
+//! The rest of the file is kept as written: comments, `${VAR}`s, key
+//! order. Streams that did not change keep their lines verbatim; changed
+//! and new streams are written fresh. The `preload:` section is written
+//! afresh whenever it changes. A `streams:` section in flow style
+//! (`streams: {a: b}`) is rewritten as a block.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError, Layout, StreamConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The change itself is wrong: a bad name or source (400).
+    #[error("{reason}")]
+    Invalid { param: &'static str, reason: String },
+    #[error("stream not found: {stream}")]
+    NotFound { stream: String },
+    /// The file could not be written; nothing changed (500).
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// The file's text and what it says, as last written or read.
+pub struct Snapshot {
+    pub text: String,
+    pub config: Config,
+}
+
+pub struct Store {
+    path: PathBuf,
+    state: tokio::sync::Mutex<Snapshot>,
+    env: fn(&str) -> Option<String>,
+}
+
+/// What a change did: the config before and after. The caller applies the
+/// difference to the running streams while it still holds the store (the
+/// guard), so changes apply in the order they were written.
+pub struct Committed<'a> {
+    pub old: Config,
+    pub new: Config,
+    pub guard: tokio::sync::MutexGuard<'a, Snapshot>,
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+impl Store {
+    pub fn new(path: PathBuf, text: String, config: Config) -> Store {
+        Store {
+            path,
+            state: tokio::sync::Mutex::new(Snapshot { text, config }),
+            env: env_var,
+        }
+    }
+
+    /// The config as it is now.
+    pub async fn config(&self) -> Config {
+        self.state.lock().await.config.clone()
+    }
+
+    /// Creates or replaces stream `name` with `sources` (`PUT`), or
+    /// replaces the sources of an existing one (`patch`).
+    pub async fn put_stream(
+        &self,
+        name: &str,
+        sources: &[String],
+        allow_exec: bool,
+        patch: bool,
+    ) -> Result<Committed<'_>, StoreError> {
+        let snap = self.state.lock().await;
+        let cfg = &snap.config;
+        if patch && cfg.stream(name).is_none() {
+            return Err(StoreError::NotFound {
+                stream: name.to_string(),
+            });
+        }
+        let mut names: BTreeSet<String> = cfg.streams.iter().map(|s| s.name.clone()).collect();
+        names.insert(name.to_string());
+        for src in sources {
+            crate::config::check_api_source(src, &names, allow_exec).map_err(|reason| {
+                StoreError::Invalid {
+                    param: "src",
+                    reason,
+                }
+            })?;
+        }
+        let mut entries = entries_of(cfg);
+        match entries.iter_mut().find(|e| e.name == name) {
+            Some(e) if e.sources == sources => {} // the same: nothing to write
+            Some(e) => {
+                e.sources = sources.to_vec();
+                e.keep = false;
+            }
+            None => entries.push(Entry {
+                name: name.to_string(),
+                sources: sources.to_vec(),
+                keep: false,
+            }),
+        }
+        let preload = cfg.preload.clone();
+        self.commit(snap, &entries, &preload).await
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<Committed<'_>, StoreError> {
+        let snap = self.state.lock().await;
+        if snap.config.stream(name).is_none() {
+            return Err(StoreError::NotFound {
+                stream: name.to_string(),
+            });
+        }
+        let entries: Vec<Entry> = entries_of(&snap.config)
+            .into_iter()
+            .filter(|e| e.name != name)
+            .collect();
+        let mut preload = snap.config.preload.clone();
+        preload.remove(name);
+        self.commit(snap, &entries, &preload).await
+    }
+
+    /// Sets (`Some(query)`) or removes (`None`) a stream's preload.
+    pub async fn set_preload(
+        &self,
+        name: &str,
+        query: Option<&str>,
+    ) -> Result<Committed<'_>, StoreError> {
+        let snap = self.state.lock().await;
+        if snap.config.stream(name).is_none() {
+            return Err(StoreError::NotFound {
+                stream: name.to_string(),
+            });
+        }
+        let entries = entries_of(&snap.config);
+        let mut preload = snap.config.preload.clone();
+        match query {
+            Some(q) => preload.insert(name.to_string(), q.to_string()),
+            None => preload.remove(name),
+        };
+        self.commit(snap, &entries, &preload).await
+    }
+
+    async fn commit<'a>(
+        &'a self,
+        mut snap: tokio::sync::MutexGuard<'a, Snapshot>,
+        entries: &[Entry],
+        preload: &BTreeMap<String, String>,
+    ) -> Result<Committed<'a>, StoreError> {
+        let old_names: Vec<String> = snap.config.streams.iter().map(|s| s.name.clone()).collect();
+        let text = rewrite(
+            &snap.text,
+            &snap.config.layout,
+            &old_names,
+            entries,
+            preload,
+            snap.config.preload != *preload,
+        );
+        if text == snap.text {
+            let old = snap.config.clone();
+            return Ok(Committed {
+                new: old.clone(),
+                old,
+                guard: snap,
+            });
+        }
+        let new = Config::parse(&self.path, &text, &self.env).map_err(|e: ConfigError| {
+            StoreError::Invalid {
+                param: "src",
+                reason: e.message,
+            }
+        })?;
+        let path = self.path.clone();
+        let body = text.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &body))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|reason| StoreError::Write {
+                path: self.path.display().to_string(),
+                reason,
+            })?;
+        tracing::info!(config = %self.path.display(), "config written");
+        let old = std::mem::replace(&mut snap.config, new.clone());
+        snap.text = text;
+        Ok(Committed {
+            old,
+            new,
+            guard: snap,
+        })
+    }
+}
+
+/// One stream as the file will hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub sources: Vec<String>,
+    /// Unchanged: copy its lines from the file as they are.
+    pub keep: bool,
+}
+
+fn entries_of(cfg: &Config) -> Vec<Entry> {
+    cfg.streams
+        .iter()
+        .map(|s: &StreamConfig| Entry {
+            name: s.name.clone(),
+            sources: s.sources.iter().map(|x| x.url.clone()).collect(),
+            keep: true,
+        })
+        .collect()
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over
+/// `path` (following a symlink to the real file), keeping its permissions.
+/// A file with no write permission is left alone even for root: the
+/// operator made it read-only on purpose.
+fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(&target).map_err(|e| e.to_string())?;
+    if meta.permissions().readonly() {
+        return Err("the file is read-only".into());
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.set_permissions(meta.permissions())?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+/// A YAML key or scalar: plain when that reads back the same, else
+/// double-quoted (JSON's quoting is valid YAML).
+fn scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+        && !s.starts_with(['-', '.'])
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "nan" | "inf"
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).unwrap_or_default()
+    }
+}
+
+fn stream_lines(e: &Entry) -> String {
+    match e.sources.as_slice() {
+        [] => format!("  {}:\n", scalar(&e.name)),
+        [one] => format!(
+            "  {}: {}\n",
+            scalar(&e.name),
+            serde_json::to_string(one).unwrap_or_default()
+        ),
+        many => {
+            let mut s = format!("  {}:\n", scalar(&e.name));
+            for src in many {
+                s.push_str(&format!(
+                    "    - {}\n",
+                    serde_json::to_string(src).unwrap_or_default()
+                ));
+            }
+            s
+        }
+    }
+}
+
+fn preload_block(preload: &BTreeMap<String, String>) -> String {
+    let mut s = String::from("preload:\n");
+    for (name, q) in preload {
+        if q.is_empty() {
+            s.push_str(&format!("  {}:\n", scalar(name)));
+        } else {
+            s.push_str(&format!(
+                "  {}: {}\n",
+                scalar(name),
+                serde_json::to_string(q).unwrap_or_default()
+            ));
+        }
+    }
+    s
+}
+
+/// Whether a line ends a block: a top-level key (or document marker).
+fn is_top_level(line: &str) -> bool {
+    line.chars()
+        .next()
+        .is_some_and(|c| !c.is_whitespace() && c != '#')
+}
+
+/// The 0-based line range of top-level section `name`: its key line to the
+/// line before the next section, without the comment and blank lines that
+/// lead into the next section.
+fn section_range(lines: &[&str], layout: &Layout, name: &str) -> Option<(usize, usize)> {
+    let start = layout.sections.iter().find(|(k, _)| k == name)?.1 as usize;
+    if start == 0 || start > lines.len() {
+        return None;
+    }
+    let start = start - 1;
+    let mut end = lines.len();
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        if is_top_level(l) {
+            end = i;
+            break;
+        }
+    }
+    while end > start + 1 && {
+        let l = lines[end - 1].trim_start();
+        l.is_empty() || (l.starts_with('#') && lines[end - 1].starts_with('#'))
+    } {
+        end -= 1;
+    }
+    Some((start, end))
+}
+
+/// The new file text: `entries` as the `streams:` section, `preload` as
+/// the `preload:` section (rewritten only if `preload_changed`), the rest
+/// as it was. `old_names[i]` is the stream whose key is on
+/// `layout.stream_lines[i]`.
+pub fn rewrite(
+    text: &str,
+    layout: &Layout,
+    old_names: &[String],
+    entries: &[Entry],
+    preload: &BTreeMap<String, String>,
+    preload_changed: bool,
+) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut replacements: Vec<(usize, usize, String)> = Vec::new();
+    let mut appended = String::new();
+
+    // streams:
+    let unchanged = entries.len() == old_names.len()
+        && entries
+            .iter()
+            .zip(old_names)
+            .all(|(e, n)| e.keep && &e.name == n);
+    if !unchanged {
+        match section_range(&lines, layout, "streams") {
+            Some((start, end)) => {
+                let key_line = lines[start];
+                let inline = key_line
+                    .split_once(':')
+                    .map(|(_, rest)| rest.split('#').next().unwrap_or("").trim())
+                    .is_some_and(|r| !r.is_empty());
+                // Each old stream's lines: from its key to the next one's.
+                // A stream's comment lines just above its key go with it.
+                let starts: Vec<usize> = layout
+                    .stream_lines
+                    .iter()
+                    .map(|&l| {
+                        let mut s = (l as usize).saturating_sub(1);
+                        while s > start + 1 && {
+                            let prev = lines[s - 1];
+                            prev.trim_start().starts_with('#')
+                                && prev.starts_with(char::is_whitespace)
+                        } {
+                            s -= 1;
+                        }
+                        s
+                    })
+                    .collect();
+                let ranges_ok = !inline
+                    && starts.len() == old_names.len()
+                    && starts.windows(2).all(|w| w[0] < w[1])
+                    && starts.iter().all(|&s| s > start && s < end);
+                let mut block = String::new();
+                if ranges_ok {
+                    block.push_str(key_line);
+                    if !key_line.ends_with('\n') {
+                        block.push('\n');
+                    }
+                    // Comments between `streams:` and the first stream.
+                    let first = starts.first().copied().unwrap_or(end);
+                    block.extend(lines[start + 1..first].iter().copied());
+                } else {
+                    block.push_str("streams:\n");
+                }
+                for e in entries {
+                    let old = old_names.iter().position(|n| n == &e.name);
+                    match old {
+                        Some(i) if e.keep && ranges_ok => {
+                            let to = starts.get(i + 1).copied().unwrap_or(end);
+                            for l in &lines[starts[i]..to] {
+                                block.push_str(l);
+                            }
+                            if !block.ends_with('\n') {
+                                block.push('\n');
+                            }
+                        }
+                        _ => block.push_str(&stream_lines(e)),
+                    }
+                }
+                replacements.push((start, end, block));
+            }
+            None => {
+                appended.push_str("streams:\n");
+                for e in entries {
+                    appended.push_str(&stream_lines(e));
+                }
+            }
+        }
+    }
+
+    // preload:
+    if preload_changed {
+        let block = if preload.is_empty() {
+            String::new()
+        } else {
+            preload_block(preload)
+        };
+        match section_range(&lines, layout, "preload") {
+            Some((start, end)) => replacements.push((start, end, block)),
+            None => appended.push_str(&block),
+        }
+    }
+
+    replacements.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    for (start, end, block) in replacements {
+        out.splice(start..end, std::iter::once(block));
+    }
+    let mut text = out.concat();
+    if !appended.is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&appended);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("s.yaml"), text, &|_| Some("secret".into())).unwrap()
+    }
+
+    fn edit(text: &str, f: impl FnOnce(&mut Vec<Entry>, &mut BTreeMap<String, String>)) -> String {
+        let cfg = parse(text);
+        let names: Vec<String> = cfg.streams.iter().map(|s| s.name.clone()).collect();
+        let mut entries = entries_of(&cfg);
+        let mut preload = cfg.preload.clone();
+        f(&mut entries, &mut preload);
+        let changed = preload != cfg.preload;
+        let out = rewrite(text, &cfg.layout, &names, &entries, &preload, changed);
+        parse(&out); // always valid
+        out
+    }
+
+    const FILE: &str = "# my cameras\napi:\n  listen: \":1984\" # the API\n\nstreams:\n  # the garden\n  garden: rtsp://admin:${PASS}@10.0.0.2/s # main\n  door:\n    - rtsp://10.0.0.3/s\n    - \"ffmpeg:door#audio=aac\"\n\n# logging\nlog:\n  level: info\n";
+
+    #[test]
+    fn a_new_stream_keeps_every_other_line_as_written() {
+        let out = edit(FILE, |e, _| {
+            e.push(Entry {
+                name: "cam3".into(),
+                sources: vec!["rtsp://10.0.0.4/s".into()],
+                keep: false,
+            })
+        });
+        assert_eq!(
+            out,
+            FILE.replace(
+                "    - \"ffmpeg:door#audio=aac\"\n",
+                "    - \"ffmpeg:door#audio=aac\"\n  cam3: \"rtsp://10.0.0.4/s\"\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_changed_stream_is_rewritten_and_a_deleted_one_removed() {
+        let out = edit(FILE, |e, _| {
+            e[1].sources = vec!["rtsp://10.0.0.9/s".into(), "ffmpeg:door#audio=aac".into()];
+            e[1].keep = false;
+            e.remove(0);
+        });
+        assert!(
+            out.contains("# my cameras\napi:\n  listen: \":1984\" # the API\n"),
+            "{out}"
+        );
+        assert!(!out.contains("garden"), "{out}");
+        assert!(
+            out.contains("  door:\n    - \"rtsp://10.0.0.9/s\"\n    - \"ffmpeg:door#audio=aac\"\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("\n# logging\nlog:\n  level: info\n"), "{out}");
+        let cfg = parse(&out);
+        assert_eq!(cfg.streams.len(), 1);
+    }
+
+    #[test]
+    fn variables_stay_unexpanded_in_untouched_streams() {
+        let out = edit(FILE, |e, _| {
+            e[1].sources = vec![];
+            e[1].keep = false;
+        });
+        assert!(out.contains("${PASS}"), "{out}");
+        assert!(!out.contains("secret"), "{out}");
+    }
+
+    #[test]
+    fn preload_is_added_changed_and_removed() {
+        let out = edit(FILE, |_, p| {
+            p.insert("door".into(), "video&audio".into());
+        });
+        assert!(
+            out.ends_with("preload:\n  door: \"video&audio\"\n"),
+            "{out}"
+        );
+        assert_eq!(
+            parse(&out).preload.get("door").map(String::as_str),
+            Some("video&audio")
+        );
+        let out2 = edit(&out, |_, p| {
+            p.clear();
+        });
+        assert_eq!(out2, FILE);
+    }
+
+    #[test]
+    fn flow_style_and_missing_sections() {
+        let out = edit("streams: {a: rtsp://x/y}\n", |e, _| {
+            e.push(Entry {
+                name: "b".into(),
+                sources: vec![],
+                keep: false,
+            })
+        });
+        assert_eq!(out, "streams:\n  a: \"rtsp://x/y\"\n  b:\n");
+        let out = edit("log: {level: info}", |e, _| {
+            e.push(Entry {
+                name: "1".into(),
+                sources: vec!["rtsp://x/y".into()],
+                keep: false,
+            })
+        });
+        assert_eq!(
+            out,
+            "log: {level: info}\nstreams:\n  \"1\": \"rtsp://x/y\"\n"
+        );
+    }
+
+    #[test]
+    fn awkward_names_and_sources_are_quoted() {
+        for name in ["true", "no", "-x", "a b", "ü"] {
+            let out = edit(FILE, |e, _| {
+                e.push(Entry {
+                    name: name.into(),
+                    sources: vec!["rtsp://h/p?a=1&b=#x\"y".into()],
+                    keep: false,
+                })
+            });
+            let cfg = parse(&out);
+            let s = cfg.stream(name).unwrap_or_else(|| panic!("{name}: {out}"));
+            assert_eq!(s.sources[0].url, "rtsp://h/p?a=1&b=#x\"y");
+        }
+    }
+}
