@@ -58,6 +58,8 @@ pub struct AppState {
     pub auth: Option<crate::config::Credentials>,
     /// `api.allow_exec`.
     pub allow_exec: bool,
+    /// Recent JPEG snapshots (`frame.jpeg?cache=`).
+    pub snapshots: crate::snapshot::Cache,
 }
 
 type Shared = Arc<AppState>;
@@ -73,6 +75,7 @@ pub fn router(state: Shared) -> Router {
                 .delete(delete_stream),
         )
         .route("/api/schemes", get(schemes))
+        .route("/api/frame.jpeg", get(frame_jpeg))
         .route(
             "/api/preload",
             get(list_preloads).put(put_preload).delete(delete_preload),
@@ -327,6 +330,94 @@ async fn delete_stream(
     let c = st.store.delete_stream(name).await?;
     apply(&st, c).await;
     Ok(StatusCode::OK.into_response())
+}
+
+/// How long a snapshot waits for a picture: within Home Assistant's 10 s
+/// for the whole request, with the decode's own deadline after it.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(8);
+
+/// `GET /api/frame.jpeg?src=N[&width|w=W][&height|h=H][&cache=5s]`: the
+/// stream's latest keyframe as a JPEG (see [`crate::snapshot`]).
+async fn frame_jpeg(
+    State(st): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    use crate::snapshot::{Size, SnapshotError};
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let dim = |long: &'static str, short: &str| -> Result<Option<u32>, ApiError> {
+        match one_of(&q, long)
+            .or(one_of(&q, short))
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(None),
+            Some(v) => v.parse::<u32>().map(Some).map_err(|_| {
+                ApiError::bad_param(
+                    long,
+                    format!("{long} must be a number of pixels, not `{v}`"),
+                )
+            }),
+        }
+    };
+    let size = Size {
+        width: dim("width", "w")?,
+        height: dim("height", "h")?,
+    };
+    size.check().map_err(|(p, m)| ApiError::bad_param(p, m))?;
+    let cache = match one_of(&q, "cache").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(
+            crate::config::parse_duration(v)
+                .map_err(|m| ApiError::bad_param("cache", format!("cache: {m}")))?,
+        ),
+    };
+    let jpeg = match cache.and_then(|age| st.snapshots.get(name, size, age)) {
+        Some(j) => j,
+        None => {
+            let deps = st.registry.deps();
+            let j = crate::snapshot::jpeg(
+                &stream,
+                size,
+                SNAPSHOT_WAIT,
+                &deps.ffmpeg_bin,
+                &deps.spawner,
+            )
+            .await
+            .map_err(|e| match e {
+                SnapshotError::Stream(e) => ApiError::from(e),
+                SnapshotError::NoPicture { ref stream, .. } => {
+                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
+                        .with("stream", stream.as_str())
+                }
+                SnapshotError::Codec { ref stream, .. } => {
+                    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
+                        .with("stream", stream.as_str())
+                }
+                SnapshotError::Decode {
+                    ref stream,
+                    ref stderr_tail,
+                    ..
+                } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    .with("stream", stream.as_str())
+                    .with("stderr_tail", json!(stderr_tail)),
+            })?;
+            st.snapshots.put(name, size, j.clone());
+            j
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 /// `GET /api/schemes`: the source schemes we take.

@@ -14,6 +14,7 @@ pub mod media;
 pub mod preload;
 pub mod rtmp;
 pub mod rtsp;
+pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod supervisor;

@@ -164,6 +164,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         preloads,
         auth: cfg.api_auth.clone(),
         allow_exec: cfg.allow_exec,
+        snapshots: Default::default(),
         config_path: std::fs::canonicalize(&cfg.path)
             .unwrap_or(cfg.path.clone())
             .display()

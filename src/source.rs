@@ -114,6 +114,7 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
             return Ok(CommandSpec {
                 program: argv[0].clone(),
                 args: argv[1..].to_vec(),
+                stdin: None,
             });
         }
         SourceKind::Url { url, scheme } => {
@@ -158,6 +159,7 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
     Ok(CommandSpec {
         program: env.ffmpeg_bin.to_string(),
         args,
+        stdin: None,
     })
 }
 

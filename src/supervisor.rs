@@ -42,6 +42,9 @@ const GROUP_POLL: Duration = Duration::from_millis(25);
 pub struct CommandSpec {
     pub program: String,
     pub args: Vec<String>,
+    /// Written to the child's stdin, which is then closed (a snapshot's
+    /// keyframe); `None`: stdin is /dev/null.
+    pub stdin: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Display for CommandSpec {
@@ -110,7 +113,11 @@ impl Spawner for OsSpawner {
     fn spawn(&self, cmd: &CommandSpec) -> io::Result<Spawned> {
         let mut c = tokio::process::Command::new(&cmd.program);
         c.args(&cmd.args)
-            .stdin(std::process::Stdio::null())
+            .stdin(if cmd.stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0)
@@ -121,6 +128,13 @@ impl Spawner for OsSpawner {
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
+        if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+            // A child that exits without reading all of it just ends this.
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&data).await;
+            });
+        }
         let stdout = child
             .stdout
             .take()
@@ -480,6 +494,7 @@ mod tests {
         CommandSpec {
             program: "sh".into(),
             args: vec!["-c".into(), script.into()],
+            stdin: None,
         }
     }
 

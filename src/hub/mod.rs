@@ -308,6 +308,12 @@ impl Registry {
         gone
     }
 
+    /// What streams are built with (the spawner and ffmpeg, for
+    /// snapshots).
+    pub fn deps(&self) -> &Arc<Deps> {
+        &self.deps
+    }
+
     pub fn publish_config(&self) -> crate::config::PublishConfig {
         self.deps.publish
     }
