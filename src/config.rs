@@ -215,6 +215,10 @@ pub enum FfmpegInput {
 pub enum VideoCodec {
     Copy,
     H264,
+    /// Home Assistant registers `ffmpeg:<id>#video=mjpeg`. Accepted and
+    /// listed; not started until an output takes MJPEG (see
+    /// [`SourceKind::deferred`]).
+    Mjpeg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +226,9 @@ pub enum AudioCodec {
     Copy,
     Aac,
     None,
+    /// Home Assistant registers `ffmpeg:<id>#audio=opus` for WebRTC. Opus
+    /// cannot travel in FLV; accepted and listed, not started yet.
+    Opus,
 }
 
 impl SourceKind {
@@ -234,6 +241,23 @@ impl SourceKind {
                 audio.is_some_and(|a| a != AudioCodec::None),
             ),
             _ => (true, true),
+        }
+    }
+
+    /// A source whose output no current output can carry (Opus, MJPEG):
+    /// listed, never started (its `last_error` says why). Opus comes with
+    /// WebRTC, MJPEG with an MJPEG output.
+    pub fn deferred(&self) -> Option<&'static str> {
+        match self {
+            SourceKind::Ffmpeg {
+                audio: Some(AudioCodec::Opus),
+                ..
+            } => Some("not started: Opus is not relayed yet (it comes with WebRTC)"),
+            SourceKind::Ffmpeg {
+                video: Some(VideoCodec::Mjpeg),
+                ..
+            } => Some("not started: MJPEG is not relayed yet"),
+            _ => None,
         }
     }
 
@@ -737,7 +761,12 @@ fn parse_source(
                 video = Some(match v {
                     "copy" => VideoCodec::Copy,
                     "h264" => VideoCodec::H264,
-                    _ => return Err(format!("#video={v}: supported values are copy and h264")),
+                    "mjpeg" => VideoCodec::Mjpeg,
+                    _ => {
+                        return Err(format!(
+                            "#video={v}: supported values are copy, h264 and mjpeg"
+                        ))
+                    }
                 })
             }
             "audio" if is_ffmpeg => {
@@ -745,13 +774,17 @@ fn parse_source(
                     "copy" => AudioCodec::Copy,
                     "aac" => AudioCodec::Aac,
                     "none" => AudioCodec::None,
+                    "opus" => AudioCodec::Opus,
                     _ => {
                         return Err(format!(
-                            "#audio={v}: supported values are copy, aac and none"
+                            "#audio={v}: supported values are copy, aac, opus and none"
                         ))
                     }
                 })
             }
+            // go2rtc passes `#query=log_level=debug` on to ffmpeg's input
+            // URL; our ffmpeg logs at error level and keeps its stderr.
+            "query" if is_ffmpeg => {}
             _ => warnings.push(format!("unknown source parameter `#{k}` (ignored)")),
         }
     }

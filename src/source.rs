@@ -147,11 +147,13 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                 None => push(&mut args, &["-vn"]),
                 Some(VideoCodec::Copy) => push(&mut args, &["-c:v", "copy"]),
                 Some(VideoCodec::H264) => push(&mut args, X264),
+                Some(VideoCodec::Mjpeg) => return Err(err("MJPEG output is not relayed yet")),
             }
             match audio {
                 None | Some(AudioCodec::None) => push(&mut args, &["-an"]),
                 Some(AudioCodec::Copy) => push(&mut args, &["-c:a", "copy"]),
                 Some(AudioCodec::Aac) => push(&mut args, &["-c:a", "aac", "-b:a", "128k"]),
+                Some(AudioCodec::Opus) => return Err(err("Opus output is not relayed yet")),
             }
         }
     }

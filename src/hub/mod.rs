@@ -482,7 +482,8 @@ impl Stream {
                     state: SlotState::Idle,
                     restarts: 0,
                     attempt: 0,
-                    last_error: None,
+                    // A source we never start says why from the outset.
+                    last_error: s.kind.deferred().map(str::to_string),
                     tail: Default::default(),
                     stats: Default::default(),
                     started_at: None,
@@ -1119,6 +1120,9 @@ impl Actor {
     /// Whether slot `i` can deliver something someone wants. With nothing
     /// wanted yet (only internal readers), every source is.
     fn needed(&self, i: usize, demand: (bool, bool)) -> bool {
+        if self.slots[i].cfg.kind.deferred().is_some() {
+            return false;
+        }
         let (pv, pa) = self.slots[i].cfg.kind.provides();
         demand == (false, false) || (pv && demand.0) || (pa && demand.1)
     }
@@ -1130,7 +1134,7 @@ impl Actor {
         };
         for s in &mut self.slots {
             s.attempt = 0;
-            s.last_error = None;
+            s.last_error = s.cfg.kind.deferred().map(str::to_string);
             s.tail.clear();
         }
         self.start_needed();
@@ -1144,9 +1148,11 @@ impl Actor {
             .filter(|&i| self.needed(i, demand))
             .collect();
         if wanted.is_empty() {
-            // Nothing provides what is asked: start everything, and let the
-            // start deadline say so if it stays that way.
-            wanted = (0..self.slots.len()).collect();
+            // Nothing provides what is asked: start everything we can, and
+            // let the start deadline say so if it stays that way.
+            wanted = (0..self.slots.len())
+                .filter(|&i| self.slots[i].cfg.kind.deferred().is_none())
+                .collect();
         }
         for i in wanted {
             if matches!(self.slots[i].state, SlotState::Idle) {

@@ -87,31 +87,69 @@ impl Server {
                 rtsp.push_str(&format!("{proto}: {{ listen: \"\" }}\n"));
             }
         }
+        // An `api: { … }` of the test's own gets our listen added to it.
+        let (api, extra) = match extra.find("api: {") {
+            Some(i) => (
+                String::new(),
+                format!(
+                    "{}api: {{ listen: \"127.0.0.1:{port}\", {}",
+                    &extra[..i],
+                    &extra[i + 6..]
+                ),
+            ),
+            None => (
+                format!("api: {{ listen: \"127.0.0.1:{port}\" }}\n"),
+                extra.to_string(),
+            ),
+        };
         std::fs::write(
             &config,
-            format!("api: {{ listen: \"127.0.0.1:{port}\" }}\nlog: {{ level: debug }}\n{rtsp}{extra}\nstreams:\n{streams}"),
+            format!("{api}log: {{ level: debug }}\n{rtsp}{extra}\nstreams:\n{streams}"),
         )
         .unwrap();
         let log = dir.path().join("server.log");
-        let child = Command::new(bin())
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
         let mut s = Server {
-            child: Some(child),
+            child: None,
             port,
             dir,
             config,
             log,
         };
+        s.spawn();
+        s
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same config
+    /// file, as an operator's restart would.
+    pub fn restart(&mut self) {
+        let (st, _) = self.terminate(Duration::from_secs(10));
+        assert!(st.is_some(), "server did not stop");
+        self.child = None;
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let s = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok((200, _)) = s.try_get("/api") {
-                return s;
+            // 401: up, with api auth on for loopback too.
+            if let Ok((200 | 401, _)) = s.try_get("/api") {
+                return;
             }
             if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("server exited with {st} before listening:\n{}", s.log());
