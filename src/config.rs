@@ -227,7 +227,7 @@ pub enum AudioCodec {
     Aac,
     None,
     /// Home Assistant registers `ffmpeg:<id>#audio=opus` for WebRTC. Opus
-    /// cannot travel in FLV; accepted and listed, not started yet.
+    /// cannot travel in FLV: that ffmpeg publishes RTSP back to us.
     Opus,
 }
 
@@ -250,10 +250,6 @@ impl SourceKind {
     pub fn deferred(&self) -> Option<&'static str> {
         match self {
             SourceKind::Ffmpeg {
-                audio: Some(AudioCodec::Opus),
-                ..
-            } => Some("not started: Opus is not relayed yet (it comes with WebRTC)"),
-            SourceKind::Ffmpeg {
                 video: Some(VideoCodec::Mjpeg),
                 ..
             } => Some("not started: MJPEG is not relayed yet"),
@@ -261,10 +257,33 @@ impl SourceKind {
         }
     }
 
+    /// The audio codec this source is made to deliver, if the config says
+    /// (`ffmpeg:…#audio=aac`); `None` for a camera, whose codec we learn.
+    pub fn audio_codec(&self) -> Option<crate::media::Codec> {
+        match self {
+            SourceKind::Ffmpeg {
+                audio: Some(AudioCodec::Aac),
+                ..
+            } => Some(crate::media::Codec::Aac),
+            SourceKind::Ffmpeg {
+                audio: Some(AudioCodec::Opus),
+                ..
+            } => Some(crate::media::Codec::Opus),
+            _ => None,
+        }
+    }
+
     /// go2rtc's `exec:… {output}`: the command publishes RTSP back to us
     /// instead of writing FLV to stdout.
+    ///
+    /// `ffmpeg:…#audio=opus` does the same: Opus cannot travel in FLV, so
+    /// that ffmpeg publishes RTSP (RFC 7587) back into its slot.
     pub fn publishes_back(&self) -> bool {
-        matches!(self, SourceKind::Exec { argv } if argv.iter().any(|a| a.contains(OUTPUT)))
+        match self {
+            SourceKind::Exec { argv } => argv.iter().any(|a| a.contains(OUTPUT)),
+            SourceKind::Ffmpeg { audio, .. } => *audio == Some(AudioCodec::Opus),
+            _ => false,
+        }
     }
 }
 

@@ -153,9 +153,27 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                 None | Some(AudioCodec::None) => push(&mut args, &["-an"]),
                 Some(AudioCodec::Copy) => push(&mut args, &["-c:a", "copy"]),
                 Some(AudioCodec::Aac) => push(&mut args, &["-c:a", "aac", "-b:a", "128k"]),
-                Some(AudioCodec::Opus) => return Err(err("Opus output is not relayed yet")),
+                // RFC 7587 §4.1: 48 kHz on the wire; libopus takes it as is.
+                Some(AudioCodec::Opus) => {
+                    push(
+                        &mut args,
+                        &["-c:a", "libopus", "-b:a", "64k", "-ar", "48000"],
+                    );
+                }
             }
         }
+    }
+    if src.kind.publishes_back() {
+        // Opus cannot go in FLV: publish RTSP back into this source's slot.
+        let url = env.publish_url.ok_or_else(|| {
+            err("this source publishes to our RTSP server, but it is disabled (rtsp.listen)")
+        })?;
+        push(&mut args, &["-f", "rtsp", "-rtsp_transport", "tcp", url]);
+        return Ok(CommandSpec {
+            program: env.ffmpeg_bin.to_string(),
+            args,
+            stdin: None,
+        });
     }
     push(&mut args, TAIL);
     Ok(CommandSpec {

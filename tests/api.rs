@@ -163,11 +163,16 @@ fn home_assistants_call_sequence() {
         viewer.bytes() > bytes,
         "an identical PUT dropped the viewer"
     );
-    // The deferred Opus and MJPEG sources say why they are idle.
+    // An HTTP-FLV viewer takes no Opus: that transcoder is not started.
+    // The MJPEG source is never started, and says why.
     let (_, v) = srv.get_json(&format!("/api/streams?src={}", q(name)));
     let p = v["producers"].as_array().unwrap();
     assert_eq!(p[1]["state"], "idle", "{v}");
-    assert!(p[1]["last_error"].as_str().unwrap().contains("Opus"), "{v}");
+    assert_eq!(p[2]["state"], "idle", "{v}");
+    assert!(
+        p[2]["last_error"].as_str().unwrap().contains("MJPEG"),
+        "{v}"
+    );
 
     // 3. A snapshot at the width asked, within HA's 10 s.
     let out = srv.dir.path().join("snap.jpg");
@@ -470,4 +475,68 @@ fn the_api_answers_on_a_unix_socket() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"version\""), "{resp}");
     drop(srv);
+}
+
+#[test]
+fn home_assistants_opus_source_is_served_over_rtsp_and_only_when_asked() {
+    let _p = heavy();
+    let cam = Camera::start();
+    let rtsp = free_port();
+    let srv = Server::start(
+        &format!(
+            "  cam:\n    - {}\n    - \"ffmpeg:cam#audio=opus#query=log_level=debug\"\n",
+            cam.url
+        ),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    // HTTP-FLV: the camera alone (FLV carries no Opus).
+    let (st, sock) = open_flv(srv.port, "cam");
+    assert_eq!(st, 200);
+    let viewer = Drain::new(sock);
+    srv.wait_for("the camera", Duration::from_secs(15), || {
+        viewer.bytes() > 10_000
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        srv.producer_pids("cam").len(),
+        1,
+        "the Opus transcoder started for FLV"
+    );
+    viewer.close();
+    // RTSP `?audio=opus`: the transcoder publishes Opus back, and the viewer
+    // gets the camera's H.264 with it.
+    let url = format!("rtsp://127.0.0.1:{rtsp}/cam?video&audio=opus");
+    let v = ffprobe(
+        &url,
+        "codec_name,sample_rate,channels",
+        &["-rtsp_transport", "tcp"],
+    );
+    let streams = v["streams"].as_array().unwrap();
+    assert!(streams.iter().any(|s| s["codec_name"] == "h264"), "{v}");
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "opus" && s["sample_rate"] == "48000"),
+        "{v}"
+    );
+    // The Opus itself, recorded and decoded.
+    let out = srv.dir.path().join("opus.ogg");
+    let audio_only = format!("rtsp://127.0.0.1:{rtsp}/cam?audio=opus");
+    let (o, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+                &audio_only,
+            ])
+            .args(["-t", "4", "-c", "copy"])
+            .arg(&out),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_decodes_cleanly(&out, "RTSP with Opus");
 }

@@ -654,8 +654,9 @@ struct Slot {
 }
 
 struct Consumer {
-    /// What it wants: (video, audio), for starting only needed producers.
-    wants: (bool, bool),
+    /// What it wants: video, and the audio codecs it takes; for starting
+    /// only the producers someone needs.
+    wants: (bool, &'static [crate::media::Codec]),
     protocol: &'static str,
     remote_addr: Option<SocketAddr>,
     internal: bool,
@@ -725,6 +726,13 @@ struct Actor {
     settling: Option<Instant>,
     /// When running producers are next checked for a stall.
     stall_check_at: Instant,
+}
+
+/// See [`Actor::demand`].
+#[derive(Debug, Default)]
+struct Demand {
+    video: bool,
+    audio: Vec<crate::media::Codec>,
 }
 
 /// How long real viewers wait for every source to announce its tracks
@@ -947,7 +955,7 @@ impl Actor {
         self.consumers.insert(
             id,
             Consumer {
-                wants: (req.video, !req.audio.is_empty()),
+                wants: (req.video, req.audio),
                 protocol: req.protocol,
                 remote_addr: req.remote_addr,
                 internal: req.internal,
@@ -1102,7 +1110,9 @@ impl Actor {
     }
 
     /// What real viewers (and those waiting) want: (video, audio).
-    fn demand(&self) -> (bool, bool) {
+    /// What real viewers (and those waiting) want: video, and every audio
+    /// codec any of them takes.
+    fn demand(&self) -> Demand {
         let wants = self
             .consumers
             .values()
@@ -1112,19 +1122,39 @@ impl Actor {
                 self.waiters
                     .iter()
                     .filter(|w| !w.req.internal)
-                    .map(|w| (w.req.video, !w.req.audio.is_empty())),
+                    .map(|w| (w.req.video, w.req.audio)),
             );
-        wants.fold((false, false), |(v, a), (wv, wa)| (v || wv, a || wa))
+        let mut d = Demand::default();
+        for (v, audio) in wants {
+            d.video |= v;
+            for c in audio {
+                if !d.audio.contains(c) {
+                    d.audio.push(*c);
+                }
+            }
+        }
+        d
     }
 
-    /// Whether slot `i` can deliver something someone wants. With nothing
-    /// wanted yet (only internal readers), every source is.
-    fn needed(&self, i: usize, demand: (bool, bool)) -> bool {
-        if self.slots[i].cfg.kind.deferred().is_some() {
+    /// Whether slot `i` can deliver something someone wants: video, or
+    /// audio in a codec someone takes (an Opus transcoder is not started
+    /// for FLV viewers). With nothing wanted yet (only internal readers),
+    /// every source is.
+    fn needed(&self, i: usize, demand: &Demand) -> bool {
+        let kind = &self.slots[i].cfg.kind;
+        if kind.deferred().is_some() {
             return false;
         }
-        let (pv, pa) = self.slots[i].cfg.kind.provides();
-        demand == (false, false) || (pv && demand.0) || (pa && demand.1)
+        if !demand.video && demand.audio.is_empty() {
+            return true;
+        }
+        let (pv, pa) = kind.provides();
+        let audio = pa
+            && match kind.audio_codec() {
+                Some(c) => demand.audio.contains(&c),
+                None => !demand.audio.is_empty(),
+            };
+        (pv && demand.video) || audio
     }
 
     fn start_all(&mut self) {
@@ -1145,7 +1175,7 @@ impl Actor {
     fn start_needed(&mut self) {
         let demand = self.demand();
         let mut wanted: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.needed(i, demand))
+            .filter(|&i| self.needed(i, &demand))
             .collect();
         if wanted.is_empty() {
             // Nothing provides what is asked: start everything we can, and

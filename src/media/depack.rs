@@ -101,8 +101,11 @@ fn to_ticks(ts: i64, clock: u32) -> i64 {
 pub enum Depacketizer {
     H264(H264),
     Aac(Aac),
-    G711 {
+    /// One RTP payload is one frame: G.711 (RFC 3551 §4.5.14) and Opus
+    /// (RFC 7587 §4.2). Neither has parameters to announce beyond the codec.
+    Whole {
         codec: Codec,
+        rate: u32,
         announced: bool,
         clock: Unwrap,
     },
@@ -170,13 +173,18 @@ impl Depacketizer {
                     partial: None,
                 }))
             }
-            "PCMA" => Ok(Depacketizer::G711 {
-                codec: Codec::Pcma,
-                announced: false,
-                clock: Unwrap::default(),
-            }),
-            "PCMU" => Ok(Depacketizer::G711 {
-                codec: Codec::Pcmu,
+            "PCMA" | "PCMU" | "OPUS" => Ok(Depacketizer::Whole {
+                codec: match encoding.to_ascii_uppercase().as_str() {
+                    "PCMA" => Codec::Pcma,
+                    "PCMU" => Codec::Pcmu,
+                    _ => Codec::Opus,
+                },
+                // RFC 7587 §4.1: Opus is always 48000 on the wire.
+                rate: if encoding.eq_ignore_ascii_case("opus") {
+                    48_000
+                } else {
+                    8_000
+                },
                 announced: false,
                 clock: Unwrap::default(),
             }),
@@ -189,8 +197,9 @@ impl Depacketizer {
         match self {
             Depacketizer::H264(d) => d.push(p, out),
             Depacketizer::Aac(d) => d.push(p, out),
-            Depacketizer::G711 {
+            Depacketizer::Whole {
                 codec,
+                rate,
                 announced,
                 clock,
             } => {
@@ -201,7 +210,7 @@ impl Depacketizer {
                         config: Bytes::new(),
                     }));
                 }
-                let ts = to_ticks(clock.next(p.timestamp), 8000);
+                let ts = to_ticks(clock.next(p.timestamp), *rate);
                 if !p.payload.is_empty() {
                     out.push(Event::Frame(Frame::new(*codec, ts, ts, true, p.payload)));
                 }

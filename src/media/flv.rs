@@ -450,7 +450,7 @@ impl Muxer {
     /// A sequence header tag for `info`, at `ts_ms`; `None` for codecs that
     /// have none (G.711).
     pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> Option<[Bytes; 3]> {
-        if matches!(info.codec, Codec::Pcma | Codec::Pcmu) {
+        if matches!(info.codec, Codec::Pcma | Codec::Pcmu | Codec::Opus) {
             return None;
         }
         let (head, tail) = self.tag(info.codec, 0, info.config.len(), ts_ms, 0, true);
@@ -537,6 +537,7 @@ fn put_tag_header(
         Codec::H264 => 5,
         Codec::Aac => 2,
         Codec::Pcma | Codec::Pcmu => 1,
+        Codec::Opus => 5,
     };
     let data_size = (codec_header_len + payload_len) as u32;
     s.put_u8(match codec {
@@ -563,6 +564,13 @@ fn put_tag_header(
         }
         Codec::Pcma => s.put_u8(SOUND_FORMAT_ALAW << 4 | G711_FLAGS),
         Codec::Pcmu => s.put_u8(SOUND_FORMAT_MULAW << 4 | G711_FLAGS),
+        // Enhanced RTMP v2: SoundFormat 9 (ExHeader), AudioPacketType 1
+        // (CodedFrames), FourCC "Opus". Our own outputs do not choose Opus
+        // for FLV; this keeps the tag well-formed if one ever did.
+        Codec::Opus => {
+            s.put_u8(9 << 4 | 1);
+            s.put_slice(b"Opus");
+        }
     }
     data_size
 }

@@ -52,13 +52,17 @@ pub enum Codec {
     Pcma,
     /// Payload: ITU-T G.711 µ-law samples, 8 kHz mono.
     Pcmu,
+    /// Payload: one Opus packet (RFC 6716), 48 kHz clock. Only outputs that
+    /// carry Opus take it (RTSP with `?audio=opus`; WebRTC later): FLV,
+    /// MPEG-TS and fMP4 here do not.
+    Opus,
 }
 
 impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
             Codec::H264 => TrackKind::Video,
-            Codec::Aac | Codec::Pcma | Codec::Pcmu => TrackKind::Audio,
+            Codec::Aac | Codec::Pcma | Codec::Pcmu | Codec::Opus => TrackKind::Audio,
         }
     }
 }

@@ -57,7 +57,11 @@ pub enum TrackParams {
     },
     Pcma,
     Pcmu,
+    Opus,
 }
+
+/// RFC 7587 §4.1: Opus has a dynamic payload type and a 48 kHz clock.
+pub const PT_OPUS: u8 = 111;
 
 impl TrackParams {
     pub fn new(info: &TrackInfo) -> Result<TrackParams, String> {
@@ -78,6 +82,7 @@ impl TrackParams {
             }
             Codec::Pcma => TrackParams::Pcma,
             Codec::Pcmu => TrackParams::Pcmu,
+            Codec::Opus => TrackParams::Opus,
         })
     }
 
@@ -86,6 +91,7 @@ impl TrackParams {
             TrackParams::H264(_) => 90_000,
             TrackParams::Aac { sample_rate, .. } => *sample_rate,
             TrackParams::Pcma | TrackParams::Pcmu => 8_000,
+            TrackParams::Opus => 48_000,
         }
     }
 
@@ -95,6 +101,7 @@ impl TrackParams {
             TrackParams::Aac { .. } => PT_AAC,
             TrackParams::Pcma => PT_PCMA,
             TrackParams::Pcmu => PT_PCMU,
+            TrackParams::Opus => PT_OPUS,
         }
     }
 
@@ -126,6 +133,13 @@ pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, Stri
                 ts_offset: 0,
             }])
         }
+        // RFC 7587 §4.2: one Opus packet per RTP payload, never split.
+        TrackParams::Opus => Ok(vec![Chunk {
+            prefix: Bytes::new(),
+            body: frame.payload.clone(),
+            marker: false,
+            ts_offset: 0,
+        }]),
         TrackParams::Pcma | TrackParams::Pcmu => {
             // RFC 3551 §4.5.14: one byte per sample, so the offset of a
             // piece in bytes is its offset in 8 kHz ticks.
@@ -260,7 +274,15 @@ impl Sender {
     /// `ntp` is the wall-clock time of the last packet sent.
     pub fn sender_report(&self, ntp: std::time::SystemTime) -> Option<Bytes> {
         let (rtp_ts, _) = self.last?;
-        let since = ntp.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(self.sender_report_at(rtp_ts, ntp))
+    }
+
+    /// A sender report pairing `rtp_ts` (with the session's base added)
+    /// with the wall time `ntp`.
+    pub fn sender_report_at(&self, rtp_ts: u32, ntp: std::time::SystemTime) -> Bytes {
+        let since = ntp
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         // NTP era 0 began 70 years (and 17 leap days) before the Unix epoch.
         let secs = since.as_secs() + 2_208_988_800;
         let frac = ((since.subsec_nanos() as u64) << 32) / 1_000_000_000;
@@ -274,7 +296,7 @@ impl Sender {
         b.put_u32(rtp_ts);
         b.put_u32(self.packets);
         b.put_u32(self.octets);
-        Some(b.freeze())
+        b.freeze()
     }
 }
 

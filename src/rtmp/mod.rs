@@ -678,6 +678,8 @@ fn codec_id(c: Codec) -> f64 {
         Codec::Aac => 10.0,
         Codec::Pcma => 7.0,
         Codec::Pcmu => 8.0,
+        // No legacy id; players are never sent Opus over RTMP.
+        Codec::Opus => 0.0,
     }
 }
 

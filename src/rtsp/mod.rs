@@ -129,6 +129,8 @@ struct Out {
     params: TrackParams,
     sender: Sender,
     transport: Option<Transport>,
+    /// A sender report went out since this track's first packet.
+    reported: bool,
 }
 
 struct Session {
@@ -141,6 +143,11 @@ struct Session {
     playing: bool,
     /// The pts that maps to rtptime in RTP-Info: the first frame sent.
     first_pts: Option<i64>,
+    /// Wall time at PLAY, paired with `first_pts`: every track's sender
+    /// reports map the stream clock to NTP through this one pair, so the
+    /// player aligns the tracks exactly as the stream clock does (RFC 3550
+    /// §6.4.1), however bursty each track's packets were.
+    wall_ref: Option<(SystemTime, i64)>,
     /// Last sign of life of a UDP client (ms since the connection opened).
     last_seen: Arc<AtomicU64>,
 }
@@ -267,6 +274,7 @@ fn codec_name(c: Codec) -> &'static str {
         Codec::Aac => "aac",
         Codec::Pcma => "pcma",
         Codec::Pcmu => "pcmu",
+        Codec::Opus => "opus",
     }
 }
 
@@ -279,6 +287,9 @@ fn audio_wanted(t: &Target) -> &'static [Codec] {
         Some("aac") => &[Codec::Aac],
         Some("pcma") => &[Codec::Pcma],
         Some("pcmu") => &[Codec::Pcmu],
+        // Opus only when asked for: by default an RTSP viewer gets the AAC
+        // or G.711 every player takes, and no Opus transcoder is started.
+        Some("opus") => &[Codec::Opus],
         _ => crate::hub::fanout::ANY_AUDIO,
     }
 }
@@ -655,6 +666,7 @@ impl Conn {
                 sender: Sender::new(params.payload_type()),
                 params,
                 transport: None,
+                reported: false,
             });
         }
         if out.is_empty() {
@@ -672,6 +684,7 @@ impl Conn {
             tracks: out,
             playing: false,
             first_pts: None,
+            wall_ref: None,
             last_seen: Arc::new(AtomicU64::new(self.now_ms())),
         });
         Ok(())
@@ -900,6 +913,9 @@ impl Conn {
             })
             .collect();
         s.first_pts = first;
+        if let Some(p) = first {
+            s.wall_ref.get_or_insert((SystemTime::now(), p));
+        }
         s.playing = true;
         tracing::info!(stream = %s.stream, peer = %self.peer, session = %s.id, "rtsp play");
         Reply::ok()
@@ -913,6 +929,16 @@ impl Conn {
 
     /// Sends one delivery and every other one that is ready, in one write.
     async fn on_media(&mut self, first: Delivery) -> Result<(), String> {
+        // Sender reports before the first packets: a player that gets media
+        // first can only guess how the tracks line up, and re-bases its
+        // timestamps when the reports come.
+        if self.session.as_ref().is_some_and(|s| {
+            s.tracks
+                .iter()
+                .any(|t| t.transport.is_some() && !t.reported)
+        }) {
+            self.send_reports().await?;
+        }
         let Some(s) = &mut self.session else {
             return Ok(());
         };
@@ -993,15 +1019,41 @@ impl Conn {
     }
 
     async fn send_reports(&mut self) -> Result<(), String> {
-        let Some(s) = &self.session else {
+        let Some(s) = &mut self.session else {
             return Ok(());
         };
-        let now = SystemTime::now();
+        let wall_ref = s.wall_ref;
         let mut tcp = Vec::new();
-        for t in &s.tracks {
-            let Some(sr) = t.sender.sender_report(now) else {
+        for t in &mut s.tracks {
+            // The NTP time of the track's last packet, by the stream clock.
+            let ntp = match (wall_ref, t.sender.last) {
+                (Some((wall, ref_pts)), Some((_, pts))) => {
+                    let d = pts - ref_pts;
+                    let span = Duration::from_micros(
+                        (d.unsigned_abs() as u128 * 1_000_000 / crate::media::TIMESCALE as u128)
+                            as u64,
+                    );
+                    if d >= 0 {
+                        wall + span
+                    } else {
+                        wall - span
+                    }
+                }
+                _ => SystemTime::now(),
+            };
+            let sr = match (t.sender.last, wall_ref) {
+                (Some(_), _) => t.sender.sender_report(ntp),
+                // Nothing sent yet: report where the first frame will be.
+                (None, Some((wall, ref_pts))) => Some(t.sender.sender_report_at(
+                    t.sender.ts_base.wrapping_add(t.params.rtp_time(ref_pts)),
+                    wall,
+                )),
+                (None, None) => None,
+            };
+            let Some(sr) = sr else {
                 continue;
             };
+            t.reported = true;
             match &t.transport {
                 Some(Transport::Tcp { rtcp, .. }) => {
                     tcp.put_u8(b'$');
