@@ -540,3 +540,68 @@ fn home_assistants_opus_source_is_served_over_rtsp_and_only_when_asked() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_decodes_cleanly(&out, "RTSP with Opus");
 }
+
+#[test]
+fn no_query_string_makes_a_handler_fail_to_answer() {
+    let srv = Server::start("  cam: \"exec:true\"\n", "");
+    let values = [
+        "",
+        "%",
+        "%zz",
+        "%00",
+        "%FF%FE",
+        "..",
+        "../../etc/passwd",
+        "-1",
+        "99999999999999999999",
+        "0",
+        "cam",
+        "nope",
+        "a%20b",
+        "%E2%80%AE",
+        "exec%3Arm",
+        "rtsp%3A%2F%2F",
+        "1s",
+        "-5s",
+        "NaN",
+        "%0D%0AX:%20y",
+    ];
+    let keys = [
+        "src", "name", "dst", "width", "w", "height", "h", "cache", "video", "audio", "internal",
+        "exclude", "mp4",
+    ];
+    let paths = [
+        "/api/streams",
+        "/api/frame.jpeg",
+        "/api/preload",
+        "/api/schemes",
+        "/api/stream.m3u8",
+        "/api",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..150 {
+        let path = paths[next(paths.len())];
+        let method = ["GET", "PUT", "PATCH", "DELETE"][next(4)];
+        let query: Vec<String> = (0..next(4))
+            .map(|_| format!("{}={}", keys[next(keys.len())], values[next(values.len())]))
+            .collect();
+        let url = format!("{path}?{}", query.join("&"));
+        let (st, head, body) = request(srv.port, method, &url, None);
+        assert!(st >= 200 && st < 600, "{method} {url}: no answer ({head})");
+        if st >= 400 && st != 405 {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+                "{method} {url}: {st} without a JSON body: {body}"
+            );
+        }
+    }
+    assert!(!srv.log().contains("panicked"), "{}", srv.log());
+    let (st, _) = srv.get_json("/api");
+    assert_eq!(st, 200);
+}

@@ -60,8 +60,17 @@ fn kill9(c: &mut Child) {
     let _ = c.wait();
 }
 
+/// The stderr of a publisher expected to be refused: it must exit by
+/// itself (within 15 s; then it is killed and the test says so).
 fn stderr_of(mut c: Child) -> String {
-    let _ = c.wait();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            kill9(&mut c);
+            panic!("the publisher was not refused: still running after 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut s = String::new();
     let _ = c.stderr.take().unwrap().read_to_string(&mut s);
     s
@@ -696,7 +705,7 @@ fn unknown_names_are_refused_unless_auto_create() {
     // A name we would not create is refused with the reason.
     let err = stderr_of(push_to(
         &clip,
-        &format!("rtmp://127.0.0.1:{rtmp}/live/bad%20name"),
+        &format!("rtmp://127.0.0.1:{rtmp}/live/bad!name"),
     ));
     assert!(err.contains("stream name"), "{err}");
 }

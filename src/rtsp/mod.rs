@@ -44,6 +44,9 @@ pub const WRITE_STALL: Duration = crate::api::WRITE_STALL;
 /// How long DESCRIBE waits, once the stream is running, for the first frame
 /// that tells it the tracks.
 const TRACKS_WAIT: Duration = Duration::from_secs(10);
+/// How long DESCRIBE waits, after the first frame, for an audio track
+/// that has not shown itself yet.
+const AUDIO_WAIT: Duration = Duration::from_secs(2);
 /// Deliveries taken per wake-up: a batch from the hub is written at once.
 const MAX_BATCH: usize = 256;
 
@@ -631,12 +634,30 @@ impl Conn {
         let mut pending = VecDeque::new();
         let mut tracks: [Option<TrackInfo>; 2] = [None, None];
         let deadline = Instant::now() + TRACKS_WAIT;
+        // A camera's G.711 has no sequence header: its track is known only
+        // with its first sample, which may come after the first picture.
+        // A viewer that wants audio waits a little for it (the frames are
+        // kept for after PLAY), so the SDP has it.
+        let wants_audio = !audio_wanted(t).is_empty();
+        let mut audio_until: Option<Instant> = None;
         loop {
-            match tokio::time::timeout_at(deadline, viewer.next()).await {
-                Ok(Ok(Delivery::Tracks { video, audio })) => tracks = [video, audio],
+            let until = audio_until.map_or(deadline, |a| a.min(deadline));
+            match tokio::time::timeout_at(until, viewer.next()).await {
+                Ok(Ok(Delivery::Tracks { video, audio })) => {
+                    tracks = [video.clone(), audio.clone()];
+                    if audio_until.is_some() {
+                        pending.push_back(Delivery::Tracks { video, audio });
+                        if tracks[1].is_some() {
+                            break;
+                        }
+                    }
+                }
                 Ok(Ok(d)) => {
                     pending.push_back(d);
-                    break;
+                    if !wants_audio || tracks[1].is_some() {
+                        break;
+                    }
+                    audio_until.get_or_insert(Instant::now() + AUDIO_WAIT);
                 }
                 Ok(Err(e)) => {
                     return Err(Reply::error(
