@@ -129,7 +129,24 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     let deps = Arc::new(Deps {
         spawner: Arc::new(OsSpawner),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
-        internal_base: bound.map(|a| format!("http://{}", loopback(a))),
+        // With api auth on for loopback too (local_auth), our own readers
+        // (`ffmpeg:STREAM`) log in like anyone else; redact() keeps the
+        // password out of the logs.
+        internal_base: bound.map(|a| match &cfg.api_auth {
+            Some(c) if c.local_auth => {
+                let enc = |s: &str| {
+                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string()
+                };
+                format!(
+                    "http://{}:{}@{}",
+                    enc(&c.username),
+                    enc(&c.password),
+                    loopback(a)
+                )
+            }
+            _ => format!("http://{}", loopback(a)),
+        }),
         rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
         publish: cfg.publish,
     });

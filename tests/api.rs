@@ -608,3 +608,46 @@ fn no_query_string_makes_a_handler_fail_to_answer() {
     let (st, _) = srv.get_json("/api");
     assert_eq!(st, 200);
 }
+
+#[test]
+fn our_own_readers_log_in_when_loopback_needs_auth_too() {
+    let _p = heavy();
+    let srv = Server::start(
+        &format!(
+            "  cam:\n    - \"{}\"\n    - \"ffmpeg:cam#audio=aac\"\n",
+            demo_source(25)
+        ),
+        "api: { username: admin, password: \"p@ss word\", local_auth: true }\n",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode("admin:p@ss word");
+        write!(
+            s,
+            "GET /api/stream.flv?src=cam HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
+        )
+        .unwrap();
+    }
+    let viewer = Drain::new(s);
+    let producers = || {
+        let (_, _, body) = request(
+            srv.port,
+            "GET",
+            "/api/streams?src=cam",
+            Some("admin:p@ss word"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["producers"].as_array().unwrap().clone()
+    };
+    srv.wait_for(
+        "the transcoder reading the stream back",
+        Duration::from_secs(20),
+        || producers()[1]["bytes"].as_u64().unwrap_or(0) > 1000,
+    );
+    assert!(viewer.bytes() > 10_000);
+    assert!(
+        !srv.log().contains("p@ss") && !srv.log().contains("p%40ss"),
+        "the password is in the log"
+    );
+}
