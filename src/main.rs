@@ -108,6 +108,21 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // With `api.listen: ""` (Home Assistant's managed config: the API on a
+    // unix socket only), our own `ffmpeg:STREAM` readers still need an
+    // HTTP-FLV to read: a listener on a loopback port of its own, which
+    // only our children are told.
+    let (listener, private) = match listener {
+        Some(l) => (Some(l), false),
+        None => (
+            Some(
+                tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                    .await
+                    .context("binding the internal loopback listener")?,
+            ),
+            true,
+        ),
+    };
     let bound = listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let rtsp = match cfg.rtsp_listen {
         Some(addr) => Some(
@@ -190,7 +205,11 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let (Some(l), Some(addr)) = (listener, bound) {
-        tracing::info!(listen = %addr, streams = streams.len(), config = %cfg.path.display(), "streamvisor {} ready", env!("CARGO_PKG_VERSION"));
+        if private {
+            tracing::debug!(listen = %addr, "internal readers' loopback listener");
+        } else {
+            tracing::info!(listen = %addr, streams = streams.len(), config = %cfg.path.display(), "streamvisor {} ready", env!("CARGO_PKG_VERSION"));
+        }
         let router = api::router(state.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -201,8 +220,12 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-    } else if cfg.api_unix_listen.is_none() {
-        tracing::info!(streams = streams.len(), "streamvisor ready (HTTP disabled)");
+    }
+    if private && cfg.api_unix_listen.is_none() {
+        tracing::info!(
+            streams = streams.len(),
+            "streamvisor ready (HTTP API disabled)"
+        );
     }
     if let Some(path) = cfg.api_unix_listen.clone() {
         let l = api::bind_unix(&path)
