@@ -76,6 +76,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/schemes", get(schemes))
         .route("/api/frame.jpeg", get(frame_jpeg))
+        .route("/api/stream.mjpeg", get(stream_mjpeg))
         .route(
             "/api/preload",
             get(list_preloads).put(put_preload).delete(delete_preload),
@@ -420,6 +421,87 @@ async fn frame_jpeg(
         .into_response())
 }
 
+/// `GET /api/stream.mjpeg?src=NAME`: MJPEG as `multipart/x-mixed-replace`
+/// (what browsers and HA's MJPEG camera show), from the stream's
+/// `ffmpeg:NAME#video=mjpeg` source, which starts for it. The JPEGs are
+/// the shared frames: one part header per image per viewer, no copy.
+async fn stream_mjpeg(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let has_mjpeg = st
+        .store
+        .config()
+        .await
+        .stream(name)
+        .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
+    if !has_mjpeg {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("stream {name} has no MJPEG source (add \"ffmpeg:{name}#video=mjpeg\")"),
+        )
+        .with("stream", name));
+    }
+    let viewer = stream
+        .join(JoinRequest {
+            protocol: "mjpeg",
+            remote_addr: Some(peer.0),
+            internal: false,
+            exclude: None,
+            audio: &[],
+            video: crate::hub::fanout::JPEG_VIDEO,
+        })
+        .await?;
+    let body = futures_util::stream::unfold(
+        (viewer, std::collections::VecDeque::<Bytes>::new()),
+        |(mut viewer, mut queue)| async move {
+            loop {
+                if let Some(b) = queue.pop_front() {
+                    viewer
+                        .stats()
+                        .bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    return Some((Ok::<_, io::Error>(b), (viewer, queue)));
+                }
+                match viewer.next().await {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "mjpeg viewer ended");
+                        return None;
+                    }
+                    Ok(Delivery::Frame(f)) if f.codec == crate::media::Codec::Jpeg => {
+                        queue.push_back(Bytes::from(format!(
+                            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                            f.payload.len()
+                        )));
+                        queue.push_back(f.payload);
+                        queue.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        },
+    );
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "multipart/x-mixed-replace; boundary=frame",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
 /// `GET /api/schemes`: the source schemes we take.
 async fn schemes() -> Json<Value> {
     Json(json!(crate::config::SCHEMES))
@@ -534,7 +616,7 @@ async fn stream_flv(
             exclude,
             // FLV carries AAC and G.711.
             audio: crate::hub::fanout::ANY_AUDIO,
-            video: true,
+            video: crate::hub::fanout::H264_VIDEO,
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));

@@ -215,9 +215,8 @@ pub enum FfmpegInput {
 pub enum VideoCodec {
     Copy,
     H264,
-    /// Home Assistant registers `ffmpeg:<id>#video=mjpeg`. Accepted and
-    /// listed; not started until an output takes MJPEG (see
-    /// [`SourceKind::deferred`]).
+    /// Home Assistant registers `ffmpeg:<id>#video=mjpeg`: JPEG images on
+    /// stdout, for `/api/stream.mjpeg` (started only for such a viewer).
     Mjpeg,
 }
 
@@ -244,17 +243,25 @@ impl SourceKind {
         }
     }
 
-    /// A source whose output no current output can carry (Opus, MJPEG):
-    /// listed, never started (its `last_error` says why). Opus comes with
-    /// WebRTC, MJPEG with an MJPEG output.
-    pub fn deferred(&self) -> Option<&'static str> {
+    /// The video codec this source is made to deliver, if the config says
+    /// (`ffmpeg:…#video=h264`); `None` for a camera or a copy.
+    pub fn video_codec(&self) -> Option<crate::media::Codec> {
         match self {
+            SourceKind::Ffmpeg {
+                video: Some(VideoCodec::H264),
+                ..
+            } => Some(crate::media::Codec::H264),
             SourceKind::Ffmpeg {
                 video: Some(VideoCodec::Mjpeg),
                 ..
-            } => Some("not started: MJPEG is not relayed yet"),
+            } => Some(crate::media::Codec::Jpeg),
             _ => None,
         }
+    }
+
+    /// Whether its stdout is MJPEG (a run of JPEG images) rather than FLV.
+    pub fn outputs_mjpeg(&self) -> bool {
+        self.video_codec() == Some(crate::media::Codec::Jpeg)
     }
 
     /// The audio codec this source is made to deliver, if the config says

@@ -336,7 +336,7 @@ async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Vie
             exclude: None,
             // HLS players take AAC only.
             audio: &[Codec::Aac],
-            video: true,
+            video: crate::hub::fanout::H264_VIDEO,
         })
         .await?;
     *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());

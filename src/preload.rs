@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::fanout::ANY_AUDIO;
+use crate::hub::fanout::{ANY_AUDIO, H264_VIDEO};
 use crate::hub::{JoinRequest, Registry};
 
 /// How long a preload waits before joining again after its stream ended.
@@ -104,7 +104,7 @@ async fn hold(
         internal: false,
         exclude: None,
         audio: if audio { ANY_AUDIO } else { &[] },
-        video,
+        video: if video { H264_VIDEO } else { &[] },
     };
     while !stop.is_cancelled() {
         let joined = match registry.get(&name) {

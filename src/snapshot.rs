@@ -113,7 +113,7 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
         internal: false,
         exclude: None,
         audio: &[],
-        video: true,
+        video: crate::hub::fanout::H264_VIDEO,
     };
     let mut viewer = tokio::time::timeout(wait, stream.join(req))
         .await

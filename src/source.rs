@@ -147,7 +147,11 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                 None => push(&mut args, &["-vn"]),
                 Some(VideoCodec::Copy) => push(&mut args, &["-c:v", "copy"]),
                 Some(VideoCodec::H264) => push(&mut args, X264),
-                Some(VideoCodec::Mjpeg) => return Err(err("MJPEG output is not relayed yet")),
+                // Full-range 4:2:0, what every MJPEG viewer decodes.
+                Some(VideoCodec::Mjpeg) => push(
+                    &mut args,
+                    &["-c:v", "mjpeg", "-q:v", "5", "-pix_fmt", "yuvj420p"],
+                ),
             }
             match audio {
                 None | Some(AudioCodec::None) => push(&mut args, &["-an"]),
@@ -175,7 +179,12 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
             stdin: None,
         });
     }
-    push(&mut args, TAIL);
+    if src.kind.outputs_mjpeg() {
+        // A run of JPEG images on stdout (see media::jpeg).
+        push(&mut args, &["-flush_packets", "1", "-f", "mjpeg", "pipe:1"]);
+    } else {
+        push(&mut args, TAIL);
+    }
     Ok(CommandSpec {
         program: env.ffmpeg_bin.to_string(),
         args,

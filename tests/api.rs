@@ -163,16 +163,41 @@ fn home_assistants_call_sequence() {
         viewer.bytes() > bytes,
         "an identical PUT dropped the viewer"
     );
-    // An HTTP-FLV viewer takes no Opus: that transcoder is not started.
-    // The MJPEG source is never started, and says why.
+    // An HTTP-FLV viewer takes neither Opus nor MJPEG: those transcoders
+    // are not started.
     let (_, v) = srv.get_json(&format!("/api/streams?src={}", q(name)));
     let p = v["producers"].as_array().unwrap();
     assert_eq!(p[1]["state"], "idle", "{v}");
     assert_eq!(p[2]["state"], "idle", "{v}");
+
+    // An MJPEG viewer starts the `#video=mjpeg` source and gets JPEGs.
+    let mut m = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    m.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        m,
+        "GET /api/stream.mjpeg?src={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        q(name)
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !got.windows(4).any(|w| w == b"\r\n\xFF\xD8") && got.len() < 1 << 20 {
+        let n = m.read(&mut buf).unwrap();
+        assert!(n > 0, "mjpeg ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
     assert!(
-        p[2]["last_error"].as_str().unwrap().contains("MJPEG"),
-        "{v}"
+        text.contains("multipart/x-mixed-replace; boundary=frame"),
+        "{text}"
     );
+    assert!(
+        text.contains("--frame\r\nContent-Type: image/jpeg"),
+        "{text}"
+    );
+    let (_, v) = srv.get_json(&format!("/api/streams?src={}", q(name)));
+    assert_eq!(v["producers"][2]["state"], "running", "{v}");
+    drop(m);
 
     // 3. A snapshot at the width asked, within HA's 10 s.
     let out = srv.dir.path().join("snap.jpg");

@@ -510,7 +510,9 @@ pub struct Selector {
     /// Sources this viewer must not see: a producer reading its own stream
     /// back (`ffmpeg:cam#audio=aac` inside `cam`) must not hear itself.
     exclude: Option<SourceId>,
-    /// Audio codecs this viewer's output can carry, most wanted first.
+    /// Video and audio codecs this viewer's output can carry, most wanted
+    /// first; empty: none of that kind.
+    video: &'static [Codec],
     audio: &'static [Codec],
     tracks: Vec<[Option<TrackInfo>; 2]>,
     chosen: [Option<SourceId>; 2],
@@ -541,6 +543,12 @@ pub enum Ended {
 /// What a viewer takes when it does not say: AAC first, then G.711.
 pub const ANY_AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
 
+/// The video every output but MJPEG carries.
+pub const H264_VIDEO: &[Codec] = &[Codec::H264];
+
+/// `/api/stream.mjpeg`'s video.
+pub const JPEG_VIDEO: &[Codec] = &[Codec::Jpeg];
+
 /// A viewer further than this behind the live edge skips ahead to the
 /// next keyframe (5 s, on the 90 kHz stream clock).
 pub const MAX_BEHIND: i64 = 5 * TIMESCALE;
@@ -559,6 +567,7 @@ impl Selector {
         Selector {
             cursor,
             exclude,
+            video: H264_VIDEO,
             audio,
             tracks: Vec::new(),
             chosen: [None, None],
@@ -566,6 +575,12 @@ impl Selector {
             lags_in_a_row: 0,
             stats,
         }
+    }
+
+    /// The video codecs this viewer takes (H.264 unless told).
+    pub fn with_video(mut self, video: &'static [Codec]) -> Selector {
+        self.video = video;
+        self
     }
 
     pub fn stats(&self) -> &Arc<ViewerStats> {
@@ -602,10 +617,8 @@ impl Selector {
                 .filter(|(i, _)| Some(*i as SourceId) != self.exclude)
                 .filter_map(|(i, t)| {
                     let info = t[k].as_ref()?;
-                    let rank = match k {
-                        0 => 0,
-                        _ => self.audio.iter().position(|c| *c == info.codec)?,
-                    };
+                    let wanted = if k == 0 { self.video } else { self.audio };
+                    let rank = wanted.iter().position(|c| *c == info.codec)?;
                     Some((Some(i as SourceId) != preferred, rank, i))
                 })
                 .min()

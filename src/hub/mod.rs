@@ -112,8 +112,9 @@ pub struct JoinRequest {
     /// Audio codecs the viewer's output carries, most wanted first
     /// (`fanout::ANY_AUDIO` unless it says otherwise); empty: no audio.
     pub audio: &'static [crate::media::Codec],
-    /// Whether it wants video (RTSP `?audio` alone does not).
-    pub video: bool,
+    /// Video codecs it takes, most wanted first (`fanout::H264_VIDEO`
+    /// unless it says otherwise); empty: no video (RTSP `?audio` alone).
+    pub video: &'static [crate::media::Codec],
 }
 
 /// What every stream needs from the rest of the program.
@@ -482,8 +483,7 @@ impl Stream {
                     state: SlotState::Idle,
                     restarts: 0,
                     attempt: 0,
-                    // A source we never start says why from the outset.
-                    last_error: s.kind.deferred().map(str::to_string),
+                    last_error: None,
                     tail: Default::default(),
                     stats: Default::default(),
                     started_at: None,
@@ -656,7 +656,10 @@ struct Slot {
 struct Consumer {
     /// What it wants: video, and the audio codecs it takes; for starting
     /// only the producers someone needs.
-    wants: (bool, &'static [crate::media::Codec]),
+    wants: (
+        &'static [crate::media::Codec],
+        &'static [crate::media::Codec],
+    ),
     protocol: &'static str,
     remote_addr: Option<SocketAddr>,
     internal: bool,
@@ -731,7 +734,7 @@ struct Actor {
 /// See [`Actor::demand`].
 #[derive(Debug, Default)]
 struct Demand {
-    video: bool,
+    video: Vec<crate::media::Codec>,
     audio: Vec<crate::media::Codec>,
 }
 
@@ -964,7 +967,8 @@ impl Actor {
         );
         tracing::info!(stream = %self.name, viewer = id, protocol = req.protocol, remote = ?req.remote_addr, internal = req.internal, "viewer joined");
         Viewer {
-            selector: Selector::new(self.fanout.subscribe(), req.exclude, req.audio, stats),
+            selector: Selector::new(self.fanout.subscribe(), req.exclude, req.audio, stats)
+                .with_video(req.video),
             _lease: Lease {
                 id,
                 tx: self.tx.clone(),
@@ -1125,11 +1129,12 @@ impl Actor {
                     .map(|w| (w.req.video, w.req.audio)),
             );
         let mut d = Demand::default();
-        for (v, audio) in wants {
-            d.video |= v;
-            for c in audio {
-                if !d.audio.contains(c) {
-                    d.audio.push(*c);
+        for (video, audio) in wants {
+            for (have, want) in [(&mut d.video, video), (&mut d.audio, audio)] {
+                for c in want {
+                    if !have.contains(c) {
+                        have.push(*c);
+                    }
                 }
             }
         }
@@ -1142,19 +1147,17 @@ impl Actor {
     /// every source is.
     fn needed(&self, i: usize, demand: &Demand) -> bool {
         let kind = &self.slots[i].cfg.kind;
-        if kind.deferred().is_some() {
-            return false;
-        }
-        if !demand.video && demand.audio.is_empty() {
+        if demand.video.is_empty() && demand.audio.is_empty() {
             return true;
         }
         let (pv, pa) = kind.provides();
-        let audio = pa
-            && match kind.audio_codec() {
-                Some(c) => demand.audio.contains(&c),
-                None => !demand.audio.is_empty(),
-            };
-        (pv && demand.video) || audio
+        let takes = |codec: Option<crate::media::Codec>, wanted: &[crate::media::Codec]| match codec
+        {
+            Some(c) => wanted.contains(&c),
+            None => !wanted.is_empty(),
+        };
+        (pv && takes(kind.video_codec(), &demand.video))
+            || (pa && takes(kind.audio_codec(), &demand.audio))
     }
 
     fn start_all(&mut self) {
@@ -1164,7 +1167,7 @@ impl Actor {
         };
         for s in &mut self.slots {
             s.attempt = 0;
-            s.last_error = s.cfg.kind.deferred().map(str::to_string);
+            s.last_error = None;
             s.tail.clear();
         }
         self.start_needed();
@@ -1180,9 +1183,7 @@ impl Actor {
         if wanted.is_empty() {
             // Nothing provides what is asked: start everything we can, and
             // let the start deadline say so if it stays that way.
-            wanted = (0..self.slots.len())
-                .filter(|&i| self.slots[i].cfg.kind.deferred().is_none())
-                .collect();
+            wanted = (0..self.slots.len()).collect();
         }
         for i in wanted {
             if matches!(self.slots[i].state, SlotState::Idle) {
@@ -1258,6 +1259,7 @@ impl Actor {
             tx: self.tx.clone(),
             origin: self.origin,
             publishes_back: slot.cfg.kind.publishes_back(),
+            mjpeg: slot.cfg.kind.outputs_mjpeg(),
         };
         tokio::spawn(task.run());
     }
@@ -1666,6 +1668,8 @@ struct ProducerTask {
     origin: Instant,
     /// The child publishes over RTSP (`{output}`); its stdout is not media.
     publishes_back: bool,
+    /// Its stdout is MJPEG (`ffmpeg:…#video=mjpeg`), not FLV.
+    mjpeg: bool,
 }
 
 impl ProducerTask {
@@ -1685,6 +1689,15 @@ impl ProducerTask {
                     self.origin,
                     self.stream.clone(),
                 );
+                let format = if self.mjpeg {
+                    StdoutDemux::Mjpeg {
+                        split: Default::default(),
+                        announced: false,
+                        start: Instant::now(),
+                    }
+                } else {
+                    StdoutDemux::Flv(flv::Demuxer::new())
+                };
                 let report = supervisor::supervise(
                     spawned,
                     Labels {
@@ -1698,7 +1711,10 @@ impl ProducerTask {
                         if self.publishes_back {
                             drain(stdout).await
                         } else {
-                            demux(stdout, fanout, stats, origin, stream, index, generation).await
+                            demux(
+                                stdout, format, fanout, stats, origin, stream, index, generation,
+                            )
+                            .await
                         }
                     },
                 )
@@ -1728,8 +1744,61 @@ async fn drain(mut stdout: BoxRead) -> String {
 }
 
 /// Reads a producer's stdout as FLV into the fan-out. Returns why it ended.
+/// What a producer's stdout carries: FLV (everything ffmpeg makes for us),
+/// or MJPEG, a run of JPEG images with no timestamps (stamped on arrival).
+enum StdoutDemux {
+    Flv(flv::Demuxer),
+    Mjpeg {
+        split: crate::media::jpeg::Splitter,
+        announced: bool,
+        start: Instant,
+    },
+}
+
+impl StdoutDemux {
+    fn buffer_mut(&mut self) -> &mut bytes::BytesMut {
+        match self {
+            StdoutDemux::Flv(d) => d.buffer_mut(),
+            StdoutDemux::Mjpeg { split, .. } => split.buffer_mut(),
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Option<flv::Event>, String> {
+        match self {
+            StdoutDemux::Flv(d) => d.next_event().map_err(|e| e.to_string()),
+            StdoutDemux::Mjpeg {
+                split,
+                announced,
+                start,
+            } => {
+                use crate::media::{Codec, Frame, TrackInfo};
+                if !*announced && !split.buffer_mut().is_empty() {
+                    *announced = true;
+                    return Ok(Some(flv::Event::Track(TrackInfo {
+                        codec: Codec::Jpeg,
+                        config: bytes::Bytes::new(),
+                    })));
+                }
+                let Some(img) = split.next_image().map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                let ts = crate::media::ms_to_ticks(start.elapsed().as_millis() as i64);
+                Ok(Some(flv::Event::Frame(Frame::new(
+                    Codec::Jpeg,
+                    ts,
+                    ts,
+                    true,
+                    img,
+                ))))
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn demux(
     mut stdout: BoxRead,
+    mut d: StdoutDemux,
     fanout: Arc<Fanout>,
     stats: Arc<ProducerStats>,
     origin: Instant,
@@ -1737,7 +1806,6 @@ async fn demux(
     index: usize,
     generation: Generation,
 ) -> String {
-    let mut d = flv::Demuxer::new();
     loop {
         loop {
             match d.next_event() {

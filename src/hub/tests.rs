@@ -130,7 +130,7 @@ fn viewer() -> JoinRequest {
         internal: false,
         exclude: None,
         audio: fanout::ANY_AUDIO,
-        video: true,
+        video: fanout::H264_VIDEO,
     }
 }
 

@@ -450,7 +450,10 @@ impl Muxer {
     /// A sequence header tag for `info`, at `ts_ms`; `None` for codecs that
     /// have none (G.711).
     pub fn track(&mut self, info: &TrackInfo, ts_ms: i64) -> Option<[Bytes; 3]> {
-        if matches!(info.codec, Codec::Pcma | Codec::Pcmu | Codec::Opus) {
+        if matches!(
+            info.codec,
+            Codec::Pcma | Codec::Pcmu | Codec::Opus | Codec::Jpeg
+        ) {
             return None;
         }
         let (head, tail) = self.tag(info.codec, 0, info.config.len(), ts_ms, 0, true);
@@ -535,14 +538,15 @@ fn put_tag_header(
 ) -> u32 {
     let codec_header_len = match codec {
         Codec::H264 => 5,
+        Codec::Jpeg => 1,
         Codec::Aac => 2,
         Codec::Pcma | Codec::Pcmu => 1,
         Codec::Opus => 5,
     };
     let data_size = (codec_header_len + payload_len) as u32;
-    s.put_u8(match codec {
-        Codec::H264 => TAG_VIDEO,
-        _ => TAG_AUDIO,
+    s.put_u8(match codec.kind() {
+        TrackKind::Video => TAG_VIDEO,
+        TrackKind::Audio => TAG_AUDIO,
     });
     s.put_uint(data_size as u64, 3);
     // E.4.1: lower 24 bits, then the extended upper 8 bits.
@@ -556,6 +560,9 @@ fn put_tag_header(
             s.put_u8(packet_type);
             s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
         }
+        // E.4.3.1 CodecID 1 (JPEG): never chosen for FLV by our outputs;
+        // this keeps the tag well-formed if one ever were.
+        Codec::Jpeg => s.put_u8(0x10 | 1),
         Codec::Aac => {
             // E.4.2.1: AAC is always signalled as 44 kHz, 16-bit, stereo;
             // the AudioSpecificConfig carries the real parameters.

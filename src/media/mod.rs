@@ -8,6 +8,7 @@ pub mod depack;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;
+pub mod jpeg;
 pub mod rtp;
 pub mod ts;
 
@@ -45,6 +46,10 @@ pub enum Codec {
     /// Payload: AVCC access unit (4-byte length-prefixed NAL units, ISO
     /// 14496-15 §5.3.4.2), as FLV carries it.
     H264,
+    /// Payload: one baseline JPEG image (ITU T.81), SOI to EOI: MJPEG, as
+    /// `ffmpeg:cam#video=mjpeg` makes it for `/api/stream.mjpeg`. Every
+    /// frame is a keyframe.
+    Jpeg,
     /// Payload: one raw AAC frame (no ADTS header).
     Aac,
     /// Payload: ITU-T G.711 A-law samples, 8 kHz mono (what most IP cameras
@@ -61,7 +66,7 @@ pub enum Codec {
 impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
-            Codec::H264 => TrackKind::Video,
+            Codec::H264 | Codec::Jpeg => TrackKind::Video,
             Codec::Aac | Codec::Pcma | Codec::Pcmu | Codec::Opus => TrackKind::Audio,
         }
     }

@@ -83,6 +83,8 @@ impl TrackParams {
             Codec::Pcma => TrackParams::Pcma,
             Codec::Pcmu => TrackParams::Pcmu,
             Codec::Opus => TrackParams::Opus,
+            // RFC 2435 would carry it; our RTSP viewers take H.264 only.
+            Codec::Jpeg => return Err("MJPEG is not sent over RTP".into()),
         })
     }
 

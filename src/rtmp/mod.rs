@@ -477,7 +477,7 @@ impl Conn {
             exclude: None,
             // FLV's audio: AAC first, G.711 if that is all there is.
             audio: ANY_AUDIO,
-            video: true,
+            video: crate::hub::fanout::H264_VIDEO,
         };
         match stream.join(req).await {
             Ok(viewer) => {
@@ -680,6 +680,7 @@ fn codec_id(c: Codec) -> f64 {
         Codec::Pcmu => 8.0,
         // No legacy id; players are never sent Opus over RTMP.
         Codec::Opus => 0.0,
+        Codec::Jpeg => 1.0,
     }
 }
 

@@ -278,6 +278,7 @@ fn codec_name(c: Codec) -> &'static str {
         Codec::Pcma => "pcma",
         Codec::Pcmu => "pcmu",
         Codec::Opus => "opus",
+        Codec::Jpeg => "jpeg",
     }
 }
 
@@ -628,7 +629,11 @@ impl Conn {
                 internal: false,
                 exclude: None,
                 audio: audio_wanted(t),
-                video: t.video.is_some() || t.audio.is_none(),
+                video: if t.video.is_some() || t.audio.is_none() {
+                    crate::hub::fanout::H264_VIDEO
+                } else {
+                    &[]
+                },
             })
             .await?;
         let mut pending = VecDeque::new();
