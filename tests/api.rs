@@ -211,6 +211,11 @@ fn home_assistants_call_sequence() {
     assert!(t.elapsed() < Duration::from_secs(10));
     std::fs::write(&out, jpeg).unwrap();
     assert_eq!(jpeg_width(&out), 160);
+    // `cache=`: the same image again, without a new decode.
+    let path = format!("/api/frame.jpeg?src={}&width=160&cache=10s", q(name));
+    let (_, first) = get_bytes(srv.port, &path);
+    let (_, again) = get_bytes(srv.port, &path);
+    assert_eq!(first, again, "cache=10s served a new image");
     viewer.close();
 
     // 4. Schemes.
@@ -674,5 +679,55 @@ fn our_own_readers_log_in_when_loopback_needs_auth_too() {
     assert!(
         !srv.log().contains("p@ss") && !srv.log().contains("p%40ss"),
         "the password is in the log"
+    );
+}
+
+#[test]
+fn a_put_with_other_sources_restarts_the_stream_cleanly() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  cam: \"{}\"\n", demo_source(25)), "");
+    let (st, sock) = open_flv(srv.port, "cam");
+    assert_eq!(st, 200);
+    let viewer = Drain::new(sock);
+    srv.wait_for("frames", Duration::from_secs(15), || {
+        viewer.bytes() > 10_000
+    });
+    let old = srv.producer_pids("cam");
+    assert_eq!(old.len(), 1);
+    let other = demo_source_sized(25, "160x120");
+    let (st, body) = put(&srv, &format!("/api/streams?name=cam&src={}", q(&other)));
+    // exec: through the API needs allow_exec: refused, nothing changes.
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(srv.producer_pids("cam"), old);
+    drop(srv);
+
+    let srv = Server::start(
+        &format!("  cam: \"{}\"\n", demo_source(25)),
+        "api: { allow_exec: true }\n",
+    );
+    let (st, sock) = open_flv(srv.port, "cam");
+    assert_eq!(st, 200);
+    let viewer = Drain::new(sock);
+    srv.wait_for("frames", Duration::from_secs(15), || {
+        viewer.bytes() > 10_000
+    });
+    let old = srv.producer_pids("cam");
+    let (st, body) = put(&srv, &format!("/api/streams?name=cam&src={}", q(&other)));
+    assert_eq!(st, 200, "{body}");
+    // The old run is gone (its whole group), its viewer ended; the stream
+    // serves the new sources to the next viewer.
+    assert!(group_members(old[0]).is_empty(), "old producer still alive");
+    let b = viewer.bytes();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(viewer.bytes(), b, "the old run's viewer still gets data");
+    assert_eq!(urls(&srv, "cam"), [other.clone()]);
+    let v = ffprobe(&srv.url("/api/stream.flv?src=cam"), "codec_name,width", &[]);
+    assert!(
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["width"] == 160),
+        "{v}"
     );
 }
