@@ -410,15 +410,20 @@ async fn frame_jpeg(
             j
         }
     };
-    Ok((
+    Ok(no_cache("image/jpeg", jpeg))
+}
+
+/// A live or changing answer: never cached, open to any origin.
+fn no_cache(content_type: &'static str, body: impl IntoResponse) -> Response {
+    (
         [
-            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        jpeg,
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /api/stream.mjpeg?src=NAME`: MJPEG as `multipart/x-mixed-replace`
@@ -488,18 +493,10 @@ async fn stream_mjpeg(
             }
         },
     );
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                "multipart/x-mixed-replace; boundary=frame",
-            ),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
+    Ok(no_cache(
+        "multipart/x-mixed-replace; boundary=frame",
         Body::from_stream(body),
-    )
-        .into_response())
+    ))
 }
 
 /// `GET /api/schemes`: the source schemes we take.
@@ -620,15 +617,7 @@ async fn stream_flv(
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "video/x-flv"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(no_cache("video/x-flv", body))
 }
 
 /// go2rtc's HTTP publish: `POST /api/stream.flv?dst=NAME` with an FLV body
@@ -744,15 +733,7 @@ async fn hls_playlist(
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string()).with("stream", name.as_str())
         }
     })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        playlist,
-    )
-        .into_response())
+    Ok(no_cache("application/vnd.apple.mpegurl", playlist))
 }
 
 /// `/api/hls/{ts|mp4}/{stream}/{N.ts | N.m4s | init-V.mp4}`.

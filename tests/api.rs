@@ -720,7 +720,7 @@ fn a_put_with_other_sources_restarts_the_stream_cleanly() {
     let b = viewer.bytes();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(viewer.bytes(), b, "the old run's viewer still gets data");
-    assert_eq!(urls(&srv, "cam"), [other.clone()]);
+    assert_eq!(urls(&srv, "cam"), std::slice::from_ref(&other));
     let v = ffprobe(&srv.url("/api/stream.flv?src=cam"), "codec_name,width", &[]);
     assert!(
         v["streams"]
