@@ -77,6 +77,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/schemes", get(schemes))
         .route("/api/frame.jpeg", get(frame_jpeg))
         .route("/api/stream.mjpeg", get(stream_mjpeg))
+        .route("/api/stream.mp4", get(stream_mp4))
         .route(
             "/api/preload",
             get(list_preloads).put(put_preload).delete(delete_preload),
@@ -424,6 +425,60 @@ fn no_cache(content_type: &'static str, body: impl IntoResponse) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `GET /api/stream.mp4?src=NAME`: progressive fragmented MP4 (H.264 +
+/// AAC) from the next keyframe (see [`crate::mp4`]).
+async fn stream_mp4(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let viewer = stream
+        .join(JoinRequest {
+            protocol: "mp4",
+            remote_addr: Some(peer.0),
+            internal: false,
+            exclude: None,
+            audio: crate::mp4::AUDIO,
+            video: crate::mp4::VIDEO,
+        })
+        .await?;
+    let state = (
+        viewer,
+        crate::mp4::Writer::default(),
+        std::collections::VecDeque::<Bytes>::new(),
+    );
+    let body = futures_util::stream::unfold(state, |(mut viewer, mut w, mut queue)| async move {
+        loop {
+            if let Some(b) = queue.pop_front() {
+                viewer
+                    .stats()
+                    .bytes
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                return Some((Ok::<Bytes, io::Error>(b), (viewer, w, queue)));
+            }
+            match viewer.next().await {
+                Err(e) => {
+                    tracing::debug!(error = %e, "mp4 viewer ended");
+                    return None;
+                }
+                Ok(d) => {
+                    if w.deliver(d, &mut queue).is_err() {
+                        tracing::info!("mp4 viewer ended: the stream's tracks changed");
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    Ok(no_cache("video/mp4", Body::from_stream(body)))
 }
 
 /// `GET /api/stream.mjpeg?src=NAME`: MJPEG as `multipart/x-mixed-replace`

@@ -390,3 +390,33 @@ fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
         },
     );
 }
+
+#[test]
+fn progressive_mp4_is_h264_and_aac_and_records_cleanly() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), "");
+    let url = srv.url("/api/stream.mp4?src=demo");
+    assert_eq!(
+        probe_streams(&url),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "h264".to_string())
+        ]
+    );
+    let out = srv.dir.path().join("five.mp4");
+    let (o, _) = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i", &url, "-t", "5", "-c", "copy"])
+            .arg(&out),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_decodes_cleanly(&out, "stream.mp4");
+    let v = ffprobe(
+        out.to_str().unwrap(),
+        "codec_name",
+        &["-show_entries", "format=duration"],
+    );
+    let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((4.5..=5.5).contains(&secs), "{secs} s recorded");
+}

@@ -170,6 +170,15 @@ impl Tracks {
     /// with audio and video in one SourceBuffer it then drops the video up
     /// to the next keyframe (seen in hls.js on Chromium).
     pub fn fragment(&mut self, sequence: u32, frames: &[Frame], end_dts: i64) -> Bytes {
+        self.fragment_parts(sequence, frames, end_dts)
+            .concat()
+            .into()
+    }
+
+    /// As [`Tracks::fragment`], in pieces: the `moof` and `mdat` header
+    /// built here, then the frames' payloads as they are (shared, not
+    /// copied), for a writer that sends pieces (progressive MP4).
+    pub fn fragment_parts(&mut self, sequence: u32, frames: &[Frame], end_dts: i64) -> Vec<Bytes> {
         let per_track: Vec<(u32, Vec<&Frame>)> = [
             (VIDEO, self.video.is_some(), Codec::H264),
             (AUDIO, self.audio.is_some(), Codec::Aac),
@@ -233,14 +242,18 @@ impl Tracks {
             o[*at..*at + 4].copy_from_slice(&(data_at as i32).to_be_bytes());
             data_at += samples.iter().map(|f| f.payload.len()).sum::<usize>();
         }
-        bx(&mut o, b"mdat", |o| {
-            for (_, samples) in &per_track {
-                for f in samples {
-                    o.put_slice(&f.payload);
-                }
-            }
-        });
-        o.freeze()
+        let payload: usize = per_track
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .map(|f| f.payload.len())
+            .sum();
+        o.put_u32((8 + payload) as u32);
+        o.put_slice(b"mdat");
+        let mut parts = vec![o.freeze()];
+        for (_, samples) in &per_track {
+            parts.extend(samples.iter().map(|f| f.payload.clone()));
+        }
+        parts
     }
 }
 
