@@ -85,6 +85,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/stream.flv", get(stream_flv).post(publish_flv))
         .route("/api/stream.m3u8", get(hls_playlist))
         .route("/api/hls/{variant}/{stream}/{file}", get(hls_file))
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -19,3 +19,4 @@ pub mod snapshot;
 pub mod source;
 pub mod store;
 pub mod supervisor;
+pub mod web;

@@ -277,6 +277,21 @@ impl Fanout {
         let _ = self.tx.send(Arc::new([Item::Eos]));
     }
 
+    /// The codecs `source` has announced (video first), for the API.
+    pub fn codecs(&self, source: SourceId) -> Vec<Codec> {
+        let st = self.lock();
+        st.sources
+            .get(source as usize)
+            .map(|s| {
+                [&s.video, &s.audio]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t.codec)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.lock().ready
     }

@@ -80,6 +80,8 @@ pub struct ProducerInfo {
     pub last_error: Option<String>,
     pub stderr_tail: Vec<String>,
     pub bytes: u64,
+    /// The codecs it delivers now (`h264`, `aac` …).
+    pub codecs: Vec<crate::media::Codec>,
     /// When a producer in backoff will be started again.
     pub next_retry_at: Option<String>,
 }
@@ -98,6 +100,9 @@ pub struct ConsumerInfo {
 pub struct StreamInfo {
     pub producers: Vec<ProducerInfo>,
     pub consumers: Vec<ConsumerInfo>,
+    /// The stream's own state: `idle`, `starting`, `running`, `stopping`
+    /// (streamvisor's; go2rtc has none).
+    pub state: &'static str,
 }
 
 /// Who is asking to watch.
@@ -1545,10 +1550,17 @@ impl Actor {
 
     fn info(&self) -> StreamInfo {
         StreamInfo {
+            state: match self.phase {
+                Phase::Idle => "idle",
+                Phase::Starting { .. } => "starting",
+                Phase::Running => "running",
+                Phase::Stopping { .. } => "stopping",
+            },
             producers: self
                 .slots
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     let state = match s.state {
                         SlotState::Idle => "idle",
                         SlotState::Running { .. } if self.phase == Phase::Running => "running",
@@ -1570,6 +1582,7 @@ impl Actor {
                         last_error: s.last_error.clone(),
                         stderr_tail: s.tail.lines(),
                         bytes: s.stats.bytes.load(Ordering::Relaxed),
+                        codecs: self.fanout.codecs(i as SourceId),
                         next_retry_at: match s.state {
                             SlotState::Backoff { until } => {
                                 let at = SystemTime::now()
@@ -1597,6 +1610,7 @@ impl Actor {
                     last_error: None,
                     stderr_tail: Vec::new(),
                     bytes: p.stats.bytes.load(Ordering::Relaxed),
+                    codecs: self.fanout.codecs(self.slots.len() as SourceId),
                     next_retry_at: None,
                 }))
                 .collect(),

@@ -1,0 +1,153 @@
+// The player: /api/stream.mp4 (progressive fMP4) into Media Source
+// Extensions, our own few lines instead of a vendored player. Native HLS
+// where MSE is missing (Safari on iOS). Stays near the live edge.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const src = params.get("src") || "";
+const video = document.getElementById("video");
+const message = document.getElementById("message");
+document.getElementById("title").textContent = src;
+document.title = `${src} · streamvisor`;
+
+const LIVE_LAG = 2.0; // seconds behind the buffered end before we jump
+const KEEP = 30; // seconds of played media kept in the buffer
+
+function show(text) {
+  message.hidden = !text;
+  message.textContent = text || "";
+}
+
+// Why the stream is not playing, from the API (its producers' errors).
+async function explain(fallback) {
+  try {
+    const r = await fetch(`api/streams?src=${encodeURIComponent(src)}`, { cache: "no-store" });
+    const v = await r.json();
+    if (!r.ok) return v.error || fallback;
+    const errs = (v.producers || []).map((p) => p.last_error).filter(Boolean);
+    return errs.length ? `${fallback}: ${errs.join("; ")}` : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+// ISO 14496-12 boxes at the top level of `buf`: [type, start, end].
+function boxes(buf) {
+  const out = [];
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let at = 0;
+  while (at + 8 <= buf.length) {
+    const size = dv.getUint32(at);
+    const type = String.fromCharCode(...buf.subarray(at + 4, at + 8));
+    if (size < 8 || at + size > buf.length) break;
+    out.push([type, at, at + size]);
+    at += size;
+  }
+  return out;
+}
+
+// RFC 6381 codecs of an init segment: avc1.PPCCLL from its avcC, and
+// mp4a.40.2 if it has an AAC track.
+function codecs(init) {
+  const find = (name) => {
+    for (let i = 0; i + 4 <= init.length; i++) {
+      if (init[i] === name.charCodeAt(0) && String.fromCharCode(...init.subarray(i, i + 4)) === name) return i;
+    }
+    return -1;
+  };
+  const list = [];
+  const avcc = find("avcC");
+  if (avcc >= 0) {
+    const hex = (b) => b.toString(16).padStart(2, "0");
+    list.push(`avc1.${hex(init[avcc + 5])}${hex(init[avcc + 6])}${hex(init[avcc + 7])}`);
+  }
+  if (find("mp4a") >= 0) list.push("mp4a.40.2");
+  return list.join(",");
+}
+
+async function playMse() {
+  document.getElementById("mode").textContent = "MSE (fMP4)";
+  const r = await fetch(`api/stream.mp4?src=${encodeURIComponent(src)}`, { cache: "no-store" });
+  if (!r.ok) {
+    let e = r.statusText;
+    try { e = (await r.json()).error || e; } catch {}
+    throw new Error(e);
+  }
+  const reader = r.body.getReader();
+  let pending = new Uint8Array(0);
+  let sb = null;
+  const queue = [];
+  const ms = new MediaSource();
+  video.src = URL.createObjectURL(ms);
+  await new Promise((ok) => ms.addEventListener("sourceopen", ok, { once: true }));
+  const pump = () => {
+    if (!sb || sb.updating || !queue.length) return;
+    sb.appendBuffer(queue.shift());
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the stream ended");
+    const joined = new Uint8Array(pending.length + value.length);
+    joined.set(pending);
+    joined.set(value, pending.length);
+    // Hand MSE whole boxes only.
+    const bx = boxes(joined);
+    const end = bx.length ? bx[bx.length - 1][2] : 0;
+    const whole = joined.subarray(0, end);
+    pending = joined.slice(end);
+    if (!whole.length) continue;
+    if (!sb) {
+      const moov = bx.find((b) => b[0] === "moov");
+      if (!moov) continue;
+      const type = `video/mp4; codecs="${codecs(whole.subarray(0, moov[2]))}"`;
+      if (!MediaSource.isTypeSupported(type)) throw new Error(`this browser cannot play ${type}`);
+      sb = ms.addSourceBuffer(type);
+      sb.mode = "segments";
+      sb.addEventListener("updateend", () => {
+        // Drop what was played long ago, then go on.
+        const t = video.currentTime;
+        if (!sb.updating && sb.buffered.length && t - sb.buffered.start(0) > KEEP * 2) {
+          sb.remove(sb.buffered.start(0), t - KEEP);
+          return;
+        }
+        pump();
+      });
+    }
+    queue.push(whole);
+    pump();
+  }
+}
+
+// Keep near the live edge: a player that fell behind (a stall, a
+// background tab) jumps forward instead of playing old media.
+setInterval(() => {
+  const b = video.buffered;
+  if (!b.length) return;
+  const end = b.end(b.length - 1);
+  if (video.currentTime < b.start(b.length - 1) || end - video.currentTime > LIVE_LAG) {
+    video.currentTime = Math.max(b.start(b.length - 1), end - 0.5);
+  }
+  if (video.paused) video.play().catch(() => {});
+}, 1000);
+
+async function main() {
+  if (!src) return show("no stream given (stream.html?src=NAME)");
+  for (;;) {
+    try {
+      show("");
+      if (window.MediaSource) {
+        await playMse();
+      } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+        document.getElementById("mode").textContent = "HLS";
+        video.src = `api/stream.m3u8?src=${encodeURIComponent(src)}&mp4`;
+        return;
+      } else {
+        return show("this browser has neither Media Source Extensions nor HLS");
+      }
+    } catch (e) {
+      show(await explain(`${src}: ${e.message}`));
+    }
+    await new Promise((ok) => setTimeout(ok, 3000)); // then try again
+  }
+}
+main();

@@ -1,0 +1,85 @@
+//! The web UI in a real browser: Debian's Chromium, driven by
+//! playwright-core (`tests/browser/ui_test.mjs`) against the real binary.
+//! `scripts/test` installs both. Without Chromium the test says so loudly
+//! and, on CI (`CI` set), fails: it is never passed in silence.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+#[test]
+fn the_list_and_the_player_work_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let driver = root.join("tests/browser/node_modules/playwright-core");
+    let (Some(browser), true) = (chromium(), driver.exists()) else {
+        let msg = format!(
+            "\n\n!!!!! BROWSER TESTS NOT RUN: chromium ({:?}) or playwright-core ({}) is missing; run scripts/test, which installs them. !!!!!\n",
+            chromium(),
+            driver.display()
+        );
+        eprintln!("{msg}");
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        return;
+    };
+    let _p = heavy();
+    // And 48 more (publish-only) streams: the list must stay usable at 50.
+    let more: String = (0..48).map(|i| format!("  cam{i:02}:\n")).collect();
+    let srv = Server::start(
+        &format!(
+            "  demo: \"{}\"\n  broken: rtsp://127.0.0.1:1/nothing-here\n{more}",
+            demo_source_sized(25, "640x360")
+        ),
+        "",
+    );
+    let out = root.join("target/ui");
+    std::fs::create_dir_all(&out).unwrap();
+    let (o, _) = run_with_timeout(
+        Command::new("node")
+            .current_dir(root.join("tests/browser"))
+            .env("CHROMIUM", browser)
+            .arg("ui_test.mjs")
+            .arg(srv.url(""))
+            .arg(&out),
+        Duration::from_secs(120),
+    );
+    assert!(
+        o.status.success(),
+        "browser test failed:\n{}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["advanced_in_ms"].as_u64().unwrap() <= 10_000, "{r}");
+    let behind = r["behind_live_s"].as_f64().unwrap();
+    assert!(
+        (0.0..=2.5).contains(&behind),
+        "the player is {behind} s behind live: {r}"
+    );
+    assert!(r["colours"].as_u64().unwrap() >= 8, "a flat picture: {r}");
+    assert!(
+        r["broken_error"].as_str().unwrap().contains("nothing-here"),
+        "{r}"
+    );
+    assert_eq!(r["added"], true);
+    assert_eq!(r["deleted"], true);
+    // The add and delete went through the API, to the config file.
+    let (_, v) = srv.get_json("/api/streams");
+    assert!(v.get("added_cam").is_none(), "{v}");
+    assert!(r["streams_listed"].as_u64().unwrap() >= 50, "{r}");
+    assert!(
+        r["codecs_shown"].as_str().unwrap().contains("h264"),
+        "the list shows no codecs: {r}"
+    );
+    assert!(out.join("list.png").exists());
+}
