@@ -36,7 +36,7 @@ fn the_list_and_the_player_work_in_chromium() {
     let more: String = (0..48).map(|i| format!("  cam{i:02}:\n")).collect();
     let srv = Server::start(
         &format!(
-            "  demo: \"{}\"\n  broken: rtsp://127.0.0.1:1/nothing-here\n{more}",
+            "  demo: \"{}\"\n  broken: \"rtsp://127.0.0.1:1/nothing-here#start_timeout=3s\"\n{more}",
             demo_source_sized(25, "640x360")
         ),
         "",
@@ -69,6 +69,10 @@ fn the_list_and_the_player_work_in_chromium() {
     assert!(r["colours"].as_u64().unwrap() >= 8, "a flat picture: {r}");
     assert!(
         r["broken_error"].as_str().unwrap().contains("nothing-here"),
+        "{r}"
+    );
+    assert!(
+        r["player_error"].as_str().unwrap().contains("nothing-here"),
         "{r}"
     );
     assert_eq!(r["added"], true);

@@ -69,6 +69,17 @@ try {
   const shot = await player.locator("video").screenshot();
   fs.writeFileSync(`${outDir}/video.png`, shot);
 
+  // A stream that fails: the player says why, with the source's error.
+  const failing = await browser.newPage();
+  await failing.goto(`${base}/stream.html?src=broken`);
+  await failing.waitForFunction(
+    () => !document.querySelector("#message").hidden && /nothing-here/.test(document.querySelector("#message").textContent),
+    null,
+    { timeout: 20000 },
+  );
+  result.player_error = await failing.textContent("#message");
+  await failing.close();
+
   // 3. The list while the player keeps demo running, for the README.
   await page.reload();
   await page.waitForSelector('section.stream[data-name="demo"] .state.running', { timeout: 10000 });
@@ -85,6 +96,8 @@ try {
   await page.fill('#add-form textarea[name="src"]', "rtsp://10.0.0.9/stream1");
   await page.click('#add-form button[type="submit"]');
   await page.waitForSelector('section.stream[data-name="added_cam"]', { timeout: 10000 });
+  const listed = await page.evaluate(async () => (await (await fetch("api/streams")).json()).added_cam);
+  check(listed && listed.producers[0].url === "rtsp://10.0.0.9/stream1", "the added stream is in /api/streams");
   result.added = true;
   page.once("dialog", (d) => d.accept());
   await page.click('button[data-delete="added_cam"]');
