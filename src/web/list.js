@@ -69,8 +69,14 @@ function card(name, s) {
   const thumb = s.state === "running"
     ? `<img class="thumb" alt="" src="api/frame.jpeg?src=${q(name)}&amp;width=160&amp;cache=10s&amp;t=${slot}">` : "";
   const consumers = (s.consumers || []).filter((c) => !c.internal);
+  // Starting, but every source waits to retry: say so, with the time.
+  const retries = (s.producers || []).map((p) => p.next_retry_at).filter(Boolean).sort();
+  const stuck = s.state === "starting" && retries.length &&
+    (s.producers || []).every((p) => p.state === "backoff" || p.state === "idle");
+  const state = stuck ? "backoff" : (s.state || "");
+  const stateText = stuck ? `backoff (retry ${new Date(retries[0]).toLocaleTimeString()})` : state;
   return `<section class="stream" data-name="${esc(name)}">
-    <h2>${esc(name)} <span class="state ${esc(s.state || "")}">${esc(s.state || "")}</span>
+    <h2>${esc(name)} <span class="state ${esc(state)}">${esc(stateText)}</span>
       <span class="actions"><a href="stream.html?src=${q(name)}"><button>Play</button></a>
       <button class="danger" data-delete="${esc(name)}">Delete</button></span></h2>
     ${thumb}
