@@ -78,6 +78,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/frame.jpeg", get(frame_jpeg))
         .route("/api/stream.mjpeg", get(stream_mjpeg))
         .route("/api/stream.mp4", get(stream_mp4))
+        .route("/api/webrtc", axum::routing::post(webrtc_offer))
         .route(
             "/api/preload",
             get(list_preloads).put(put_preload).delete(delete_preload),
@@ -426,6 +427,58 @@ fn no_cache(content_type: &'static str, body: impl IntoResponse) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `POST /api/webrtc?src=NAME`: go2rtc's `{"type":"offer","sdp":…}` JSON
+/// (answered with `{"type":"answer","sdp":…}`), or WHEP's raw
+/// `application/sdp` (answered 201 with the SDP).
+async fn webrtc_offer(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name =
+        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+        || body.first() == Some(&b'{');
+    let offer = if is_json {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_param("body", format!("offer JSON: {e}")))?;
+        v["sdp"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_param("body", "offer JSON has no \"sdp\""))?
+            .to_string()
+    } else {
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_param("body", "the SDP offer is not UTF-8"))?
+    };
+    let ip = crate::webrtc::local_ip_towards(peer.0.ip());
+    let answer = crate::webrtc::answer(&stream, &offer, ip, Some(peer.0))
+        .await
+        .map_err(|e| match e {
+            crate::webrtc::WebRtcError::Stream(e) => ApiError::from(e),
+            crate::webrtc::WebRtcError::Offer(m) => ApiError::bad_param("body", m),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+    if is_json {
+        Ok(Json(json!({ "type": "answer", "sdp": answer })).into_response())
+    } else {
+        Ok((
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/sdp")],
+            answer,
+        )
+            .into_response())
+    }
 }
 
 /// `GET /api/stream.mp4?src=NAME`: progressive fragmented MP4 (H.264 +

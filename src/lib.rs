@@ -20,3 +20,4 @@ pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod web;
+pub mod webrtc;

@@ -1,0 +1,256 @@
+//! WebRTC out (WHEP, `POST /api/webrtc?src=NAME`) with str0m, the Sans-IO
+//! WebRTC stack driven from one tokio task per peer.
+//!
+//! First step of issue 9: each peer gets a UDP socket of its own on the
+//! loopback or the configured host address (ICE-lite, host candidates);
+//! H.264 goes out as it is (str0m packetizes RFC 6184 from Annex B),
+//! Opus when the stream has it, else G.711. AAC cannot go over WebRTC: the
+//! peer gets video only. The peer is a consumer like any other; when ICE
+//! disconnects, or never connects within [`CONNECT_TIMEOUT`], it leaves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::hub::fanout::{Delivery, H264_VIDEO};
+use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
+use crate::media::h264::{nal_type, nal_units, AvcConfig, NAL_IDR};
+use crate::media::{Codec, Frame, TrackInfo, TIMESCALE};
+
+/// A peer that has not connected (ICE) within this is given up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected peer silent this long is gone (RFC 7675 consent: a
+/// controlling peer checks every ~5 s; ICE-lite us only listens).
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a WebRTC peer takes: Opus first, then G.711 (RFC 7874 §3).
+pub const AUDIO: &[Codec] = &[Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebRtcError {
+    #[error("bad SDP offer: {0}")]
+    Offer(String),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("cannot open a UDP socket on {ip}: {reason}")]
+    Socket { ip: IpAddr, reason: String },
+}
+
+/// Answers `offer` for `stream` and starts the peer's task. `ip` is the
+/// address we advertise as our host candidate.
+pub async fn answer(
+    stream: &Stream,
+    offer: &str,
+    ip: IpAddr,
+    remote: Option<SocketAddr>,
+) -> Result<String, WebRtcError> {
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
+    let sock = UdpSocket::bind((ip, 0))
+        .await
+        .map_err(|e| WebRtcError::Socket {
+            ip,
+            reason: e.to_string(),
+        })?;
+    let local = sock.local_addr().map_err(|e| WebRtcError::Socket {
+        ip,
+        reason: e.to_string(),
+    })?;
+    let mut rtc = RtcConfig::new()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .enable_pcmu(true, false)
+        .enable_pcma(true, false)
+        .build(std::time::Instant::now());
+    let cand = Candidate::host(local, "udp").map_err(|e| WebRtcError::Offer(e.to_string()))?;
+    rtc.add_local_candidate(cand);
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| WebRtcError::Offer(e.to_string()))?;
+    let viewer = stream
+        .join(JoinRequest {
+            protocol: "webrtc",
+            remote_addr: remote,
+            internal: false,
+            exclude: None,
+            audio: AUDIO,
+            video: H264_VIDEO,
+        })
+        .await?;
+    let name = stream.name().to_string();
+    tokio::spawn(async move {
+        let why = run(rtc, sock, local, viewer).await;
+        tracing::info!(stream = %name, local = %local, reason = %why, "webrtc peer ended");
+    });
+    Ok(answer.to_sdp_string())
+}
+
+/// The address of ours that routes to `peer`: what we advertise as our
+/// host candidate (a loopback peer gets loopback). No packet is sent: a
+/// UDP `connect` only picks the route.
+pub fn local_ip_towards(peer: IpAddr) -> IpAddr {
+    let any: IpAddr = if peer.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    std::net::UdpSocket::bind((any, 0))
+        .and_then(|s| s.connect((peer, 9)).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(peer)
+}
+
+/// The m-line we send each kind on, and the payload type of the codec.
+#[derive(Default)]
+struct Lines {
+    video: Option<Mid>,
+    audio: Option<Mid>,
+}
+
+async fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, mut viewer: Viewer) -> String {
+    let started = Instant::now();
+    let mut lines = Lines::default();
+    let mut connected = false;
+    let mut tracks: [Option<TrackInfo>; 2] = [None, None];
+    let mut buf = vec![0u8; 2000];
+    let mut last_rx = Instant::now();
+    loop {
+        // Drain what str0m has to say, up to its next timeout.
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = sock.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return "ICE disconnected".into();
+                    }
+                    // DTLS close_notify: the peer closed.
+                    Event::Closed => return "peer closed".into(),
+                    Event::Connected => connected = true,
+                    Event::MediaAdded(m) => match m.kind {
+                        MediaKind::Video => lines.video = Some(m.mid),
+                        MediaKind::Audio => lines.audio = Some(m.mid),
+                    },
+                    _ => {}
+                },
+                Err(e) => return format!("webrtc: {e}"),
+            }
+        };
+        if !connected && started.elapsed() > CONNECT_TIMEOUT {
+            return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
+        }
+        if connected && last_rx.elapsed() > SILENCE_TIMEOUT {
+            return format!("peer silent for {} s", SILENCE_TIMEOUT.as_secs());
+        }
+        let wait = timeout
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, source)) = r else { return "socket closed".into() };
+                last_rx = Instant::now();
+                let Ok(contents) = buf[..n].try_into() else { continue };
+                let input = Input::Receive(
+                    std::time::Instant::now(),
+                    Receive { proto: Protocol::Udp, source, destination: local, contents },
+                );
+                if rtc.accepts(&input) {
+                    if let Err(e) = rtc.handle_input(input) {
+                        return format!("webrtc: {e}");
+                    }
+                }
+            }
+            d = viewer.next(), if connected => {
+                match d {
+                    Err(e) => return format!("stream ended: {e}"),
+                    Ok(Delivery::Tracks { video, audio }) => tracks = [video, audio],
+                    Ok(Delivery::Frame(f)) => {
+                        if let Err(e) = send(&mut rtc, &lines, &tracks, &f) {
+                            return e;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                if let Err(e) = rtc.handle_input(Input::Timeout(std::time::Instant::now())) {
+                    return format!("webrtc: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes one frame on its m-line, in the payload type the peer agreed.
+fn send(
+    rtc: &mut Rtc,
+    lines: &Lines,
+    tracks: &[Option<TrackInfo>; 2],
+    f: &Frame,
+) -> Result<(), String> {
+    let (mid, codec, rate, data) = match f.codec {
+        Codec::H264 => {
+            let Some(t) = &tracks[0] else { return Ok(()) };
+            (lines.video, RtcCodec::H264, 90_000u32, annex_b(t, f)?)
+        }
+        Codec::Opus => (lines.audio, RtcCodec::Opus, 48_000, f.payload.to_vec()),
+        Codec::Pcmu => (lines.audio, RtcCodec::PCMU, 8_000, f.payload.to_vec()),
+        Codec::Pcma => (lines.audio, RtcCodec::PCMA, 8_000, f.payload.to_vec()),
+        _ => return Ok(()),
+    };
+    let Some(mid) = mid else { return Ok(()) };
+    let Some(writer) = rtc.writer(mid) else {
+        return Ok(());
+    };
+    let Some(pt) = writer
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+    else {
+        return Ok(()); // the peer did not take this codec
+    };
+    let ts = (f.pts.max(0) as u128 * rate as u128 / TIMESCALE as u128) as u64;
+    let time = MediaTime::new(ts, freq(rate));
+    writer
+        .write(pt, std::time::Instant::now(), time, data)
+        .map_err(|e| format!("webrtc write: {e}"))
+}
+
+fn freq(rate: u32) -> str0m::media::Frequency {
+    match rate {
+        90_000 => str0m::media::Frequency::NINETY_KHZ,
+        48_000 => str0m::media::Frequency::FORTY_EIGHT_KHZ,
+        _ => str0m::media::Frequency::EIGHT_KHZ,
+    }
+}
+
+/// H.264 Annex B for str0m's packetizer: SPS and PPS before every IDR
+/// (a peer joining, or one that lost them, decodes from the next one).
+fn annex_b(track: &TrackInfo, f: &Frame) -> Result<Vec<u8>, String> {
+    let cfg = AvcConfig::parse(&track.config)?;
+    let mut out = BytesMut::with_capacity(f.payload.len() + 64);
+    let nals: Vec<_> = nal_units(&f.payload, cfg.length_size).collect::<Result<_, _>>()?;
+    if nals.iter().any(|n| nal_type(n) == NAL_IDR) {
+        for ps in cfg.sps.iter().chain(&cfg.pps) {
+            out.put_slice(&[0, 0, 0, 1]);
+            out.put_slice(ps);
+        }
+    }
+    for n in nals {
+        out.put_slice(&[0, 0, 0, 1]);
+        out.put_slice(&n);
+    }
+    Ok(out.to_vec())
+}

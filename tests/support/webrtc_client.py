@@ -1,0 +1,61 @@
+"""A WebRTC viewer (aiortc) of one of our streams, over loopback.
+
+Usage: webrtc_client.py URL SECONDS
+URL is our POST /api/webrtc?src=NAME. Offers recvonly video and audio,
+receives for SECONDS, prints one JSON line: frames decoded, their size,
+and seconds of audio.
+"""
+
+import asyncio
+import json
+import sys
+
+import aioice.ice
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+# aioice leaves loopback out of its host candidates; the tests talk over
+# loopback only.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+async def main(url: str, seconds: float) -> None:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    got = {"video_frames": 0, "width": 0, "height": 0, "audio_seconds": 0.0}
+    tasks = []
+
+    async def consume(track):
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    got["video_frames"] += 1
+                    got["width"], got["height"] = frame.width, frame.height
+                else:
+                    got["audio_seconds"] += frame.samples / frame.sample_rate
+        except MediaStreamError:
+            pass
+
+    @pc.on("track")
+    def on_track(track):
+        tasks.append(asyncio.ensure_future(consume(track)))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise SystemExit(f"offer refused: {r.status} {body}")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+    await asyncio.sleep(seconds)
+    await pc.close()
+    for t in tasks:
+        t.cancel()
+    print(json.dumps(got))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], float(sys.argv[2])))
