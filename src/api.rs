@@ -79,6 +79,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/stream.mjpeg", get(stream_mjpeg))
         .route("/api/stream.mp4", get(stream_mp4))
         .route("/api/webrtc", axum::routing::post(webrtc_offer))
+        .route("/api/ws", get(ws_upgrade))
         .route(
             "/api/preload",
             get(list_preloads).put(put_preload).delete(delete_preload),
@@ -462,7 +463,7 @@ async fn webrtc_offer(
             .map_err(|_| ApiError::bad_param("body", "the SDP offer is not UTF-8"))?
     };
     let ip = crate::webrtc::local_ip_towards(peer.0.ip());
-    let answer = crate::webrtc::answer(&stream, &offer, ip, Some(peer.0))
+    let answer = crate::webrtc::answer(&stream, &offer, ip, Some(peer.0), Default::default())
         .await
         .map_err(|e| match e {
             crate::webrtc::WebRtcError::Stream(e) => ApiError::from(e),
@@ -478,6 +479,89 @@ async fn webrtc_offer(
             answer,
         )
             .into_response())
+    }
+}
+
+/// `GET /api/ws?src=NAME`: go2rtc's WebSocket signalling, as Home
+/// Assistant speaks it. `{"type":"webrtc","value":{"type":"offer","sdp":…}}`
+/// is answered `{"type":"webrtc","value":{"type":"answer","sdp":…}}`; the
+/// older `{"type":"webrtc/offer","value":SDP}` gets `webrtc/answer`. Our
+/// candidates are in the answer (ICE-lite host candidates), so no
+/// candidate message ever precedes it; the peer's trickled candidates are
+/// not needed (its checks tell us where it is). Errors are
+/// `{"type":"error","value":…}`.
+async fn ws_upgrade(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<Vec<(String, String)>>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let name = one_of(&q, "src").unwrap_or("").to_string();
+    ws.on_upgrade(move |sock| ws_session(st, peer.0, name, sock))
+}
+
+async fn ws_session(
+    st: Shared,
+    peer: SocketAddr,
+    name: String,
+    mut sock: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::Message;
+    // Sessions started here end if the socket closes before they connect.
+    let gone = tokio_util::sync::CancellationToken::new();
+    let _guard = gone.clone().drop_guard();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(300), sock.recv()).await
+    {
+        let Message::Text(text) = msg else {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        let v: Value = match serde_json::from_str(text.as_str()) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = sock
+                    .send(send(
+                        json!({"type": "error", "value": format!("not JSON: {e}")}),
+                    ))
+                    .await;
+                continue;
+            }
+        };
+        let (offer, legacy) = match v["type"].as_str() {
+            Some("webrtc") if v["value"]["type"] == "offer" => {
+                (v["value"]["sdp"].as_str().map(str::to_string), false)
+            }
+            Some("webrtc/offer") => (v["value"].as_str().map(str::to_string), true),
+            // Trickled candidates: not needed by an ICE-lite answerer.
+            Some("webrtc/candidate") => continue,
+            _ => continue,
+        };
+        let Some(offer) = offer else {
+            let _ = sock
+                .send(send(json!({"type": "error", "value": "offer without SDP"})))
+                .await;
+            continue;
+        };
+        let reply = match st.registry.get(&name) {
+            None => Err(format!("stream not found: {name}")),
+            Some(stream) => {
+                let ip = crate::webrtc::local_ip_towards(peer.ip());
+                crate::webrtc::answer(&stream, &offer, ip, Some(peer), gone.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let out = match (reply, legacy) {
+            (Ok(sdp), false) => json!({"type": "webrtc", "value": {"type": "answer", "sdp": sdp}}),
+            (Ok(sdp), true) => json!({"type": "webrtc/answer", "value": sdp}),
+            (Err(e), _) => json!({"type": "error", "value": e}),
+        };
+        if sock.send(send(out)).await.is_err() {
+            break;
+        }
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn answer(
     offer: &str,
     ip: IpAddr,
     remote: Option<SocketAddr>,
+    gone: tokio_util::sync::CancellationToken,
 ) -> Result<String, WebRtcError> {
     let offer = SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
     let sock = UdpSocket::bind((ip, 0))
@@ -89,7 +90,7 @@ pub async fn answer(
         .await?;
     let name = stream.name().to_string();
     tokio::spawn(async move {
-        let why = run(rtc, sock, local, viewer).await;
+        let why = run(rtc, sock, local, viewer, gone).await;
         tracing::info!(stream = %name, local = %local, reason = %why, "webrtc peer ended");
     });
     Ok(answer.to_sdp_string())
@@ -118,7 +119,15 @@ struct Lines {
     audio: Option<Mid>,
 }
 
-async fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, mut viewer: Viewer) -> String {
+/// `gone` fires when the signalling went away first (a WebSocket closed
+/// before ICE connected): the peer cannot be reached any more.
+async fn run(
+    mut rtc: Rtc,
+    sock: UdpSocket,
+    local: SocketAddr,
+    mut viewer: Viewer,
+    gone: tokio_util::sync::CancellationToken,
+) -> String {
     let started = Instant::now();
     let mut lines = Lines::default();
     let mut connected = false;
@@ -183,6 +192,9 @@ async fn run(mut rtc: Rtc, sock: UdpSocket, local: SocketAddr, mut viewer: Viewe
                         }
                     }
                 }
+            }
+            _ = gone.cancelled(), if !connected => {
+                return "signalling closed before the peer connected".into();
             }
             _ = tokio::time::sleep(wait) => {
                 if let Err(e) = rtc.handle_input(Input::Timeout(std::time::Instant::now())) {

@@ -33,7 +33,7 @@ fn aiortc_receives_h264_and_opus_and_closing_it_stops_the_stream() {
     let (o, _) = run_with_timeout(
         Command::new("python3")
             .env("PYTHONPATH", &pythonpath)
-            .arg(script)
+            .arg(&script)
             .arg(srv.url("/api/webrtc?src=demo-opus"))
             .arg("6"),
         Duration::from_secs(60),
@@ -44,7 +44,30 @@ fn aiortc_receives_h264_and_opus_and_closing_it_stops_the_stream() {
         String::from_utf8_lossy(&o.stderr),
         srv.log()
     );
-    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    check(&srv, &o.stdout);
+    // And over go2rtc's WebSocket signalling, as Home Assistant does it:
+    // the answer comes first (the client checks), then media.
+    let ws = format!("ws://127.0.0.1:{}/api/ws?src=demo-opus", srv.port);
+    let (o, _) = run_with_timeout(
+        Command::new("python3")
+            .env("PYTHONPATH", &pythonpath)
+            .arg(&script)
+            .arg(&ws)
+            .arg("6"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        o.status.success(),
+        "aiortc over /api/ws failed:\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    check(&srv, &o.stdout);
+}
+
+/// What the peer decoded, and that closing it stopped the stream.
+fn check(srv: &Server, stdout: &[u8]) {
+    let got: serde_json::Value = serde_json::from_slice(stdout).unwrap();
     assert!(got["video_frames"].as_u64().unwrap() >= 50, "{got}");
     assert_eq!(
         (got["width"].as_u64(), got["height"].as_u64()),
@@ -82,4 +105,26 @@ fn an_offer_for_an_unknown_stream_or_a_bad_offer_is_a_json_error() {
         );
         assert!(resp.contains("\"error\""), "{path}: {resp}");
     }
+    // Over /api/ws, an unknown stream is a {"type":"error"} message.
+    let pydeps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pydeps");
+    let script = format!(
+        r#"
+import asyncio, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect("ws://127.0.0.1:{}/api/ws?src=nope")
+        await ws.send_json({{"type": "webrtc", "value": {{"type": "offer", "sdp": "v=0"}}}})
+        print((await ws.receive_json(timeout=10))["type"])
+asyncio.run(main())
+"#,
+        srv.port
+    );
+    let (o, _) = run_with_timeout(
+        Command::new("python3")
+            .env("PYTHONPATH", &pydeps)
+            .args(["-c", &script]),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "error");
 }

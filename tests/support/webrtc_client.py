@@ -1,7 +1,7 @@
 """A WebRTC viewer (aiortc) of one of our streams, over loopback.
 
 Usage: webrtc_client.py URL SECONDS
-URL is our POST /api/webrtc?src=NAME. Offers recvonly video and audio,
+URL is our POST /api/webrtc?src=NAME, or ws://…/api/ws?src=NAME. Offers recvonly video and audio,
 receives for SECONDS, prints one JSON line: frames decoded, their size,
 and seconds of audio.
 """
@@ -45,13 +45,31 @@ async def main(url: str, seconds: float) -> None:
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as s:
-        async with s.post(url, json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:
-            body = await r.json()
-            if r.status != 200:
-                raise SystemExit(f"offer refused: {r.status} {body}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
-    await asyncio.sleep(seconds)
-    await pc.close()
+        if url.startswith("ws"):
+            # go2rtc's /api/ws, as Home Assistant speaks it: the offer, then
+            # our candidates trickled; the answer must come first.
+            ws = await s.ws_connect(url)
+            await ws.send_json({"type": "webrtc", "value": {"type": "offer", "sdp": pc.localDescription.sdp}})
+            for line in pc.localDescription.sdp.splitlines():
+                if line.startswith("a=candidate:"):
+                    await ws.send_json({"type": "webrtc/candidate", "value": line[2:]})
+            msg = await ws.receive_json(timeout=20)
+            got["first_message"] = msg["type"]
+            if msg["type"] != "webrtc" or msg["value"]["type"] != "answer":
+                raise SystemExit(f"expected the answer first, got {msg}")
+            sdp = msg["value"]["sdp"]
+        else:
+            ws = None
+            async with s.post(url, json={"type": "offer", "sdp": pc.localDescription.sdp}) as r:
+                body = await r.json()
+                if r.status != 200:
+                    raise SystemExit(f"offer refused: {r.status} {body}")
+            sdp = body["sdp"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await asyncio.sleep(seconds)
+        await pc.close()
+        if ws is not None:
+            await ws.close()
     for t in tasks:
         t.cancel()
     print(json.dumps(got))
