@@ -274,6 +274,17 @@ async fn apply(st: &AppState, c: crate::store::Committed<'_>) {
     futures_util::future::join_all(gone.iter().map(|s| s.shutdown())).await;
 }
 
+/// The stream a query's `src` names: 400 without one, 404 if unknown.
+fn stream_of<'a>(st: &AppState, q: &'a [(String, String)]) -> Result<(&'a str, Stream), ApiError> {
+    let name =
+        one_of(q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    Ok((name, stream))
+}
+
 /// The values of every `key` in a query, in order (`src` may repeat).
 fn all_of<'a>(q: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     q.iter()
@@ -348,12 +359,7 @@ async fn frame_jpeg(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     use crate::snapshot::{Size, SnapshotError};
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    let stream = st
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let (name, stream) = stream_of(&st, &q)?;
     let dim = |long: &'static str, short: &str| -> Result<Option<u32>, ApiError> {
         match one_of(&q, long)
             .or(one_of(&q, short))
@@ -440,12 +446,7 @@ async fn webrtc_offer(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    let stream = st
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let (_, stream) = stream_of(&st, &q)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -572,12 +573,7 @@ async fn stream_mp4(
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    let stream = st
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let (_, stream) = stream_of(&st, &q)?;
     let viewer = stream
         .join(JoinRequest {
             protocol: "mp4",
@@ -628,12 +624,7 @@ async fn stream_mjpeg(
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    let stream = st
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let (name, stream) = stream_of(&st, &q)?;
     let has_mjpeg = st
         .store
         .config()
