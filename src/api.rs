@@ -274,10 +274,14 @@ async fn apply(st: &AppState, c: crate::store::Committed<'_>) {
     futures_util::future::join_all(gone.iter().map(|s| s.shutdown())).await;
 }
 
+/// A query's `src`: 400 without one.
+fn src_of(q: &[(String, String)]) -> Result<&str, ApiError> {
+    one_of(q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))
+}
+
 /// The stream a query's `src` names: 400 without one, 404 if unknown.
 fn stream_of<'a>(st: &AppState, q: &'a [(String, String)]) -> Result<(&'a str, Stream), ApiError> {
-    let name =
-        one_of(q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let name = src_of(q)?;
     let stream = st
         .registry
         .get(name)
@@ -341,8 +345,7 @@ async fn delete_stream(
     State(st): State<Shared>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let name = src_of(&q)?;
     let c = st.store.delete_stream(name).await?;
     apply(&st, c).await;
     Ok(StatusCode::OK.into_response())
@@ -708,8 +711,7 @@ async fn put_preload(
     State(st): State<Shared>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let name = src_of(&q)?;
     let mut parts = Vec::new();
     for kind in ["video", "audio", "microphone"] {
         let filter = format!("{kind}_codec_filter");
@@ -738,8 +740,7 @@ async fn delete_preload(
     State(st): State<Shared>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let name =
-        one_of(&q, "src").ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let name = src_of(&q)?;
     if !st.store.config().await.preload.contains_key(name) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
