@@ -60,6 +60,10 @@ pub struct AppState {
     pub allow_exec: bool,
     /// Recent JPEG snapshots (`frame.jpeg?cache=`).
     pub snapshots: crate::snapshot::Cache,
+    /// `webrtc.listen`'s sockets; `None`: a socket per peer.
+    pub webrtc: Option<Arc<crate::webrtc::net::Transport>>,
+    /// `webrtc.ice_servers`, for our player (`GET /api`).
+    pub ice_servers: Vec<crate::config::IceServer>,
 }
 
 type Shared = Arc<AppState>;
@@ -216,6 +220,7 @@ async fn api_info(State(st): State<Shared>) -> Json<Value> {
         "streamvisor": env!("CARGO_PKG_VERSION"),
         "config_path": st.config_path,
         "rtsp": { "listen": st.rtsp_listen.map(|a| format!(":{}", a.port())).unwrap_or_default() },
+        "webrtc": { "ice_servers": st.ice_servers },
     }))
 }
 
@@ -466,14 +471,19 @@ async fn webrtc_offer(
         String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::bad_param("body", "the SDP offer is not UTF-8"))?
     };
-    let ip = crate::webrtc::local_ip_towards(peer.0.ip());
-    let answer = crate::webrtc::answer(&stream, &offer, ip, Some(peer.0), Default::default())
-        .await
-        .map_err(|e| match e {
-            crate::webrtc::WebRtcError::Stream(e) => ApiError::from(e),
-            crate::webrtc::WebRtcError::Offer(m) => ApiError::bad_param("body", m),
-            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        })?;
+    let answer = crate::webrtc::answer(
+        &stream,
+        &offer,
+        st.webrtc.clone(),
+        peer.0,
+        Default::default(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::webrtc::WebRtcError::Stream(e) => ApiError::from(e),
+        crate::webrtc::WebRtcError::Offer(m) => ApiError::bad_param("body", m),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
     if is_json {
         Ok(Json(json!({ "type": "answer", "sdp": answer })).into_response())
     } else {
@@ -552,8 +562,7 @@ async fn ws_session(
         let reply = match st.registry.get(&name) {
             None => Err(format!("stream not found: {name}")),
             Some(stream) => {
-                let ip = crate::webrtc::local_ip_towards(peer.ip());
-                crate::webrtc::answer(&stream, &offer, ip, Some(peer), gone.clone())
+                crate::webrtc::answer(&stream, &offer, st.webrtc.clone(), peer, gone.clone())
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -141,6 +141,15 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Every WebRTC peer on one port (go2rtc's :8555), UDP and TCP.
+    let webrtc = match cfg.webrtc.listen {
+        Some(_) => {
+            let t = streamvisor::webrtc::net::Transport::bind(&cfg.webrtc).await?;
+            tracing::info!(udp = ?t.udp_addrs(), tcp = ?t.tcp_addrs(), "webrtc ready");
+            Some(t)
+        }
+        None => None,
+    };
     let deps = Arc::new(Deps {
         spawner: Arc::new(OsSpawner),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
@@ -197,6 +206,8 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         auth: cfg.api_auth.clone(),
         allow_exec: cfg.allow_exec,
         snapshots: Default::default(),
+        webrtc,
+        ice_servers: cfg.webrtc.ice_servers.clone(),
         config_path: std::fs::canonicalize(&cfg.path)
             .unwrap_or(cfg.path.clone())
             .display()

@@ -10,64 +10,97 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn aiortc_receives_h264_and_opus_and_closing_it_stops_the_stream() {
-    let _p = heavy();
+/// Runs tests/support/webrtc_client.py (aiortc) against `url`.
+fn aiortc(srv: &Server, url: &str, args: &[&str]) -> serde_json::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let (pyrtc, pydeps) = (root.join("target/pyrtc"), root.join("target/pydeps"));
     assert!(
         pyrtc.join("aiortc").exists() && pydeps.join("aiohttp").exists(),
         "aiortc or aiohttp is not installed under target/ (scripts/test installs them)"
     );
-    let pythonpath = format!("{}:{}", pyrtc.display(), pydeps.display());
+    let (o, _) = run_with_timeout(
+        Command::new("python3")
+            .env(
+                "PYTHONPATH",
+                format!("{}:{}", pyrtc.display(), pydeps.display()),
+            )
+            .arg(root.join("tests/support/webrtc_client.py"))
+            .arg(url)
+            .args(args),
+        Duration::from_secs(60),
+    );
+    assert!(
+        o.status.success(),
+        "aiortc ({url}) failed:\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every peer on go2rtc's shared port (here a free one, on every
+/// interface as `:8555` is), with 127.0.0.1 advertised as the issue asks.
+fn webrtc_listen() -> String {
+    format!(
+        "webrtc: {{ listen: \":{}\", candidates: [\"127.0.0.1\"] }}\n",
+        free_port()
+    )
+}
+
+#[test]
+fn aiortc_receives_h264_and_opus_and_closing_it_stops_the_stream() {
+    let _p = heavy();
     let rtsp = free_port();
     let srv = Server::start(
         &format!(
             "  demo-opus:\n    - \"{}\"\n    - \"ffmpeg:demo-opus#audio=opus\"\n",
             demo_source(25)
         ),
-        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+        &format!(
+            "rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n{}",
+            webrtc_listen()
+        ),
     );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/webrtc_client.py");
-    let (o, _) = run_with_timeout(
-        Command::new("python3")
-            .env("PYTHONPATH", &pythonpath)
-            .arg(&script)
-            .arg(srv.url("/api/webrtc?src=demo-opus"))
-            .arg("6"),
-        Duration::from_secs(60),
-    );
-    assert!(
-        o.status.success(),
-        "aiortc failed:\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        srv.log()
-    );
-    check(&srv, &o.stdout);
+    let got = aiortc(&srv, &srv.url("/api/webrtc?src=demo-opus"), &["6"]);
+    check(&srv, &got);
     // And over go2rtc's WebSocket signalling, as Home Assistant does it:
     // the answer comes first (the client checks), then media.
     let ws = format!("ws://127.0.0.1:{}/api/ws?src=demo-opus", srv.port);
-    let (o, _) = run_with_timeout(
-        Command::new("python3")
-            .env("PYTHONPATH", &pythonpath)
-            .arg(&script)
-            .arg(&ws)
-            .arg("6"),
-        Duration::from_secs(60),
-    );
-    assert!(
-        o.status.success(),
-        "aiortc over /api/ws failed:\n{}\n--- server log ---\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        srv.log()
-    );
-    check(&srv, &o.stdout);
+    let got = aiortc(&srv, &ws, &["6"]);
+    check(&srv, &got);
+    // Both went through the shared port, not a socket of their own.
+    let log = srv.log();
+    assert!(log.contains("webrtc ready"), "{log}");
 }
 
-/// What the peer decoded, and that closing it stopped the stream.
-fn check(srv: &Server, stdout: &[u8]) {
-    let got: serde_json::Value = serde_json::from_slice(stdout).unwrap();
+/// With `webrtc.listen: ""` every peer gets a UDP socket of its own (go2rtc's
+/// random port). A PLI is answered with the last keyframe, and deltas wait
+/// for the source's next keyframe (`-g 100`: 4 s): aiortc, which hands a
+/// frame over when the next one starts, decodes the repeat and then that
+/// keyframe, with no delta in between and time going forward.
+#[test]
+fn a_pli_is_answered_from_the_last_keyframe() {
+    let _p = heavy();
+    let srv = Server::start(
+        &format!("  gop4s: \"{}\"\n", demo_source(100)),
+        "webrtc: { listen: \"\" }\n",
+    );
+    let got = aiortc(&srv, &srv.url("/api/webrtc?src=gop4s"), &["6", "30"]);
+    let after = got["after_pli"].as_str().unwrap();
+    let repeat = after.trim_start_matches('d');
+    assert!(
+        repeat.starts_with("KK"),
+        "after the PLI: {after} (K key, d delta): {got}\n{}",
+        srv.log()
+    );
+    // Without the answer it would be d…dK: only the source's own.
+    assert!(after.len() - repeat.len() <= 3, "{got}");
+    assert_eq!(got["pts_forward"], true, "{got}");
+    assert!(got["keyframes"].as_u64().unwrap() >= 3, "{got}");
+}
+
+/// What the peer decoded and that closing it stopped the stream.
+fn check(srv: &Server, got: &serde_json::Value) {
     assert!(got["video_frames"].as_u64().unwrap() >= 50, "{got}");
     assert_eq!(
         (got["width"].as_u64(), got["height"].as_u64()),

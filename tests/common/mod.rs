@@ -82,7 +82,7 @@ impl Server {
         // Tests run side by side: no listener on a fixed port unless a test
         // asks for one (then on a free port of its own).
         let mut rtsp = String::new();
-        for proto in ["rtsp", "rtmp"] {
+        for proto in ["rtsp", "rtmp", "webrtc"] {
             if !extra.contains(&format!("{proto}:")) {
                 rtsp.push_str(&format!("{proto}: {{ listen: \"\" }}\n"));
             }

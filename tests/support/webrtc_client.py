@@ -1,9 +1,10 @@
 """A WebRTC viewer (aiortc) of one of our streams, over loopback.
 
-Usage: webrtc_client.py URL SECONDS
+Usage: webrtc_client.py URL SECONDS [PLI_AFTER]
 URL is our POST /api/webrtc?src=NAME, or ws://…/api/ws?src=NAME. Offers recvonly video and audio,
 receives for SECONDS, prints one JSON line: frames decoded, their size,
-and seconds of audio.
+keyframes, and seconds of audio. With PLI_AFTER, sends an RTCP PLI
+(RFC 4585 §6.3.1) after that many video frames and reports what came next.
 """
 
 import asyncio
@@ -20,11 +21,11 @@ from aiortc.mediastreams import MediaStreamError
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
-async def main(url: str, seconds: float) -> None:
+async def main(url: str, seconds: float, pli_after: int) -> None:
     pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
+    video = pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
-    got = {"video_frames": 0, "width": 0, "height": 0, "audio_seconds": 0.0}
+    got = {"video_frames": 0, "width": 0, "height": 0, "audio_seconds": 0.0, "keyframes": 0}
     tasks = []
 
     async def consume(track):
@@ -34,6 +35,19 @@ async def main(url: str, seconds: float) -> None:
                 if track.kind == "video":
                     got["video_frames"] += 1
                     got["width"], got["height"] = frame.width, frame.height
+                    if frame.key_frame:
+                        got["keyframes"] += 1
+                    # After a PLI: K or d for each frame, and whether its
+                    # time went forward.
+                    if "after_pli" in got and len(got["after_pli"]) < 20:
+                        got["after_pli"] += "K" if frame.key_frame else "d"
+                        got["pts_forward"] &= frame.pts > got["last_pts"]
+                    got["last_pts"] = frame.pts
+                    if got["video_frames"] == pli_after:
+                        ssrc = video.receiver.getSynchronizationSources()[0].source
+                        got["after_pli"] = ""
+                        got["pts_forward"] = True
+                        await video.receiver._send_rtcp_pli(ssrc)
                 else:
                     got["audio_seconds"] += frame.samples / frame.sample_rate
         except MediaStreamError:
@@ -76,4 +90,4 @@ async def main(url: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else -1))

@@ -1,29 +1,39 @@
-//! WebRTC out (WHEP, `POST /api/webrtc?src=NAME`) with str0m, the Sans-IO
-//! WebRTC stack driven from one tokio task per peer.
+//! WebRTC out (WHEP `POST /api/webrtc`, go2rtc's `/api/ws`) with str0m,
+//! the Sans-IO WebRTC stack, driven from one tokio task per peer.
 //!
-//! First step of issue 9: each peer gets a UDP socket of its own on the
-//! loopback or the configured host address (ICE-lite, host candidates);
-//! H.264 goes out as it is (str0m packetizes RFC 6184 from Annex B),
-//! Opus when the stream has it, else G.711. AAC cannot go over WebRTC: the
-//! peer gets video only. The peer is a consumer like any other; when ICE
-//! disconnects, or never connects within [`CONNECT_TIMEOUT`], it leaves.
+//! We are ICE-lite (RFC 8445 §2.5): host candidates on `webrtc.listen`
+//! (see [`net`]), the peer's address learned from its checks. H.264 goes
+//! out as it is (str0m packetizes RFC 6184 from Annex B), Opus when the
+//! stream has it, else G.711. AAC cannot go over WebRTC: the peer gets
+//! video only. The peer is a consumer like any other; when it closes,
+//! goes silent, or never connects within [`CONNECT_TIMEOUT`], it leaves.
+//!
+//! Keyframe requests (RFC 4585 §6.3.1 PLI, RFC 5104 §4.3.1 FIR) are
+//! answered from what we have: the last keyframe this peer was sent, again,
+//! then nothing of the video until the next keyframe, so the picture is
+//! whole, if still for a moment. A `-c copy` source cannot be asked for a
+//! keyframe (ffmpeg relays the camera's GOP as it comes), so the wait is at
+//! most the camera's keyframe interval.
+
+pub mod net;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use str0m::net::Receive;
+use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::time::Instant;
 
 use crate::hub::fanout::{Delivery, H264_VIDEO};
 use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
 use crate::media::h264::{nal_type, nal_units, AvcConfig, NAL_IDR};
 use crate::media::{Codec, Frame, TrackInfo, TIMESCALE};
+use net::{Registration, Transport};
 
 /// A peer that has not connected (ICE) within this is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,30 +50,25 @@ pub enum WebRtcError {
     Offer(String),
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("cannot open a UDP socket on {ip}: {reason}")]
-    Socket { ip: IpAddr, reason: String },
+    #[error(transparent)]
+    Socket(#[from] net::BindError),
 }
 
-/// Answers `offer` for `stream` and starts the peer's task. `ip` is the
-/// address we advertise as our host candidate.
+/// Answers `offer` for `stream` and starts the peer's task. `transport`
+/// is the shared `webrtc.listen`; without one the peer gets a UDP socket
+/// of its own on our address towards `remote`.
 pub async fn answer(
     stream: &Stream,
     offer: &str,
-    ip: IpAddr,
-    remote: Option<SocketAddr>,
+    transport: Option<Arc<Transport>>,
+    remote: SocketAddr,
     gone: tokio_util::sync::CancellationToken,
 ) -> Result<String, WebRtcError> {
     let offer = SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
-    let sock = UdpSocket::bind((ip, 0))
-        .await
-        .map_err(|e| WebRtcError::Socket {
-            ip,
-            reason: e.to_string(),
-        })?;
-    let local = sock.local_addr().map_err(|e| WebRtcError::Socket {
-        ip,
-        reason: e.to_string(),
-    })?;
+    let transport = match transport {
+        Some(t) => t,
+        None => Transport::ephemeral(local_ip_towards(remote.ip())).await?,
+    };
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
         .clear_codecs()
@@ -72,8 +77,16 @@ pub async fn answer(
         .enable_pcmu(true, false)
         .enable_pcma(true, false)
         .build(std::time::Instant::now());
-    let cand = Candidate::host(local, "udp").map_err(|e| WebRtcError::Offer(e.to_string()))?;
-    rtc.add_local_candidate(cand);
+    let candidates = transport.candidates(remote.ip()).await;
+    if candidates.is_empty() {
+        return Err(WebRtcError::Offer(format!(
+            "no address of ours for a peer at {} (webrtc.listen, webrtc.candidates)",
+            remote.ip()
+        )));
+    }
+    for c in candidates {
+        rtc.add_local_candidate(c);
+    }
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
@@ -81,7 +94,7 @@ pub async fn answer(
     let viewer = stream
         .join(JoinRequest {
             protocol: "webrtc",
-            remote_addr: remote,
+            remote_addr: Some(remote),
             internal: false,
             exclude: None,
             audio: AUDIO,
@@ -89,9 +102,11 @@ pub async fn answer(
         })
         .await?;
     let name = stream.name().to_string();
+    let reg = transport.register(&rtc.direct_api().local_ice_credentials().ufrag);
+    tracing::info!(stream = %name, peer = %remote, "webrtc peer answered");
     tokio::spawn(async move {
-        let why = run(rtc, sock, local, viewer, gone).await;
-        tracing::info!(stream = %name, local = %local, reason = %why, "webrtc peer ended");
+        let why = run(rtc, reg, viewer, gone).await;
+        tracing::info!(stream = %name, peer = %remote, reason = %why, "webrtc peer ended");
     });
     Ok(answer.to_sdp_string())
 }
@@ -112,19 +127,30 @@ pub fn local_ip_towards(peer: IpAddr) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// The m-line we send each kind on, and the payload type of the codec.
+/// The m-line we send each kind on.
 #[derive(Default)]
 struct Lines {
     video: Option<Mid>,
     audio: Option<Mid>,
 }
 
+/// What a peer's video has been sent, for answering keyframe requests.
+#[derive(Default)]
+struct VideoState {
+    /// The last keyframe sent: the GOP cache's head for a live peer.
+    last_key: Option<Frame>,
+    /// The newest video time sent (90 kHz).
+    last_pts: i64,
+    /// A keyframe was repeated: deltas wait for the next real one, whose
+    /// references the peer will have.
+    wait_key: bool,
+}
+
 /// `gone` fires when the signalling went away first (a WebSocket closed
 /// before ICE connected): the peer cannot be reached any more.
 async fn run(
     mut rtc: Rtc,
-    sock: UdpSocket,
-    local: SocketAddr,
+    mut reg: Registration,
     mut viewer: Viewer,
     gone: tokio_util::sync::CancellationToken,
 ) -> String {
@@ -132,15 +158,16 @@ async fn run(
     let mut lines = Lines::default();
     let mut connected = false;
     let mut tracks: [Option<TrackInfo>; 2] = [None, None];
-    let mut buf = vec![0u8; 2000];
+    let mut video = VideoState::default();
     let mut last_rx = Instant::now();
     loop {
         // Drain what str0m has to say, up to its next timeout.
+        let mut keyframe_wanted = false;
         let timeout = loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
-                    let _ = sock.try_send_to(&t.contents, t.destination);
+                    reg.send(t.proto, t.source, t.destination, &t.contents);
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -153,11 +180,19 @@ async fn run(
                         MediaKind::Video => lines.video = Some(m.mid),
                         MediaKind::Audio => lines.audio = Some(m.mid),
                     },
+                    Event::KeyframeRequest(r) if Some(r.mid) == lines.video => {
+                        keyframe_wanted = true;
+                    }
                     _ => {}
                 },
                 Err(e) => return format!("webrtc: {e}"),
             }
         };
+        if keyframe_wanted {
+            if let Err(e) = repeat_keyframe(&mut rtc, &lines, &tracks, &mut video) {
+                return e;
+            }
+        }
         if !connected && started.elapsed() > CONNECT_TIMEOUT {
             return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
         }
@@ -168,13 +203,14 @@ async fn run(
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_secs(1));
         tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { return "socket closed".into() };
+            p = reg.rx.recv() => {
+                let Some(p) = p else { return "transport closed".into() };
                 last_rx = Instant::now();
-                let Ok(contents) = buf[..n].try_into() else { continue };
+                reg.saw(&p);
+                let Ok(contents) = p.contents.as_slice().try_into() else { continue };
                 let input = Input::Receive(
                     std::time::Instant::now(),
-                    Receive { proto: Protocol::Udp, source, destination: local, contents },
+                    Receive { proto: p.proto, source: p.source, destination: p.destination, contents },
                 );
                 if rtc.accepts(&input) {
                     if let Err(e) = rtc.handle_input(input) {
@@ -185,8 +221,18 @@ async fn run(
             d = viewer.next(), if connected => {
                 match d {
                     Err(e) => return format!("stream ended: {e}"),
-                    Ok(Delivery::Tracks { video, audio }) => tracks = [video, audio],
+                    Ok(Delivery::Tracks { video: v, audio }) => tracks = [v, audio],
                     Ok(Delivery::Frame(f)) => {
+                        if f.codec == Codec::H264 {
+                            if video.wait_key && !f.keyframe {
+                                continue;
+                            }
+                            video.wait_key = false;
+                            video.last_pts = video.last_pts.max(f.pts);
+                            if f.keyframe {
+                                video.last_key = Some(f.clone());
+                            }
+                        }
                         if let Err(e) = send(&mut rtc, &lines, &tracks, &f) {
                             return e;
                         }
@@ -203,6 +249,33 @@ async fn run(
             }
         }
     }
+}
+
+/// A PLI/FIR: the last keyframe again, stamped just after the newest
+/// video sent (a receiver drops what looks older than what it showed),
+/// then deltas wait for the next keyframe. Requests while waiting are
+/// already answered.
+fn repeat_keyframe(
+    rtc: &mut Rtc,
+    lines: &Lines,
+    tracks: &[Option<TrackInfo>; 2],
+    video: &mut VideoState,
+) -> Result<(), String> {
+    if video.wait_key {
+        return Ok(());
+    }
+    let Some(key) = &video.last_key else {
+        return Ok(()); // nothing sent yet: the first frame is a keyframe
+    };
+    let mut again = key.clone();
+    // One 90 kHz tick later.
+    again.pts = video.last_pts + 1;
+    again.dts = again.pts;
+    video.last_pts = again.pts;
+    again.wire = Default::default(); // its FLV/RTP forms carry the old time
+    video.wait_key = true;
+    tracing::debug!("webrtc: keyframe request answered with the last keyframe");
+    send(rtc, lines, tracks, &again)
 }
 
 /// Writes one frame on its m-line, in the payload type the peer agreed.

@@ -1,0 +1,697 @@
+//! ICE transport for every peer on one port (`webrtc.listen`, go2rtc's
+//! `:8555`), over UDP and over TCP (RFC 6544 passive candidates, RFC 4571
+//! framing).
+//!
+//! Packets are routed to peers here, so one peer never reads another's
+//! traffic: a STUN Binding request by the first half of its USERNAME, which
+//! is our ufrag (RFC 8445 §7.2.2), and everything after it (DTLS, SRTP,
+//! consent checks) by the local/remote address pair that request came on.
+//! A TCP connection belongs to the peer its first request names.
+//!
+//! A peer whose queue is full loses UDP packets, as the network would; the
+//! readers never wait on a peer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use str0m::net::{Protocol, TcpType};
+use str0m::Candidate;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Packets waiting for one peer's task.
+const PEER_QUEUE: usize = 512;
+/// Frames waiting to be written on one TCP connection.
+const TCP_QUEUE: usize = 512;
+/// A TCP connection must name its peer (a Binding request) within this.
+const TCP_FIRST: Duration = Duration::from_secs(10);
+/// A peer's browser checks consent every ~5 s (RFC 7675 §5.1).
+const TCP_IDLE: Duration = Duration::from_secs(30);
+/// A TCP reader that stops reading loses its connection.
+const TCP_WRITE_STALL: Duration = Duration::from_secs(5);
+/// At most this many TCP connections at once (each names a peer or goes).
+const TCP_CONNECTIONS: usize = 256;
+/// How long a `webrtc.candidates` name may take to resolve.
+const RESOLVE: Duration = Duration::from_secs(2);
+
+/// One packet for a peer, in the shape str0m's `Receive` wants.
+pub struct Packet {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+    /// The TCP connection it came on: where our packets to `source` go.
+    pub tcp: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+#[derive(Clone)]
+struct Route {
+    peer: u64,
+    tx: mpsc::Sender<Packet>,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_ufrag: HashMap<String, Route>,
+    /// (our address, theirs) of UDP packets.
+    by_pair: HashMap<(SocketAddr, SocketAddr), Route>,
+}
+
+/// The sockets peers are reached on, shared by all of them (or, with
+/// `webrtc.listen: ""`, one UDP socket for one peer).
+pub struct Transport {
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Our passive TCP candidates: each address of ours, the listener's port.
+    tcp: Vec<SocketAddr>,
+    /// `webrtc.candidates`.
+    extra: Vec<(String, u16)>,
+    routes: Mutex<Routes>,
+    next_peer: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("webrtc.listen: cannot listen on {proto} {addr}: {reason}")]
+pub struct BindError {
+    proto: &'static str,
+    addr: SocketAddr,
+    reason: std::io::Error,
+}
+
+impl Transport {
+    /// Binds `webrtc.listen`: a UDP socket on each of our addresses when
+    /// it names none (an unconnected socket cannot tell which address a
+    /// packet came to, and str0m must know), and one TCP listener.
+    pub async fn bind(cfg: &crate::config::WebRtcConfig) -> Result<Arc<Transport>, BindError> {
+        let Some(listen) = cfg.listen else {
+            return Err(BindError {
+                proto: "udp",
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: std::io::Error::other("no address (webrtc.listen is empty)"),
+            });
+        };
+        let ips = if listen.ip().is_unspecified() {
+            interface_ips(listen.is_ipv6())
+        } else {
+            vec![listen.ip()]
+        };
+        let mut udp = Vec::new();
+        if cfg.udp {
+            for ip in &ips {
+                let addr = SocketAddr::new(*ip, listen.port());
+                let sock = UdpSocket::bind(addr).await.map_err(|reason| BindError {
+                    proto: "udp",
+                    addr,
+                    reason,
+                })?;
+                let local = sock.local_addr().unwrap_or(addr);
+                udp.push((local, Arc::new(sock)));
+            }
+        }
+        let mut tcp = Vec::new();
+        let listener = if cfg.tcp {
+            let l = TcpListener::bind(listen)
+                .await
+                .map_err(|reason| BindError {
+                    proto: "tcp",
+                    addr: listen,
+                    reason,
+                })?;
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(listen.port());
+            tcp = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            Some(l)
+        } else {
+            None
+        };
+        let t = Arc::new(Transport {
+            udp,
+            tcp,
+            extra: cfg.candidates.clone(),
+            routes: Mutex::default(),
+            next_peer: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        });
+        t.spawn_udp_readers();
+        if let Some(l) = listener {
+            tokio::spawn(accept_loop(l, Arc::downgrade(&t), t.stop.clone()));
+        }
+        Ok(t)
+    }
+
+    /// One UDP socket on a free port of `ip`, for one peer
+    /// (`webrtc.listen: ""`). It closes when the peer's task ends.
+    pub async fn ephemeral(ip: IpAddr) -> Result<Arc<Transport>, BindError> {
+        let addr = SocketAddr::new(ip, 0);
+        let sock = UdpSocket::bind(addr).await.map_err(|reason| BindError {
+            proto: "udp",
+            addr,
+            reason,
+        })?;
+        let local = sock.local_addr().unwrap_or(addr);
+        let t = Arc::new(Transport {
+            udp: vec![(local, Arc::new(sock))],
+            tcp: Vec::new(),
+            extra: Vec::new(),
+            routes: Mutex::default(),
+            next_peer: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        });
+        t.spawn_udp_readers();
+        Ok(t)
+    }
+
+    fn spawn_udp_readers(self: &Arc<Self>) {
+        for (local, sock) in &self.udp {
+            tokio::spawn(udp_loop(
+                sock.clone(),
+                *local,
+                Arc::downgrade(self),
+                self.stop.clone(),
+            ));
+        }
+    }
+
+    /// The UDP addresses we listen on (for the log line at start-up).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.iter().map(|(a, _)| *a).collect()
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// Routes packets for `ufrag` to the returned peer until it is dropped.
+    pub fn register(self: &Arc<Self>, ufrag: &str) -> Registration {
+        let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        self.routes
+            .lock()
+            .unwrap()
+            .by_ufrag
+            .insert(ufrag.to_string(), Route { peer, tx });
+        Registration {
+            transport: self.clone(),
+            peer,
+            rx,
+            tcp: HashMap::new(),
+        }
+    }
+
+    /// Our candidates for a peer at `peer_ip`: every UDP socket and TCP
+    /// address of ours (loopback only to a loopback peer), then
+    /// `webrtc.candidates` as server-reflexive ones based on the socket
+    /// that routes towards them (a router's port forward lands there).
+    pub async fn candidates(&self, peer_ip: IpAddr) -> Vec<Candidate> {
+        let reachable = |a: &SocketAddr| !a.ip().is_loopback() || peer_ip.is_loopback();
+        let mut out = Vec::new();
+        for (a, _) in self.udp.iter().filter(|(a, _)| reachable(a)) {
+            out.extend(Candidate::host(*a, "udp").ok());
+        }
+        for a in self.tcp.iter().filter(|a| reachable(a)) {
+            out.extend(
+                Candidate::builder()
+                    .tcp()
+                    .host(*a)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .ok(),
+            );
+        }
+        for (host, port) in &self.extra {
+            let addrs = match tokio::time::timeout(
+                RESOLVE,
+                tokio::net::lookup_host((host.as_str(), *port)),
+            )
+            .await
+            {
+                Ok(Ok(a)) => a.collect::<Vec<_>>(),
+                Ok(Err(e)) => {
+                    tracing::warn!(candidate = %host, error = %e, "webrtc.candidates: cannot resolve");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(candidate = %host, "webrtc.candidates: no answer from DNS");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                if out.iter().any(|c| c.addr() == addr) {
+                    continue;
+                }
+                let towards = super::local_ip_towards(addr.ip());
+                let Some((base, _)) = self
+                    .udp
+                    .iter()
+                    .find(|(a, _)| a.ip() == towards)
+                    .or_else(|| self.udp.iter().find(|(a, _)| a.is_ipv4() == addr.is_ipv4()))
+                else {
+                    continue;
+                };
+                out.extend(
+                    Candidate::builder()
+                        .udp()
+                        .server_reflexive(addr, *base)
+                        .build()
+                        .ok(),
+                );
+            }
+        }
+        out
+    }
+
+    /// Where a packet from `remote` to `local` goes.
+    fn route(
+        &self,
+        proto: Protocol,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Option<Route> {
+        let mut routes = self.routes.lock().unwrap();
+        if let Some(user) = stun_binding_username(data) {
+            let ours = user.split(':').next().unwrap_or_default();
+            if let Some(r) = routes.by_ufrag.get(ours).cloned() {
+                if proto == Protocol::Udp {
+                    routes.by_pair.insert((local, remote), r.clone());
+                }
+                return Some(r);
+            }
+        }
+        if proto == Protocol::Udp {
+            return routes.by_pair.get(&(local, remote)).cloned();
+        }
+        None
+    }
+
+    fn forget(&self, peer: u64) {
+        let mut routes = self.routes.lock().unwrap();
+        routes.by_ufrag.retain(|_, r| r.peer != peer);
+        routes.by_pair.retain(|_, r| r.peer != peer);
+    }
+}
+
+/// A peer's end of the transport: its packets, and the way back.
+pub struct Registration {
+    transport: Arc<Transport>,
+    peer: u64,
+    pub rx: mpsc::Receiver<Packet>,
+    /// The TCP connections this peer was reached on, by their address.
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+}
+
+impl Registration {
+    /// Remembers the connection a TCP packet came on (str0m answers to its
+    /// source address).
+    pub fn saw(&mut self, p: &Packet) {
+        if let Some(tx) = &p.tcp {
+            self.tcp.entry(p.source).or_insert_with(|| tx.clone());
+        }
+    }
+
+    /// Sends what str0m asked to: never waits (a full socket buffer or
+    /// queue loses the packet, as UDP would).
+    pub fn send(&self, proto: Protocol, source: SocketAddr, to: SocketAddr, data: &[u8]) {
+        match proto {
+            Protocol::Udp => {
+                if let Some((_, s)) = self.transport.udp.iter().find(|(a, _)| *a == source) {
+                    let _ = s.try_send_to(data, to);
+                }
+            }
+            _ => {
+                if let Some(tx) = self.tcp.get(&to) {
+                    let _ = tx.try_send(data.to_vec());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.transport.forget(self.peer);
+    }
+}
+
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    t: Weak<Transport>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let r = tokio::select! {
+            r = sock.recv_from(&mut buf) => r,
+            _ = stop.cancelled() => return,
+        };
+        let (n, remote) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on some systems; not fatal.
+                tracing::debug!(local = %local, error = %e, "webrtc udp receive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(t) = t.upgrade() else { return };
+        let data = &buf[..n];
+        if let Some(r) = t.route(Protocol::Udp, local, remote, data) {
+            let _ = r.tx.try_send(Packet {
+                proto: Protocol::Udp,
+                source: remote,
+                destination: local,
+                contents: data.to_vec(),
+                tcp: None,
+            });
+        }
+    }
+}
+
+async fn accept_loop(l: TcpListener, t: Weak<Transport>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    loop {
+        let r = tokio::select! {
+            r = l.accept() => r,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((stream, remote)) = r else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %remote, "webrtc tcp: too many connections, refused");
+            continue;
+        };
+        let (t, stop) = (t.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tcp_conn(stream, t) => {}
+                _ = stop.cancelled() => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One ICE-TCP connection: RFC 4571 frames (a 16-bit length, then the
+/// packet) both ways.
+async fn tcp_conn(stream: TcpStream, t: Weak<Transport>) {
+    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    let writer = async move {
+        while let Some(m) = wrx.recv().await {
+            let Ok(len) = u16::try_from(m.len()) else {
+                continue;
+            };
+            let mut f = Vec::with_capacity(2 + m.len());
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend_from_slice(&m);
+            match tokio::time::timeout(TCP_WRITE_STALL, wr.write_all(&f)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    };
+    let reader = async move {
+        let mut route: Option<Route> = None;
+        loop {
+            let limit = if route.is_some() { TCP_IDLE } else { TCP_FIRST };
+            let frame = match tokio::time::timeout(limit, read_frame(&mut rd)).await {
+                Ok(Ok(f)) => f,
+                _ => return,
+            };
+            let r = match &route {
+                Some(r) => r.clone(),
+                None => {
+                    let Some(t) = t.upgrade() else { return };
+                    match t.route(Protocol::Tcp, local, remote, &frame) {
+                        Some(r) => route.insert(r).clone(),
+                        None => {
+                            tracing::debug!(peer = %remote, "webrtc tcp: not a request for a peer of ours");
+                            return;
+                        }
+                    }
+                }
+            };
+            let p = Packet {
+                proto: Protocol::Tcp,
+                source: remote,
+                destination: local,
+                contents: frame,
+                tcp: Some(wtx.clone()),
+            };
+            if let Err(mpsc::error::TrySendError::Closed(_)) = r.tx.try_send(p) {
+                return; // the peer is gone
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+}
+
+async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    rd.read_exact(&mut len).await?;
+    let mut v = vec![0u8; u16::from_be_bytes(len) as usize];
+    rd.read_exact(&mut v).await?;
+    Ok(v)
+}
+
+/// The USERNAME of a STUN Binding request (RFC 8489 §5 header, §14.3
+/// USERNAME), without parsing anything else: `None` for anything that is
+/// not one, however malformed.
+pub fn stun_binding_username(p: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    const BINDING_REQUEST: u16 = 0x0001;
+    const USERNAME: u16 = 0x0006;
+    if p.len() < 20 || p[4..8] != MAGIC {
+        return None;
+    }
+    if u16::from_be_bytes([p[0], p[1]]) != BINDING_REQUEST {
+        return None;
+    }
+    let len = u16::from_be_bytes([p[2], p[3]]) as usize;
+    let mut attrs = p.get(20..20 + len)?;
+    while attrs.len() >= 4 {
+        let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
+        let n = u16::from_be_bytes([attrs[2], attrs[3]]) as usize;
+        let value = attrs.get(4..4 + n)?;
+        if kind == USERNAME {
+            return std::str::from_utf8(value).ok();
+        }
+        // Attribute values are padded to 4 bytes (§14).
+        attrs = attrs.get(4 + n.next_multiple_of(4)..).unwrap_or_default();
+    }
+    None
+}
+
+/// The addresses of our interfaces that are up, of one family; IPv6
+/// link-local ones are left out (they need a scope id to be used).
+fn interface_ips(v6: bool) -> Vec<IpAddr> {
+    use nix::net::if_::InterfaceFlags;
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return vec![if v6 {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+        }];
+    };
+    let mut out = Vec::new();
+    for ifa in addrs {
+        if !ifa.flags.contains(InterfaceFlags::IFF_UP) {
+            continue;
+        }
+        let Some(a) = ifa.address else { continue };
+        let ip = if let Some(s) = a.as_sockaddr_in() {
+            IpAddr::from(s.ip())
+        } else if let Some(s) = a.as_sockaddr_in6() {
+            IpAddr::from(s.ip())
+        } else {
+            continue;
+        };
+        let link_local = matches!(ip, IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80);
+        if ip.is_ipv6() == v6 && !link_local && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The fuzz target's body (`fuzz/fuzz_targets/stun_username.rs`).
+pub fn fuzz(data: &[u8]) {
+    if let Some(u) = stun_binding_username(data) {
+        assert!(u.len() <= data.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A Binding request as Chromium sends it: USERNAME, then other
+    /// attributes (captured shape, values made up).
+    fn request(user: &str) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        // PRIORITY first, so the walk has to skip one.
+        attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x7f, 0x1e, 0xff]);
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(user.as_bytes());
+        attrs.resize(attrs.len().next_multiple_of(4), 0);
+        let mut p = vec![0x00, 0x01];
+        p.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        p.extend_from_slice(&[7; 12]);
+        p.extend_from_slice(&attrs);
+        p
+    }
+
+    #[test]
+    fn finds_the_username_of_a_binding_request() {
+        assert_eq!(
+            stun_binding_username(&request("abcd:wxyz")),
+            Some("abcd:wxyz")
+        );
+        assert_eq!(stun_binding_username(&request("odd:5")), Some("odd:5"));
+        // A Binding success response is not a request.
+        let mut r = request("abcd:wxyz");
+        r[0..2].copy_from_slice(&[0x01, 0x01]);
+        assert_eq!(stun_binding_username(&r), None);
+        // DTLS, RTP: not STUN.
+        assert_eq!(stun_binding_username(&[22, 254, 253, 0, 0]), None);
+        assert_eq!(stun_binding_username(&[0x80; 40]), None);
+        // Truncated: the header says more than there is.
+        let r = request("abcd:wxyz");
+        assert_eq!(stun_binding_username(&r[..r.len() - 2]), None);
+    }
+
+    #[test]
+    fn replay_fuzz_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/stun_username");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            fuzz(&std::fs::read(e.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n > 0, "no corpus in {}", dir.display());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(data in prop::collection::vec(any::<u8>(), 0..256)) {
+            fuzz(&data);
+        }
+
+        #[test]
+        fn any_username_round_trips(user in "[a-zA-Z0-9+/]{1,40}:[a-zA-Z0-9+/]{1,40}") {
+            let r = request(&user);
+            prop_assert_eq!(stun_binding_username(&r), Some(user.as_str()));
+        }
+    }
+
+    /// Two peers on one socket each get only their own packets, and a
+    /// packet after the request follows it by address.
+    #[tokio::test]
+    async fn packets_go_to_the_peer_they_name() {
+        let cfg = crate::config::WebRtcConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            udp: true,
+            tcp: true,
+            candidates: vec![("127.0.0.1".into(), 1)],
+            ice_servers: vec![],
+        };
+        let t = Transport::bind(&cfg).await.unwrap();
+        let mut a = t.register("aaaa");
+        let mut b = t.register("bbbb");
+        let ours = t.udp_addrs()[0];
+        let c1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c1.send_to(&request("bbbb:x"), ours).unwrap();
+        c2.send_to(&request("aaaa:y"), ours).unwrap();
+        c1.send_to(b"after", ours).unwrap();
+        async fn got(r: &mut Registration) -> Packet {
+            tokio::time::timeout(Duration::from_secs(2), r.rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+        let p = got(&mut b).await;
+        assert_eq!(p.source, c1.local_addr().unwrap());
+        assert_eq!(stun_binding_username(&p.contents), Some("bbbb:x"));
+        assert_eq!(got(&mut b).await.contents, b"after");
+        assert_eq!(got(&mut a).await.source, c2.local_addr().unwrap());
+        // A stranger's packet goes nowhere.
+        let c3 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c3.send_to(b"stranger", ours).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(a.rx.try_recv().is_err() && b.rx.try_recv().is_err());
+
+        // Candidates: host UDP and passive TCP on loopback, then the
+        // configured one (a port forward to us) as server-reflexive.
+        let c = t.candidates("127.0.0.1".parse().unwrap()).await;
+        let sdp: Vec<String> = c.iter().map(|c| c.to_sdp_string()).collect();
+        assert_eq!(c.len(), 3, "{sdp:?}");
+        assert!(
+            sdp[0].contains(&format!(
+                "udp 2130706175 127.0.0.1 {} typ host",
+                ours.port()
+            )),
+            "{sdp:?}"
+        );
+        assert!(sdp[1].contains("tcptype passive"), "{sdp:?}");
+        assert!(sdp[2].contains("127.0.0.1 1 typ srflx"), "{sdp:?}");
+        // A remote peer is not told our loopback addresses.
+        let c = t.candidates("192.0.2.7".parse().unwrap()).await;
+        assert_eq!(c.len(), 1, "{c:?}");
+
+        // TCP: the first frame names the peer, the reply goes back framed.
+        let mut s = tokio::net::TcpStream::connect(t.tcp_addrs()[0])
+            .await
+            .unwrap();
+        let req = request("aaaa:z");
+        let mut f = (req.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&req);
+        s.write_all(&f).await.unwrap();
+        let p = got(&mut a).await;
+        assert_eq!(p.proto, Protocol::Tcp);
+        a.saw(&p);
+        a.send(Protocol::Tcp, p.destination, p.source, b"pong");
+        let mut back = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"\x00\x04pong");
+
+        // A peer that leaves takes its routes along.
+        drop(a);
+        c2.send_to(b"late", ours).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(t
+            .routes
+            .lock()
+            .unwrap()
+            .by_pair
+            .values()
+            .all(|r| r.peer == 1));
+    }
+}
