@@ -39,7 +39,8 @@ fn the_list_and_the_player_work_in_chromium() {
             "  demo: \"{}\"\n  broken: \"rtsp://127.0.0.1:1/nothing-here#start_timeout=3s\"\n{more}",
             demo_source_sized(25, "640x360")
         ),
-        "",
+        // WebRTC on a shared port of its own (every interface, as :8555).
+        &format!("webrtc: {{ listen: \":{}\" }}\n", free_port()),
     );
     let out = root.join("target/ui");
     std::fs::create_dir_all(&out).unwrap();
@@ -86,4 +87,29 @@ fn the_list_and_the_player_work_in_chromium() {
         "the list shows no codecs: {r}"
     );
     assert!(out.join("list.png").exists());
+    // The player over WebRTC, over UDP and with UDP blocked over TCP.
+    for (label, proto) in [("webrtc_udp", "udp"), ("webrtc_tcp", "tcp")] {
+        let w = &r[label];
+        assert_eq!(w["mode"], "WebRTC", "{label}: {w}");
+        assert_eq!(w["protocol"], proto, "{label}: {w}");
+        assert_eq!(w["codec"], "video/H264", "{label}: {w}");
+        assert!(w["frames_decoded"].as_u64().unwrap() >= 50, "{label}: {w}");
+        assert!(
+            w["advanced_in_ms"].as_u64().unwrap() <= 10_000,
+            "{label}: {w}"
+        );
+        assert!(
+            w["colours"].as_u64().unwrap() >= 8,
+            "{label}: a flat picture: {w}"
+        );
+    }
+    // Their pages are closed: no WebRTC consumer is left behind.
+    srv.wait_for(
+        "the WebRTC consumers to leave",
+        Duration::from_secs(20),
+        || {
+            let (_, v) = srv.get_json("/api/streams?src=demo");
+            !v.to_string().contains("\"webrtc\"")
+        },
+    );
 }

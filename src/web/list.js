@@ -62,6 +62,7 @@ function card(name, s) {
     `<a href="api/stream.m3u8?src=${q(name)}&amp;mp4">HLS (fMP4)</a>`,
     `<a href="api/stream.mp4?src=${q(name)}">MP4</a>`,
     `<a href="api/frame.jpeg?src=${q(name)}">snapshot</a>`,
+    `<a href="stream.html?src=${q(name)}&amp;mode=webrtc">WebRTC</a>`,
   ].filter(Boolean).join("");
   // A thumbnail only of a running stream: it comes from the stream's
   // latest keyframe, and must not start a camera just for this page.

@@ -1,10 +1,13 @@
 // The player: /api/stream.mp4 (progressive fMP4) into Media Source
 // Extensions, our own few lines instead of a vendored player. Native HLS
 // where MSE is missing (Safari on iOS). Stays near the live edge.
+// `mode=webrtc`: WebRTC instead (POST /api/webrtc), H.264 as it comes and
+// Opus or G.711 audio; the lowest latency, no AAC.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const src = params.get("src") || "";
+const mode = params.get("mode") || "mse";
 const video = document.getElementById("video");
 const message = document.getElementById("message");
 document.getElementById("title").textContent = src;
@@ -118,6 +121,56 @@ async function playMse() {
   }
 }
 
+// WebRTC: a recvonly offer to POST /api/webrtc (go2rtc's JSON form), the
+// answer, and then the connection until it fails, closes, or its video
+// stops for 10 s. We are ICE-lite: the offer needs no candidates, the
+// server learns this browser's address from its checks.
+async function playWebRtc() {
+  document.getElementById("mode").textContent = "WebRTC";
+  let iceServers = [];
+  try {
+    const info = await (await fetch("api", { cache: "no-store" })).json();
+    iceServers = (info.webrtc && info.webrtc.ice_servers) || [];
+  } catch {}
+  const pc = new RTCPeerConnection({ iceServers });
+  try {
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
+    pc.ontrack = (e) => media.addTrack(e.track);
+    video.srcObject = media;
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await fetch(`api/webrtc?src=${encodeURIComponent(src)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }),
+    });
+    const v = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(v.error || r.statusText);
+    await pc.setRemoteDescription({ type: "answer", sdp: v.sdp });
+    const started = Date.now();
+    let last = -1;
+    let moved = Date.now();
+    for (;;) {
+      await new Promise((ok) => setTimeout(ok, 1000));
+      const s = pc.connectionState;
+      if (s === "failed" || s === "closed") throw new Error(`the WebRTC connection ${s}`);
+      if (s !== "connected" && Date.now() - started > 15000) {
+        throw new Error("WebRTC did not connect within 15 s (UDP or TCP port 8555 blocked?)");
+      }
+      if (video.currentTime !== last) {
+        last = video.currentTime;
+        moved = Date.now();
+      } else if (s === "connected" && Date.now() - moved > 10000) {
+        throw new Error("no video for 10 s");
+      }
+    }
+  } finally {
+    pc.close();
+    video.srcObject = null;
+  }
+}
+
 // Keep near the live edge: a player that fell behind (a stall, a
 // background tab) jumps forward instead of playing old media.
 setInterval(() => {
@@ -135,7 +188,10 @@ async function main() {
   for (;;) {
     try {
       show("");
-      if (window.MediaSource) {
+      if (mode === "webrtc") {
+        if (!window.RTCPeerConnection) return show("this browser has no WebRTC");
+        await playWebRtc();
+      } else if (window.MediaSource) {
         await playMse();
       } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
         document.getElementById("mode").textContent = "HLS";

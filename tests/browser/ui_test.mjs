@@ -18,6 +18,20 @@ const browser = await chromium.launch({
   ],
 });
 const result = {};
+
+// Distinct colours in a 64x36 sample of the page's <video>.
+const colours = (page) => page.evaluate(() => {
+  const v = document.querySelector("video");
+  const c = document.createElement("canvas");
+  c.width = 64;
+  c.height = 36;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(v, 0, 0, 64, 36);
+  const d = ctx.getImageData(0, 0, 64, 36).data;
+  const seen = new Set();
+  for (let i = 0; i < d.length; i += 4) seen.add(`${d[i] >> 4},${d[i + 1] >> 4},${d[i + 2] >> 4}`);
+  return seen.size;
+});
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
@@ -54,20 +68,58 @@ try {
     return v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : -1;
   });
   // Not one flat colour: the test source has colour bars and motion.
-  result.colours = await player.evaluate(() => {
-    const v = document.querySelector("video");
-    const c = document.createElement("canvas");
-    c.width = 64;
-    c.height = 36;
-    const ctx = c.getContext("2d");
-    ctx.drawImage(v, 0, 0, 64, 36);
-    const d = ctx.getImageData(0, 0, 64, 36).data;
-    const seen = new Set();
-    for (let i = 0; i < d.length; i += 4) seen.add(`${d[i] >> 4},${d[i + 1] >> 4},${d[i + 2] >> 4}`);
-    return seen.size;
-  });
+  result.colours = await colours(player);
   const shot = await player.locator("video").screenshot();
   fs.writeFileSync(`${outDir}/video.png`, shot);
+
+  // 2b. The player over WebRTC (mode=webrtc): UDP, then with UDP blocked
+  // (this browser is told only our TCP candidates), which must use TCP.
+  for (const [label, tcpOnly] of [["webrtc_udp", false], ["webrtc_tcp", true]]) {
+    const ctx = await browser.newContext({ viewport: { width: 960, height: 600 } });
+    const p = await ctx.newPage();
+    p.on("pageerror", (e) => console.error(`${label} error: ${e.message}`));
+    await p.addInitScript((tcpOnly) => {
+      const Orig = window.RTCPeerConnection;
+      window.__pcs = [];
+      window.RTCPeerConnection = function (...a) {
+        const pc = new Orig(...a);
+        window.__pcs.push(pc);
+        return pc;
+      };
+      window.RTCPeerConnection.prototype = Orig.prototype;
+      if (!tcpOnly) return;
+      const set = Orig.prototype.setRemoteDescription;
+      Orig.prototype.setRemoteDescription = function (d) {
+        const keep = (l) => !/^a=candidate:\S+ \d+ udp /i.test(l);
+        return set.call(this, { type: d.type, sdp: d.sdp.split("\r\n").filter(keep).join("\r\n") });
+      };
+    }, tcpOnly);
+    await p.goto(`${base}/stream.html?src=demo&mode=webrtc`);
+    await p.waitForFunction(() => document.querySelector("video").currentTime > 0, null, { timeout: 20000 });
+    const w0 = await p.evaluate(() => document.querySelector("video").currentTime);
+    const ws = Date.now();
+    await p.waitForFunction((t) => document.querySelector("video").currentTime >= t + 3, w0, { timeout: 10000 });
+    const r = { advanced_in_ms: Date.now() - ws, colours: await colours(p) };
+    Object.assign(r, await p.evaluate(async () => {
+      const pc = window.__pcs[window.__pcs.length - 1];
+      const all = new Map();
+      (await pc.getStats()).forEach((s) => all.set(s.id, s));
+      const out = { mode: document.querySelector("#mode").textContent };
+      for (const s of all.values()) {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          out.frames_decoded = s.framesDecoded;
+          out.codec = (all.get(s.codecId) || {}).mimeType;
+        }
+        if (s.type === "transport" && s.selectedCandidatePairId) {
+          const pair = all.get(s.selectedCandidatePairId);
+          out.protocol = (all.get(pair.remoteCandidateId) || {}).protocol;
+        }
+      }
+      return out;
+    }));
+    result[label] = r;
+    await ctx.close();
+  }
 
   // A stream that fails: the player says why, with the source's error.
   const failing = await browser.newPage();
