@@ -254,10 +254,25 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         });
     }
 
+    // SIGHUP reloads streams.yaml, as `POST /api/restart` does.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing SIGHUP handler")?;
+    let reloader = state.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(signal = "SIGHUP", "reloading the config");
+            if let Err(e) = api::reload(&reloader).await {
+                tracing::error!("config reload refused, the running config is kept: {e}");
+            }
+        }
+    });
+
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down");
     let _ = stop_tx.send(true);
     // Every stream stops at once; each applies TERM → kill_timeout → KILL.
+    // The config as last reloaded.
+    let cfg = state.store.config().await;
     let max_kill = cfg
         .streams
         .iter()

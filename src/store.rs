@@ -28,6 +28,12 @@ pub enum StoreError {
     /// The file could not be written; nothing changed (500).
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    /// A reload found the file unreadable: nothing changed.
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    /// A reload found the file invalid: nothing changed.
+    #[error("{0}")]
+    Config(ConfigError),
 }
 
 /// The file's text and what it says, as last written or read.
@@ -189,6 +195,30 @@ impl Store {
                 reason,
             })?;
         tracing::info!(config = %self.path.display(), "config written");
+        let old = std::mem::replace(&mut snap.config, new.clone());
+        snap.text = text;
+        Ok(Committed {
+            old,
+            new,
+            guard: snap,
+        })
+    }
+
+    /// Reads the file again (SIGHUP, `POST /api/restart`): an operator
+    /// edited it. A file that cannot be read or does not parse changes
+    /// nothing, and the error says where.
+    pub async fn reload(&self) -> Result<Committed<'_>, StoreError> {
+        let mut snap = self.state.lock().await;
+        let path = self.path.clone();
+        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|reason| StoreError::Read {
+                path: self.path.display().to_string(),
+                reason,
+            })?;
+        let new = Config::parse(&self.path, &text, &self.env).map_err(StoreError::Config)?;
         let old = std::mem::replace(&mut snap.config, new.clone());
         snap.text = text;
         Ok(Committed {
