@@ -11,6 +11,7 @@ pub mod config;
 pub mod hls;
 pub mod hub;
 pub mod media;
+pub mod metrics;
 pub mod mp4;
 pub mod preload;
 pub mod rtmp;
