@@ -372,7 +372,7 @@ fn start_only_changes(
     check(old.publish != new.publish, "publish");
     check(old.hls != new.hls, "hls");
     check(old.ffmpeg_bin != new.ffmpeg_bin, "ffmpeg.bin");
-    check(old.log_level != new.log_level, "log");
+    check(old.log != new.log, "log");
     out
 }
 

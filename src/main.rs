@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use streamvisor::api::{self, AppState};
-use streamvisor::config::Config;
+use streamvisor::config::{Config, LogFormat};
 use streamvisor::hub::{Deps, Registry, Stream};
 use streamvisor::supervisor::{OsSpawner, DRAIN};
 
@@ -53,14 +53,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // RUST_LOG, when set, wins over the config's `log:`.
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.filter));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => logs.json().init(),
+        f => {
+            let ansi = f == LogFormat::Color
+                || (f == LogFormat::Auto && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            logs.with_ansi(ansi).init()
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

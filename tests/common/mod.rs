@@ -102,9 +102,15 @@ impl Server {
                 extra.to_string(),
             ),
         };
+        // Debug logs unless the test sets its own `log:`.
+        let log = if extra.starts_with("log:") || extra.contains("\nlog:") {
+            ""
+        } else {
+            "log: { level: debug }\n"
+        };
         std::fs::write(
             &config,
-            format!("{api}log: {{ level: debug }}\n{rtsp}{extra}\nstreams:\n{streams}"),
+            format!("{api}{log}{rtsp}{extra}\nstreams:\n{streams}"),
         )
         .unwrap();
         let log = dir.path().join("server.log");
