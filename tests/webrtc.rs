@@ -97,6 +97,13 @@ fn a_pli_is_answered_from_the_last_keyframe() {
     assert!(after.len() - repeat.len() <= 3, "{got}");
     assert_eq!(got["pts_forward"], true, "{got}");
     assert!(got["keyframes"].as_u64().unwrap() >= 3, "{got}");
+    // The source's audio is AAC: none went out, and the log says why.
+    assert_eq!(got["audio_seconds"], 0.0, "{got}");
+    let log = srv.log();
+    assert!(
+        log.contains("AAC, which WebRTC cannot carry"),
+        "no word on the AAC audio: {log}"
+    );
 }
 
 /// What the peer decoded and that closing it stopped the stream.

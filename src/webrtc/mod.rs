@@ -104,8 +104,9 @@ pub async fn answer(
     let name = stream.name().to_string();
     let reg = transport.register(&rtc.direct_api().local_ice_credentials().ufrag);
     tracing::info!(stream = %name, peer = %remote, "webrtc peer answered");
+    let st = stream.clone();
     tokio::spawn(async move {
-        let why = run(rtc, reg, viewer, gone).await;
+        let why = run(rtc, reg, viewer, gone, st).await;
         tracing::info!(stream = %name, peer = %remote, reason = %why, "webrtc peer ended");
     });
     Ok(answer.to_sdp_string())
@@ -153,7 +154,9 @@ async fn run(
     mut reg: Registration,
     mut viewer: Viewer,
     gone: tokio_util::sync::CancellationToken,
+    stream: Stream,
 ) -> String {
+    let mut told_no_audio = false;
     let started = Instant::now();
     let mut lines = Lines::default();
     let mut connected = false;
@@ -221,7 +224,13 @@ async fn run(
             d = viewer.next(), if connected => {
                 match d {
                     Err(e) => return format!("stream ended: {e}"),
-                    Ok(Delivery::Tracks { video: v, audio }) => tracks = [v, audio],
+                    Ok(Delivery::Tracks { video: v, audio }) => {
+                        if audio.is_none() && lines.audio.is_some() && !told_no_audio {
+                            told_no_audio = true;
+                            tokio::spawn(say_why_no_audio(stream.clone()));
+                        }
+                        tracks = [v, audio];
+                    }
                     Ok(Delivery::Frame(f)) => {
                         if f.codec == Codec::H264 {
                             if video.wait_key && !f.keyframe {
@@ -248,6 +257,26 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A peer that asked for audio gets none: if the stream's audio is AAC,
+/// which WebRTC cannot carry (RFC 7874 has Opus and G.711), say so.
+async fn say_why_no_audio(stream: Stream) {
+    let Some(info) = stream.info().await else {
+        return;
+    };
+    let codecs: Vec<Codec> = info
+        .producers
+        .iter()
+        .flat_map(|p| p.codecs.clone())
+        .collect();
+    if codecs.contains(&Codec::Aac) && !codecs.iter().any(|c| AUDIO.contains(c)) {
+        tracing::info!(
+            stream = %stream.name(),
+            "webrtc: the stream's audio is AAC, which WebRTC cannot carry; sending video only (add ffmpeg:{}#audio=opus)",
+            stream.name()
+        );
     }
 }
 
