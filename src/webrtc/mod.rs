@@ -52,6 +52,8 @@ pub enum WebRtcError {
     Stream(#[from] StreamError),
     #[error(transparent)]
     Socket(#[from] net::BindError),
+    #[error("no address of ours for a peer at {0} (see webrtc.listen and webrtc.candidates)")]
+    NoAddress(IpAddr),
 }
 
 /// Answers `offer` for `stream` and starts the peer's task. `transport`
@@ -79,10 +81,7 @@ pub async fn answer(
         .build(std::time::Instant::now());
     let candidates = transport.candidates(remote.ip()).await;
     if candidates.is_empty() {
-        return Err(WebRtcError::Offer(format!(
-            "no address of ours for a peer at {} (webrtc.listen, webrtc.candidates)",
-            remote.ip()
-        )));
+        return Err(WebRtcError::NoAddress(remote.ip()));
     }
     for c in candidates {
         rtc.add_local_candidate(c);
