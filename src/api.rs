@@ -586,6 +586,9 @@ async fn webrtc_offer(
     .map_err(|e| match e {
         crate::webrtc::WebRtcError::Stream(e) => ApiError::from(e),
         crate::webrtc::WebRtcError::Offer(m) => ApiError::bad_param("body", m),
+        e @ crate::webrtc::WebRtcError::NoAddress(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
     if is_json {
