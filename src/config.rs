@@ -135,7 +135,10 @@ const LOG_MODULES: &[(&str, &[&str])] = &[
     ("api", &["streamvisor::api", "streamvisor::web"]),
     ("streams", &["streamvisor::hub", "streamvisor::preload"]),
     ("exec", &["streamvisor::supervisor", "streamvisor::source"]),
-    ("ffmpeg", &["streamvisor::supervisor", "streamvisor::source"]),
+    (
+        "ffmpeg",
+        &["streamvisor::supervisor", "streamvisor::source"],
+    ),
     ("rtsp", &["streamvisor::rtsp"]),
     ("rtmp", &["streamvisor::rtmp"]),
     ("webrtc", &["streamvisor::webrtc", "str0m", "dimpl", "is"]),
@@ -1410,9 +1413,25 @@ const KNOWN: &[(&str, &[&str])] = &[
     (
         "log",
         &[
-            "level", "format", "api", "streams", "exec", "ffmpeg", "rtsp", "rtmp", "webrtc",
-            "hls", "mp4", "mjpeg", "hub", "supervisor", "source", "store", "preload",
-            "snapshot", "metrics",
+            "level",
+            "format",
+            "api",
+            "streams",
+            "exec",
+            "ffmpeg",
+            "rtsp",
+            "rtmp",
+            "webrtc",
+            "hls",
+            "mp4",
+            "mjpeg",
+            "hub",
+            "supervisor",
+            "source",
+            "store",
+            "preload",
+            "snapshot",
+            "metrics",
         ],
     ),
     (
@@ -1617,7 +1636,9 @@ streams:
         );
         // go2rtc's modules we do not have are warned about, by line.
         assert!(
-            c.warnings.iter().any(|w| w.starts_with("s.yaml:6:3: unknown key `log.homekit`")),
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("s.yaml:6:3: unknown key `log.homekit`")),
             "{:?}",
             c.warnings
         );

@@ -11,7 +11,8 @@
 //!   the group can hold stdout open forever (Go's #23019). After the reap the
 //!   readers get [`DRAIN`] to finish and are then dropped.
 //! - A child that cannot be reaped in time is logged as abandoned and the
-//!   caller moves on; tokio reaps it in the background if it ever exits.
+//!   caller moves on; a background task reaps it if it ever exits (and it
+//!   counts in [`children_running`] until then).
 //!
 //! Spawning sits behind [`Spawner`] so that the stream actor's tests can drive
 //! fake children under tokio's paused clock.
@@ -20,6 +21,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 pub const DRAIN: Duration = Duration::from_millis(300);
 /// How long we wait for a SIGKILLed group to be reaped before we abandon it.
 pub const REAP_GRACE: Duration = Duration::from_secs(2);
+/// How many of a failed child's last stderr lines its failure line carries.
+const STDERR_ON_FAILURE: usize = 5;
+
 /// How many stderr lines are kept for the API and for error messages.
 pub const STDERR_TAIL_LINES: usize = 50;
 const STDERR_MAX_LINE: usize = 1000;
@@ -107,6 +112,46 @@ pub struct OsSpawner;
 struct OsChild {
     child: tokio::process::Child,
     pgid: Pid,
+    _running: Running,
+}
+
+// Process-wide counts of real children, for `/api/metrics`.
+static CHILDREN_RUNNING: AtomicI64 = AtomicI64::new(0);
+static CHILDREN_SPAWNED: AtomicU64 = AtomicU64::new(0);
+static CHILDREN_SIGKILLED: AtomicU64 = AtomicU64::new(0);
+
+/// Child processes spawned by [`OsSpawner`] whose handle is still held:
+/// from the spawn until [`supervise`] has reaped them (an abandoned child
+/// is waited for in the background, and counts until it is reaped).
+pub fn children_running() -> i64 {
+    CHILDREN_RUNNING.load(Ordering::Relaxed)
+}
+
+/// Child processes [`OsSpawner`] has spawned.
+pub fn children_spawned() -> u64 {
+    CHILDREN_SPAWNED.load(Ordering::Relaxed)
+}
+
+/// Child process groups sent SIGKILL (and still there to receive it).
+pub fn children_sigkilled() -> u64 {
+    CHILDREN_SIGKILLED.load(Ordering::Relaxed)
+}
+
+/// Counts one child in [`children_running`] while it lives.
+struct Running;
+
+impl Running {
+    fn new() -> Running {
+        CHILDREN_SPAWNED.fetch_add(1, Ordering::Relaxed);
+        CHILDREN_RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        CHILDREN_RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Spawner for OsSpawner {
@@ -125,6 +170,7 @@ impl Spawner for OsSpawner {
             // kill of the leader alone.
             .kill_on_drop(false);
         let mut child = c.spawn()?;
+        let running = Running::new();
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
@@ -150,6 +196,7 @@ impl Spawner for OsSpawner {
             child: Box::new(OsChild {
                 child,
                 pgid: Pid::from_raw(pid as i32),
+                _running: running,
             }),
         })
     }
@@ -158,7 +205,13 @@ impl Spawner for OsSpawner {
 impl ChildProcess for OsChild {
     fn signal_group(&mut self, sig: Signal) -> io::Result<()> {
         match killpg(self.pgid, sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Ok(()) => {
+                if sig == Signal::SIGKILL {
+                    CHILDREN_SIGKILLED.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
     }
@@ -310,6 +363,7 @@ where
     let (stream, source) = (labels.stream, labels.source);
     let started = Instant::now();
     let mut out_task = tokio::spawn(consume_stdout(stdout));
+    let failure_tail = tail.clone();
     let mut err_task = tokio::spawn(read_stderr(stderr, tail, stream.to_string(), source, pid));
 
     let mut stop_reason = None;
@@ -360,6 +414,13 @@ where
             None
         }
     };
+    if ended_by == EndedBy::Abandoned {
+        // Reaped in the background if it ever exits; until then it still
+        // counts as a running child.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+    }
 
     // Readers get a short drain, then go: EOF is not ours to wait for.
     let drain = async {
@@ -399,6 +460,13 @@ where
             ms = report.stop_ms,
             "producer abandoned: group did not exit after SIGKILL"
         ),
+        // A child that failed: its last words go with the failure (its
+        // stderr was only at debug while it ran).
+        EndedBy::Itself if report.exit != Some(ExitKind::Code(0)) => {
+            let lines = failure_tail.lines();
+            let last = lines[lines.len().saturating_sub(STDERR_ON_FAILURE)..].join(" | ");
+            tracing::warn!(stream, source, pid, ended = %how, uptime_ms = report.uptime.as_millis() as u64, stderr = %last, "producer failed")
+        }
         EndedBy::Itself => {
             tracing::info!(stream, source, pid, ended = %how, uptime_ms = report.uptime.as_millis() as u64, "producer exited")
         }
@@ -463,7 +531,9 @@ async fn read_stderr(
             return;
         }
         let s: String = s.chars().take(STDERR_MAX_LINE).collect();
-        tracing::warn!(stream = %stream, source, pid, "stderr: {s}");
+        // ffmpeg's progress and warnings are noise while it works; a failure
+        // repeats the last lines at warn (see `supervise`).
+        tracing::debug!(stream = %stream, source, pid, "stderr: {s}");
         tail.push(s);
     };
     loop {
@@ -566,6 +636,7 @@ mod tests {
 
     #[tokio::test]
     async fn kill_follows_a_child_that_ignores_term() {
+        let killed = children_sigkilled();
         // The shell ignores TERM and keeps a grandchild that holds stdout.
         let (r, _) = run(
             "trap 'echo ignoring TERM >&2' TERM; sleep 30 & while :; do sleep 0.1; done",
@@ -576,6 +647,33 @@ mod tests {
         assert_eq!(r.ended_by, EndedBy::Kill);
         assert_eq!(r.exit, Some(ExitKind::Signal(9)));
         assert!(r.stop_ms >= 300, "{r:?}");
+        // Other tests run alongside: the count only ever goes up.
+        assert!(children_sigkilled() > killed, "the SIGKILL was not counted");
+    }
+
+    #[tokio::test]
+    async fn children_are_counted_while_their_handle_lives() {
+        let spawned = children_spawned();
+        let s = OsSpawner.spawn(&sh("sleep 30")).unwrap();
+        // Other tests run alongside, so only bounds hold: the exact drop at
+        // the reap is checked end to end (tests/metrics.rs).
+        assert!(children_spawned() > spawned);
+        assert!(children_running() >= 1);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let r = supervise(
+            s,
+            Labels {
+                stream: "t",
+                source: 0,
+            },
+            Duration::from_secs(2),
+            stop,
+            Default::default(),
+            drain_stdout,
+        )
+        .await;
+        assert_eq!(r.ended_by, EndedBy::Term);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@
 //! never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::media::flv::Event;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::metrics::{Counter, OutputMetrics, StreamMetrics};
 
 /// Ring capacity in batches: about 10 s of media at one batch per
 /// [`BATCH_WINDOW`], room for a viewer's hiccup with bounded memory.
@@ -122,6 +123,8 @@ pub struct Fanout {
     /// The source whose tracks win over every other's while it has them:
     /// the publisher's slot (a live publisher comes before the sources).
     preferred: Option<SourceId>,
+    /// The stream's numbers for `/api/metrics`; they outlive every run.
+    metrics: Arc<StreamMetrics>,
 }
 
 fn kind_idx(k: TrackKind) -> usize {
@@ -158,7 +161,13 @@ impl Fanout {
             notify,
             unsupported_logged: AtomicBool::new(false),
             preferred,
+            metrics: Arc::new(StreamMetrics::new(sources)),
         }
+    }
+
+    /// The stream's numbers (frames and bytes in are counted here).
+    pub fn metrics(&self) -> &Arc<StreamMetrics> {
+        &self.metrics
     }
 
     /// Whether `generation` still owns `source`.
@@ -356,6 +365,7 @@ impl Fanout {
                 }
                 s.last_dts[k] = Some(frame.dts);
                 self.latest.fetch_max(frame.dts, Ordering::Relaxed);
+                self.metrics.frame_in(frame.payload.len());
                 Item::Frame { source, frame }
             }
         };
@@ -510,11 +520,24 @@ impl Cursor {
     }
 }
 
-/// Per-viewer counters the API shows.
+/// Per-viewer counters the API shows. Each also adds to its stream's
+/// total for `/api/metrics` (see [`Counter`]), so an output counts its
+/// writes once, with `stats.bytes.fetch_add(n, Ordering::Relaxed)`.
 #[derive(Debug, Default)]
 pub struct ViewerStats {
-    pub bytes: AtomicU64,
-    pub drops: AtomicU64,
+    /// Bytes written to the viewer, as its output counts them.
+    pub bytes: Counter,
+    /// Frames (or, after a lag, ring batches) it skipped: see
+    /// [`Selector::next`].
+    pub drops: Counter,
+}
+
+impl ViewerStats {
+    /// Counters adding to `stream`'s totals for viewers of `output`.
+    pub fn counted(stream: &StreamMetrics, output: &OutputMetrics) -> ViewerStats {
+        let (bytes, drops) = stream.viewer_counters(output);
+        ViewerStats { bytes, drops }
+    }
 }
 
 /// Turns a [`Cursor`] into what one viewer should see: one video and one

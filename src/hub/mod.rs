@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, StreamConfig};
 use crate::media::flv;
+use crate::metrics::StreamMetrics;
 use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spawner, StderrTail};
 use fanout::{Delivery, Ended, Fanout, Generation, ReadyNotify, Selector, SourceId, ViewerStats};
 
@@ -186,6 +187,7 @@ pub struct Stream {
     name: Arc<str>,
     tx: mpsc::UnboundedSender<Msg>,
     join_timeout: Duration,
+    metrics: Arc<StreamMetrics>,
 }
 
 /// All streams, in config order, then those created at run time (by a
@@ -436,6 +438,8 @@ impl Drop for Publisher {
 
 struct Lease {
     id: u64,
+    /// Counts the viewer in `/api/metrics` until it goes.
+    _watching: crate::metrics::Watching,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -478,8 +482,10 @@ impl Stream {
             + supervisor::DRAIN
             + Duration::from_secs(1);
         let name: Arc<str> = cfg.name.as_str().into();
+        let metrics = fanout.metrics().clone();
         let actor = Actor {
             name: name.clone(),
+            metrics: metrics.clone(),
             slots: cfg
                 .sources
                 .iter()
@@ -521,11 +527,18 @@ impl Stream {
             name,
             tx,
             join_timeout: start_timeout + stop_bound + Duration::from_secs(2),
+            metrics,
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The stream's numbers for `/api/metrics`: read without asking the
+    /// actor, and kept across the stream's runs.
+    pub fn metrics(&self) -> &Arc<StreamMetrics> {
+        &self.metrics
     }
 
     /// Joins as a viewer: starts the stream if needed and waits (bounded) for
@@ -621,6 +634,19 @@ enum Phase {
     Stopping { deadline: Instant },
 }
 
+impl Phase {
+    /// Its place in [`crate::metrics::STATES`] (and its name in
+    /// [`StreamInfo::state`]).
+    fn index(&self) -> usize {
+        match self {
+            Phase::Idle => 0,
+            Phase::Starting { .. } => 1,
+            Phase::Running => 2,
+            Phase::Stopping { .. } => 3,
+        }
+    }
+}
+
 enum SlotState {
     Idle,
     Running {
@@ -702,6 +728,8 @@ struct Waiter {
 
 struct Actor {
     name: Arc<str>,
+    /// The fan-out's, shared with the [`Stream`] handles.
+    metrics: Arc<StreamMetrics>,
     slots: Vec<Slot>,
     linger: Duration,
     start_timeout: Duration,
@@ -772,11 +800,13 @@ impl Actor {
                 m = rx.recv() => m,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))) => {
                     self.on_timer();
+                    self.metrics.set_state(self.phase.index());
                     continue;
                 }
             };
             let Some(msg) = msg else { break };
             self.handle(msg);
+            self.metrics.set_state(self.phase.index());
             if !self.shutdown.is_empty() && self.phase == Phase::Idle {
                 for r in self.shutdown.drain(..) {
                     let _ = r.send(());
@@ -959,7 +989,12 @@ impl Actor {
     fn subscribe(&mut self, req: &JoinRequest) -> Viewer {
         let id = self.next_id;
         self.next_id += 1;
-        let stats = Arc::new(ViewerStats::default());
+        let output = self.metrics.output(if req.internal {
+            crate::metrics::INTERNAL
+        } else {
+            req.protocol
+        });
+        let stats = Arc::new(ViewerStats::counted(&self.metrics, &output));
         self.consumers.insert(
             id,
             Consumer {
@@ -976,6 +1011,7 @@ impl Actor {
                 .with_video(req.video),
             _lease: Lease {
                 id,
+                _watching: crate::metrics::Watching::new(output),
                 tx: self.tx.clone(),
             },
         }
@@ -1019,6 +1055,7 @@ impl Actor {
             since: SystemTime::now(),
             stats: stats.clone(),
         });
+        self.metrics.producer_up(self.slots.len());
         self.linger_at = None;
         self.carry_until = None;
         if self.phase == Phase::Idle {
@@ -1066,6 +1103,7 @@ impl Actor {
         let Some(p) = self.publisher.take() else {
             return;
         };
+        self.metrics.producer_down(self.slots.len());
         self.fanout
             .detach(self.slots.len() as SourceId, p.generation);
         tracing::info!(stream = %self.name, publisher = %p.describe(), generation = p.generation.0, reason = why, "publisher left");
@@ -1263,6 +1301,7 @@ impl Actor {
             stop,
             tx: self.tx.clone(),
             origin: self.origin,
+            metrics: self.metrics.clone(),
             publishes_back: slot.cfg.kind.publishes_back(),
             mjpeg: slot.cfg.kind.outputs_mjpeg(),
         };
@@ -1316,6 +1355,7 @@ impl Actor {
         }
         self.fanout.detach(index as SourceId, generation);
         slot.stats.pid.store(0, Ordering::Relaxed);
+        self.metrics.producer_down(index);
         // A stop we asked for is no error (a stall recorded its own reason
         // when it asked), unless the child would not even die.
         let deliberate = matches!(slot.state, SlotState::Stopping { .. });
@@ -1334,6 +1374,7 @@ impl Actor {
                 let delay = backoff(slot.attempt);
                 slot.attempt = slot.attempt.saturating_add(1);
                 slot.restarts += 1;
+                self.metrics.restarted(index);
                 tracing::warn!(
                     stream = %self.name,
                     source = index,
@@ -1403,6 +1444,7 @@ impl Actor {
                     if !matches!(s.state, SlotState::Idle) {
                         tracing::error!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "producer did not report in time; abandoned");
                         s.state = SlotState::Idle;
+                        self.metrics.producer_down(i);
                     }
                 }
                 self.maybe_finish_stop();
@@ -1507,6 +1549,7 @@ impl Actor {
         self.run += 1;
         // A reset fan-out no longer knows the publisher's generation.
         self.publisher = None;
+        self.metrics.producer_down(self.slots.len());
         self.phase = Phase::Idle;
         tracing::info!(stream = %self.name, "stream stopped");
         // Publishers that came during the stop go first: each is attached
@@ -1550,12 +1593,7 @@ impl Actor {
 
     fn info(&self) -> StreamInfo {
         StreamInfo {
-            state: match self.phase {
-                Phase::Idle => "idle",
-                Phase::Starting { .. } => "starting",
-                Phase::Running => "running",
-                Phase::Stopping { .. } => "stopping",
-            },
+            state: crate::metrics::STATES[self.phase.index()],
             producers: self
                 .slots
                 .iter()
@@ -1680,6 +1718,7 @@ struct ProducerTask {
     stop: CancellationToken,
     tx: mpsc::UnboundedSender<Msg>,
     origin: Instant,
+    metrics: Arc<StreamMetrics>,
     /// The child publishes over RTSP (`{output}`); its stdout is not media.
     publishes_back: bool,
     /// Its stdout is MJPEG (`ffmpeg:…#video=mjpeg`), not FLV.
@@ -1696,6 +1735,7 @@ impl ProducerTask {
             }
             Ok(spawned) => {
                 self.stats.pid.store(spawned.pid, Ordering::Relaxed);
+                self.metrics.producer_up(index);
                 tracing::info!(stream = %self.stream, source = index, pid = spawned.pid, cmd = %redact(&self.cmd.to_string()), "producer started");
                 let (fanout, stats, origin, stream) = (
                     self.fanout.clone(),
