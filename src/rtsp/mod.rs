@@ -1018,11 +1018,19 @@ impl Conn {
                 }
             }
         }
+        let mut sent = 0;
         for (i, h, c) in &sends {
             if let Some(Transport::Udp { rtp, to_rtp, .. }) = &s.tracks[*i].transport {
                 send_udp(rtp, *to_rtp, &[h, &c.prefix, &c.body]);
+                sent += h.len() + c.prefix.len() + c.body.len();
             }
         }
+        // What the viewer was sent, for `/api/streams` and `/api/metrics`.
+        sent += self.out.len() + packets.iter().map(|p| p.2.len()).sum::<usize>();
+        s.viewer
+            .stats()
+            .bytes
+            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         if packets.is_empty() {
             return Ok(());
         }

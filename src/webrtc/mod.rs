@@ -244,6 +244,12 @@ async fn run(
                         if let Err(e) = send(&mut rtc, &lines, &tracks, &f) {
                             return e;
                         }
+                        // Payload bytes handed to the peer (str0m adds the
+                        // RTP/SRTP overhead), for the API and metrics.
+                        viewer
+                            .stats()
+                            .bytes
+                            .fetch_add(f.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
