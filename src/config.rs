@@ -1247,31 +1247,7 @@ struct RawFfmpeg {
 
 /// `log:` as written: `level`, `format`, and a level per module, in
 /// order, each with its location.
-#[derive(Debug, Default)]
-struct RawLog(Vec<(Spanned<String>, Spanned<String>)>);
-
-impl<'de> Deserialize<'de> for RawLog {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawLog;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of log settings (level, format, a level per module)")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawLog, A::Error> {
-                let mut v = Vec::new();
-                while let Some(k) = m.next_key::<Spanned<String>>()? {
-                    v.push((k, m.next_value()?));
-                }
-                Ok(RawLog(v))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<RawLog, E> {
-                Ok(RawLog::default())
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+type RawLog = OrderedMap<Spanned<String>>;
 
 #[derive(Debug, Default, Deserialize)]
 struct RawSupervisor {
@@ -1322,30 +1298,37 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// `streams:` in file order: the order is the order of the web UI and API.
-#[derive(Debug, Default)]
-struct OrderedMap(Vec<(Spanned<String>, Spanned<Sources>)>);
+/// A map in file order, each key with its location: `streams:` (whose
+/// order is the web UI's and the API's) and `log:`.
+#[derive(Debug)]
+struct OrderedMap<V = Spanned<Sources>>(Vec<(Spanned<String>, V)>);
 
-impl<'de> Deserialize<'de> for OrderedMap {
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OrderedMap;
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Visit<V> {
+            type Value = OrderedMap<V>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of stream names to sources")
+                f.write_str("a map")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OrderedMap, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OrderedMap<V>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(k) = m.next_key::<Spanned<String>>()? {
                     v.push((k, m.next_value()?));
                 }
                 Ok(OrderedMap(v))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<OrderedMap, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<OrderedMap<V>, E> {
                 Ok(OrderedMap::default())
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 

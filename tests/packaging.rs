@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -394,23 +392,6 @@ fn on_port(installed: &str, port: u16) -> String {
     out
 }
 
-/// A request with no body; returns the status.
-fn http(port: u16, method: &str, path: &str) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_deb_installs_runs_and_purges() {
     if let Some(why) = deb_blocker() {
@@ -602,12 +583,13 @@ fn the_deb_installs_runs_and_purges() {
     }
     // The API saves an edit to the config: a temporary file in
     // /etc/streamvisor, renamed over it by the service user.
-    let code = http(
+    let (code, body) = http(
         port,
         "PUT",
         "/api/streams?name=packaging_test&src=rtsp://127.0.0.1:1/none",
-    );
-    assert_eq!(code, 200, "{}", log());
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}\n{}", log());
     let saved = std::fs::read_to_string(&test_conf).unwrap();
     assert!(saved.contains("packaging_test"), "{saved}");
     assert_eq!(std::fs::metadata(&test_conf).unwrap().uid(), uid);

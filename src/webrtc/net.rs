@@ -134,15 +134,7 @@ impl Transport {
         } else {
             None
         };
-        let t = Arc::new(Transport {
-            udp,
-            tcp,
-            extra: cfg.candidates.clone(),
-            routes: Mutex::default(),
-            next_peer: AtomicU64::new(0),
-            stop: CancellationToken::new(),
-        });
-        t.spawn_udp_readers();
+        let t = Transport::start(udp, tcp, cfg.candidates.clone());
         if let Some(l) = listener {
             tokio::spawn(accept_loop(l, Arc::downgrade(&t), t.stop.clone()));
         }
@@ -159,27 +151,36 @@ impl Transport {
             reason,
         })?;
         let local = sock.local_addr().unwrap_or(addr);
+        Ok(Transport::start(
+            vec![(local, Arc::new(sock))],
+            Vec::new(),
+            Vec::new(),
+        ))
+    }
+
+    /// The transport, with a reader on each UDP socket.
+    fn start(
+        udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+        tcp: Vec<SocketAddr>,
+        extra: Vec<(String, u16)>,
+    ) -> Arc<Transport> {
         let t = Arc::new(Transport {
-            udp: vec![(local, Arc::new(sock))],
-            tcp: Vec::new(),
-            extra: Vec::new(),
+            udp,
+            tcp,
+            extra,
             routes: Mutex::default(),
             next_peer: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        t.spawn_udp_readers();
-        Ok(t)
-    }
-
-    fn spawn_udp_readers(self: &Arc<Self>) {
-        for (local, sock) in &self.udp {
+        for (local, sock) in &t.udp {
             tokio::spawn(udp_loop(
                 sock.clone(),
                 *local,
-                Arc::downgrade(self),
-                self.stop.clone(),
+                Arc::downgrade(&t),
+                t.stop.clone(),
             ));
         }
+        t
     }
 
     /// The UDP addresses we listen on (for the log line at start-up).
