@@ -109,14 +109,7 @@ impl Transport {
         let mut udp = Vec::new();
         if cfg.udp {
             for ip in &ips {
-                let addr = SocketAddr::new(*ip, listen.port());
-                let sock = UdpSocket::bind(addr).await.map_err(|reason| BindError {
-                    proto: "udp",
-                    addr,
-                    reason,
-                })?;
-                let local = sock.local_addr().unwrap_or(addr);
-                udp.push((local, Arc::new(sock)));
+                udp.push(bind_udp(SocketAddr::new(*ip, listen.port())).await?);
             }
         }
         let mut tcp = Vec::new();
@@ -144,18 +137,8 @@ impl Transport {
     /// One UDP socket on a free port of `ip`, for one peer
     /// (`webrtc.listen: ""`). It closes when the peer's task ends.
     pub async fn ephemeral(ip: IpAddr) -> Result<Arc<Transport>, BindError> {
-        let addr = SocketAddr::new(ip, 0);
-        let sock = UdpSocket::bind(addr).await.map_err(|reason| BindError {
-            proto: "udp",
-            addr,
-            reason,
-        })?;
-        let local = sock.local_addr().unwrap_or(addr);
-        Ok(Transport::start(
-            vec![(local, Arc::new(sock))],
-            Vec::new(),
-            Vec::new(),
-        ))
+        let udp = bind_udp(SocketAddr::new(ip, 0)).await?;
+        Ok(Transport::start(vec![udp], Vec::new(), Vec::new()))
     }
 
     /// The transport, with a reader on each UDP socket.
@@ -342,6 +325,15 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.transport.forget(self.peer);
     }
+}
+
+async fn bind_udp(addr: SocketAddr) -> Result<(SocketAddr, Arc<UdpSocket>), BindError> {
+    let sock = UdpSocket::bind(addr).await.map_err(|reason| BindError {
+        proto: "udp",
+        addr,
+        reason,
+    })?;
+    Ok((sock.local_addr().unwrap_or(addr), Arc::new(sock)))
 }
 
 async fn udp_loop(
