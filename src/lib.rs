@@ -22,3 +22,18 @@ pub mod store;
 pub mod supervisor;
 pub mod web;
 pub mod webrtc;
+
+/// Every fuzz target's corpus (`fuzz/corpus/<target>/`) is also a unit
+/// test: each input goes through `f`, which must not panic.
+#[cfg(test)]
+pub(crate) fn replay_fuzz_corpus(target: &str, f: impl Fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        f(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n > 0, "no corpus in {}", dir.display());
+}

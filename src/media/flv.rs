@@ -849,14 +849,7 @@ mod tests {
     fn replay_fuzz_corpus() {
         // Inputs the fuzz target (fuzz/fuzz_targets/flv_demux.rs) found or was
         // seeded with: each must end in Ok or Err, never a panic.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/flv_demux");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let data = std::fs::read(entry.unwrap().path()).unwrap();
-            fuzz_one(&data);
-            n += 1;
-        }
-        assert!(n > 0, "no corpus in {}", dir.display());
+        crate::replay_fuzz_corpus("flv_demux", fuzz_one);
     }
 
     /// The body of the fuzz target, shared so the corpus replays here.
