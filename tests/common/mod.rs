@@ -37,12 +37,26 @@ impl Drop for HeavyPermit {
     }
 }
 
+/// A port nothing listens on, TCP or UDP, on any address. Picked at random
+/// below the kernel's ephemeral range (32768-60999): a port from there (what
+/// binding port 0 gives) can be handed to anyone's next port-0 bind or
+/// outgoing connection before our server binds it, and tests run side by
+/// side.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 /// An `exec:` source making H.264 + AAC with ffmpeg's test sources, paced in
