@@ -39,6 +39,11 @@ pub const BATCH_MAX: usize = 32;
 /// camera with a one-minute keyframe interval cannot eat memory.
 pub const GOP_MAX_ITEMS: usize = 2000;
 pub const GOP_MAX_BYTES: usize = 32 << 20;
+/// The least step between two frames of a track on the stream clock: 1 ms,
+/// the resolution of FLV and RTMP timestamps (E.4.1). A smaller one would
+/// round to the same millisecond there, and ffmpeg refuses a dts that does
+/// not increase ("non monotonically increasing dts").
+const MIN_STEP: i64 = TIMESCALE / 1000;
 
 pub type SourceId = u16;
 
@@ -348,17 +353,17 @@ impl Fanout {
                 // delivered (from any source, in any run): restarts, a new
                 // publisher, and a viewer switching to this source all keep
                 // timestamps moving forward.
-                let floor = self.latest.load(Ordering::Relaxed) + 1;
+                let floor = self.latest.load(Ordering::Relaxed) + MIN_STEP;
                 let offset = *s
                     .offset
                     .get_or_insert((now - frame.dts).max(floor.saturating_sub(frame.dts)));
                 frame.dts += offset;
                 frame.pts += offset;
                 if let Some(last) = s.last_dts[k] {
-                    if frame.dts < last {
+                    if frame.dts < last + MIN_STEP {
                         // Non-monotonic input (a camera clock jump): clamp so
-                        // no muxer ever goes backwards.
-                        let d = last - frame.dts;
+                        // no muxer ever goes backwards or stands still.
+                        let d = last + MIN_STEP - frame.dts;
                         frame.dts += d;
                         frame.pts += d;
                     }
@@ -942,7 +947,9 @@ mod tests {
             }
         }
         assert_eq!(dts.len(), 1 + 75 + 2, "{dts:?}");
-        assert!(dts.windows(2).all(|w| w[0] < w[1]), "{dts:?}");
+        // Forward in whole milliseconds too, as FLV and RTMP carry them.
+        let ms: Vec<i64> = dts.iter().map(|d| d * 1000 / TIMESCALE).collect();
+        assert!(ms.windows(2).all(|w| w[0] < w[1]), "{ms:?}");
     }
 
     #[tokio::test]
