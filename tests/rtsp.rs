@@ -111,7 +111,7 @@ fn ffmpeg_records_five_clean_seconds() {
 #[test]
 fn gstreamer_decodes_over_tcp_and_udp() {
     let _p = heavy();
-    let (_srv, rtsp) = server();
+    let (srv, rtsp) = server();
     for protocols in ["tcp", "udp"] {
         let (out, took) = run_with_timeout(
             Command::new("gst-launch-1.0").args([
@@ -133,8 +133,9 @@ fn gstreamer_decodes_over_tcp_and_udp() {
         );
         assert!(
             out.status.success(),
-            "{protocols} after {took:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{protocols} after {took:?}: {}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            srv.log()
         );
     }
 }
