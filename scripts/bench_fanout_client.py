@@ -3,7 +3,6 @@
 
 Subcommands:
   free-port             print a free loopback TCP port
-  wait-api  --port P    wait until GET /api answers 200
   wait-ready [--http-port P] [--tcp-port R] [--pid PID]
                         wait until GET /api answers (when --http-port) and
                         R accepts a TCP connection; fail at once if PID dies
@@ -459,20 +458,6 @@ def cmd_free_port(args):
         s.bind(("127.0.0.1", 0))
         print(s.getsockname()[1])
     return 0
-
-
-def cmd_wait_api(args):
-    deadline = time.monotonic() + args.timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            http_get_json(args.port, "/api", timeout=1.0)
-            return 0
-        except (OSError, ValueError, urllib.error.URLError) as e:
-            last = e
-            time.sleep(0.1)
-    log(f"/api did not answer within {args.timeout} s: {last}")
-    return 1
 
 
 def cmd_streams(args):
@@ -935,9 +920,6 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("free-port")
-    w = sub.add_parser("wait-api")
-    w.add_argument("--port", type=int, required=True)
-    w.add_argument("--timeout", type=float, default=20.0)
     s = sub.add_parser("streams")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--stream", default="bench")
@@ -973,8 +955,6 @@ def main():
 
     if args.cmd == "free-port":
         return cmd_free_port(args)
-    if args.cmd == "wait-api":
-        return cmd_wait_api(args)
     if args.cmd == "wait-ready":
         return cmd_wait_ready(args)
     if args.cmd == "streams":
