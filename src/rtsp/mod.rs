@@ -214,6 +214,7 @@ impl From<StreamError> for Reply {
             | StreamError::NotRunning { .. }
             | StreamError::NotFound { .. } => Reply::error(404, "Not Found", msg),
             StreamError::BadName { .. } => Reply::error(400, "Bad Request", msg),
+            StreamError::Forbidden { .. } => Reply::error(403, "Forbidden", msg),
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
