@@ -180,6 +180,11 @@ async fn gate(
     let local = unix
         || (peer.is_some_and(crate::auth::Gate::is_loopback)
             && crate::auth::host_is_local(host, &st.origins_hosts()));
+    let mut req = req;
+    // Who may see the config's secrets (a source url with its password):
+    // someone who gave the credentials, or this machine. With none set,
+    // a LAN host sees every url with its password masked.
+    let mut trusted = local;
     if !st.gate.exempt(local) {
         let given = req
             .headers()
@@ -197,6 +202,7 @@ async fn gate(
             .as_deref()
             .and_then(|g| g.split_once(':'))
             .is_some_and(|(u, p)| st.gate.check(u, p));
+        trusted = ok;
         if !ok {
             let mut r =
                 ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
@@ -210,11 +216,21 @@ async fn gate(
             return r;
         }
     }
+    req.extensions_mut().insert(Caller { trusted });
     let mut r = next.run(req).await;
     if let Some(o) = &cors {
         allow_origin(&mut r, o, &st.origins);
     }
     r
+}
+
+/// What the gate found out about the client, for handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// It gave the credentials, or it is local: it may see the config's
+    /// secrets (a producer's `url` exactly as configured, which go2rtc's
+    /// clients compare with their own, password included).
+    pub trusted: bool,
 }
 
 impl AppState {
@@ -357,6 +373,18 @@ async fn metrics(State(st): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Masks the passwords in a stream's producer urls, for a client that may
+/// not see them (see [`Caller`]).
+fn mask_urls(v: &mut Value) {
+    if let Some(ps) = v.get_mut("producers").and_then(Value::as_array_mut) {
+        for p in ps {
+            if let Some(u) = p.get("url").and_then(Value::as_str) {
+                p["url"] = crate::hub::redact(u).into();
+            }
+        }
+    }
+}
+
 async fn stream_json(s: &Stream) -> Value {
     match s.info().await {
         Some(i) => serde_json::to_value(i).unwrap_or_default(),
@@ -367,17 +395,26 @@ async fn stream_json(s: &Stream) -> Value {
 
 async fn list_streams(
     State(st): State<Shared>,
+    caller: Option<axum::Extension<Caller>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let trusted = caller.is_some_and(|c| c.trusted);
+    let json = |s: Stream| async move {
+        let mut v = stream_json(&s).await;
+        if !trusted {
+            mask_urls(&mut v);
+        }
+        v
+    };
     if let Some(name) = q.get("src") {
         let s = st
             .registry
             .get(name)
             .ok_or_else(|| ApiError::unknown_stream(name))?;
-        return Ok(Json(stream_json(&s).await));
+        return Ok(Json(json(s).await));
     }
     // Ask every actor at once: one slow stream must not slow the list.
-    let infos = futures_util::future::join_all(st.registry.all().iter().map(stream_json)).await;
+    let infos = futures_util::future::join_all(st.registry.all().into_iter().map(json)).await;
     let map: serde_json::Map<String, Value> = st
         .registry
         .all()

@@ -361,3 +361,26 @@ fn api_origin_opens_cors_to_the_origins_it_names_only() {
     let (status, _, _) = raw(port, "POST", "/api/restart", &format!("{me}{other}"), "");
     assert_eq!(status, 403);
 }
+
+#[test]
+fn a_client_that_is_not_trusted_sees_no_camera_password() {
+    // No credentials set: anyone may watch, but a source's password is
+    // for this machine (Home Assistant's managed go2rtc compares urls) and
+    // for whoever gives the credentials, not for the LAN. A loopback peer
+    // under a foreign name stands in for a LAN host.
+    let srv = Server::start("  cam: rtsp://admin:pw0rd@127.0.0.1:9/x\n", "");
+    let (status, _, body) = raw(srv.port, "GET", "/api/streams", "Host: nvr.example\r\n", "");
+    assert_eq!(status, 200);
+    assert!(!body.contains("pw0rd"), "{body}");
+    assert!(body.contains("rtsp://admin:***@127.0.0.1:9/x"), "{body}");
+    let (_, _, body) = raw(
+        srv.port,
+        "GET",
+        "/api/streams?src=cam",
+        "Host: nvr.example\r\n",
+        "",
+    );
+    assert!(!body.contains("pw0rd") && body.contains("***"), "{body}");
+    let (_, _, body) = raw(srv.port, "GET", "/api/streams", "Host: 127.0.0.1\r\n", "");
+    assert!(body.contains("rtsp://admin:pw0rd@127.0.0.1:9/x"), "{body}");
+}
