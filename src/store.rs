@@ -693,6 +693,89 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_stream_keeps_its_references() {
+        // A client that echoes /api/streams' url sends the value back.
+        let out = edit(FILE, |e, _| {
+            e[0].sources = vec![
+                "rtsp://admin:secret@10.0.0.2/s".into(),
+                "rtsp://10.0.0.7/s".into(),
+            ];
+            e[0].keep = false;
+        });
+        assert!(
+            out.contains("  garden:\n    - \"rtsp://admin:${PASS}@10.0.0.2/s\"\n"),
+            "{out}"
+        );
+        assert!(!out.contains("secret"), "{out}");
+    }
+
+    #[test]
+    fn a_flow_style_section_written_afresh_keeps_its_references() {
+        let text = "streams: {a: \"rtsp://u:${PASS}@h/s\", \"${NAME}\": rtsp://h/t}\n";
+        let out = edit(text, |e, _| {
+            e.push(Entry {
+                name: "b".into(),
+                sources: vec![],
+                keep: false,
+            })
+        });
+        assert_eq!(
+            out,
+            "streams:\n  a: \"rtsp://u:${PASS}@h/s\"\n  \"${NAME}\": \"rtsp://h/t\"\n  b:\n"
+        );
+    }
+
+    #[test]
+    fn references_that_cannot_be_read_back_refuse_the_write() {
+        // A `{` in a plain flow scalar parses once expanded, not before.
+        let text = "streams: {a: rtsp://u:${PASS}@h/s}\n";
+        let cfg = parse(text);
+        let e = references(text, &cfg.layout, &|_| Some("secret".into())).unwrap_err();
+        assert!(e.contains("streams"), "{e}");
+        // Without a reference there is nothing to keep.
+        let text = "streams: {a: rtsp://u:p@h/s}\n";
+        assert!(references(text, &parse(text).layout, &|_| None)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn api_input_with_a_reference_is_refused() {
+        let e = no_reference("src", "rtsp://h/${HOME}").unwrap_err();
+        assert!(
+            matches!(e, StoreError::Invalid { param: "src", .. }),
+            "{e:?}"
+        );
+        assert!(no_reference("src", "rtsp://h/$HOME{x}").is_ok());
+    }
+
+    #[test]
+    fn a_reload_reads_only_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // Returns at once, with no writer on the FIFO.
+        let e = read_config(&fifo).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(read_config(dir.path())
+            .unwrap_err()
+            .contains("not a regular file"));
+        assert!(read_config(Path::new("/dev/zero"))
+            .unwrap_err()
+            .contains("not a regular file"));
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG as usize + 1]).unwrap();
+        assert!(read_config(&big).unwrap_err().contains("bytes"));
+        let ok = dir.path().join("ok.yaml");
+        std::fs::write(&ok, "streams: {}\n").unwrap();
+        assert_eq!(read_config(&ok).unwrap(), "streams: {}\n");
+    }
+
+    #[test]
     fn preload_is_added_changed_and_removed() {
         let out = edit(FILE, |_, p| {
             p.insert("door".into(), "video&audio".into());

@@ -1869,6 +1869,104 @@ pub fn clean(s: &str) -> String {
     escape_controls(&redact(s)).into_owned()
 }
 
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_passwords_are_hidden() {
+        for (given, shown) in [
+            (
+                "ffmpeg -i rtsp://admin:hunter2@10.0.0.9/s -c copy",
+                "ffmpeg -i rtsp://admin:***@10.0.0.9/s -c copy",
+            ),
+            // An `@` in the password: the last one ends the userinfo.
+            ("rtsp://u:p@ss@h/s", "rtsp://u:***@h/s"),
+            // Two URLs on one line.
+            (
+                "rtsp://a:b1@h/x -> http://c:d2@k:80",
+                "rtsp://a:***@h/x -> http://c:***@k:80",
+            ),
+            // A user and no password; an `@` after the path or in a query.
+            ("rtsp://u@h/s", "rtsp://u@h/s"),
+            ("http://host/a@b", "http://host/a@b"),
+            ("http://host?x=u:p@b", "http://host?x=u:p@b"),
+            ("no url here: a:b@c", "no url here: a:b@c"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn credential_parameters_are_hidden() {
+        for (given, shown) in [
+            (
+                "rtmp://h/live/key?user=u&pass=p",
+                "rtmp://h/live/key?user=u&pass=***",
+            ),
+            (
+                "http://127.0.0.1:1/api/stream.flv?src=a&internal=1&token=00ff&exclude=1",
+                "http://127.0.0.1:1/api/stream.flv?src=a&internal=1&token=***&exclude=1",
+            ),
+            (
+                "rtsp://h/x?publish_token=0123 next",
+                "rtsp://h/x?publish_token=*** next",
+            ),
+            ("http://h/?PASSWORD=x#frag", "http://h/?PASSWORD=***#frag"),
+            // Only whole keys: `passthrough` is no password.
+            ("http://h/?passthrough=1", "http://h/?passthrough=1"),
+            ("http://h/?token", "http://h/?token"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn expanded_variables_are_hidden_wherever_they_appear() {
+        add_secret("zq-Secret-7731");
+        add_secret("zq-Secret-7731-longer");
+        // Too short to hide without hiding everything else too.
+        add_secret("zq");
+        assert_eq!(
+            redact("rtsp://h/s?key=zq-Secret-7731 and zq-Secret-7731-longer, zq"),
+            "rtsp://h/s?key=*** and ***, zq"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            escape_controls("plain name-1 ü"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\r\nINFO forged\x1b[31m\t\0\x7f"),
+            "a\\r\\nINFO forged\\x1b[31m\\t\\x00\\x7f"
+        );
+        assert_eq!(
+            escape_controls("c1\u{85}\u{9b}ls\u{2028}ps\u{2029}"),
+            "c1\\x85\\x9bls\\u{2028}ps\\u{2029}"
+        );
+        assert_eq!(clean("rtsp://u:pw@h/\r\nx"), "rtsp://u:***@h/\\r\\nx");
+    }
+
+    #[test]
+    fn a_token_reads_its_stream_for_the_life_of_its_guard() {
+        let tokens = InternalTokens::default();
+        let g = tokens.issue("cam");
+        let other = tokens.issue("cam");
+        assert_eq!(g.token().len(), 32);
+        assert_ne!(g.token(), other.token());
+        assert!(tokens.allows(g.token(), "cam"));
+        assert!(!tokens.allows(g.token(), "door"));
+        assert!(!tokens.allows("", "cam"));
+        let t = g.token().to_string();
+        drop(g);
+        assert!(!tokens.allows(&t, "cam"));
+        assert!(tokens.allows(other.token(), "cam"));
+    }
+}
+
 struct ProducerTask {
     stream: String,
     index: usize,
