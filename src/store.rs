@@ -288,8 +288,16 @@ pub fn read_config(path: &Path) -> Result<String, String> {
 }
 
 /// Refuses API input with `${`: the file it is written to expands it when
-/// next loaded, which would read the server's environment.
+/// next loaded, which would read the server's environment. Control
+/// characters have no place in a name or query either (they would reach
+/// the log raw, e.g. `preload started query=…`).
 fn no_reference(param: &'static str, v: &str) -> Result<(), StoreError> {
+    if v.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            param,
+            reason: format!("{param} contains control characters"),
+        });
+    }
     if v.contains("${") {
         return Err(StoreError::Invalid {
             param,
@@ -747,6 +755,7 @@ mod tests {
             "{e:?}"
         );
         assert!(no_reference("src", "rtsp://h/$HOME{x}").is_ok());
+        assert!(no_reference("query", "video\r\nINFO forged").is_err());
     }
 
     #[test]
