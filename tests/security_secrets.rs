@@ -453,3 +453,38 @@ fn a_fifo_at_the_config_path_does_not_hang_a_reload() {
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("cam"), "{body}");
 }
+
+#[test]
+fn control_characters_from_a_request_reach_the_log_escaped() {
+    let rtsp = common::free_port();
+    let srv = Server::start(
+        "  cam: rtsp://127.0.0.1:9/s\n",
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    // An ANNOUNCE whose path decodes to CR LF and an ANSI escape, with a
+    // track we skip (and log).
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=application 0 RTP/AVP 96\r\n";
+    let mut c = common::RtspClient::connect(rtsp);
+    c.send_raw(
+        format!(
+            "ANNOUNCE rtsp://127.0.0.1:{rtsp}/a%0D%0AFORGED%20line%1B%5B31m RTSP/1.0\r\nCSeq: 1\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .as_bytes(),
+    );
+    let (st, head, _) = c.read_response().expect("an answer");
+    assert!(st >= 400, "{head}");
+    srv.wait_for(
+        "the skipped track's log line",
+        Duration::from_secs(5),
+        || srv.log().contains("publisher track ignored"),
+    );
+    let log = srv.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged log line:\n{log}"
+    );
+    assert!(!log.contains('\x1b'), "a raw escape in the log:\n{log}");
+    assert!(log.contains(r"a\r\nFORGED line\x1b[31m"), "{log}");
+}

@@ -755,7 +755,9 @@ impl Conn {
             Err(e) => return Reply::error(400, "Bad Request", e),
         };
         for note in &skipped {
-            tracing::warn!(stream = %t.stream, peer = %self.peer, "publisher track ignored: {}", crate::hub::escape_controls(note));
+            // The stream name is the request's percent-decoded path, not yet
+            // checked: `%0D%0A` in it must not forge a log line.
+            tracing::warn!(stream = %crate::hub::escape_controls(&t.stream), peer = %self.peer, "publisher track ignored: {}", crate::hub::escape_controls(note));
         }
         if tracks.is_empty() {
             return Reply::error(
