@@ -488,3 +488,45 @@ fn control_characters_from_a_request_reach_the_log_escaped() {
     assert!(!log.contains('\x1b'), "a raw escape in the log:\n{log}");
     assert!(log.contains(r"a\r\nFORGED line\x1b[31m"), "{log}");
 }
+
+#[test]
+fn secrets_stay_out_of_errors_stderr_tails_and_the_log() {
+    let port = common::free_port();
+    let config = format!(
+        "api: {{ listen: \"127.0.0.1:{port}\" }}\nrtsp: {{ listen: \"\" }}\nrtmp: {{ listen: \"\" }}\n\
+         webrtc: {{ listen: \"\" }}\nlog: {{ level: debug }}\nstreams:\n\
+         \x20 garden: \"rtsp://admin:${{CAM_PASS}}@127.0.0.1:9/s?key=${{CAM_KEY}}#start_timeout=2s\"\n"
+    );
+    let srv = Own::start(
+        &config,
+        &[("CAM_PASS", "hunter22"), ("CAM_KEY", "k3y-material")],
+        |_| common::http(port, "GET", "/api").is_ok_and(|r| r.0 == 200),
+    );
+    // Nothing listens on port 9: ffmpeg fails, printing its input URL.
+    let (st, err) = common::http(port, "GET", "/api/stream.flv?src=garden").unwrap();
+    assert!(st >= 500, "{st}: {err}");
+    assert!(err.contains("stderr_tail"), "{err}");
+    let (_, v) = {
+        let (st, body) = common::http(port, "GET", "/api/streams?src=garden").unwrap();
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let p = &v["producers"][0];
+    let shown = format!("{} {} {err}", p["last_error"], p["stderr_tail"]);
+    assert!(shown.contains("Connection refused"), "{shown}");
+    for secret in ["hunter22", "k3y-material"] {
+        assert!(!shown.contains(secret), "{secret} shows: {shown}");
+        assert!(
+            !srv.log().contains(secret),
+            "{secret} in the log:\n{}",
+            srv.log()
+        );
+    }
+    // go2rtc echoes the url as configured; that stays.
+    assert_eq!(
+        p["url"],
+        "rtsp://admin:hunter22@127.0.0.1:9/s?key=k3y-material#start_timeout=2s"
+    );
+}
