@@ -121,6 +121,11 @@ async fn gate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Our own `ffmpeg:STREAM` readers carry their run's token, not the API
+    // password (issue 15); the token opens stream reads and nothing else.
+    if is_internal_read(&st, &req) {
+        return next.run(req).await;
+    }
     let headers = req.headers();
     let host = headers
         .get(header::HOST)
@@ -158,15 +163,15 @@ async fn gate(
     ) || headers.contains_key(header::UPGRADE);
     if let Some(o) = origin {
         if changes && cors.is_none() && !same_origin(o, host) {
-            tracing::warn!(origin = %crate::auth::printable(o), path = %req.uri().path(), "request from another site's page refused");
+            tracing::warn!(origin = %crate::hub::escape_controls(o), path = %req.uri().path(), "request from another site's page refused");
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "requests from pages of {} are not allowed (list the origin in api.origin)",
-                    crate::auth::printable(o)
+                    crate::hub::escape_controls(o)
                 ),
             )
-            .with("origin", crate::auth::printable(o).to_string())
+            .with("origin", crate::hub::escape_controls(o).to_string())
             .into_response();
         }
     }
@@ -280,6 +285,56 @@ fn allow_origin(r: &mut Response, origin: &str, origins: &[String]) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     h.append(header::VARY, header::HeaderValue::from_static("Origin"));
+}
+
+/// `GET /api/stream.flv?src=S&internal=1&token=T` over loopback, with a
+/// live token issued for reading S.
+fn is_internal_read(st: &AppState, req: &axum::extract::Request) -> bool {
+    if req.method() != axum::http::Method::GET || req.uri().path() != "/api/stream.flv" {
+        return false;
+    }
+    let local = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .is_some_and(|c| c.0 .0.ip().is_loopback());
+    let Ok(Query(q)) = Query::<Vec<(String, String)>>::try_from_uri(req.uri()) else {
+        return false;
+    };
+    local
+        && matches!(one_of(&q, "internal"), Some("1" | "true"))
+        && internal_token_ok(st, one_of(&q, "src"), one_of(&q, "token"))
+}
+
+fn internal_token_ok(st: &AppState, src: Option<&str>, token: Option<&str>) -> bool {
+    match (src, token) {
+        (Some(src), Some(token)) => st.registry.deps().internal_tokens.allows(token, src),
+        _ => false,
+    }
+}
+
+/// The router of the loopback listener that `api.listen: ""` still needs
+/// for our own `ffmpeg:STREAM` readers: internal stream reads with a live
+/// token, and nothing else (no API, no `allow_exec` through a side door).
+pub fn internal_router(state: Shared) -> Router {
+    let not_found = || async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") };
+    Router::new()
+        .route(
+            "/api/stream.flv",
+            get(internal_stream_flv).fallback(not_found),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn internal_stream_flv(
+    st: State<Shared>,
+    peer: ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if !matches!(q.get("internal").map(String::as_str), Some("1" | "true")) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
+    }
+    stream_flv(st, peer, Query(q)).await
 }
 
 /// A JSON error body: `{"error": "...", ...context}`.
@@ -1033,10 +1088,6 @@ async fn stream_flv(
     let name = q
         .get("src")
         .ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
-    let stream = st
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::unknown_stream(name))?;
     let internal = match q.get("internal").map(String::as_str) {
         None | Some("0") | Some("false") => false,
         Some("1") | Some("true") => true,
@@ -1053,6 +1104,19 @@ async fn stream_flv(
             "internal readers must connect over loopback",
         ));
     }
+    // `internal=1` changes how a viewer counts (it does not keep a stream
+    // alive): only our own readers, with their run's token, may say so.
+    if internal && !internal_token_ok(&st, Some(name), q.get("token").map(String::as_str)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "internal=1 is for streamvisor's own readers: no valid token",
+        )
+        .with("parameter", "token"));
+    }
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
     let exclude = match q.get("exclude") {
         None => None,
         Some(v) => Some(v.parse::<u16>().map_err(|_| {

@@ -122,23 +122,6 @@ pub fn host_name(host: &str) -> &str {
     }
 }
 
-/// A header value from the network, fit for a log line or an error:
-/// control characters escaped (a CR/LF or ESC would forge log lines or
-/// drive a terminal) and at most 200 characters.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .flat_map(|c| {
-            let esc: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            esc
-        })
-        .collect()
-}
-
 /// RTMP credentials in a query (`?user=U&pass=P`, MediaMTX's convention,
 /// which OBS users put in the stream key: `obs?user=U&pass=P`).
 pub fn from_query(q: &str) -> Option<(String, String)> {

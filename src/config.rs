@@ -88,6 +88,10 @@ pub struct Config {
     /// API from a page of theirs (CORS), `*` for any. Empty: no CORS
     /// header is sent, and a foreign `Origin` may change nothing.
     pub api_origin: Vec<String>,
+    /// `api.allow_files` (ours; go2rtc has none): sources added through the
+    /// API may read local files (`file:`, paths, `ffmpeg:` of either). Off:
+    /// only the config file may.
+    pub allow_files: bool,
     /// `preload:`: streams kept running with no viewer, with go2rtc's query
     /// (`""` for everything, `video`, `video&audio=opus` …).
     pub preload: BTreeMap<String, String>,
@@ -500,16 +504,27 @@ pub const SCHEMES: &[&str] = &[
 /// two are refused by name so the reason is clear.
 const COMMAND_SCHEMES: &[&str] = &["exec", "echo", "expr"];
 
-/// Checks one source given through the API: no command schemes and no
-/// whitespace (it would reach ffmpeg's command line: `#raw=-ss 1`) unless
-/// `allow_exec`, then everything the config file checks. `streams` are the
-/// stream names the source may refer to. Returns the warnings (unknown
-/// `#params`).
+/// Checks one source given through the API: no `${VAR}` (expanded only
+/// from the file), no command schemes and no whitespace (it would reach
+/// ffmpeg's command line: `#raw=-ss 1`) unless `allow_exec`, no local file
+/// unless `allow_files`, then everything the config file checks. `streams`
+/// are the stream names the source may refer to. Returns the warnings
+/// (unknown `#params`).
 pub fn check_api_source(
     src: &str,
     streams: &BTreeSet<String>,
     allow_exec: bool,
+    allow_files: bool,
 ) -> Result<Vec<String>, String> {
+    // The API writes what it is given into the file, which expands `${VAR}`
+    // when next loaded: `rtsp://host/${HOME}` would read the server's
+    // environment (issue 15).
+    if src.contains("${") {
+        return Err(format!(
+            "source `{src}` contains `${{`: environment variables are expanded only \
+             from the config file, not from the API"
+        ));
+    }
     if !allow_exec {
         let scheme = src.split(':').next().unwrap_or("").to_ascii_lowercase();
         if COMMAND_SCHEMES.contains(&scheme.as_str()) {
@@ -526,7 +541,29 @@ pub fn check_api_source(
         }
     }
     let mut warnings = Vec::new();
-    parse_source(src, streams, Timeouts::default(), &mut warnings)?;
+    let (kind, _) = parse_source(src, streams, Timeouts::default(), &mut warnings)?;
+    // A file source lets whoever reaches the API read any file the server
+    // can (`/etc/shadow`, `/proc/self/environ`) through a snapshot, and
+    // `last_error` tells whether a path exists.
+    let reads_file = matches!(
+        kind,
+        SourceKind::Url {
+            scheme: UrlScheme::File,
+            ..
+        } | SourceKind::Ffmpeg {
+            input: FfmpegInput::Url {
+                scheme: UrlScheme::File,
+                ..
+            },
+            ..
+        }
+    );
+    if reads_file && !allow_files {
+        return Err(format!(
+            "source `{src}` reads a local file, which is not allowed through the API \
+             (put it in the config file, or set api.allow_files: true)"
+        ));
+    }
     Ok(warnings)
 }
 
@@ -541,7 +578,7 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        let cfg = Config::parse(path, &text, &|k| std::env::var(k).ok())?;
+        let cfg = Config::parse(path, &text, &env_secret)?;
         Ok((cfg, text))
     }
 
@@ -670,6 +707,7 @@ impl Config {
             }
             api_origin.push(v);
         }
+        let allow_files = api.allow_files.unwrap_or(false);
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
         let rtmp_listen = listen(raw.rtmp.unwrap_or_default().listen, "rtmp.listen", ":1935")?;
         let mut publish = PublishConfig::default();
@@ -820,6 +858,7 @@ impl Config {
             api_unix_listen,
             allow_exec,
             api_origin,
+            allow_files,
             preload,
             layout: Layout {
                 sections: Vec::new(),
@@ -1198,7 +1237,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn expand_env(
+/// The process environment, as `${VAR}`s see it. Every value looked up
+/// is kept out of logs and `last_error` from then on (issue 15: the file
+/// author put it in the environment to keep it out of the file).
+pub fn env_secret(k: &str) -> Option<String> {
+    let v = std::env::var(k).ok()?;
+    crate::hub::add_secret(&v);
+    Some(v)
+}
+
+/// `${VAR}` and `${VAR:default}` in config text, from `env`. Only the file
+/// is expanded, never API input (see [`check_api_source`]).
+pub(crate) fn expand_env(
     file: &str,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -1274,6 +1324,7 @@ struct RawListen {
     password: Option<String>,
     local_auth: Option<bool>,
     allow_exec: Option<bool>,
+    allow_files: Option<bool>,
     unix_listen: Option<String>,
 }
 
@@ -1485,6 +1536,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "password",
             "local_auth",
             "allow_exec",
+            "allow_files",
             "unix_listen",
             "origin",
         ],

@@ -117,7 +117,8 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     // With `api.listen: ""` (Home Assistant's managed config: the API on a
     // unix socket only), our own `ffmpeg:STREAM` readers still need an
     // HTTP-FLV to read: a listener on a loopback port of its own, which
-    // only our children are told.
+    // only our children are told, serving only token-bearing internal reads
+    // (`api::internal_router`).
     let (listener, private) = match listener {
         Some(l) => (Some(l), false),
         None => (
@@ -159,26 +160,13 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     let deps = Arc::new(Deps {
         spawner: Arc::new(OsSpawner),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
-        // With api auth on for loopback too (local_auth), our own readers
-        // (`ffmpeg:STREAM`) log in like anyone else; redact() keeps the
-        // password out of the logs.
-        internal_base: bound.map(|a| match &cfg.api_auth {
-            Some(c) if c.local_auth => {
-                let enc = |s: &str| {
-                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                        .to_string()
-                };
-                format!(
-                    "http://{}:{}@{}",
-                    enc(&c.username),
-                    enc(&c.password),
-                    loopback(a)
-                )
-            }
-            _ => format!("http://{}", loopback(a)),
-        }),
+        // Our own readers (`ffmpeg:STREAM`) authenticate with a per-run
+        // token (`internal_tokens`), never with the API password, which
+        // their command line would show to every local user.
+        internal_base: bound.map(|a| format!("http://{}", loopback(a))),
         rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
         publish: cfg.publish.clone(),
+        internal_tokens: Default::default(),
     });
     let streams: Vec<Stream> = cfg
         .streams
@@ -229,7 +217,13 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         } else {
             tracing::info!(listen = %addr, streams = streams.len(), config = %cfg.path.display(), "streamvisor {} ready", env!("CARGO_PKG_VERSION"));
         }
-        let router = api::router(state.clone());
+        // The private listener serves internal reads and nothing else:
+        // `api.listen: ""` means no API over TCP.
+        let router = if private {
+            api::internal_router(state.clone())
+        } else {
+            api::router(state.clone())
+        };
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {

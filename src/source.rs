@@ -13,6 +13,10 @@ pub struct Env<'a> {
     pub ffmpeg_bin: &'a str,
     /// e.g. `http://127.0.0.1:1984`; `None` if the HTTP server is disabled.
     pub internal_base: Option<&'a str>,
+    /// This run's token for reading another stream back (`ffmpeg:STREAM`;
+    /// see `hub::InternalTokens`): never the API password, which a command
+    /// line would show to every local user.
+    pub internal_token: Option<&'a str>,
     /// The stream this source belongs to.
     pub stream: &'a str,
     /// This source's index within the stream.
@@ -76,7 +80,12 @@ const X264: &[&str] = &[
     "yuv420p",
 ];
 
-pub fn internal_url(base: &str, stream: &str, exclude: Option<usize>) -> String {
+pub fn internal_url(
+    base: &str,
+    stream: &str,
+    exclude: Option<usize>,
+    token: Option<&str>,
+) -> String {
     // Query component: all but RFC 3986 unreserved characters are escaped.
     const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -87,6 +96,10 @@ pub fn internal_url(base: &str, stream: &str, exclude: Option<usize>) -> String 
     let mut u = format!("{base}/api/stream.flv?src={name}&internal=1");
     if let Some(i) = exclude {
         u.push_str(&format!("&exclude={i}"));
+    }
+    if let Some(t) = token {
+        let t = percent_encoding::utf8_percent_encode(t, QUERY);
+        u.push_str(&format!("&token={t}"));
     }
     u
 }
@@ -136,7 +149,7 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                         .internal_base
                         .ok_or_else(|| err("ffmpeg:STREAM reads our own HTTP-FLV output, but the HTTP server is disabled (api.listen)"))?;
                     let exclude = (name == env.stream).then_some(env.index);
-                    let url = internal_url(base, name, exclude);
+                    let url = internal_url(base, name, exclude, env.internal_token);
                     push(
                         &mut args,
                         &["-rw_timeout", IO_TIMEOUT_US, "-f", "flv", "-i", &url],
@@ -209,6 +222,7 @@ mod tests {
         Env {
             ffmpeg_bin: "ffmpeg",
             internal_base: Some("http://127.0.0.1:1984"),
+            internal_token: Some("abc"),
             publish_url: Some("rtsp://127.0.0.1:8554/cam%202?publish_token=7"),
             stream: "cam 2",
             index,
@@ -257,7 +271,7 @@ mod tests {
         let line = c.args.join(" ");
         assert!(
             line.contains(
-                "-i http://127.0.0.1:1984/api/stream.flv?src=cam%202&internal=1&exclude=1"
+                "-i http://127.0.0.1:1984/api/stream.flv?src=cam%202&internal=1&exclude=1&token=abc"
             ),
             "{line}"
         );

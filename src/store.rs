@@ -12,6 +12,12 @@
 //! and new streams are written fresh. The `preload:` section is written
 //! afresh whenever it changes. A `streams:` section in flow style
 //! (`streams: {a: b}`) is rewritten as a block.
+//!
+//! A `${VAR}` reference is never written back expanded (issue 15: a PUT
+//! put `${CAM_PASS}`'s value in the file in clear text): a name, source or
+//! preload query written fresh that is the expansion of one the file
+//! wrote with a reference is written as the file wrote it. API input may
+//! not contain `${` at all, since the file expands it when next loaded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -57,16 +63,12 @@ pub struct Committed<'a> {
     pub guard: tokio::sync::MutexGuard<'a, Snapshot>,
 }
 
-fn env_var(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
 impl Store {
     pub fn new(path: PathBuf, text: String, config: Config) -> Store {
         Store {
             path,
             state: tokio::sync::Mutex::new(Snapshot { text, config }),
-            env: env_var,
+            env: crate::config::env_secret,
         }
     }
 
@@ -84,6 +86,7 @@ impl Store {
         allow_exec: bool,
         patch: bool,
     ) -> Result<Committed<'_>, StoreError> {
+        no_reference("name", name)?;
         let snap = self.state.lock().await;
         let cfg = &snap.config;
         if patch && cfg.stream(name).is_none() {
@@ -94,12 +97,14 @@ impl Store {
         let mut names: BTreeSet<String> = cfg.streams.iter().map(|s| s.name.clone()).collect();
         names.insert(name.to_string());
         for src in sources {
-            crate::config::check_api_source(src, &names, allow_exec).map_err(|reason| {
-                StoreError::Invalid {
+            // `api.allow_files` is read from the config as it is now, so a
+            // reload that turns it off takes effect at once.
+            crate::config::check_api_source(src, &names, allow_exec, cfg.allow_files).map_err(
+                |reason| StoreError::Invalid {
                     param: "src",
                     reason,
-                }
-            })?;
+                },
+            )?;
         }
         let mut entries = entries_of(cfg);
         match entries.iter_mut().find(|e| e.name == name) {
@@ -140,6 +145,10 @@ impl Store {
         name: &str,
         query: Option<&str>,
     ) -> Result<Committed<'_>, StoreError> {
+        no_reference("src", name)?;
+        if let Some(q) = query {
+            no_reference("query", q)?;
+        }
         let snap = self.state.lock().await;
         if snap.config.stream(name).is_none() {
             return Err(StoreError::NotFound {
@@ -162,6 +171,12 @@ impl Store {
         preload: &BTreeMap<String, String>,
     ) -> Result<Committed<'a>, StoreError> {
         let old_names: Vec<String> = snap.config.streams.iter().map(|s| s.name.clone()).collect();
+        let refs = references(&snap.text, &snap.config.layout, &self.env).map_err(|reason| {
+            StoreError::Write {
+                path: self.path.display().to_string(),
+                reason,
+            }
+        })?;
         let text = rewrite(
             &snap.text,
             &snap.config.layout,
@@ -169,6 +184,7 @@ impl Store {
             entries,
             preload,
             snap.config.preload != *preload,
+            &refs,
         );
         if text == snap.text {
             let old = snap.config.clone();
@@ -210,14 +226,17 @@ impl Store {
     pub async fn reload(&self) -> Result<Committed<'_>, StoreError> {
         let mut snap = self.state.lock().await;
         let path = self.path.clone();
-        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|reason| StoreError::Read {
-                path: self.path.display().to_string(),
-                reason,
-            })?;
+        // Off the async workers, and bounded in time: a file on a hung
+        // network mount must not hold the store (and the API) forever.
+        let read = tokio::task::spawn_blocking(move || read_config(&path));
+        let text = match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
+            Ok(r) => r.map_err(|e| e.to_string()).and_then(|r| r),
+        }
+        .map_err(|reason| StoreError::Read {
+            path: self.path.display().to_string(),
+            reason,
+        })?;
         let new = Config::parse(&self.path, &text, &self.env).map_err(StoreError::Config)?;
         let old = std::mem::replace(&mut snap.config, new.clone());
         snap.text = text;
@@ -227,6 +246,125 @@ impl Store {
             guard: snap,
         })
     }
+}
+
+/// The largest config file a reload reads; a config is a few KiB.
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// How long a reload waits for the file to be read.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the config file for a reload: a regular file of at most
+/// [`MAX_CONFIG`] bytes. It is opened non-blocking and checked with fstat
+/// before any read: a FIFO put at the path would otherwise block the
+/// open (and then the read) until a writer came, forever (issue 15).
+pub fn read_config(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory is not read)".into());
+    }
+    if meta.len() > MAX_CONFIG {
+        return Err(format!(
+            "{} bytes is more than a config file may be ({MAX_CONFIG})",
+            meta.len()
+        ));
+    }
+    let mut buf = Vec::new();
+    // The file may grow between fstat and read: the cap holds regardless.
+    f.take(MAX_CONFIG + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_CONFIG {
+        return Err(format!("more than {MAX_CONFIG} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "not UTF-8".into())
+}
+
+/// Refuses API input with `${`: the file it is written to expands it when
+/// next loaded, which would read the server's environment. Control
+/// characters have no place in a name or query either (they would reach
+/// the log raw, e.g. `preload started query=…`).
+fn no_reference(param: &'static str, v: &str) -> Result<(), StoreError> {
+    if v.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            param,
+            reason: format!("{param} contains control characters"),
+        });
+    }
+    if v.contains("${") {
+        return Err(StoreError::Invalid {
+            param,
+            reason: format!(
+                "{param} `{v}` contains `${{`: environment variables are expanded only \
+                 from the config file, not from the API"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Expanded value → the text the file wrote, for every name, source and
+/// preload query in `streams:` and `preload:` that holds a `${VAR}`: what
+/// [`rewrite`] writes instead of the value. The sections are read again
+/// without expansion. One that cannot be (a `${` in a flow-style plain
+/// scalar) is an error if it holds a reference: writing it afresh would
+/// put the values in the file.
+pub fn references(
+    text: &str,
+    layout: &Layout,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut refs = BTreeMap::new();
+    for section in ["streams", "preload"] {
+        let Some((start, end)) = section_range(&lines, layout, section) else {
+            continue;
+        };
+        let body = lines[start..end].concat();
+        if !body.contains("${") {
+            continue;
+        }
+        let unreadable = || {
+            format!(
+                "the `{section}:` section holds `${{VAR}}` references that could not be \
+                 kept as written; edit the file by hand"
+            )
+        };
+        let raw: serde_json::Value = serde_saphyr::from_str(&body).map_err(|_| unreadable())?;
+        let mut scalars = Vec::new();
+        collect_strings(&raw, &mut scalars);
+        for r in scalars.into_iter().filter(|r| r.contains("${")) {
+            let v = crate::config::expand_env("", &r, env).map_err(|_| unreadable())?;
+            refs.insert(v, r);
+        }
+    }
+    Ok(refs)
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                collect_strings(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `s` as the file wrote it, if it is the expansion of a `${VAR}` there.
+fn as_written<'a>(s: &'a str, refs: &'a BTreeMap<String, String>) -> &'a str {
+    refs.get(s).map_or(s, String::as_str)
 }
 
 /// One stream as the file will hold it.
@@ -299,37 +437,32 @@ fn scalar(s: &str) -> String {
     }
 }
 
-fn stream_lines(e: &Entry) -> String {
+fn stream_lines(e: &Entry, refs: &BTreeMap<String, String>) -> String {
+    let name = scalar(as_written(&e.name, refs));
+    let quoted = |src: &str| serde_json::to_string(as_written(src, refs)).unwrap_or_default();
     match e.sources.as_slice() {
-        [] => format!("  {}:\n", scalar(&e.name)),
-        [one] => format!(
-            "  {}: {}\n",
-            scalar(&e.name),
-            serde_json::to_string(one).unwrap_or_default()
-        ),
+        [] => format!("  {name}:\n"),
+        [one] => format!("  {name}: {}\n", quoted(one)),
         many => {
-            let mut s = format!("  {}:\n", scalar(&e.name));
+            let mut s = format!("  {name}:\n");
             for src in many {
-                s.push_str(&format!(
-                    "    - {}\n",
-                    serde_json::to_string(src).unwrap_or_default()
-                ));
+                s.push_str(&format!("    - {}\n", quoted(src)));
             }
             s
         }
     }
 }
 
-fn preload_block(preload: &BTreeMap<String, String>) -> String {
+fn preload_block(preload: &BTreeMap<String, String>, refs: &BTreeMap<String, String>) -> String {
     let mut s = String::from("preload:\n");
     for (name, q) in preload {
+        let name = scalar(as_written(name, refs));
         if q.is_empty() {
-            s.push_str(&format!("  {}:\n", scalar(name)));
+            s.push_str(&format!("  {name}:\n"));
         } else {
             s.push_str(&format!(
-                "  {}: {}\n",
-                scalar(name),
-                serde_json::to_string(q).unwrap_or_default()
+                "  {name}: {}\n",
+                serde_json::to_string(as_written(q, refs)).unwrap_or_default()
             ));
         }
     }
@@ -371,7 +504,8 @@ fn section_range(lines: &[&str], layout: &Layout, name: &str) -> Option<(usize, 
 /// The new file text: `entries` as the `streams:` section, `preload` as
 /// the `preload:` section (rewritten only if `preload_changed`), the rest
 /// as it was. `old_names[i]` is the stream whose key is on
-/// `layout.stream_lines[i]`.
+/// `layout.stream_lines[i]`. What is written afresh keeps its `${VAR}`
+/// references (`refs`, from [`references`]).
 pub fn rewrite(
     text: &str,
     layout: &Layout,
@@ -379,6 +513,7 @@ pub fn rewrite(
     entries: &[Entry],
     preload: &BTreeMap<String, String>,
     preload_changed: bool,
+    refs: &BTreeMap<String, String>,
 ) -> String {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut replacements: Vec<(usize, usize, String)> = Vec::new();
@@ -443,7 +578,7 @@ pub fn rewrite(
                                 block.push('\n');
                             }
                         }
-                        _ => block.push_str(&stream_lines(e)),
+                        _ => block.push_str(&stream_lines(e, refs)),
                     }
                 }
                 replacements.push((start, end, block));
@@ -451,7 +586,7 @@ pub fn rewrite(
             None => {
                 appended.push_str("streams:\n");
                 for e in entries {
-                    appended.push_str(&stream_lines(e));
+                    appended.push_str(&stream_lines(e, refs));
                 }
             }
         }
@@ -462,7 +597,7 @@ pub fn rewrite(
         let block = if preload.is_empty() {
             String::new()
         } else {
-            preload_block(preload)
+            preload_block(preload, refs)
         };
         match section_range(&lines, layout, "preload") {
             Some((start, end)) => replacements.push((start, end, block)),
@@ -500,7 +635,16 @@ mod tests {
         let mut preload = cfg.preload.clone();
         f(&mut entries, &mut preload);
         let changed = preload != cfg.preload;
-        let out = rewrite(text, &cfg.layout, &names, &entries, &preload, changed);
+        let refs = references(text, &cfg.layout, &|_| Some("secret".into())).unwrap();
+        let out = rewrite(
+            text,
+            &cfg.layout,
+            &names,
+            &entries,
+            &preload,
+            changed,
+            &refs,
+        );
         parse(&out); // always valid
         out
     }
@@ -554,6 +698,90 @@ mod tests {
         });
         assert!(out.contains("${PASS}"), "{out}");
         assert!(!out.contains("secret"), "{out}");
+    }
+
+    #[test]
+    fn a_changed_stream_keeps_its_references() {
+        // A client that echoes /api/streams' url sends the value back.
+        let out = edit(FILE, |e, _| {
+            e[0].sources = vec![
+                "rtsp://admin:secret@10.0.0.2/s".into(),
+                "rtsp://10.0.0.7/s".into(),
+            ];
+            e[0].keep = false;
+        });
+        assert!(
+            out.contains("  garden:\n    - \"rtsp://admin:${PASS}@10.0.0.2/s\"\n"),
+            "{out}"
+        );
+        assert!(!out.contains("secret"), "{out}");
+    }
+
+    #[test]
+    fn a_flow_style_section_written_afresh_keeps_its_references() {
+        let text = "streams: {a: \"rtsp://u:${PASS}@h/s\", \"${NAME}\": rtsp://h/t}\n";
+        let out = edit(text, |e, _| {
+            e.push(Entry {
+                name: "b".into(),
+                sources: vec![],
+                keep: false,
+            })
+        });
+        assert_eq!(
+            out,
+            "streams:\n  a: \"rtsp://u:${PASS}@h/s\"\n  \"${NAME}\": \"rtsp://h/t\"\n  b:\n"
+        );
+    }
+
+    #[test]
+    fn references_that_cannot_be_read_back_refuse_the_write() {
+        // A `{` in a plain flow scalar parses once expanded, not before.
+        let text = "streams: {a: rtsp://u:${PASS}@h/s}\n";
+        let cfg = parse(text);
+        let e = references(text, &cfg.layout, &|_| Some("secret".into())).unwrap_err();
+        assert!(e.contains("streams"), "{e}");
+        // Without a reference there is nothing to keep.
+        let text = "streams: {a: rtsp://u:p@h/s}\n";
+        assert!(references(text, &parse(text).layout, &|_| None)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn api_input_with_a_reference_is_refused() {
+        let e = no_reference("src", "rtsp://h/${HOME}").unwrap_err();
+        assert!(
+            matches!(e, StoreError::Invalid { param: "src", .. }),
+            "{e:?}"
+        );
+        assert!(no_reference("src", "rtsp://h/$HOME{x}").is_ok());
+        assert!(no_reference("query", "video\r\nINFO forged").is_err());
+    }
+
+    #[test]
+    fn a_reload_reads_only_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // Returns at once, with no writer on the FIFO.
+        let e = read_config(&fifo).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(read_config(dir.path())
+            .unwrap_err()
+            .contains("not a regular file"));
+        assert!(read_config(Path::new("/dev/zero"))
+            .unwrap_err()
+            .contains("not a regular file"));
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG as usize + 1]).unwrap();
+        assert!(read_config(&big).unwrap_err().contains("bytes"));
+        let ok = dir.path().join("ok.yaml");
+        std::fs::write(&ok, "streams: {}\n").unwrap();
+        assert_eq!(read_config(&ok).unwrap(), "streams: {}\n");
     }
 
     #[test]

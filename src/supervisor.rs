@@ -531,6 +531,10 @@ async fn read_stderr(
             return;
         }
         let s: String = s.chars().take(STDERR_MAX_LINE).collect();
+        // A child may print its input URL (ffmpeg does on errors): no
+        // password or `${VAR}` value reaches the log or the API, and no
+        // control character forges a log line.
+        let s = crate::hub::clean(&s);
         // ffmpeg's progress and warnings are noise while it works; a failure
         // repeats the last lines at warn (see `supervise`).
         tracing::debug!(stream = %stream, source, pid, "stderr: {s}");

@@ -137,6 +137,55 @@ pub struct Deps {
     pub rtsp_base: Option<String>,
     /// `publish:`: takeover, the publisher timeout, auto-creation.
     pub publish: crate::config::PublishConfig,
+    /// The live tokens of `ffmpeg:STREAM` readers (see [`InternalTokens`]).
+    pub internal_tokens: InternalTokens,
+}
+
+/// Per-run tokens of our own `ffmpeg:STREAM` readers. A reader's URL
+/// carries `&token=…` instead of the API password, which would show in
+/// `ps` to every local user (issue 15); the HTTP side lets `internal=1`
+/// through only with a live token for the stream it names. A token lives
+/// as long as its [`TokenGuard`]: one producer run.
+#[derive(Clone, Default)]
+pub struct InternalTokens(Arc<std::sync::Mutex<HashMap<String, String>>>);
+
+impl InternalTokens {
+    /// A fresh random token good for reading `stream` until the guard drops.
+    pub fn issue(&self, stream: &str) -> TokenGuard {
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.lock().insert(token.clone(), stream.to_string());
+        TokenGuard {
+            tokens: self.clone(),
+            token,
+        }
+    }
+
+    /// Whether `token` is live and was issued for reading `stream`.
+    pub fn allows(&self, token: &str, stream: &str) -> bool {
+        self.lock().get(token).is_some_and(|s| s == stream)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One run's internal-reader token; dropping it revokes the token.
+pub struct TokenGuard {
+    tokens: InternalTokens,
+    token: String,
+}
+
+impl TokenGuard {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        self.tokens.lock().remove(&self.token);
+    }
 }
 
 enum Msg {
@@ -502,6 +551,7 @@ impl Stream {
                     stats: Default::default(),
                     started_at: None,
                     token: None,
+                    read_token: None,
                 })
                 .collect(),
             linger: max(|s| s.timeouts.linger),
@@ -685,6 +735,8 @@ struct Slot {
     started_at: Option<SystemTime>,
     /// The `{output}` token of the current run (see `Stream::publish_into`).
     token: Option<u64>,
+    /// The current run's internal-reader token, for `ffmpeg:STREAM`.
+    read_token: Option<TokenGuard>,
 }
 
 struct Consumer {
@@ -1268,9 +1320,19 @@ impl Actor {
             }
             _ => None,
         };
+        // Likewise a fresh read token per run for `ffmpeg:STREAM`: the old
+        // run's (if any) is revoked as its guard drops here.
+        slot.read_token = match &slot.cfg.kind {
+            crate::config::SourceKind::Ffmpeg {
+                input: crate::config::FfmpegInput::Stream(other),
+                ..
+            } => Some(self.deps.internal_tokens.issue(other)),
+            _ => None,
+        };
         let env = crate::source::Env {
             ffmpeg_bin: &self.deps.ffmpeg_bin,
             internal_base: self.deps.internal_base.as_deref(),
+            internal_token: slot.read_token.as_ref().map(TokenGuard::token),
             stream: &name,
             index,
             publish_url: publish_url.as_deref(),
@@ -1369,13 +1431,15 @@ impl Actor {
             return;
         }
         self.fanout.detach(index as SourceId, generation);
+        // The run is over: its reader token goes with it.
+        slot.read_token = None;
         slot.stats.pid.store(0, Ordering::Relaxed);
         self.metrics.producer_down(index);
         // A stop we asked for is no error (a stall recorded its own reason
         // when it asked), unless the child would not even die.
         let deliberate = matches!(slot.state, SlotState::Stopping { .. });
         match &outcome {
-            Outcome::SpawnFailed(e) => slot.last_error = Some(format!("spawn failed: {e}")),
+            Outcome::SpawnFailed(e) => slot.last_error = Some(clean(&format!("spawn failed: {e}"))),
             Outcome::Ended(r) if deliberate && r.ended_by != EndedBy::Abandoned => {}
             Outcome::Ended(r) => slot.last_error = Some(describe_end(r, &slot.tail)),
         }
@@ -1419,7 +1483,9 @@ impl Actor {
                         .slots
                         .iter()
                         .map(|s| SourceFailure {
-                            url: s.cfg.url.clone(),
+                            // An error body, not the stream's listing:
+                            // no password in it.
+                            url: redact(&s.cfg.url),
                             last_error: s.last_error.clone(),
                             stderr_tail: s.tail.lines(),
                         })
@@ -1459,6 +1525,7 @@ impl Actor {
                     if !matches!(s.state, SlotState::Idle) {
                         tracing::error!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "producer did not report in time; abandoned");
                         s.state = SlotState::Idle;
+                        s.read_token = None;
                         self.metrics.producer_down(i);
                     }
                 }
@@ -1698,7 +1765,45 @@ fn describe_end(r: &Report, tail: &StderrTail) -> String {
     s
 }
 
-/// Hides `user:password@` in URLs before a command line reaches the log.
+/// Values that `${VAR}`s in the config expanded to, hidden wherever
+/// [`redact`] runs: the file author put them in the environment to keep
+/// them out of the file, so they are treated as secrets.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Shorter values are not hidden: masking every `554` or `on` in a log
+/// would hide more than it protects.
+const MIN_SECRET: usize = 4;
+
+/// Registers a value to hide in everything [`redact`] cleans (the values
+/// `${VAR}`s expanded to). Bounded: the environment is finite and fixed.
+pub fn add_secret(v: &str) {
+    if v.chars().count() < MIN_SECRET {
+        return;
+    }
+    let mut s = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !s.iter().any(|x| x == v) {
+        s.push(v.to_string());
+        // Longest first, so a secret that contains another goes whole.
+        s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+    }
+}
+
+/// Query parameters whose values are credentials: ours (`token`,
+/// `publish_token`), MediaMTX's RTMP `pass`, and the usual camera ones.
+const SECRET_PARAMS: &[&str] = &[
+    "pass",
+    "password",
+    "passwd",
+    "pwd",
+    "token",
+    "publish_token",
+    "secret",
+];
+
+/// Hides credentials in text bound for a log line or the API
+/// (`last_error`, `stderr_tail`): the password of `user:password@` in
+/// URLs, the values of credential query parameters (`?pass=`, `&token=`),
+/// and the values `${VAR}`s expanded to (see [`add_secret`]).
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -1706,7 +1811,7 @@ pub fn redact(s: &str) -> String {
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
         let end = rest
-            .find(|c: char| c == '/' || c.is_whitespace())
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
             .unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@') {
             if let Some(colon) = rest[..at].find(':') {
@@ -1717,7 +1822,164 @@ pub fn redact(s: &str) -> String {
         }
     }
     out.push_str(rest);
+    let mut out = redact_params(&out);
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    for v in secrets.iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
     out
+}
+
+/// `…?user=u&pass=p&token=t` → `…?user=u&pass=***&token=***`.
+fn redact_params(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(['?', '&', ';']) {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let Some(eq) = rest.find('=') else { continue };
+        let key = &rest[..eq];
+        if SECRET_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p)) {
+            let end = rest[eq + 1..]
+                .find(|c: char| c == '&' || c == '#' || c == ';' || c.is_whitespace())
+                .map_or(rest.len(), |e| eq + 1 + e);
+            out.push_str(key);
+            out.push_str("=***");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Makes text from the network or a URL safe for one log line: control
+/// characters (C0, DEL, C1, and the Unicode line and paragraph
+/// separators) are written as escapes (`\r`, `\n`, `\x1b`, `\u{85}`).
+/// tracing's text format prints `%` fields raw, so a CR/LF or an ANSI
+/// escape in a stream key would forge log lines or drive the terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x100 && bad(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// What a log line or the API may show of a child's words or an error:
+/// [`redact`]ed and [`escape_controls`]d.
+pub fn clean(s: &str) -> String {
+    escape_controls(&redact(s)).into_owned()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_passwords_are_hidden() {
+        for (given, shown) in [
+            (
+                "ffmpeg -i rtsp://admin:hunter2@10.0.0.9/s -c copy",
+                "ffmpeg -i rtsp://admin:***@10.0.0.9/s -c copy",
+            ),
+            // An `@` in the password: the last one ends the userinfo.
+            ("rtsp://u:p@ss@h/s", "rtsp://u:***@h/s"),
+            // Two URLs on one line.
+            (
+                "rtsp://a:b1@h/x -> http://c:d2@k:80",
+                "rtsp://a:***@h/x -> http://c:***@k:80",
+            ),
+            // A user and no password; an `@` after the path or in a query.
+            ("rtsp://u@h/s", "rtsp://u@h/s"),
+            ("http://host/a@b", "http://host/a@b"),
+            ("http://host?x=u:p@b", "http://host?x=u:p@b"),
+            ("no url here: a:b@c", "no url here: a:b@c"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn credential_parameters_are_hidden() {
+        for (given, shown) in [
+            (
+                "rtmp://h/live/key?user=u&pass=p",
+                "rtmp://h/live/key?user=u&pass=***",
+            ),
+            (
+                "http://127.0.0.1:1/api/stream.flv?src=a&internal=1&token=00ff&exclude=1",
+                "http://127.0.0.1:1/api/stream.flv?src=a&internal=1&token=***&exclude=1",
+            ),
+            (
+                "rtsp://h/x?publish_token=0123 next",
+                "rtsp://h/x?publish_token=*** next",
+            ),
+            ("http://h/?PASSWORD=x#frag", "http://h/?PASSWORD=***#frag"),
+            // Only whole keys: `passthrough` is no password.
+            ("http://h/?passthrough=1", "http://h/?passthrough=1"),
+            ("http://h/?token", "http://h/?token"),
+        ] {
+            assert_eq!(redact(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn expanded_variables_are_hidden_wherever_they_appear() {
+        add_secret("zq-Secret-7731");
+        add_secret("zq-Secret-7731-longer");
+        // Too short to hide without hiding everything else too.
+        add_secret("zq");
+        assert_eq!(
+            redact("rtsp://h/s?key=zq-Secret-7731 and zq-Secret-7731-longer, zq"),
+            "rtsp://h/s?key=*** and ***, zq"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            escape_controls("plain name-1 ü"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\r\nINFO forged\x1b[31m\t\0\x7f"),
+            "a\\r\\nINFO forged\\x1b[31m\\t\\x00\\x7f"
+        );
+        assert_eq!(
+            escape_controls("c1\u{85}\u{9b}ls\u{2028}ps\u{2029}"),
+            "c1\\x85\\x9bls\\u{2028}ps\\u{2029}"
+        );
+        assert_eq!(clean("rtsp://u:pw@h/\r\nx"), "rtsp://u:***@h/\\r\\nx");
+    }
+
+    #[test]
+    fn a_token_reads_its_stream_for_the_life_of_its_guard() {
+        let tokens = InternalTokens::default();
+        let g = tokens.issue("cam");
+        let other = tokens.issue("cam");
+        assert_eq!(g.token().len(), 32);
+        assert_ne!(g.token(), other.token());
+        assert!(tokens.allows(g.token(), "cam"));
+        assert!(!tokens.allows(g.token(), "door"));
+        assert!(!tokens.allows("", "cam"));
+        let t = g.token().to_string();
+        drop(g);
+        assert!(!tokens.allows(&t, "cam"));
+        assert!(tokens.allows(other.token(), "cam"));
+    }
 }
 
 struct ProducerTask {
@@ -1745,13 +2007,13 @@ impl ProducerTask {
         let (index, generation) = (self.index, self.generation);
         let outcome = match self.spawner.spawn(&self.cmd) {
             Err(e) => {
-                tracing::warn!(stream = %self.stream, source = index, cmd = %redact(&self.cmd.to_string()), error = %e, "producer spawn failed");
+                tracing::warn!(stream = %self.stream, source = index, cmd = %clean(&self.cmd.to_string()), error = %e, "producer spawn failed");
                 Outcome::SpawnFailed(format!("{}: {e}", self.cmd.program))
             }
             Ok(spawned) => {
                 self.stats.pid.store(spawned.pid, Ordering::Relaxed);
                 self.metrics.producer_up(index);
-                tracing::info!(stream = %self.stream, source = index, pid = spawned.pid, cmd = %redact(&self.cmd.to_string()), "producer started");
+                tracing::info!(stream = %self.stream, source = index, pid = spawned.pid, cmd = %clean(&self.cmd.to_string()), "producer started");
                 let (fanout, stats, origin, stream) = (
                     self.fanout.clone(),
                     self.stats.clone(),

@@ -119,6 +119,7 @@ fn stream_with(
             internal_base: None,
             rtsp_base: None,
             publish,
+            internal_tokens: Default::default(),
         }),
     )
 }

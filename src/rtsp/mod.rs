@@ -99,7 +99,7 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, auth: Option<
                 nonce: format!("{:032x}", rand::random::<u128>()),
             };
             let why = c.run().await;
-            tracing::debug!(peer = %peer, reason = %why, "rtsp connection closed");
+            tracing::debug!(peer = %peer, reason = %crate::hub::escape_controls(&why), "rtsp connection closed");
         });
     }
 }
@@ -756,7 +756,9 @@ impl Conn {
             Err(e) => return Reply::error(400, "Bad Request", e),
         };
         for note in &skipped {
-            tracing::warn!(stream = %t.stream, peer = %self.peer, "publisher track ignored: {note}");
+            // The stream name is the request's percent-decoded path, not yet
+            // checked: `%0D%0A` in it must not forge a log line.
+            tracing::warn!(stream = %crate::hub::escape_controls(&t.stream), peer = %self.peer, "publisher track ignored: {}", crate::hub::escape_controls(note));
         }
         if tracks.is_empty() {
             return Reply::error(
