@@ -33,12 +33,8 @@ pub struct ConfigError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
 }
@@ -567,6 +563,42 @@ pub fn check_api_source(
     Ok(warnings)
 }
 
+/// The largest config file we read; a config is a few KiB.
+pub const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// Reads the config file, at start-up and for a reload: a regular file of at most
+/// [`MAX_CONFIG`] bytes. It is opened non-blocking and checked with fstat
+/// before any read: a FIFO put at the path would otherwise block the
+/// open (and then the read) until a writer came, forever (issue 15).
+pub fn read_config(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory is not read)".into());
+    }
+    if meta.len() > MAX_CONFIG {
+        return Err(format!(
+            "{} bytes is more than a config file may be ({MAX_CONFIG})",
+            meta.len()
+        ));
+    }
+    let mut buf = Vec::new();
+    // The file may grow between fstat and read: the cap holds regardless.
+    f.take(MAX_CONFIG + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_CONFIG {
+        return Err(format!("more than {MAX_CONFIG} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "not UTF-8".into())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         Config::load_with_text(path).map(|(c, _)| c)
@@ -574,9 +606,9 @@ impl Config {
 
     /// As [`Config::load`], with the text read (for [`crate::store`]).
     pub fn load_with_text(path: &Path) -> Result<(Config, String), LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let text = read_config(path).map_err(|reason| LoadError::Read {
             path: path.display().to_string(),
-            source,
+            reason,
         })?;
         let cfg = Config::parse(path, &text, &env_secret)?;
         Ok((cfg, text))

@@ -228,7 +228,7 @@ impl Store {
         let path = self.path.clone();
         // Off the async workers, and bounded in time: a file on a hung
         // network mount must not hold the store (and the API) forever.
-        let read = tokio::task::spawn_blocking(move || read_config(&path));
+        let read = tokio::task::spawn_blocking(move || crate::config::read_config(&path));
         let text = match tokio::time::timeout(READ_TIMEOUT, read).await {
             Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
             Ok(r) => r.map_err(|e| e.to_string()).and_then(|r| r),
@@ -248,44 +248,8 @@ impl Store {
     }
 }
 
-/// The largest config file a reload reads; a config is a few KiB.
-pub const MAX_CONFIG: u64 = 1024 * 1024;
-
 /// How long a reload waits for the file to be read.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads the config file for a reload: a regular file of at most
-/// [`MAX_CONFIG`] bytes. It is opened non-blocking and checked with fstat
-/// before any read: a FIFO put at the path would otherwise block the
-/// open (and then the read) until a writer came, forever (issue 15).
-pub fn read_config(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file (a FIFO, device or directory is not read)".into());
-    }
-    if meta.len() > MAX_CONFIG {
-        return Err(format!(
-            "{} bytes is more than a config file may be ({MAX_CONFIG})",
-            meta.len()
-        ));
-    }
-    let mut buf = Vec::new();
-    // The file may grow between fstat and read: the cap holds regardless.
-    f.take(MAX_CONFIG + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
-    if buf.len() as u64 > MAX_CONFIG {
-        return Err(format!("more than {MAX_CONFIG} bytes"));
-    }
-    String::from_utf8(buf).map_err(|_| "not UTF-8".into())
-}
 
 /// Refuses API input with `${`: the file it is written to expands it when
 /// next loaded, which would read the server's environment. Control
@@ -760,6 +724,7 @@ mod tests {
 
     #[test]
     fn a_reload_reads_only_a_bounded_regular_file() {
+        use crate::config::{read_config, MAX_CONFIG};
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.yaml");
         assert!(std::process::Command::new("mkfifo")
