@@ -355,3 +355,66 @@ fn out_of_file_descriptors_is_waited_out_quietly() {
     assert!(log().contains("accepting connections again"), "{}", log());
     drop(child);
 }
+
+/// `rtsp.max_connections: 2` and `rtmp.max_connections: 2`: a third RTSP
+/// connection is told 503 and closed, a third RTMP one is closed; once one
+/// leaves, a new one is served.
+#[test]
+fn rtsp_and_rtmp_connections_past_the_cap_are_refused() {
+    let (rtsp, rtmp) = (free_port(), free_port());
+    let srv = Server::start(
+        "",
+        &format!(
+            "rtsp: {{ listen: \"127.0.0.1:{rtsp}\", max_connections: 2 }}\n\
+             rtmp: {{ listen: \"127.0.0.1:{rtmp}\", max_connections: 2 }}\n"
+        ),
+    );
+    let options = |port: u16| -> (TcpStream, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            format!("OPTIONS rtsp://127.0.0.1:{port}/x RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (s, buf[..n].to_vec())
+    };
+    let (a, got) = options(rtsp);
+    assert!(got.starts_with(b"RTSP/1.0 200 OK"), "{got:?}");
+    let (_b, got) = options(rtsp);
+    assert!(got.starts_with(b"RTSP/1.0 200 OK"), "{got:?}");
+    let (mut c, got) = options(rtsp);
+    assert!(
+        got.starts_with(b"RTSP/1.0 503 Service Unavailable\r\n"),
+        "{:?}\n{}",
+        String::from_utf8_lossy(&got),
+        srv.log()
+    );
+    let (_, closed) = wait_closed(&mut c, Instant::now(), Duration::from_secs(5));
+    assert!(closed);
+    drop(a);
+    srv.wait_for("an RTSP slot", Duration::from_secs(5), || {
+        options(rtsp).1.starts_with(b"RTSP/1.0 200 OK")
+    });
+
+    // RTMP: C0+C1 of the handshake; an admitted connection answers S0.
+    let handshake = |port: u16| -> (TcpStream, bool) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut c01 = vec![3u8];
+        c01.extend_from_slice(&[0u8; 1536]);
+        let _ = s.write_all(&c01);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        let answered = matches!(s.read(&mut b), Ok(1) if b[0] == 3);
+        (s, answered)
+    };
+    let (a, ok) = handshake(rtmp);
+    assert!(ok);
+    let (_b, ok) = handshake(rtmp);
+    assert!(ok);
+    let (_c, ok) = handshake(rtmp);
+    assert!(!ok, "a third RTMP connection was served\n{}", srv.log());
+    drop(a);
+    srv.wait_for("an RTMP slot", Duration::from_secs(5), || handshake(rtmp).1);
+}
