@@ -28,7 +28,7 @@ use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
 use crate::media::flv::{self, Muxer};
 use crate::media::{ticks_to_ms, TrackInfo, TrackKind};
-use crate::net::{Gate, Refusal};
+use crate::net::{CappedListener, Refusal};
 /// Re-exported from [`crate::net`], where the listener machinery lives.
 pub use crate::net::{PeerAddr, SEND_BUFFER, WRITE_STALL};
 
@@ -43,8 +43,11 @@ pub struct AppState {
     /// The config file, for changes through the API.
     pub store: Arc<crate::store::Store>,
     pub preloads: Arc<crate::preload::Preloads>,
-    /// `api.username`/`api.password`.
-    pub auth: Option<crate::config::Credentials>,
+    /// Who must log in over HTTP (`api` and `rtsp` credentials, see
+    /// [`crate::auth`]).
+    pub gate: crate::auth::Gate,
+    /// `api.origin`: origins whose pages may use the API (CORS); `*`: any.
+    pub origins: Vec<String>,
     /// `api.allow_exec`.
     pub allow_exec: bool,
     /// Recent JPEG snapshots (`frame.jpeg?cache=`).
@@ -84,59 +87,188 @@ pub fn router(state: Shared) -> Router {
         .route("/api/hls/{variant}/{stream}/{file}", get(hls_file))
         .merge(crate::web::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            basic_auth,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
 
-/// `api.username`/`api.password`: HTTP Basic auth (RFC 7617) on every
-/// route. Loopback and unix-socket clients are exempt unless
-/// `api.local_auth`, as in go2rtc.
-async fn basic_auth(
+/// The gate every HTTP request passes before any work is done (see
+/// [`crate::auth`]), in this order:
+/// 1. CORS (Fetch standard §3.2): only with `api.origin`, and only for an
+///    origin it names; a preflight is answered here, before credentials,
+///    since browsers send none with it.
+/// 2. `Origin`: a browser names the page behind every request but a plain
+///    GET. A state-changing request (or a WebSocket handshake, which CORS
+///    does not cover) from another site's page is refused, whatever its
+///    credentials: a cross-site `text/plain` POST needs no preflight, so
+///    without this any page could reload the config or publish.
+/// 3. Credentials: HTTP Basic (RFC 7617) with any configured pair. The
+///    loopback exemption (off with `local_auth`) needs a loopback peer and
+///    a loopback `Host`: a DNS-rebinding page reaches 127.0.0.1 under its
+///    own name, which it sends as `Host`.
+async fn gate(
     State(st): State<Shared>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(auth) = &st.auth else {
-        return next.run(req).await;
-    };
-    let local = req
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let cors = origin
+        .filter(|o| origin_listed(&st.origins, o))
+        .map(str::to_string);
+    if req.method() == axum::http::Method::OPTIONS {
+        if let Some(o) = &cors {
+            if headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                allow_origin(&mut r, o, &st.origins);
+                let h = r.headers_mut();
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    header::HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    header::HeaderValue::from_static("Authorization, Content-Type"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    header::HeaderValue::from_static("600"),
+                );
+                return r;
+            }
+        }
+    }
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) || headers.contains_key(header::UPGRADE);
+    if let Some(o) = origin {
+        if changes && cors.is_none() && !same_origin(o, host) {
+            tracing::warn!(origin = %crate::auth::printable(o), path = %req.uri().path(), "request from another site's page refused");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests from pages of {} are not allowed (list the origin in api.origin)",
+                    crate::auth::printable(o)
+                ),
+            )
+            .with("origin", crate::auth::printable(o).to_string())
+            .into_response();
+        }
+    }
+    let peer = req
         .extensions()
         .get::<ConnectInfo<PeerAddr>>()
-        .is_some_and(|c| c.0 .0.ip().is_loopback());
-    if local && !auth.local_auth {
-        return next.run(req).await;
+        .map(|c| c.0 .0);
+    // A unix-socket peer shows as 127.0.0.1:0 (see `serve_unix`): it is
+    // local whatever `Host` it sends.
+    let unix = peer.is_some_and(|p| p.port() == 0 && p.ip().is_loopback());
+    let local = unix
+        || (peer.is_some_and(crate::auth::Gate::is_loopback)
+            && crate::auth::host_is_local(host, &st.origins_hosts()));
+    let mut req = req;
+    // Who may see the config's secrets (a source url with its password):
+    // someone who gave the credentials, or this machine. With none set,
+    // a LAN host sees every url with its password masked.
+    let mut trusted = local;
+    if !st.gate.exempt(local) {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        let ok = given
+            .as_deref()
+            .and_then(|g| g.split_once(':'))
+            .is_some_and(|(u, p)| st.gate.check(u, p));
+        trusted = ok;
+        if !ok {
+            let mut r =
+                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"streamvisor\""),
+            );
+            if let Some(o) = &cors {
+                allow_origin(&mut r, o, &st.origins);
+            }
+            return r;
+        }
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok());
-    let expected = format!("{}:{}", auth.username, auth.password);
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return next.run(req).await;
+    req.extensions_mut().insert(Caller { trusted });
+    let mut r = next.run(req).await;
+    if let Some(o) = &cors {
+        allow_origin(&mut r, o, &st.origins);
     }
-    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Basic realm=\"streamvisor\""),
-    );
     r
 }
 
-/// Compares without an early exit, so timing does not tell how much of a
-/// guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// What the gate found out about the client, for handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// It gave the credentials, or it is local: it may see the config's
+    /// secrets (a producer's `url` exactly as configured, which go2rtc's
+    /// clients compare with their own, password included).
+    pub trusted: bool,
+}
+
+impl AppState {
+    /// The hosts of `api.origin`, which count as local names too.
+    fn origins_hosts(&self) -> Vec<String> {
+        self.origins
+            .iter()
+            .filter_map(|o| o.split_once("://").map(|(_, h)| h.to_string()))
+            .collect()
+    }
+}
+
+/// Whether `api.origin` lets pages of `origin` use the API.
+fn origin_listed(origins: &[String], origin: &str) -> bool {
+    origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the page's own server:
+/// its host and port are those the request was sent to.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false; // `null` (a sandboxed or file: page) is nobody's
+    };
+    let default_port = match scheme {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let with_port = |h: &str| {
+        let name = crate::auth::host_name(h);
+        let port = h[name.len()..].strip_prefix(':').unwrap_or(default_port);
+        format!("{}:{port}", name.to_ascii_lowercase())
+    };
+    !host.is_empty() && with_port(rest) == with_port(host)
+}
+
+fn allow_origin(r: &mut Response, origin: &str, origins: &[String]) {
+    let h = r.headers_mut();
+    let v = if origins.iter().any(|o| o == "*") {
+        "*"
+    } else {
+        origin
+    };
+    if let Ok(v) = header::HeaderValue::from_str(v) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.append(header::VARY, header::HeaderValue::from_static("Origin"));
 }
 
 /// A JSON error body: `{"error": "...", ...context}`.
@@ -193,6 +325,9 @@ impl From<StreamError> for ApiError {
             StreamError::BadName { stream, .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, msg).with("stream", stream)
             }
+            StreamError::Forbidden { stream, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, msg).with("stream", stream)
+            }
             StreamError::Timeout { stream, .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
             }
@@ -227,6 +362,18 @@ async fn metrics(State(st): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Masks the passwords in a stream's producer urls, for a client that may
+/// not see them (see [`Caller`]).
+fn mask_urls(v: &mut Value) {
+    if let Some(ps) = v.get_mut("producers").and_then(Value::as_array_mut) {
+        for p in ps {
+            if let Some(u) = p.get("url").and_then(Value::as_str) {
+                p["url"] = crate::hub::redact(u).into();
+            }
+        }
+    }
+}
+
 async fn stream_json(s: &Stream) -> Value {
     match s.info().await {
         Some(i) => serde_json::to_value(i).unwrap_or_default(),
@@ -237,17 +384,26 @@ async fn stream_json(s: &Stream) -> Value {
 
 async fn list_streams(
     State(st): State<Shared>,
+    caller: Option<axum::Extension<Caller>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let trusted = caller.is_some_and(|c| c.trusted);
+    let json = |s: Stream| async move {
+        let mut v = stream_json(&s).await;
+        if !trusted {
+            mask_urls(&mut v);
+        }
+        v
+    };
     if let Some(name) = q.get("src") {
         let s = st
             .registry
             .get(name)
             .ok_or_else(|| ApiError::unknown_stream(name))?;
-        return Ok(Json(stream_json(&s).await));
+        return Ok(Json(json(s).await));
     }
     // Ask every actor at once: one slow stream must not slow the list.
-    let infos = futures_util::future::join_all(st.registry.all().iter().map(stream_json)).await;
+    let infos = futures_util::future::join_all(st.registry.all().into_iter().map(json)).await;
     let map: serde_json::Map<String, Value> = st
         .registry
         .all()
@@ -524,13 +680,13 @@ async fn frame_jpeg(
     Ok(no_cache("image/jpeg", jpeg))
 }
 
-/// A live or changing answer: never cached, open to any origin.
+/// A live or changing answer: never cached. (CORS headers, where
+/// `api.origin` allows them, come from [`gate`].)
 fn no_cache(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         body,
     )
@@ -1091,7 +1247,6 @@ async fn hls_file(
             (header::CONTENT_TYPE, kind),
             // A segment never changes once made.
             (header::CACHE_CONTROL, "max-age=3600"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         data,
     )
@@ -1211,8 +1366,8 @@ pub async fn serve(
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let gate = Gate::new(listener, "api", max_connections, Refusal::Http);
-    crate::net::serve_http(gate, router, shutdown).await
+    let listener = CappedListener::new(listener, "api", max_connections, Refusal::Http);
+    crate::net::serve_http(listener, router, shutdown).await
 }
 
 /// Serves the API on a unix socket too (`api.unix_listen`), as Home
@@ -1232,6 +1387,6 @@ pub async fn serve_unix(
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let gate = Gate::new(l, "api.unix", max_connections, Refusal::Http);
-    crate::net::serve_http(gate, router, shutdown).await
+    let listener = CappedListener::new(l, "api.unix", max_connections, Refusal::Http);
+    crate::net::serve_http(listener, router, shutdown).await
 }

@@ -91,6 +91,10 @@ pub struct Config {
     pub api_max_connections: usize,
     pub rtsp_max_connections: usize,
     pub rtmp_max_connections: usize,
+    /// `api.origin` (go2rtc's key): the web origins allowed to use the
+    /// API from a page of theirs (CORS), `*` for any. Empty: no CORS
+    /// header is sent, and a foreign `Origin` may change nothing.
+    pub api_origin: Vec<String>,
     /// `preload:`: streams kept running with no viewer, with go2rtc's query
     /// (`""` for everything, `video`, `video&audio=opus` …).
     pub preload: BTreeMap<String, String>,
@@ -299,7 +303,7 @@ pub struct Layout {
 }
 
 /// `publish:`: who may publish where, and what a second publisher does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishConfig {
     /// Publishing to a name not in the config creates that stream.
     pub auto_create: bool,
@@ -310,6 +314,31 @@ pub struct PublishConfig {
     /// A publisher that sends nothing for this long is released; viewers
     /// of a publisher that left wait this long for the next one.
     pub timeout: Duration,
+    /// `publish.replace_sources`: which streams with configured sources a
+    /// publisher may take over. By default none: a publisher on the LAN
+    /// must never replace what a camera shows (publish-only streams, and
+    /// `{output}` children with their run token, are not affected).
+    pub replace_sources: ReplaceSources,
+}
+
+impl PublishConfig {
+    /// Whether a publisher may replace the configured sources of `stream`.
+    pub fn may_replace(&self, stream: &str) -> bool {
+        match &self.replace_sources {
+            ReplaceSources::None => false,
+            ReplaceSources::All => true,
+            ReplaceSources::Streams(names) => names.contains(stream),
+        }
+    }
+}
+
+/// `publish.replace_sources: true | false | [stream, …]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReplaceSources {
+    #[default]
+    None,
+    All,
+    Streams(BTreeSet<String>),
 }
 
 impl Default for PublishConfig {
@@ -318,6 +347,7 @@ impl Default for PublishConfig {
             auto_create: false,
             takeover: true,
             timeout: Duration::from_secs(5),
+            replace_sources: ReplaceSources::None,
         }
     }
 }
@@ -624,6 +654,29 @@ impl Config {
         };
         let api_unix_listen = api.unix_listen.filter(|p| !p.is_empty()).map(PathBuf::from);
         let allow_exec = api.allow_exec.unwrap_or(false);
+        let mut api_origin = Vec::new();
+        for (o, whole) in api
+            .origin
+            .into_iter()
+            .flat_map(|o| o.value.0.into_iter().map(move |x| (x, o.referenced)))
+        {
+            let v = o.value.trim().trim_end_matches('/').to_string();
+            if v != "*" && !(v.starts_with("http://") || v.starts_with("https://")) {
+                // A lone string carries no location of its own (see `Sources`).
+                let loc = if o.referenced.line() == 0 {
+                    whole
+                } else {
+                    o.referenced
+                };
+                return Err(at(
+                    &loc,
+                    format!(
+                        "api.origin: `{v}` is not `*` or an origin like `https://ha.example:8123`"
+                    ),
+                ));
+            }
+            api_origin.push(v);
+        }
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
         let rtmp = raw.rtmp.unwrap_or_default();
         let rtmp_listen = listen(rtmp.listen, "rtmp.listen", ":1935")?;
@@ -657,6 +710,11 @@ impl Config {
         if let Some(p) = raw.publish {
             publish.auto_create = p.auto_create.unwrap_or(publish.auto_create);
             publish.takeover = p.takeover.unwrap_or(publish.takeover);
+            publish.replace_sources = match p.replace_sources.map(|r| r.0) {
+                None | Some(RawReplace::Bool(false)) => ReplaceSources::None,
+                Some(RawReplace::Bool(true)) => ReplaceSources::All,
+                Some(RawReplace::Names(n)) => ReplaceSources::Streams(n.into_iter().collect()),
+            };
             if let Some(v) = p.timeout {
                 let d = v
                     .value
@@ -798,6 +856,7 @@ impl Config {
             api_max_connections,
             rtsp_max_connections,
             rtmp_max_connections,
+            api_origin,
             preload,
             layout: Layout {
                 sections: Vec::new(),
@@ -1247,6 +1306,7 @@ struct RawHls {
 #[derive(Debug, Default, Deserialize)]
 struct RawListen {
     listen: Option<Spanned<String>>,
+    origin: Option<Spanned<Sources>>,
     username: Option<String>,
     password: Option<String>,
     local_auth: Option<bool>,
@@ -1274,6 +1334,7 @@ struct RawIceServer {
 struct RawPublish {
     auto_create: Option<bool>,
     takeover: Option<bool>,
+    replace_sources: Option<ReplaceRaw>,
     #[serde(alias = "publish_timeout")]
     timeout: Option<Spanned<RawDuration>>,
 }
@@ -1374,6 +1435,42 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
 #[derive(Debug, Default)]
 struct Sources(Vec<Spanned<String>>);
 
+/// `publish.replace_sources`: a bool, or the streams it holds for.
+#[derive(Debug)]
+enum RawReplace {
+    Bool(bool),
+    Names(Vec<String>),
+}
+
+#[derive(Debug)]
+struct ReplaceRaw(RawReplace);
+
+impl<'de> Deserialize<'de> for ReplaceRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ReplaceRaw;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or a list of stream names")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ReplaceRaw, E> {
+                Ok(ReplaceRaw(RawReplace::Bool(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReplaceRaw, E> {
+                Ok(ReplaceRaw(RawReplace::Names(vec![v.to_string()])))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<ReplaceRaw, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = a.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(ReplaceRaw(RawReplace::Names(names)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for Sources {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // A single string is wrapped by the caller's Spanned; it is stored
@@ -1428,6 +1525,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "allow_exec",
             "unix_listen",
             "max_connections",
+            "origin",
         ],
     ),
     (
@@ -1474,7 +1572,13 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("webrtc", &["listen", "candidates", "ice_servers"]),
     (
         "publish",
-        &["auto_create", "takeover", "timeout", "publish_timeout"],
+        &[
+            "auto_create",
+            "takeover",
+            "timeout",
+            "publish_timeout",
+            "replace_sources",
+        ],
     ),
     ("streams", &[]),
     ("preload", &[]),
@@ -1736,7 +1840,8 @@ streams:
 
     #[test]
     fn unknown_keys_warn() {
-        let c = parse("homekit: { cam: {} }\napi:\n  listen: \":1\"\n  origin: \"*\"\n").unwrap();
+        let c = parse("homekit: { cam: {} }\napi:\n  listen: \":1\"\n  tls_listen: \":443\"\n")
+            .unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(
             c.warnings[0].starts_with("s.yaml:1:1: unknown key `homekit`"),
@@ -1744,7 +1849,7 @@ streams:
             c.warnings
         );
         assert!(
-            c.warnings[1].starts_with("s.yaml:4:3: unknown key `api.origin`"),
+            c.warnings[1].starts_with("s.yaml:4:3: unknown key `api.tls_listen`"),
             "{:?}",
             c.warnings
         );
@@ -1858,10 +1963,31 @@ streams:
             PublishConfig {
                 auto_create: true,
                 takeover: false,
-                timeout: Duration::from_secs(2)
+                timeout: Duration::from_secs(2),
+                replace_sources: ReplaceSources::None,
             }
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Which configured cameras a publisher may replace: none by default.
+        let c = parse("streams:\n  cam: rtsp://h/s\n").unwrap();
+        assert!(!c.publish.may_replace("cam"));
+        let c = parse("publish: {replace_sources: true}\n").unwrap();
+        assert!(c.publish.may_replace("cam"));
+        let c = parse("publish: {replace_sources: [cam, door]}\n").unwrap();
+        assert!(c.publish.may_replace("door") && !c.publish.may_replace("other"));
+        let e = parse("publish: {replace_sources: {a: 1}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":1:"), "{e}");
+        // api.origin: a string or a list of origins.
+        let c = parse("api: {origin: \"*\"}\n").unwrap();
+        assert_eq!(c.api_origin, ["*"]);
+        let c = parse("api:\n  origin: [\"https://ha.example:8123/\"]\n").unwrap();
+        assert_eq!(c.api_origin, ["https://ha.example:8123"]);
+        let e = parse("api:\n  origin: ha.example\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:") && e.contains("api.origin"), "{e}");
         let c = parse("publish: {publish_timeout: 1500ms}\n").unwrap();
         assert_eq!(c.publish.timeout, Duration::from_millis(1500));
         let e = parse("publish:\n  timeout: 10ms\n").unwrap_err();

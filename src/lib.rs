@@ -7,6 +7,7 @@
 //! the other ways in and out.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod hls;
 pub mod hub;

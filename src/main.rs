@@ -194,7 +194,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
             _ => format!("http://{}", loopback(a)),
         }),
         rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
-        publish: cfg.publish,
+        publish: cfg.publish.clone(),
     });
     let streams: Vec<Stream> = cfg
         .streams
@@ -213,9 +213,11 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     }
     if let Some(l) = rtmp {
         tracing::info!(listen = %l.local_addr()?, "rtmp server ready");
+        let gate = streamvisor::auth::Gate::either(cfg.api_auth.as_ref(), cfg.rtsp_auth.as_ref());
         tokio::spawn(streamvisor::rtmp::serve(
             l,
             registry.clone(),
+            gate,
             cfg.rtmp_max_connections,
         ));
     }
@@ -230,7 +232,8 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
             cfg.clone(),
         )),
         preloads,
-        auth: cfg.api_auth.clone(),
+        gate: streamvisor::auth::Gate::new(cfg.api_auth.as_ref(), cfg.rtsp_auth.as_ref()),
+        origins: cfg.api_origin.clone(),
         allow_exec: cfg.allow_exec,
         snapshots: Default::default(),
         webrtc,

@@ -70,7 +70,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// A listening socket the [`Gate`] accepts from.
+/// A listening socket the [`CappedListener`] accepts from.
 pub trait Listen: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
@@ -193,7 +193,7 @@ fn per_connection(e: &io::Error) -> bool {
 }
 
 /// A listener with its connection cap.
-pub struct Gate<L: Listen> {
+pub struct CappedListener<L: Listen> {
     listener: L,
     proto: &'static str,
     max: usize,
@@ -206,11 +206,16 @@ pub struct Gate<L: Listen> {
     refused: u64,
 }
 
-impl<L: Listen> Gate<L> {
+impl<L: Listen> CappedListener<L> {
     /// `proto` names the listener in the logs (`api`, `rtsp`, `rtmp`).
-    pub fn new(listener: L, proto: &'static str, max: usize, refusal: Refusal) -> Gate<L> {
+    pub fn new(
+        listener: L,
+        proto: &'static str,
+        max: usize,
+        refusal: Refusal,
+    ) -> CappedListener<L> {
         let max = max.max(1);
-        Gate {
+        CappedListener {
             listener,
             proto,
             max,
@@ -394,7 +399,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     }
 }
 
-/// Serves `router` over HTTP/1.1 on `gate`'s connections until `shutdown`
+/// Serves `router` over HTTP/1.1 on `listener`'s connections until `shutdown`
 /// resolves, then lets each connection finish its response (hyper's
 /// graceful shutdown) and returns when all have.
 ///
@@ -403,7 +408,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
 /// left idle) would hold its socket forever. Every connection has
 /// [`HEADER_READ_TIMEOUT`] for each head and [`WRITE_STALL`] for each write.
 pub async fn serve_http<L: Listen>(
-    mut gate: Gate<L>,
+    mut listener: CappedListener<L>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -417,7 +422,7 @@ pub async fn serve_http<L: Listen>(
     let mut shutdown = pin!(shutdown);
     loop {
         let (io, peer, permit) = tokio::select! {
-            c = gate.accept() => c,
+            c = listener.accept() => c,
             () = &mut shutdown => break,
         };
         tracing::trace!(peer = %peer, "accepted");
@@ -456,7 +461,7 @@ pub async fn serve_http<L: Listen>(
             }
         });
     }
-    drop(gate);
+    drop(listener);
     let _ = stop_tx.send(true);
     drop(done_rx);
     done_tx.closed().await;
@@ -516,7 +521,7 @@ mod tests {
     async fn the_cap_refuses_then_admits_again() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let mut gate = Gate::new(l, "test", 2, Refusal::Http);
+        let mut gate = CappedListener::new(l, "test", 2, Refusal::Http);
         let _a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
         let (_, _, p1) = gate.accept().await;
@@ -526,7 +531,7 @@ mod tests {
             let (_, peer, p) = gate.accept().await;
             (peer, p)
         });
-        // The third is answered 503 while the gate keeps waiting.
+        // The third is answered 503 while the listener keeps waiting.
         let mut got = Vec::new();
         c.read_to_end(&mut got).await.unwrap();
         assert!(got.starts_with(b"HTTP/1.1 503 "), "{got:?}");

@@ -777,7 +777,10 @@ fn a_publisher_comes_before_the_sources_and_viewers_go_back_to_them_when_it_leav
     let rtmp = free_port();
     let srv = Server::start(
         &format!("  mixed: \"{}\"\n", demo_source(25)),
-        &format!("rtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"),
+        // A camera stream takes a publisher only when the config says so.
+        &format!(
+            "rtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\npublish: {{ replace_sources: [mixed] }}\n"
+        ),
     );
     let big = clip_sized(srv.dir.path(), "640x360");
     let reader = FlvReader::open(srv.port, "mixed");

@@ -60,6 +60,9 @@ pub enum StreamError {
     NotFound { stream: String },
     #[error("stream {stream}: {reason}")]
     BadName { stream: String, reason: String },
+    /// Not allowed by the config (a publisher into a stream with sources).
+    #[error("stream {stream}: {reason}")]
+    Forbidden { stream: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -322,8 +325,8 @@ impl Registry {
         &self.deps
     }
 
-    pub fn publish_config(&self) -> crate::config::PublishConfig {
-        self.deps.publish
+    pub fn publish_config(&self) -> &crate::config::PublishConfig {
+        &self.deps.publish
     }
 
     /// The stream a publisher asked for: one that exists, or (with
@@ -1025,6 +1028,18 @@ impl Actor {
         let stream = self.name.to_string();
         if !self.shutdown.is_empty() {
             return Err(StreamError::ShuttingDown { stream });
+        }
+        // A publisher on the LAN must not replace what a camera shows: a
+        // stream with configured sources takes one only when the config
+        // says so (`publish.replace_sources`).
+        if !self.slots.is_empty() && !self.deps.publish.may_replace(&self.name) {
+            tracing::warn!(stream = %self.name, protocol, remote = ?remote_addr, "publisher refused: the stream has configured sources");
+            return Err(StreamError::Forbidden {
+                stream,
+                reason: "has configured sources, which a publisher may not replace \
+                         (set publish.replace_sources to allow it)"
+                    .into(),
+            });
         }
         if let Some(p) = &self.publisher {
             if self.deps.publish.takeover {

@@ -661,7 +661,7 @@ async fn without_takeover_a_newcomer_waits_until_the_silent_one_times_out() {
         takeover: false,
         ..Default::default()
     };
-    let (s, old, _v) = published(cfg).await;
+    let (s, old, _v) = published(cfg.clone()).await;
     match s.publish("rtmp", None).await {
         Err(StreamError::Busy { by, .. }) => assert!(by.contains("takeover"), "{by}"),
         other => panic!("expected Busy, got {:?}", other.map(|_| ())),
@@ -712,7 +712,7 @@ async fn viewers_carry_over_to_the_next_publisher_with_monotonic_time() {
 #[tokio::test(start_paused = true)]
 async fn viewers_get_a_clean_end_when_nobody_republishes_in_time() {
     let cfg = PublishConfig::default();
-    let (s, p, mut v) = published(cfg).await;
+    let (s, p, mut v) = published(cfg.clone()).await;
     drop(p);
     let t0 = Instant::now();
     let ended = loop {
@@ -752,7 +752,14 @@ async fn a_publisher_arriving_mid_teardown_waits_for_it_then_attaches() {
         ignore_term: true,
         ..Default::default()
     });
-    let s = stream(vec![source(2000)], spawner.clone());
+    let s = stream_with(
+        vec![source(2000)],
+        spawner.clone(),
+        PublishConfig {
+            replace_sources: crate::config::ReplaceSources::All,
+            ..Default::default()
+        },
+    );
     drop(first_viewer(&s, &spawner, 1).await);
     tokio::time::sleep(Duration::from_millis(100)).await; // stop under way
     assert!(!exited(&spawner, 0));
@@ -779,9 +786,41 @@ async fn a_publisher_arriving_mid_teardown_waits_for_it_then_attaches() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_live_publisher_comes_before_the_sources() {
+async fn a_publisher_is_refused_into_a_stream_with_sources_unless_allowed() {
     let spawner = Arc::new(FakeSpawner::default());
     let s = stream(vec![source(100)], spawner.clone());
+    let _v = first_viewer(&s, &spawner, 1).await;
+    match s.publish("rtmp", None).await {
+        Err(StreamError::Forbidden { reason, .. }) => {
+            assert!(reason.contains("replace_sources"), "{reason}")
+        }
+        other => panic!("expected Forbidden, got {:?}", other.map(|_| ())),
+    }
+    let info = s.info().await.unwrap();
+    assert_eq!(info.producers.len(), 1, "no publisher slot: {info:?}");
+    // Named in the list: let in.
+    let s = stream_with(
+        vec![source(100)],
+        spawner.clone(),
+        PublishConfig {
+            replace_sources: crate::config::ReplaceSources::Streams(["cam".to_string()].into()),
+            ..Default::default()
+        },
+    );
+    assert!(s.publish("rtmp", None).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_publisher_comes_before_the_sources() {
+    let spawner = Arc::new(FakeSpawner::default());
+    let s = stream_with(
+        vec![source(100)],
+        spawner.clone(),
+        PublishConfig {
+            replace_sources: crate::config::ReplaceSources::All,
+            ..Default::default()
+        },
+    );
     let mut v = first_viewer(&s, &spawner, 1).await;
     assert!(next_frame(&mut v).await.keyframe);
     let p = s.publish("rtmp", None).await.unwrap();

@@ -27,6 +27,7 @@ use crate::rtsp::write_all_vectored;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::auth::{self, Gate};
 use crate::hub::fanout::{Delivery, ANY_AUDIO};
 use crate::hub::{JoinRequest, Publisher, Registry, StreamError, Viewer};
 use crate::media::flv::{self, Muxer, TagParser};
@@ -56,21 +57,31 @@ const MEDIA_STREAM: u32 = 1;
 
 /// Accepts RTMP connections, at most `max_connections` at once
 /// (`rtmp.max_connections`; one more is closed: RTMP has no way to refuse
-/// before the handshake).
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, max_connections: usize) {
-    let mut gate = crate::net::Gate::new(
+/// before the handshake). `gate` says who must log in (see
+/// [`crate::auth`]): RTMP has no auth of its own, so credentials ride in
+/// the stream key's query (`obs?user=U&pass=P`, MediaMTX's convention), the
+/// app's, or `tcUrl`'s userinfo.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    gate: Gate,
+    max_connections: usize,
+) {
+    let gate = Arc::new(gate);
+    let mut listener = crate::net::CappedListener::new(
         listener,
         "rtmp",
         max_connections,
         crate::net::Refusal::Close,
     );
     loop {
-        // Nodelay and the send buffer are set by the gate.
-        let (sock, peer, permit) = gate.accept().await;
+        // Nodelay and the send buffer are set by the listener.
+        let (sock, peer, permit) = listener.accept().await;
         let registry = registry.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut c = Conn::new(sock, peer, registry);
+            let mut c = Conn::new(sock, peer, registry, gate);
             let why = match c.run().await {
                 Ok(()) => "closed".to_string(),
                 Err(e) => e,
@@ -103,6 +114,10 @@ struct Conn {
     sock: TcpStream,
     peer: SocketAddr,
     registry: Arc<Registry>,
+    gate: Arc<Gate>,
+    /// Credentials `connect` carried (the app's query or `tcUrl`), for a
+    /// publish or play whose key has none.
+    connect_creds: Option<(String, String)>,
     reader: ChunkReader,
     writer: ChunkWriter,
     buf: BytesMut,
@@ -124,11 +139,13 @@ enum Next {
 }
 
 impl Conn {
-    fn new(sock: TcpStream, peer: SocketAddr, registry: Arc<Registry>) -> Conn {
+    fn new(sock: TcpStream, peer: SocketAddr, registry: Arc<Registry>, gate: Arc<Gate>) -> Conn {
         Conn {
             sock,
             peer,
             registry,
+            gate,
+            connect_creds: None,
             reader: ChunkReader::new(),
             writer: ChunkWriter::new(128),
             buf: BytesMut::with_capacity(64 * 1024),
@@ -356,6 +373,20 @@ impl Conn {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 self.app = strip_query(app).trim_matches('/').to_string();
+                let tc_url = v
+                    .get(2)
+                    .and_then(|o| o.get("tcUrl"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.connect_creds = app
+                    .split_once('?')
+                    .and_then(|(_, q)| auth::from_query(q))
+                    .or_else(|| {
+                        tc_url
+                            .split_once('?')
+                            .and_then(|(_, q)| auth::from_query(q))
+                    })
+                    .or_else(|| auth::from_userinfo(tc_url));
                 self.control(chunk::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
                 let mut bw = WINDOW.to_be_bytes().to_vec();
                 bw.push(2); // dynamic
@@ -401,6 +432,19 @@ impl Conn {
         Ok(Next::Continue)
     }
 
+    /// Whether a publish or play with stream key `key` may go ahead: no
+    /// credentials are asked of this peer, or the key's query (else
+    /// `connect`'s) carries a configured pair.
+    fn authorized(&self, key: &str) -> bool {
+        if self.gate.exempt(Gate::is_loopback(self.peer)) {
+            return true;
+        }
+        key.split_once('?')
+            .and_then(|(_, q)| auth::from_query(q))
+            .or_else(|| self.connect_creds.clone())
+            .is_some_and(|(u, p)| self.gate.check(&u, &p))
+    }
+
     /// The stream a publish or play names: the stream key, or with none,
     /// the app (`rtmp://host/NAME`).
     fn stream_name(&self, key: &str) -> String {
@@ -416,6 +460,17 @@ impl Conn {
                 "this connection already publishes",
             );
             return Next::Close("second publish on one connection".into());
+        }
+        // Before the stream is looked up (or, with publish.auto_create,
+        // made): a stranger learns nothing of which names exist.
+        if !self.authorized(key) {
+            tracing::warn!(stream = %name, peer = %self.peer, "rtmp publish refused: bad or no credentials");
+            self.on_status(
+                "error",
+                "NetStream.Publish.BadName",
+                "authentication failed: put ?user=USER&pass=PASSWORD after the stream key",
+            );
+            return Next::Close("publish: not authorized".into());
         }
         let held = match self.registry.for_publish(&name) {
             Ok(stream) => stream.publish("rtmp", Some(self.peer)).await,
@@ -442,6 +497,7 @@ impl Conn {
                 let code = match e {
                     StreamError::Busy { .. }
                     | StreamError::NotFound { .. }
+                    | StreamError::Forbidden { .. }
                     | StreamError::BadName { .. } => "NetStream.Publish.BadName",
                     _ => "NetStream.Publish.Failed",
                 };
@@ -461,6 +517,15 @@ impl Conn {
                 "this connection already publishes or plays",
             );
             return Next::Close("second play on one connection".into());
+        }
+        if !self.authorized(key) {
+            tracing::warn!(stream = %name, peer = %self.peer, "rtmp play refused: bad or no credentials");
+            self.on_status(
+                "error",
+                "NetStream.Play.Failed",
+                "authentication failed: add ?user=USER&pass=PASSWORD to the stream name",
+            );
+            return Next::Close("play: not authorized".into());
         }
         let Some(stream) = self.registry.get(&name) else {
             self.on_status(

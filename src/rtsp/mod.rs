@@ -79,11 +79,15 @@ pub async fn serve(
     max_connections: usize,
 ) {
     let auth = auth.map(Arc::new);
-    let mut gate =
-        crate::net::Gate::new(listener, "rtsp", max_connections, crate::net::Refusal::Rtsp);
+    let mut listener = crate::net::CappedListener::new(
+        listener,
+        "rtsp",
+        max_connections,
+        crate::net::Refusal::Rtsp,
+    );
     loop {
-        // Nodelay and the send buffer are set by the gate.
-        let (sock, peer, permit) = gate.accept().await;
+        // Nodelay and the send buffer are set by the listener.
+        let (sock, peer, permit) = listener.accept().await;
         let local = sock.local_addr().unwrap_or(peer);
         let registry = registry.clone();
         let auth = auth.clone();
@@ -226,6 +230,7 @@ impl From<StreamError> for Reply {
             | StreamError::NotRunning { .. }
             | StreamError::NotFound { .. } => Reply::error(404, "Not Found", msg),
             StreamError::BadName { .. } => Reply::error(400, "Bad Request", msg),
+            StreamError::Forbidden { .. } => Reply::error(403, "Forbidden", msg),
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
