@@ -319,6 +319,10 @@ pub struct DeadlineIo<S = TcpStream> {
     inner: S,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's slot under its listener's cap, held by the socket
+    /// itself: a connection hyper hands over (a WebSocket after the
+    /// upgrade) keeps its slot until the socket closes.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> DeadlineIo<S> {
@@ -327,7 +331,14 @@ impl<S> DeadlineIo<S> {
             inner,
             stall,
             timer: None,
+            _permit: None,
         }
+    }
+
+    /// Holds `permit` until this connection is dropped.
+    pub fn holding(mut self, permit: OwnedSemaphorePermit) -> DeadlineIo<S> {
+        self._permit = Some(permit);
+        self
     }
 
     fn guard<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -434,13 +445,13 @@ pub async fn serve_http<L: Listen>(
             });
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
+        let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
         tokio::spawn(async move {
-            let _permit = permit;
             let _done = done;
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(DeadlineIo::new(io, WRITE_STALL)), svc)
+                .serve_connection(TokioIo::new(io), svc)
                 // /api/ws: axum's WebSocketUpgrade takes the connection over.
                 .with_upgrades();
             let mut conn = pin!(conn);

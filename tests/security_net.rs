@@ -418,3 +418,36 @@ fn rtsp_and_rtmp_connections_past_the_cap_are_refused() {
     drop(a);
     srv.wait_for("an RTMP slot", Duration::from_secs(5), || handshake(rtmp).1);
 }
+
+/// A WebSocket (`/api/ws`) is a connection like any other: it keeps its
+/// slot under `api.max_connections` after the upgrade, for as long as it
+/// is open.
+#[test]
+fn a_websocket_keeps_its_slot_under_the_cap() {
+    let srv = Server::start("", "api: { max_connections: 2 }\n");
+    let mut ws = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    ws.write_all(
+        b"GET /api/ws?src=x HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = ws.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The upgrade is done: one slot left, then none.
+    let mut other = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    assert_eq!(ask(&mut other), Some(200), "{}", srv.log());
+    let (status, body) = srv.try_get("/api").unwrap();
+    assert_eq!(status, 503, "{body}\n{}", srv.log());
+    // The WebSocket closes: its slot is free.
+    drop(ws);
+    srv.wait_for("the WebSocket's slot", Duration::from_secs(5), || {
+        matches!(srv.try_get("/api"), Ok((200, _)))
+    });
+}
