@@ -9,14 +9,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,27 +21,19 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Sleep;
+use tokio::net::TcpListener;
 
 use crate::hls::{HlsError, Variant};
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
 use crate::media::flv::{self, Muxer};
 use crate::media::{ticks_to_ms, TrackInfo, TrackKind};
+use crate::net::{CappedListener, Refusal};
+/// Re-exported from [`crate::net`], where the listener machinery lives.
+pub use crate::net::{PeerAddr, SEND_BUFFER, WRITE_STALL};
 
 /// The go2rtc API level whose shape we implement.
 pub const GO2RTC_API_VERSION: &str = "1.9.14";
-
-/// A client that accepts no bytes for this long is disconnected. Without it
-/// a stalled HTTP-FLV viewer would hold its socket (and its lease on the
-/// stream, keeping the cameras running) forever.
-pub const WRITE_STALL: Duration = Duration::from_secs(15);
-
-/// Per-connection socket send buffer (the kernel doubles it): about 4 s of
-/// a 2 Mbit/s stream, and 10 MB/s over a 100 ms path.
-pub const SEND_BUFFER: usize = 512 * 1024;
 
 pub struct AppState {
     pub registry: Arc<Registry>,
@@ -1430,147 +1419,21 @@ fn push_headers(
     }
 }
 
-// ---- the listener: TCP with a write deadline ---------------------------
+// ---- the listeners ------------------------------------------------------
 
-/// `TcpListener` whose connections fail a write that makes no progress for
-/// [`WRITE_STALL`]; hyper then drops the connection and with it the viewer.
-pub struct DeadlineListener {
-    inner: TcpListener,
-    stall: Duration,
+/// Serves `router` on `listener` until `shutdown` resolves, at most
+/// `max_connections` at once (`api.max_connections`); see
+/// [`crate::net::serve_http`] for the time bounds.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = CappedListener::new(listener, "api", max_connections, Refusal::Http);
+    crate::net::serve_http(listener, router, shutdown).await
 }
 
-impl DeadlineListener {
-    pub fn new(inner: TcpListener, stall: Duration) -> DeadlineListener {
-        DeadlineListener { inner, stall }
-    }
-}
-
-impl axum::serve::Listener for DeadlineListener {
-    type Io = DeadlineIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (DeadlineIo, SocketAddr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((s, a)) => {
-                    let _ = s.set_nodelay(true);
-                    // A fixed send buffer turns off the kernel's autotuning,
-                    // which grows a stalled viewer's buffer to 4 MB: that is
-                    // kernel memory per viewer, and seconds of media during
-                    // which a dead client still looks alive. Our ring is the
-                    // buffer; the kernel needs only enough for the path.
-                    let _ = socket2::SockRef::from(&s).set_send_buffer_size(SEND_BUFFER);
-                    tracing::trace!(peer = %a, "accepted");
-                    return (
-                        DeadlineIo {
-                            inner: s,
-                            stall: self.stall,
-                            timer: None,
-                        },
-                        a,
-                    );
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// The peer's address, for handlers (`ConnectInfo<PeerAddr>`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<axum::serve::IncomingStream<'_, DeadlineListener>> for PeerAddr {
-    fn connect_info(s: axum::serve::IncomingStream<'_, DeadlineListener>) -> PeerAddr {
-        PeerAddr(*s.remote_addr())
-    }
-}
-
-pub struct DeadlineIo {
-    inner: TcpStream,
-    stall: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl DeadlineIo {
-    fn guard<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match r {
-            Poll::Ready(r) => {
-                self.timer = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let stall = self.stall;
-                let t = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-                match t.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        self.timer = None;
-                        Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "client accepted no data for too long",
-                        )))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-impl AsyncRead for DeadlineIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for DeadlineIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.guard(cx, r)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.guard(cx, r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.guard(cx, r)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
 /// Serves the API on a unix socket too (`api.unix_listen`), as Home
 /// Assistant's managed go2rtc is reached. A stale socket file is replaced.
 /// A unix-socket peer counts as local (go2rtc: the `@` peer), for auth and
@@ -1580,29 +1443,14 @@ pub fn bind_unix(path: &std::path::Path) -> io::Result<tokio::net::UnixListener>
     tokio::net::UnixListener::bind(path)
 }
 
+/// As [`serve`], on the unix socket; it has a cap of its own of
+/// `max_connections`.
 pub async fn serve_unix(
     l: tokio::net::UnixListener,
     router: Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for PeerAddr {
-    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> PeerAddr {
-        PeerAddr(SocketAddr::from(([127, 0, 0, 1], 0)))
-    }
-}
-
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let l = DeadlineListener::new(listener, WRITE_STALL);
-    axum::serve(l, router.into_make_service_with_connect_info::<PeerAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let listener = CappedListener::new(l, "api.unix", max_connections, Refusal::Http);
+    crate::net::serve_http(listener, router, shutdown).await
 }

@@ -80,6 +80,13 @@ pub struct Config {
     /// `api.allow_exec`: sources added through the API may run commands
     /// (`exec:`, `echo:`, `expr:`). Off: only the config file may.
     pub allow_exec: bool,
+    /// `api.max_connections`, `rtsp.max_connections`,
+    /// `rtmp.max_connections`: connections each listener serves at once
+    /// (the unix socket has the API's figure, on its own); one more gets a
+    /// 503 (HTTP, RTSP) or is closed (RTMP). Defaults in [`crate::net`].
+    pub api_max_connections: usize,
+    pub rtsp_max_connections: usize,
+    pub rtmp_max_connections: usize,
     /// `api.origin` (go2rtc's key): the web origins allowed to use the
     /// API from a page of theirs (CORS), `*` for any. Empty: no CORS
     /// header is sent, and a foreign `Origin` may change nothing.
@@ -741,7 +748,34 @@ impl Config {
         }
         let allow_files = api.allow_files.unwrap_or(false);
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
-        let rtmp_listen = listen(raw.rtmp.unwrap_or_default().listen, "rtmp.listen", ":1935")?;
+        let rtmp = raw.rtmp.unwrap_or_default();
+        let rtmp_listen = listen(rtmp.listen, "rtmp.listen", ":1935")?;
+        let max_connections =
+            |v: Option<Spanned<u64>>, key: &str, default: usize| -> Result<usize, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(v) if (1..=1_000_000).contains(&v.value) => Ok(v.value as usize),
+                    Some(v) => Err(at(
+                        &v.referenced,
+                        format!("{key}: {} (1 to 1000000)", v.value),
+                    )),
+                }
+            };
+        let api_max_connections = max_connections(
+            api.max_connections,
+            "api.max_connections",
+            crate::net::DEFAULT_API_MAX_CONNECTIONS,
+        )?;
+        let rtsp_max_connections = max_connections(
+            rtsp.max_connections,
+            "rtsp.max_connections",
+            crate::net::DEFAULT_RTSP_MAX_CONNECTIONS,
+        )?;
+        let rtmp_max_connections = max_connections(
+            rtmp.max_connections,
+            "rtmp.max_connections",
+            crate::net::DEFAULT_RTMP_MAX_CONNECTIONS,
+        )?;
         let mut publish = PublishConfig::default();
         if let Some(p) = raw.publish {
             publish.auto_create = p.auto_create.unwrap_or(publish.auto_create);
@@ -889,6 +923,9 @@ impl Config {
             api_auth,
             api_unix_listen,
             allow_exec,
+            api_max_connections,
+            rtsp_max_connections,
+            rtmp_max_connections,
             api_origin,
             allow_files,
             preload,
@@ -1358,6 +1395,7 @@ struct RawListen {
     allow_exec: Option<bool>,
     allow_files: Option<bool>,
     unix_listen: Option<String>,
+    max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1570,10 +1608,20 @@ const KNOWN: &[(&str, &[&str])] = &[
             "allow_exec",
             "allow_files",
             "unix_listen",
+            "max_connections",
             "origin",
         ],
     ),
-    ("rtsp", &["listen", "username", "password", "local_auth"]),
+    (
+        "rtsp",
+        &[
+            "listen",
+            "username",
+            "password",
+            "local_auth",
+            "max_connections",
+        ],
+    ),
     ("ffmpeg", &["bin"]),
     (
         "log",
@@ -1604,7 +1652,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["linger", "kill_timeout", "start_timeout", "stall_timeout"],
     ),
     ("hls", &["target_duration", "window", "keepalive"]),
-    ("rtmp", &["listen"]),
+    ("rtmp", &["listen", "max_connections"]),
     ("webrtc", &["listen", "candidates", "ice_servers"]),
     (
         "publish",
@@ -2071,5 +2119,37 @@ streams:
         let c = parse("").unwrap();
         assert!(c.streams.is_empty());
         assert_eq!(c.api_listen, Some("0.0.0.0:1984".parse().unwrap()));
+    }
+
+    #[test]
+    fn max_connections_per_listener() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (
+                c.api_max_connections,
+                c.rtsp_max_connections,
+                c.rtmp_max_connections
+            ),
+            (2048, 2048, 512)
+        );
+        let c = parse(
+            "api: { max_connections: 20 }\nrtsp: { max_connections: 30 }\nrtmp: { max_connections: 40 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.api_max_connections,
+                c.rtsp_max_connections,
+                c.rtmp_max_connections
+            ),
+            (20, 30, 40)
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = parse("rtsp:\n  max_connections: 0\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 20), "{e}");
+        assert!(e.message.contains("rtsp.max_connections"), "{e}");
+        let e = parse("api:\n  max_connections: many\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.col > 0, "{e}");
     }
 }

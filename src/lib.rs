@@ -14,6 +14,7 @@ pub mod hub;
 pub mod media;
 pub mod metrics;
 pub mod mp4;
+pub mod net;
 pub mod preload;
 pub mod rtmp;
 pub mod rtsp;

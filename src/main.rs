@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             logs.with_ansi(ansi).init()
         }
     }
+    raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,6 +89,21 @@ fn main() -> ExitCode {
             eprintln!("streamvisor: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go's runtime does at
+/// start (so go2rtc runs with it): every viewer is a socket, and the soft
+/// limit is often 1024 while the hard one is far higher (systemd: 524288).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => tracing::debug!(limit = soft, hard, error = %e, "open-file limit kept"),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open-file limit"),
+        Err(e) => tracing::debug!(error = %e, "open-file limit unknown"),
     }
 }
 
@@ -180,12 +196,18 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
             l,
             registry.clone(),
             cfg.rtsp_auth.clone(),
+            cfg.rtsp_max_connections,
         ));
     }
     if let Some(l) = rtmp {
         tracing::info!(listen = %l.local_addr()?, "rtmp server ready");
         let gate = streamvisor::auth::Gate::either(cfg.api_auth.as_ref(), cfg.rtsp_auth.as_ref());
-        tokio::spawn(streamvisor::rtmp::serve(l, registry.clone(), gate));
+        tokio::spawn(streamvisor::rtmp::serve(
+            l,
+            registry.clone(),
+            gate,
+            cfg.rtmp_max_connections,
+        ));
     }
     let preloads = streamvisor::preload::Preloads::new(registry.clone());
     preloads.sync(&cfg.preload);
@@ -225,11 +247,12 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
             api::router(state.clone())
         };
         let mut rx = stop_rx.clone();
+        let max = cfg.api_max_connections;
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = api::serve(l, router, shutdown).await {
+            if let Err(e) = api::serve(l, router, max, shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
@@ -246,11 +269,12 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         let router = api::router(state.clone());
         let mut rx = stop_rx.clone();
         tracing::info!(listen = %path.display(), "api listening on a unix socket");
+        let max = cfg.api_max_connections;
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = api::serve_unix(l, router, shutdown).await {
+            if let Err(e) = api::serve_unix(l, router, max, shutdown).await {
                 tracing::error!(error = %e, path = %path.display(), "api.unix_listen failed");
             }
         });

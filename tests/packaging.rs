@@ -121,6 +121,8 @@ fn the_unit_keeps_the_service_contract() {
         user == Some("streamvisor") || setting(&s, "DynamicUser") == Some("yes"),
         "User={user:?}"
     );
+    // Hundreds of viewers need more descriptors than the usual 1024.
+    assert_eq!(setting(&s, "LimitNOFILE"), Some("65536"));
     // The API saves edits with a temporary file renamed over the config:
     // the directory must be writable inside the sandbox.
     let rw = setting(&s, "ReadWritePaths").unwrap_or_default();

@@ -55,27 +55,32 @@ const CSID_VIDEO: u8 = 6;
 /// The one message stream we hand out in `createStream`.
 const MEDIA_STREAM: u32 = 1;
 
-/// Accepts RTMP connections until the listener fails. `gate` says who
-/// must log in (see [`crate::auth`]): RTMP has no auth of its own, so
-/// credentials ride in the stream key's query (`obs?user=U&pass=P`,
-/// MediaMTX's convention), the app's, or `tcUrl`'s userinfo.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, gate: Gate) {
+/// Accepts RTMP connections, at most `max_connections` at once
+/// (`rtmp.max_connections`; one more is closed: RTMP has no way to refuse
+/// before the handshake). `gate` says who must log in (see
+/// [`crate::auth`]): RTMP has no auth of its own, so credentials ride in
+/// the stream key's query (`obs?user=U&pass=P`, MediaMTX's convention), the
+/// app's, or `tcUrl`'s userinfo.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    gate: Gate,
+    max_connections: usize,
+) {
     let gate = Arc::new(gate);
+    let mut listener = crate::net::CappedListener::new(
+        listener,
+        "rtmp",
+        max_connections,
+        crate::net::Refusal::Close,
+    );
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(crate::api::SEND_BUFFER);
+        // Nodelay and the send buffer are set by the listener.
+        let (sock, peer, permit) = listener.accept().await;
         let registry = registry.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut c = Conn::new(sock, peer, registry, gate);
             let why = match c.run().await {
                 Ok(()) => "closed".to_string(),

@@ -37,10 +37,17 @@ use crate::media::{Codec, Frame, TrackInfo, TrackKind};
 
 /// Advertised in `Session:`; a UDP session silent this long is closed.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection that sends no request for this long is closed, unless it
+/// is playing over TCP or the session's own liveness rule
+/// ([`SESSION_TIMEOUT`]) watches it: a connection that only connects must
+/// not hold a socket forever. A player receiving interleaved media may
+/// send nothing but RTCP (VLC, ffmpeg with `-rtsp_transport tcp`) and is
+/// not cut.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often each track gets an RTCP sender report.
 pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// A connection that accepts no bytes for this long is closed.
-pub const WRITE_STALL: Duration = crate::api::WRITE_STALL;
+pub const WRITE_STALL: Duration = crate::net::WRITE_STALL;
 /// How long DESCRIBE waits, once the stream is running, for the first frame
 /// that tells it the tracks.
 const TRACKS_WAIT: Duration = Duration::from_secs(10);
@@ -61,27 +68,32 @@ async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, byt
     }
 }
 
-/// Accepts RTSP connections until the listener fails. With `auth`, every
-/// request but OPTIONS needs Basic or Digest credentials (loopback clients
-/// are exempt unless `local_auth`).
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, auth: Option<Credentials>) {
+/// Accepts RTSP connections, at most `max_connections` at once
+/// (`rtsp.max_connections`; one more is answered 503 and closed). With
+/// `auth`, every request but OPTIONS needs Basic or Digest credentials
+/// (loopback clients are exempt unless `local_auth`).
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    auth: Option<Credentials>,
+    max_connections: usize,
+) {
     let auth = auth.map(Arc::new);
+    let mut listener = crate::net::CappedListener::new(
+        listener,
+        "rtsp",
+        max_connections,
+        crate::net::Refusal::Rtsp,
+    );
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "rtsp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(crate::api::SEND_BUFFER);
+        // Nodelay and the send buffer are set by the listener.
+        let (sock, peer, permit) = listener.accept().await;
         let local = sock.local_addr().unwrap_or(peer);
         let registry = registry.clone();
         let auth = auth.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let now = Instant::now();
             let mut c = Conn {
                 sock,
                 peer,
@@ -91,7 +103,8 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, auth: Option<
                 session: None,
                 publishing: None,
                 out: BytesMut::with_capacity(16 * 1024),
-                opened: Instant::now(),
+                opened: now,
+                last_request: now,
                 authed: auth
                     .as_ref()
                     .is_none_or(|a| !a.local_auth && peer.ip().is_loopback()),
@@ -166,6 +179,9 @@ struct Conn {
     /// Interleaved headers of the batch being written.
     out: BytesMut,
     opened: Instant,
+    /// When the last request came (or the connection opened): see
+    /// [`REQUEST_TIMEOUT`].
+    last_request: Instant,
     auth: Option<Arc<Credentials>>,
     /// This connection has proved itself (or needs not).
     authed: bool,
@@ -228,6 +244,8 @@ enum Event {
     Media(Result<Delivery, Ended>),
     Report,
     Silent,
+    /// No request for [`REQUEST_TIMEOUT`], and nothing else to keep it.
+    Idle,
     /// A datagram from a UDP publisher's track.
     Udp(usize, bytes::Bytes),
     /// A publisher's pending batch is due.
@@ -344,6 +362,10 @@ impl Conn {
                 None => Instant::now() + SESSION_TIMEOUT,
             };
             let flush_at = self.publishing.as_ref().and_then(|p| p.flush_at());
+            // Playing over TCP, or watched for signs of life above: kept.
+            // Anything else must keep sending requests.
+            let idle = !playing && !watch;
+            let idle_at = self.last_request + REQUEST_TIMEOUT;
             let ev = {
                 let Conn {
                     sock,
@@ -357,6 +379,7 @@ impl Conn {
                     d = next_delivery(session), if playing => Event::Media(d),
                     _ = reports.tick(), if playing => Event::Report,
                     _ = tokio::time::sleep_until(silent_at), if watch => Event::Silent,
+                    _ = tokio::time::sleep_until(idle_at), if idle => Event::Idle,
                     Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
                     _ = tokio::time::sleep_until(flush_at.unwrap_or(silent_at)), if flush_at.is_some() => Event::Flush,
                 }
@@ -372,6 +395,7 @@ impl Conn {
                     "session silent for {} s",
                     SESSION_TIMEOUT.as_secs()
                 )),
+                Event::Idle => Err(format!("no request for {} s", REQUEST_TIMEOUT.as_secs())),
                 Event::Udp(i, d) => self.on_published_rtp(i, d),
                 Event::Flush => {
                     if let Some(p) = &self.publishing {
@@ -421,6 +445,7 @@ impl Conn {
                     }
                 }
                 Ok(Some(wire::Incoming::Request(req))) => {
+                    self.last_request = Instant::now();
                     let cseq = req
                         .header(&rtsp_types::headers::CSEQ)
                         .map(|v| v.as_str().trim().to_string());
