@@ -168,7 +168,7 @@ async fn gate(
         .extensions()
         .get::<ConnectInfo<PeerAddr>>()
         .map(|c| c.0 .0);
-    // A unix-socket peer shows as 127.0.0.1:0 (see `serve_unix`): it is
+    // A unix-socket peer shows as 127.0.0.1:0 (see `net::PeerAddr`): it is
     // local whatever `Host` it sends.
     let unix = peer.is_some_and(|p| p.port() == 0 && p.ip().is_loopback());
     let local = unix
