@@ -735,9 +735,28 @@ async fn webrtc_offer(
     if let Some(n) = declared.filter(|&n| n > MAX_SIGNAL_BYTES) {
         return Err(too_large(Some(n)));
     }
-    let body = axum::body::to_bytes(body, MAX_SIGNAL_BYTES)
-        .await
-        .map_err(|_| too_large(declared))?;
+    // A body trickled in is given up on: the offer is one small write.
+    const READ_TIMEOUT: Duration = Duration::from_secs(10);
+    let body = match tokio::time::timeout(
+        READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_SIGNAL_BYTES),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the offer did not arrive within {} s",
+                    READ_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+        // http-body-util's LengthLimitError: over MAX_SIGNAL_BYTES.
+        Ok(Err(e)) if e.to_string().contains("length limit") => return Err(too_large(declared)),
+        Ok(Err(e)) => return Err(ApiError::bad_param("body", format!("offer body: {e}"))),
+        Ok(Ok(b)) => b,
+    };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -45,12 +45,32 @@ fn offer_with_mlines(n: usize) -> String {
 /// another thread (the server may answer, and close, before reading it
 /// all), the answer read here. (status, body)
 fn post(port: u16, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    post_framed(port, path, content_type, body, false)
+}
+
+/// As [`post`]; `chunked`: with no Content-Length, as one chunk (RFC 9112
+/// §7.1), so the server cannot refuse it from its head.
+fn post_framed(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    mut body: Vec<u8>,
+    chunked: bool,
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let framing = if chunked {
+        let mut b = format!("{:x}\r\n", body.len()).into_bytes();
+        b.append(&mut body);
+        b.extend_from_slice(b"\r\n0\r\n\r\n");
+        body = b;
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n{framing}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut w = s.try_clone().unwrap();
@@ -211,6 +231,16 @@ fn sdp_bombs_are_refused_on_every_signalling_path_and_memory_stays_low() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["limit"], 65536, "{v}");
     assert!(v["error"].as_str().unwrap().contains("65536"), "{v}");
+
+    // The same without a length, chunked: refused once 128 KiB are read.
+    let (status, body) = post_framed(
+        srv.port,
+        "/api/webrtc?src=cam",
+        "application/sdp",
+        bomb.clone().into_bytes(),
+        true,
+    );
+    assert_eq!(status, 413, "chunked WHEP bomb: {}", short(&body));
 
     // go2rtc's JSON.
     let json = serde_json::json!({"type": "offer", "sdp": bomb}).to_string();
