@@ -542,27 +542,44 @@ impl Conn {
         if self.authed || *req.method() == Method::Options {
             return true;
         }
-        // Our own `exec:… {output}` children carry a run token instead of
-        // a password, and only over loopback.
-        let token = req.request_uri().and_then(target).and_then(|t| t.token);
-        if token.is_some() && self.peer.ip().is_loopback() && *req.method() == Method::Announce {
+        // A loopback ANNOUNCE with `?publish_token=` may be one of our own
+        // `exec:… {output}` children, which carry a run token instead of a
+        // password: `announce` proves the token against the stream (only
+        // it can ask the stream, asynchronously) and answers a wrong one
+        // exactly as it answers no credentials.
+        if self.token_announce(req).is_some() {
             return true;
         }
         let Some(creds) = &self.auth else { return true };
         let method: &str = req.method().into();
+        let uri = req.request_uri().map(|u| u.as_str()).unwrap_or("");
         let ok = req
             .header(&rtsp_types::headers::AUTHORIZATION)
-            .is_some_and(|h| auth::check(creds, h.as_str(), method, &self.nonce));
+            .is_some_and(|h| auth::check(creds, h.as_str(), method, uri, &self.nonce));
         self.authed = ok;
         ok
     }
 
+    /// The run token of an ANNOUNCE that may come from one of our
+    /// `{output}` children: only over loopback, where they run.
+    fn token_announce(&self, req: &Request<Vec<u8>>) -> Option<u64> {
+        if *req.method() != Method::Announce || !self.peer.ip().is_loopback() {
+            return None;
+        }
+        req.request_uri().and_then(target).and_then(|t| t.token)
+    }
+
+    /// The 401 with our challenges (RFC 2617 §3.2.1, Digest first).
+    fn unauthorized(&self) -> Reply {
+        let [digest, basic] = auth::challenges(&self.nonce);
+        Reply::error(401, "Unauthorized", "credentials required (rtsp.username)")
+            .header("WWW-Authenticate", digest)
+            .header("WWW-Authenticate", basic)
+    }
+
     async fn handle(&mut self, req: &Request<Vec<u8>>) -> Reply {
         if !self.authorize(req) {
-            let [digest, basic] = auth::challenges(&self.nonce);
-            return Reply::error(401, "Unauthorized", "credentials required (rtsp.username)")
-                .header("WWW-Authenticate", digest)
-                .header("WWW-Authenticate", basic);
+            return self.unauthorized();
         }
         let now = self.now_ms();
         if let Some(s) = &self.session {
@@ -776,6 +793,37 @@ impl Conn {
         let Some(t) = req.request_uri().and_then(target) else {
             return Reply::error(400, "Bad Request", "ANNOUNCE needs a stream URL");
         };
+        // A run token is proved before anything else is looked at (the
+        // SDP included): until then this may be anyone on the host.
+        let by_token = match self.token_announce(req) {
+            None => None,
+            Some(token) => {
+                // Never `for_publish`: a child's stream exists while it
+                // runs, so a token never creates one (publish.auto_create).
+                let held = match self.registry.get(&t.stream) {
+                    Some(s) => s.publish_into(token).await.ok(),
+                    None => None,
+                };
+                match held {
+                    Some(p) => Some(p),
+                    // Not the current run token of a running `{output}`
+                    // child of this stream: the same answer whether the
+                    // stream exists or not, and with credentials on, the
+                    // same 401 as no credentials at all.
+                    None if !self.authed && self.auth.is_some() => return self.unauthorized(),
+                    None => {
+                        return Reply::error(
+                            404,
+                            "Not Found",
+                            format!(
+                                "stream {}: no running source of it has this publish_token",
+                                t.stream
+                            ),
+                        )
+                    }
+                }
+            }
+        };
         let (tracks, skipped) = match publish::parse_sdp(req.body()) {
             Ok(x) => x,
             Err(e) => return Reply::error(400, "Bad Request", e),
@@ -792,26 +840,28 @@ impl Conn {
                 format!("no track we can take: {}", skipped.join("; ")),
             );
         }
-        // Only now, with an offer we can take: with publish.auto_create a
-        // bad ANNOUNCE must not leave a stream behind.
-        let stream = match self.registry.for_publish(&t.stream) {
-            Ok(s) => s,
-            Err(e) => return e.into(),
-        };
-        // One role per connection: a new ANNOUNCE ends whatever was here.
+        // One role per connection: a new ANNOUNCE ends whatever was here
+        // (its publisher first, so a re-ANNOUNCE is not Busy with itself).
         self.session = None;
         self.publishing = None;
-        let held = match t.token {
-            // Only our own children know a token, and only over loopback.
-            Some(token) if self.peer.ip().is_loopback() => stream.publish_into(token).await,
-            _ => stream.publish("rtsp", Some(self.peer)).await,
-        };
-        if held.is_ok() && t.token.is_some() {
-            self.authed = true; // the run token was the credential
-        }
-        let publisher = match held {
-            Ok(p) => p,
-            Err(e) => return e.into(),
+        let publisher = match by_token {
+            Some(p) => {
+                self.authed = true; // the run token was the credential
+                p
+            }
+            None => {
+                // Only now, authorized and with an offer we can take: with
+                // publish.auto_create a bad ANNOUNCE must not leave a
+                // stream behind.
+                let stream = match self.registry.for_publish(&t.stream) {
+                    Ok(s) => s,
+                    Err(e) => return e.into(),
+                };
+                match stream.publish("rtsp", Some(self.peer)).await {
+                    Ok(p) => p,
+                    Err(e) => return e.into(),
+                }
+            }
         };
         let now = self.now_ms();
         self.publishing = Some(publish::PublishSession::new(

@@ -49,8 +49,24 @@ type Section = (String, String, u32, Vec<(String, String)>);
 /// and a note for each we cannot.
 pub type Offer = (Vec<(String, Depacketizer)>, Vec<String>);
 
-/// The media sections of an ANNOUNCE's SDP.
+/// The most media sections an ANNOUNCE may have: a publisher sends one
+/// video and one audio (ffmpeg, OBS, GStreamer); the same bound as a
+/// WebRTC offer's ([`crate::webrtc::MAX_OFFER_MEDIA`]). Each section
+/// costs a depacketizer and, over UDP, two sockets.
+pub const MAX_TRACKS: usize = crate::webrtc::MAX_OFFER_MEDIA;
+
+/// The media sections of an ANNOUNCE's SDP (its size is bounded by the
+/// framer's `MAX_BODY`; the section count is checked before parsing).
 pub fn parse_sdp(body: &[u8]) -> Result<Offer, String> {
+    let sections = body
+        .split(|&b| b == b'\n')
+        .filter(|l| l.trim_ascii_start().starts_with(b"m="))
+        .count();
+    if sections > MAX_TRACKS {
+        return Err(format!(
+            "SDP has {sections} media sections (m-lines); the limit is {MAX_TRACKS}"
+        ));
+    }
     let sdp = sdp_types::Session::parse(body).map_err(|e| format!("SDP: {e}"))?;
     let mut tracks = Vec::new();
     let mut skipped = Vec::new();
@@ -219,5 +235,37 @@ impl PublishSession {
 
     pub fn flush_at(&self) -> Option<Instant> {
         self.publisher.flush_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    const H264: &str =
+        "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
+
+    #[test]
+    fn media_sections_are_bounded_before_parsing() {
+        let at = format!("{SESSION}{}", H264.repeat(MAX_TRACKS));
+        let (tracks, skipped) = parse_sdp(at.as_bytes()).unwrap();
+        assert_eq!((tracks.len(), skipped.len()), (MAX_TRACKS, 0));
+        let over = format!("{SESSION}{}", H264.repeat(MAX_TRACKS + 1));
+        let e = parse_sdp(over.as_bytes()).err().unwrap();
+        assert!(
+            e.contains("9 media sections") && e.contains("limit is 8"),
+            "{e}"
+        );
+    }
+
+    /// sdp-types says where, by line number; nothing of the parser's
+    /// internals (str0m's said `PointerOffset(0x7f…)`).
+    #[test]
+    fn errors_name_the_line() {
+        let bad = format!("{SESSION}m=video\r\n");
+        let e = parse_sdp(bad.as_bytes()).err().unwrap();
+        assert!(!e.contains("0x"), "{e}");
+        assert!(e.contains("line"), "{e}");
     }
 }

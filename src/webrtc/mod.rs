@@ -44,10 +44,35 @@ pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// What a WebRTC peer takes: Opus first, then G.711 (RFC 7874 §3).
 pub const AUDIO: &[Codec] = &[Codec::Opus, Codec::Pcmu, Codec::Pcma];
 
+/// The largest SDP offer we look at. A browser's offer (video, audio and
+/// data, every codec it has) is 4-8 KiB; str0m's parse and answer grow
+/// with the offer (a 1.7 MB one took 250 MB), so the bound comes first.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// The most media sections (m-lines) an offer may have. We send one video
+/// and one audio line; a browser offers video, audio and data (3), Home
+/// Assistant 2-3. Each line costs str0m a media and its codec tables.
+pub const MAX_OFFER_MEDIA: usize = 8;
+/// The largest signalling message: a JSON-wrapped offer (`\r\n` escaped,
+/// so up to twice the SDP) on `POST /api/webrtc` or a `/api/ws` message.
+pub const MAX_SIGNAL_BYTES: usize = 2 * MAX_OFFER_BYTES;
+
+/// An offer over our bounds, refused before it is parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferLimit {
+    /// `size` is `None` when the body was cut off at [`MAX_SIGNAL_BYTES`]
+    /// without its length being known.
+    #[error("SDP offer {} is over the limit of {limit} bytes", match .size { Some(n) => format!("of {n} bytes"), None => "body".to_string() })]
+    TooLarge { size: Option<usize>, limit: usize },
+    #[error("SDP offer has {count} media sections (m-lines); the limit is {limit}")]
+    TooManyMedia { count: usize, limit: usize },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebRtcError {
     #[error("bad SDP offer: {0}")]
     Offer(String),
+    #[error(transparent)]
+    Limit(#[from] OfferLimit),
     #[error(transparent)]
     Stream(#[from] StreamError),
     #[error(transparent)]
@@ -66,19 +91,12 @@ pub async fn answer(
     remote: SocketAddr,
     gone: tokio_util::sync::CancellationToken,
 ) -> Result<String, WebRtcError> {
-    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| WebRtcError::Offer(e.to_string()))?;
+    let offer = parse_offer(offer)?;
     let transport = match transport {
         Some(t) => t,
         None => Transport::ephemeral(local_ip_towards(remote.ip())).await?,
     };
-    let mut rtc = RtcConfig::new()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .enable_pcmu(true, false)
-        .enable_pcma(true, false)
-        .build(std::time::Instant::now());
+    let mut rtc = rtc_config().build(std::time::Instant::now());
     let candidates = transport.candidates(remote.ip()).await;
     if candidates.is_empty() {
         return Err(WebRtcError::NoAddress(remote.ip()));
@@ -89,7 +107,7 @@ pub async fn answer(
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| WebRtcError::Offer(e.to_string()))?;
+        .map_err(|e| WebRtcError::Offer(clean_error(&e.to_string(), "")))?;
     let viewer = stream
         .join(JoinRequest {
             protocol: "webrtc",
@@ -109,6 +127,146 @@ pub async fn answer(
         tracing::info!(stream = %name, peer = %remote, reason = %why, "webrtc peer ended");
     });
     Ok(answer.to_sdp_string())
+}
+
+/// Refuses an offer over [`MAX_OFFER_BYTES`] or [`MAX_OFFER_MEDIA`]
+/// without parsing it: a cheap scan of lines, nothing allocated.
+pub fn check_offer(sdp: &str) -> Result<(), OfferLimit> {
+    if sdp.len() > MAX_OFFER_BYTES {
+        return Err(OfferLimit::TooLarge {
+            size: Some(sdp.len()),
+            limit: MAX_OFFER_BYTES,
+        });
+    }
+    // RFC 8866 §5: every line is `<type>=<value>`, ended by CRLF (LF alone
+    // is accepted by str0m and sent by some tools, so count either).
+    let count = sdp
+        .split('\n')
+        .filter(|l| l.trim_start().starts_with("m="))
+        .count();
+    if count > MAX_OFFER_MEDIA {
+        return Err(OfferLimit::TooManyMedia {
+            count,
+            limit: MAX_OFFER_MEDIA,
+        });
+    }
+    Ok(())
+}
+
+/// The one way in for an offer, whichever signalling it came by: bounds
+/// first ([`check_offer`]), then str0m's parser, whose error is cleaned
+/// of parser internals ([`clean_error`]).
+pub fn parse_offer(sdp: &str) -> Result<SdpOffer, WebRtcError> {
+    check_offer(sdp)?;
+    SdpOffer::from_sdp_string(sdp).map_err(|e| WebRtcError::Offer(clean_error(&e.to_string(), sdp)))
+}
+
+/// The SDP out of a `POST /api/webrtc` body: go2rtc's
+/// `{"type":"offer","sdp":…}` when `json`, else WHEP's raw
+/// `application/sdp`. The caller has bounded `body` to
+/// [`MAX_SIGNAL_BYTES`]; the SDP itself is bounded by [`parse_offer`].
+pub fn offer_from_body(body: &[u8], json: bool) -> Result<String, WebRtcError> {
+    if json {
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| WebRtcError::Offer(format!("offer JSON: {e}")))?;
+        v["sdp"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| WebRtcError::Offer("offer JSON has no \"sdp\"".into()))
+    } else {
+        String::from_utf8(body.to_vec())
+            .map_err(|_| WebRtcError::Offer("the SDP offer is not UTF-8".into()))
+    }
+}
+
+/// str0m's SDP parser (combine's `easy` errors) says where it stopped as
+/// `PointerOffset(0x7f…)`, a heap address: that tells an attacker about
+/// our memory layout and the user nothing. It is turned back into a line
+/// number of `input` (the address points into it), and the message is
+/// made one line, cut to a length fit for a JSON error.
+pub fn clean_error(msg: &str, input: &str) -> String {
+    const MAX: usize = 300;
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(at) = rest.find("PointerOffset(") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "PointerOffset(".len()..];
+        let end = after.find(')').unwrap_or(after.len());
+        let addr = after[..end].trim_start_matches("0x");
+        let base = input.as_ptr() as usize;
+        match usize::from_str_radix(addr, 16) {
+            Ok(a) if a >= base && a <= base + input.len() => {
+                let line = input[..a - base].matches('\n').count() + 1;
+                out.push_str(&format!("line {line}"));
+            }
+            _ => out.push_str("an unknown place"),
+        }
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    // Anything else that looks like an address goes too.
+    let mut s: String = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .split(' ')
+        .map(|w| {
+            if w.trim_start_matches(['(', '`', '"']).starts_with("0x") {
+                "…"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    // "SDP parse: Parse error at line 3; Unexpected …" → "line 3: Unexpected …"
+    if let Some(rest) = s.strip_prefix("SDP parse: Parse error at ") {
+        s = rest.replacen("; ", ": ", 1);
+    }
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// The fuzz target's body (`fuzz/fuzz_targets/sdp_offer.rs`): a
+/// signalling body, JSON-wrapped when it looks like JSON, through the
+/// bounds and the parser as `POST /api/webrtc` takes it, then answered by
+/// a str0m configured as [`answer`] configures it. No panic; an error
+/// never shows an address.
+pub fn fuzz(data: &[u8]) {
+    let data = &data[..data.len().min(MAX_SIGNAL_BYTES)];
+    let json = data.first() == Some(&b'{');
+    let result = offer_from_body(data, json).and_then(|sdp| {
+        let offer = parse_offer(&sdp)?;
+        let mut rtc = rtc_config().build(std::time::Instant::now());
+        rtc.sdp_api()
+            .accept_offer(offer)
+            .map(|a| a.to_sdp_string())
+            .map_err(|e| WebRtcError::Offer(clean_error(&e.to_string(), "")))
+    });
+    if let Err(WebRtcError::Offer(m)) = result {
+        assert!(!m.contains("PointerOffset") && !m.contains("0x"), "{m}");
+    }
+}
+
+/// What every peer is built from: ICE-lite, H.264 out, and the audio we
+/// can send ([`AUDIO`]).
+fn rtc_config() -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .enable_pcmu(true, false)
+        .enable_pcma(true, false)
 }
 
 /// The address of ours that routes to `peer`: what we advertise as our
@@ -372,4 +530,118 @@ fn annex_b(track: &TrackInfo, f: &Frame) -> Result<Vec<u8>, String> {
         out.put_slice(&n);
     }
     Ok(out.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/sdp_offer")
+            .join(name);
+        String::from_utf8(std::fs::read(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn replay_fuzz_corpus() {
+        crate::replay_fuzz_corpus("sdp_offer", fuzz);
+    }
+
+    #[test]
+    fn real_offers_are_within_the_bounds_and_answered() {
+        for name in [
+            "real_chromium156_video_audio_data.sdp",
+            "real_aiortc116_recvonly_video_audio.sdp",
+        ] {
+            let sdp = corpus(name);
+            check_offer(&sdp).unwrap();
+            let offer = parse_offer(&sdp).unwrap();
+            let mut rtc = rtc_config().build(std::time::Instant::now());
+            let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+            assert!(answer.contains("m=video"), "{name}: {answer}");
+        }
+    }
+
+    #[test]
+    fn offer_size_is_bounded_before_parsing() {
+        let mut sdp = corpus("real_aiortc116_recvonly_video_audio.sdp");
+        sdp.push_str(&"a=x\r\n".repeat((MAX_OFFER_BYTES - sdp.len()) / 5));
+        assert!(sdp.len() <= MAX_OFFER_BYTES);
+        check_offer(&sdp).unwrap();
+        sdp.push_str(&"a=x\r\n".repeat(2));
+        let size = sdp.len();
+        assert_eq!(
+            check_offer(&sdp),
+            Err(OfferLimit::TooLarge {
+                size: Some(size),
+                limit: MAX_OFFER_BYTES
+            })
+        );
+        let e = parse_offer(&sdp).unwrap_err().to_string();
+        assert!(e.contains("65536 bytes"), "{e}");
+    }
+
+    #[test]
+    fn media_sections_are_bounded() {
+        let line = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n";
+        let session = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+        let at = format!("{session}{}", line.repeat(MAX_OFFER_MEDIA));
+        check_offer(&at).unwrap();
+        let over = format!("{session}{}", line.repeat(MAX_OFFER_MEDIA + 1));
+        assert_eq!(
+            check_offer(&over),
+            Err(OfferLimit::TooManyMedia {
+                count: 9,
+                limit: MAX_OFFER_MEDIA
+            })
+        );
+        // LF-only line ends count the same.
+        assert!(check_offer(&over.replace("\r\n", "\n")).is_err());
+        // The issue's bomb: 5000 m-lines in 1.7 MB, refused by size first;
+        // 5000 short ones in under 64 KiB, by count.
+        let bomb = format!(
+            "{session}{}",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(5000)
+        );
+        assert!(matches!(
+            check_offer(&bomb),
+            Err(OfferLimit::TooLarge { .. })
+        ));
+        let dense = format!("{session}{}", "m=a\n".repeat(5000));
+        assert!(matches!(
+            check_offer(&dense),
+            Err(OfferLimit::TooManyMedia { count: 5000, .. })
+        ));
+    }
+
+    /// str0m's parse error named a heap address (`PointerOffset(0x7f…)`);
+    /// ours names the line.
+    #[test]
+    fn parse_errors_name_the_line_not_an_address() {
+        // Cut in the middle of Chromium's video section: str0m misses an
+        // rtpmap of the m-line.
+        let sdp = corpus("chromium_cut_mid_line.sdp");
+        let line = sdp.lines().position(|l| l.starts_with("m=video")).unwrap() + 1;
+        let e = parse_offer(&sdp).unwrap_err().to_string();
+        assert!(!e.contains("0x") && !e.contains("PointerOffset"), "{e}");
+        assert!(
+            e.starts_with(&format!("bad SDP offer: line {line}: ")),
+            "{e}"
+        );
+        assert!(e.len() < 400 && !e.contains('\n'), "{e}");
+        // str0m itself said where as an address.
+        let raw = SdpOffer::from_sdp_string(&sdp).unwrap_err().to_string();
+        assert!(raw.contains("PointerOffset(0x"), "{raw}");
+    }
+
+    #[test]
+    fn clean_error_drops_addresses_it_cannot_place() {
+        let e = clean_error(
+            "Parse error at PointerOffset(0x7f00deadbeef)\nUnexpected `x`",
+            "v=0",
+        );
+        assert_eq!(e, "Parse error at an unknown place; Unexpected `x`");
+        assert!(!clean_error("at 0x7ffc1234 bad", "").contains("0x"));
+    }
 }
