@@ -195,7 +195,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         tokio::spawn(streamvisor::rtsp::serve(
             l,
             registry.clone(),
-            cfg.rtsp_auth.clone(),
+            streamvisor::auth::Gate::new(cfg.rtsp_auth.as_ref(), cfg.api_auth.as_ref()),
             cfg.rtsp_max_connections,
         ));
     }

@@ -384,3 +384,52 @@ fn a_client_that_is_not_trusted_sees_no_camera_password() {
     let (_, _, body) = raw(srv.port, "GET", "/api/streams", "Host: 127.0.0.1\r\n", "");
     assert!(body.contains("rtsp://admin:pw0rd@127.0.0.1:9/x"), "{body}");
 }
+
+#[test]
+fn either_sections_credentials_bind_http_and_rtsp_alike() {
+    // Only api's pair is set, with local_auth: RTSP asks for it too (it
+    // used to be open), and takes it.
+    let rtsp = free_port();
+    let srv = Server::start(
+        "  obs:\n",
+        &format!(
+            "api: {{ username: admin, password: s3cret, local_auth: true }}\n\
+             rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"
+        ),
+    );
+    let url = format!("rtsp://127.0.0.1:{rtsp}/obs");
+    let mut c = RtspClient::connect(rtsp);
+    let (status, _, _) = c.request("DESCRIBE", &url, &[]);
+    assert_eq!(status, 401);
+    let (status, _, _) = c.request(
+        "DESCRIBE",
+        &url,
+        &[("Authorization", "Basic YWRtaW46bm9wZQ==".into())], // admin:nope
+    );
+    assert_eq!(status, 401);
+    let (status, _, body) = c.request(
+        "DESCRIBE",
+        &url,
+        &[("Authorization", "Basic YWRtaW46czNjcmV0".into())], // admin:s3cret
+    );
+    assert_ne!(status, 401, "{body}");
+    drop(c);
+
+    // Only rtsp's pair is set: HTTP asks for it, and takes it.
+    let srv2 = Server::start(
+        "  obs:\n",
+        "rtsp: { listen: \"\", username: cam, password: r0, local_auth: true }\n",
+    );
+    let me = "Host: 127.0.0.1\r\n";
+    let (status, _, _) = raw(srv2.port, "GET", "/api/streams", me, "");
+    assert_eq!(status, 401);
+    let (status, _, _) = raw(
+        srv2.port,
+        "GET",
+        "/api/streams",
+        &format!("{me}Authorization: Basic Y2FtOnIw\r\n"), // cam:r0
+        "",
+    );
+    assert_eq!(status, 200);
+    drop(srv);
+}

@@ -5,6 +5,7 @@
 use base64::Engine;
 use md5::{Digest, Md5};
 
+use crate::auth::constant_time_eq;
 use crate::config::Credentials;
 
 pub const REALM: &str = "streamvisor";
@@ -142,12 +143,6 @@ fn same_uri(directive: &str, request_uri: &str) -> bool {
         && d.host_str().map(str::to_ascii_lowercase) == req.host_str().map(str::to_ascii_lowercase)
         && port(&d) == port(&req)
         && path_query(&d) == path_query(&req)
-}
-
-/// Compares without an early exit, so timing does not leak how much of a
-/// guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

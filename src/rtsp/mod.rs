@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::config::Credentials;
+use crate::auth::Gate;
 use crate::hub::fanout::{Delivery, Ended};
 use crate::hub::{JoinRequest, Registry, StreamError, Viewer};
 use crate::media::rtp::{self, Chunk, Sender, TrackParams};
@@ -69,16 +69,17 @@ async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, byt
 }
 
 /// Accepts RTSP connections, at most `max_connections` at once
-/// (`rtsp.max_connections`; one more is answered 503 and closed). With
-/// `auth`, every request but OPTIONS needs Basic or Digest credentials
+/// (`rtsp.max_connections`; one more is answered 503 and closed). Once
+/// credentials are set (`gate`, see [`crate::auth`]), every request but
+/// OPTIONS needs Basic or Digest credentials of a configured pair
 /// (loopback clients are exempt unless `local_auth`).
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
-    auth: Option<Credentials>,
+    gate: Gate,
     max_connections: usize,
 ) {
-    let auth = auth.map(Arc::new);
+    let gate = Arc::new(gate);
     let mut listener = crate::net::CappedListener::new(
         listener,
         "rtsp",
@@ -90,7 +91,7 @@ pub async fn serve(
         let (sock, peer, permit) = listener.accept().await;
         let local = sock.local_addr().unwrap_or(peer);
         let registry = registry.clone();
-        let auth = auth.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let now = Instant::now();
@@ -105,10 +106,8 @@ pub async fn serve(
                 out: BytesMut::with_capacity(16 * 1024),
                 opened: now,
                 last_request: now,
-                authed: auth
-                    .as_ref()
-                    .is_none_or(|a| !a.local_auth && peer.ip().is_loopback()),
-                auth,
+                authed: gate.exempt(Gate::is_loopback(peer)),
+                gate,
                 nonce: format!("{:032x}", rand::random::<u128>()),
             };
             let why = c.run().await;
@@ -182,7 +181,8 @@ struct Conn {
     /// When the last request came (or the connection opened): see
     /// [`REQUEST_TIMEOUT`].
     last_request: Instant,
-    auth: Option<Arc<Credentials>>,
+    /// Who must log in (see [`crate::auth`]).
+    gate: Arc<Gate>,
     /// This connection has proved itself (or needs not).
     authed: bool,
     /// Our Digest nonce for this connection.
@@ -550,12 +550,20 @@ impl Conn {
         if self.token_announce(req).is_some() {
             return true;
         }
-        let Some(creds) = &self.auth else { return true };
+        if !self.gate.enabled() {
+            return true;
+        }
         let method: &str = req.method().into();
         let uri = req.request_uri().map(|u| u.as_str()).unwrap_or("");
+        // Every configured pair is tried (no early exit: timing tells
+        // nothing of which one was close).
         let ok = req
             .header(&rtsp_types::headers::AUTHORIZATION)
-            .is_some_and(|h| auth::check(creds, h.as_str(), method, uri, &self.nonce));
+            .is_some_and(|h| {
+                self.gate.pairs().iter().fold(false, |ok, creds| {
+                    ok | auth::check(creds, h.as_str(), method, uri, &self.nonce)
+                })
+            });
         self.authed = ok;
         ok
     }
@@ -810,7 +818,7 @@ impl Conn {
                     // child of this stream: the same answer whether the
                     // stream exists or not, and with credentials on, the
                     // same 401 as no credentials at all.
-                    None if !self.authed && self.auth.is_some() => return self.unauthorized(),
+                    None if !self.authed && self.gate.enabled() => return self.unauthorized(),
                     None => {
                         return Reply::error(
                             404,
