@@ -48,6 +48,9 @@ pub struct AppState {
     pub gate: crate::auth::Gate,
     /// `api.origin`: origins whose pages may use the API (CORS); `*`: any.
     pub origins: Vec<String>,
+    /// `api.hosts`: public names of this server (a reverse proxy's, a
+    /// DDNS name), served under `Host` with no credentials set.
+    pub hosts: Vec<String>,
     /// `api.allow_exec`.
     pub allow_exec: bool,
     /// Recent JPEG snapshots (`frame.jpeg?cache=`).
@@ -172,8 +175,28 @@ async fn gate(
     // local whatever `Host` it sends.
     let unix = peer.is_some_and(|p| p.port() == 0 && p.ip().is_loopback());
     let local = unix
-        || (peer.is_some_and(crate::auth::Gate::is_loopback)
-            && crate::auth::host_is_local(host, &st.origins_hosts()));
+        || (peer.is_some_and(crate::auth::Gate::is_loopback) && crate::auth::host_is_local(host));
+    // With no credentials set, `Host` is what stops a DNS-rebinding page
+    // (its own name, resolving to us) from using everything a LAN host
+    // may: only names no stranger's DNS can hand out, and the configured
+    // `api.hosts`, are served. (With credentials, the page would need
+    // them.) A client with no `Host` at all is no browser.
+    if !st.gate.enabled() && !unix && !host.is_empty() && !crate::auth::host_is_lan_name(host) {
+        let name = crate::auth::host_name(host);
+        if !st.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            let name = crate::hub::escape_controls(name).into_owned();
+            tracing::warn!(host = %name, path = %req.uri().path(), "request under a name that is not ours refused (DNS rebinding?)");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{name}` is not a name of this server: list it in api.hosts, \
+                     or set credentials (api.username/api.password)"
+                ),
+            )
+            .with("host", name)
+            .into_response();
+        }
+    }
     let mut req = req;
     // Who may see the config's secrets (a source url with its password):
     // someone who gave the credentials, or this machine. With none set,
@@ -225,16 +248,6 @@ pub struct Caller {
     /// secrets (a producer's `url` exactly as configured, which go2rtc's
     /// clients compare with their own, password included).
     pub trusted: bool,
-}
-
-impl AppState {
-    /// The hosts of `api.origin`, which count as local names too.
-    fn origins_hosts(&self) -> Vec<String> {
-        self.origins
-            .iter()
-            .filter_map(|o| o.split_once("://").map(|(_, h)| h.to_string()))
-            .collect()
-    }
 }
 
 /// Whether `api.origin` lets pages of `origin` use the API.

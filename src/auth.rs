@@ -91,20 +91,42 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `localhost`, `*.localhost` (RFC 6761 §6.3), `127.0.0.0/8` or `[::1]`,
 /// with or without a port. A browser sends the name it resolved, so a
 /// DNS-rebinding page (`attacker.example` resolving to 127.0.0.1) sends
-/// its own name and is not local; `extra` holds the configured names that
-/// count as local too.
-pub fn host_is_local(host: &str, extra: &[String]) -> bool {
-    let name = host_name(host);
-    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
+/// its own name and is not local. Configured names do not count: a
+/// reverse proxy on this machine would make everyone behind it local.
+pub fn host_is_local(host: &str) -> bool {
+    let name = host_name(host).to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
     let bare = name.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return ip.is_loopback();
-    }
-    extra
-        .iter()
-        .any(|e| host_name(e).eq_ignore_ascii_case(name))
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `Host` is a name no stranger's DNS can hand out: an address,
+/// a single label (resolved through the LAN's search domain), or a name
+/// under a suffix kept for local networks (mDNS's `.local`, RFC 6762;
+/// `.home.arpa`, RFC 8375; `.internal`; and the common router domains).
+/// DNS rebinding needs a public name the attacker controls, which this is
+/// not.
+pub fn host_is_lan_name(host: &str) -> bool {
+    const LAN: &[&str] = &[
+        ".local",
+        ".lan",
+        ".home",
+        ".home.arpa",
+        ".internal",
+        ".localdomain",
+        ".localhost",
+        ".intranet",
+        ".fritz.box",
+    ];
+    let name = host_name(host).to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty() && !name.contains('.'))
+        || LAN.iter().any(|s| name.ends_with(s))
 }
 
 /// `Host`'s name without its port: `[::1]:1984` → `[::1]`, `a:1` → `a`.
@@ -202,7 +224,7 @@ mod tests {
             "[::1]",
             "[::1]:1984",
         ] {
-            assert!(host_is_local(h, &[]), "{h}");
+            assert!(host_is_local(h), "{h}");
         }
         for h in [
             "attacker.example",
@@ -213,9 +235,29 @@ mod tests {
             "",
             "127.0.0.1.nip.io",
         ] {
-            assert!(!host_is_local(h, &[]), "{h}");
+            assert!(!host_is_local(h), "{h}");
         }
-        assert!(host_is_local("nvr.lan:1984", &["nvr.lan".into()]));
+        for h in [
+            "192.168.1.5:1984",
+            "[fd00::5]:1984",
+            "nvr",
+            "nvr:1984",
+            "nvr.local",
+            "NVR.Home.Arpa.",
+            "nas.fritz.box:1984",
+            "localhost",
+        ] {
+            assert!(host_is_lan_name(h), "{h}");
+        }
+        for h in [
+            "attacker.example",
+            "cams.example.com:443",
+            "192.168.1.5.nip.io",
+            "local.attacker.example",
+            "",
+        ] {
+            assert!(!host_is_lan_name(h), "{h}");
+        }
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct Config {
     /// API from a page of theirs (CORS), `*` for any. Empty: no CORS
     /// header is sent, and a foreign `Origin` may change nothing.
     pub api_origin: Vec<String>,
+    /// `api.hosts` (ours): names of this server that DNS outside the LAN
+    /// hands out (a reverse proxy's, a DDNS name). With no credentials
+    /// set, only LAN names and addresses, and these, are served (DNS
+    /// rebinding).
+    pub api_hosts: Vec<String>,
     /// `api.allow_files` (ours; go2rtc has none): sources added through the
     /// API may read local files (`file:`, paths, `ffmpeg:` of either). Off:
     /// only the config file may.
@@ -747,6 +752,16 @@ impl Config {
             api_origin.push(v);
         }
         let allow_files = api.allow_files.unwrap_or(false);
+        let api_hosts: Vec<String> = api
+            .hosts
+            .map(|h| {
+                h.value
+                    .0
+                    .into_iter()
+                    .map(|x| x.value.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         let rtsp_listen = listen(rtsp.listen, "rtsp.listen", ":8554")?;
         let rtmp = raw.rtmp.unwrap_or_default();
         let rtmp_listen = listen(rtmp.listen, "rtmp.listen", ":1935")?;
@@ -927,6 +942,7 @@ impl Config {
             rtsp_max_connections,
             rtmp_max_connections,
             api_origin,
+            api_hosts,
             allow_files,
             preload,
             layout: Layout {
@@ -1389,6 +1405,7 @@ struct RawHls {
 struct RawListen {
     listen: Option<Spanned<String>>,
     origin: Option<Spanned<Sources>>,
+    hosts: Option<Spanned<Sources>>,
     username: Option<String>,
     password: Option<String>,
     local_auth: Option<bool>,
@@ -1610,6 +1627,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "unix_listen",
             "max_connections",
             "origin",
+            "hosts",
         ],
     ),
     (
@@ -2068,6 +2086,9 @@ streams:
         assert_eq!(c.api_origin, ["*"]);
         let c = parse("api:\n  origin: [\"https://ha.example:8123/\"]\n").unwrap();
         assert_eq!(c.api_origin, ["https://ha.example:8123"]);
+        let c = parse("api:\n  hosts: cams.example.com\n").unwrap();
+        assert_eq!(c.api_hosts, ["cams.example.com"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let e = parse("api:\n  origin: ha.example\n")
             .unwrap_err()
             .to_string();

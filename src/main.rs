@@ -222,6 +222,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         preloads,
         gate: streamvisor::auth::Gate::new(cfg.api_auth.as_ref(), cfg.rtsp_auth.as_ref()),
         origins: cfg.api_origin.clone(),
+        hosts: cfg.api_hosts.clone(),
         allow_exec: cfg.allow_exec,
         snapshots: Default::default(),
         webrtc,

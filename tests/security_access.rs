@@ -367,8 +367,11 @@ fn a_client_that_is_not_trusted_sees_no_camera_password() {
     // No credentials set: anyone may watch, but a source's password is
     // for this machine (Home Assistant's managed go2rtc compares urls) and
     // for whoever gives the credentials, not for the LAN. A loopback peer
-    // under a foreign name stands in for a LAN host.
-    let srv = Server::start("  cam: rtsp://admin:pw0rd@127.0.0.1:9/x\n", "");
+    // under a name of ours that is not loopback stands in for a LAN host.
+    let srv = Server::start(
+        "  cam: rtsp://admin:pw0rd@127.0.0.1:9/x\n",
+        "api: { hosts: [nvr.example] }\n",
+    );
     let (status, _, body) = raw(srv.port, "GET", "/api/streams", "Host: nvr.example\r\n", "");
     assert_eq!(status, 200);
     assert!(!body.contains("pw0rd"), "{body}");
@@ -432,4 +435,46 @@ fn either_sections_credentials_bind_http_and_rtsp_alike() {
     );
     assert_eq!(status, 200);
     drop(srv);
+}
+
+#[test]
+fn with_no_credentials_a_dns_rebinding_name_is_refused() {
+    // No credentials: a page that made its own name resolve to us would
+    // otherwise have everything a LAN host has. Names strangers' DNS
+    // cannot hand out are served, and so are the configured api.hosts.
+    let srv = Server::start("  obs:\n", "api: { hosts: [cams.example.com] }\n");
+    for (host, want) in [
+        ("attacker.example", 403),
+        ("attacker.example:1984", 403),
+        ("192.168.1.5.nip.io", 403),
+        ("127.0.0.1", 200),
+        ("localhost:1984", 200),
+        ("192.168.1.5:1984", 200),
+        ("[fd00::5]", 200),
+        ("nvr", 200),
+        ("nvr.local:1984", 200),
+        ("nvr.home.arpa", 200),
+        ("cams.example.com", 200),
+    ] {
+        let (status, _, body) = raw(
+            srv.port,
+            "GET",
+            "/api/streams",
+            &format!("Host: {host}\r\n"),
+            "",
+        );
+        assert_eq!(status, want, "{host}: {body}");
+        if want == 403 {
+            assert!(body.contains("api.hosts"), "{body}");
+        }
+    }
+    // Media and the WebSocket alike.
+    let (status, _, _) = raw(
+        srv.port,
+        "GET",
+        "/api/stream.flv?src=obs",
+        "Host: attacker.example\r\n",
+        "",
+    );
+    assert_eq!(status, 403);
 }
