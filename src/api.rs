@@ -848,6 +848,7 @@ fn webrtc_error(e: crate::webrtc::WebRtcError) -> ApiError {
     match e {
         WebRtcError::Stream(e) => ApiError::from(e),
         WebRtcError::Offer(m) => ApiError::bad_param("body", m),
+        e @ WebRtcError::Unanswerable(_) => ApiError::bad_param("body", e.to_string()),
         WebRtcError::Limit(l) => {
             let (status, limit) = match l {
                 OfferLimit::TooLarge { limit, .. } => (StatusCode::PAYLOAD_TOO_LARGE, limit),

@@ -367,6 +367,13 @@ fn sdp_parse_errors_show_no_address() {
         assert!(!body.contains("PointerOffset"), "{ct}: {body}");
         assert!(body.contains("line "), "{ct}: {body}");
     }
+    // An offer str0m 0.25 panics on (found by the sdp_offer fuzz target):
+    // a 400 like any bad offer, where the panic used to drop the
+    // connection without an answer; and the server lives on.
+    let bad = std::fs::read(format!("{CORPUS}/str0m_pt_locked_twice.sdp")).unwrap();
+    let (status, body) = post(srv.port, "/api/webrtc?src=cam", "application/sdp", bad);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cannot answer"), "{body}");
     // And over /api/ws.
     let mut ws = Ws::connect(srv.port, "/api/ws?src=cam");
     let msg = serde_json::json!({"type": "webrtc/offer", "value": String::from_utf8(cut).unwrap()})

@@ -7,4 +7,17 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| streamvisor::webrtc::fuzz(data));
+fuzz_target!(|data: &[u8]| {
+    // libfuzzer-sys's panic hook aborts at once, before the server's
+    // catch_unwind around str0m (webrtc::accept) can turn a known str0m
+    // assertion into an error; webrtc::fuzz panics again for any other
+    // one, and that still reaches libFuzzer as a crash (without its
+    // message: replay the artifact with `cargo test` to see it).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| streamvisor::webrtc::fuzz(data));
+    std::panic::set_hook(hook);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+});
