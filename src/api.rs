@@ -94,6 +94,10 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The largest request body any route but the FLV publish takes (the API
+/// takes its parameters in the query; an SDP offer is a few KiB).
+const MAX_BODY: u64 = 256 * 1024;
+
 /// The gate every HTTP request passes before any work is done (see
 /// [`crate::auth`]), in this order:
 /// 1. CORS (Fetch standard §3.2): only with `api.origin`, and only for an
@@ -147,6 +151,24 @@ async fn gate(
                 );
                 return r;
             }
+        }
+    }
+    // No route but the FLV publish (a live stream, bounded per tag and in
+    // time) takes a body of any size: a declared one over the bound is
+    // refused unread. (Handlers that take no body never read one; the
+    // WebRTC offer has a tighter bound of its own.)
+    if req.uri().path() != "/api/stream.flv" {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = declared.filter(|&n| n > MAX_BODY) {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request body of {n} bytes is over the limit of {MAX_BODY}"),
+            )
+            .with("limit", MAX_BODY)
+            .into_response();
         }
     }
     let changes = !matches!(

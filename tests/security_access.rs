@@ -288,7 +288,7 @@ fn a_page_on_another_site_gets_nothing_from_the_loopback_exemption() {
             );
         }
     }
-    assert!(!srv.log().contains("reloading"), "{}", srv.log());
+    assert!(!srv.log().contains("config reloaded"), "{}", srv.log());
     let (_, v) = srv.get_json("/api/streams");
     assert!(v.get("x").is_none(), "{v}");
     // The same POST from our own page, or from a client that is no page
@@ -298,6 +298,7 @@ fn a_page_on_another_site_gets_nothing_from_the_loopback_exemption() {
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = raw(port, "POST", "/api/restart", &me, "");
     assert_eq!(status, 200, "{body}");
+    assert!(srv.log().contains("config reloaded"), "{}", srv.log());
 
     // WebSocket: CORS does not cover it, so a foreign Origin is refused.
     let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
@@ -477,4 +478,23 @@ fn with_no_credentials_a_dns_rebinding_name_is_refused() {
         "",
     );
     assert_eq!(status, 403);
+}
+
+#[test]
+fn a_body_over_the_bound_is_refused_unread() {
+    let srv = Server::start("  obs:\n", "");
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // 100 MB announced, none sent: the answer comes at once.
+    write!(
+        s,
+        "POST /api/restart HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("\"limit\""), "{head}");
+    assert!(!srv.log().contains("config reloaded"), "{}", srv.log());
 }
