@@ -4,7 +4,8 @@
 //! [`config`] → [`source`] (what to run) → [`supervisor`] (running it) →
 //! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
 //! (HTTP-FLV out and go2rtc's JSON API); [`rtsp`], [`rtmp`] and [`hls`] are
-//! the other ways in and out.
+//! the other ways in and out. Every way in passes [`auth`] (one credential
+//! model) and [`net`] (connection caps and deadlines) first.
 
 pub mod api;
 pub mod auth;
