@@ -255,7 +255,11 @@ pub fn fuzz(data: &[u8]) {
     });
     match result {
         Err(WebRtcError::Offer(m)) => {
-            assert!(!m.contains("PointerOffset") && !m.contains("0x"), "{m}");
+            assert!(!m.contains("PointerOffset"), "{m}");
+            // str0m quotes the offer (a mid, an attribute): a `0x` from
+            // there is the peer's own text, not an address.
+            let echoed = data.windows(2).any(|w| w.eq_ignore_ascii_case(b"0x"));
+            assert!(echoed || !m.contains("0x"), "{m}");
         }
         // Only the str0m assertion we know of is caught and let go; any
         // other panic in str0m is a finding.
