@@ -228,11 +228,30 @@ fn sdp_bombs_are_refused_on_every_signalling_path_and_memory_stays_low() {
         bomb.clone().into_bytes(),
     );
     assert_eq!(status, 413, "WHEP bomb: {}", short(&body));
+    // Refused from its Content-Length by the HTTP server's body limit
+    // for every POST (256 KiB) before our handler sees it.
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["limit"].as_u64().unwrap() <= 256 * 1024, "{v}");
+
+    // Under that limit but over ours: refused by the offer's bound, unread.
+    let mid = offer_with_mlines(600);
+    assert!(
+        mid.len() > 128 * 1024 && mid.len() < 256 * 1024,
+        "{}",
+        mid.len()
+    );
+    let (status, body) = post(
+        srv.port,
+        "/api/webrtc?src=cam",
+        "application/sdp",
+        mid.into_bytes(),
+    );
+    assert_eq!(status, 413, "200 KB offer: {}", short(&body));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["limit"], 65536, "{v}");
     assert!(v["error"].as_str().unwrap().contains("65536"), "{v}");
 
-    // The same without a length, chunked: refused once 128 KiB are read.
+    // The bomb without a length, chunked: refused once 128 KiB are read.
     let (status, body) = post_framed(
         srv.port,
         "/api/webrtc?src=cam",
@@ -241,6 +260,8 @@ fn sdp_bombs_are_refused_on_every_signalling_path_and_memory_stays_low() {
         true,
     );
     assert_eq!(status, 413, "chunked WHEP bomb: {}", short(&body));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["limit"], 65536, "{v}");
 
     // go2rtc's JSON.
     let json = serde_json::json!({"type": "offer", "sdp": bomb}).to_string();
