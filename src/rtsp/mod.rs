@@ -68,6 +68,14 @@ async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, byt
     }
 }
 
+/// `sleep_until`, made only when first polled. `select!` builds every
+/// branch's future on each turn of the connection loop, disabled ones too:
+/// a playing connection turns once per frame, and a timer made and dropped
+/// unused each time is measurable with hundreds of viewers.
+async fn sleep_until_lazy(at: Instant) {
+    tokio::time::sleep_until(at).await
+}
+
 /// Accepts RTSP connections, at most `max_connections` at once
 /// (`rtsp.max_connections`; one more is answered 503 and closed). Once
 /// credentials are set (`gate`, see [`crate::auth`]), every request but
@@ -378,10 +386,10 @@ impl Conn {
                     r = sock.read_buf(buf) => Event::Read(r),
                     d = next_delivery(session), if playing => Event::Media(d),
                     _ = reports.tick(), if playing => Event::Report,
-                    _ = tokio::time::sleep_until(silent_at), if watch => Event::Silent,
-                    _ = tokio::time::sleep_until(idle_at), if idle => Event::Idle,
+                    _ = sleep_until_lazy(silent_at), if watch => Event::Silent,
+                    _ = sleep_until_lazy(idle_at), if idle => Event::Idle,
                     Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
-                    _ = tokio::time::sleep_until(flush_at.unwrap_or(silent_at)), if flush_at.is_some() => Event::Flush,
+                    _ = sleep_until_lazy(flush_at.unwrap_or(silent_at)), if flush_at.is_some() => Event::Flush,
                 }
             };
             let step = match ev {
