@@ -373,19 +373,40 @@ async fn udp_loop(
 
 async fn accept_loop(l: TcpListener, t: Weak<Transport>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    // EMFILE backs off as every listener does (crate::net), and a flood
+    // over the cap is one warning, not one per connection.
+    let mut backoff = crate::net::Backoff::default();
+    let mut refused = 0u64;
     loop {
         let r = tokio::select! {
             r = l.accept() => r,
             _ = stop.cancelled() => return,
         };
-        let Ok((stream, remote)) = r else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let (stream, remote) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                let (wait, first) = backoff.failed();
+                if first {
+                    tracing::warn!(error = %e, "webrtc tcp: accept failed; backing off");
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
         };
+        if let Some(n) = backoff.succeeded() {
+            tracing::info!(failures = n, "webrtc tcp: accepting connections again");
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %remote, "webrtc tcp: too many connections, refused");
+            refused += 1;
+            if refused == 1 {
+                tracing::warn!(peer = %remote, max = TCP_CONNECTIONS, "webrtc tcp: too many connections, refusing");
+            }
             continue;
         };
+        if refused > 0 {
+            tracing::info!(refused, "webrtc tcp: below the cap again");
+            refused = 0;
+        }
         let (t, stop) = (t.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
