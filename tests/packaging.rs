@@ -32,11 +32,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A check that could not run: a loud banner, and a failure on CI.
-fn not_run(what: &str, why: &str) {
-    let msg = format!("\n\n!!!!! {what} NOT RUN: {why} !!!!!\n");
-    eprintln!("{msg}");
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
+/// A check that cannot run here fails, naming what is missing. The tests
+/// that need more than cargo are `#[ignore]`d, so a plain `cargo test`
+/// reports them skipped; `scripts/test` installs what they need and runs
+/// them, where a missing piece is a failure.
+fn missing(what: &str, why: &str) -> ! {
+    panic!("{what} cannot run: {why}");
 }
 
 fn found(cmd: &str) -> bool {
@@ -158,9 +159,10 @@ fn verify_unit(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze: run scripts/test"]
 fn the_unit_passes_systemd_analyze_verify() {
     if !found("systemd-analyze") {
-        return not_run(
+        missing(
             "systemd-analyze verify",
             "systemd-analyze is not installed (Debian's systemd package has it)",
         );
@@ -173,6 +175,7 @@ fn the_unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
+#[ignore = "needs jq: run scripts/test, which installs it"]
 fn home_assistant_options_become_a_config_streamvisor_accepts() {
     let ha = root().join("packaging/homeassistant");
     let meta: serde_json::Value =
@@ -187,7 +190,7 @@ fn home_assistant_options_become_a_config_streamvisor_accepts() {
         "{schema}"
     );
     if !found("jq") {
-        return not_run(
+        missing(
             "the Home Assistant run.sh check",
             "jq is missing (scripts/test installs it)",
         );
@@ -395,9 +398,10 @@ fn on_port(installed: &str, port: u16) -> String {
 }
 
 #[test]
+#[ignore = "needs root, dpkg and cargo-deb: run scripts/test as root"]
 fn the_deb_installs_runs_and_purges() {
     if let Some(why) = deb_blocker() {
-        return not_run("the .deb build and install", &why);
+        missing("the .deb build and install", &why);
     }
     let _p = heavy();
     let t0 = Instant::now();
