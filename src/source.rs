@@ -24,6 +24,10 @@ pub struct Env<'a> {
     /// Where an `exec:` command with `{output}` publishes: our own RTSP
     /// server, with this run's token. `None` if RTSP is disabled.
     pub publish_url: Option<&'a str>,
+    /// This run publishes its media back over RTSP instead of writing FLV
+    /// to stdout: the hub learnt (from an earlier run) that the source
+    /// sends a codec FLV cannot hold, such as H.265 or Opus from a camera.
+    pub over_rtsp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,8 +184,9 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
             }
         }
     }
-    if src.kind.publishes_back() {
-        // Opus cannot go in FLV: publish RTSP back into this source's slot.
+    if src.kind.publishes_back() || env.over_rtsp {
+        // Opus, H.265 (ffmpeg 5.1) cannot go in FLV: publish RTSP back
+        // into this source's slot, which carries every codec we take.
         let url = env.publish_url.ok_or_else(|| {
             err("this source publishes to our RTSP server, but it is disabled (rtsp.listen)")
         })?;
@@ -226,6 +231,7 @@ mod tests {
             publish_url: Some("rtsp://127.0.0.1:8554/cam%202?publish_token=7"),
             stream: "cam 2",
             index,
+            over_rtsp: false,
         }
     }
 

@@ -1336,6 +1336,7 @@ impl Actor {
             stream: &name,
             index,
             publish_url: publish_url.as_deref(),
+            over_rtsp: false,
         };
         let cmd = match crate::source::command(&slot.cfg, &env) {
             Ok(c) => c,

@@ -541,7 +541,9 @@ fn put_tag_header(
         Codec::Jpeg => 1,
         Codec::Aac => 2,
         Codec::Pcma | Codec::Pcmu => 1,
-        Codec::Opus => 5,
+        Codec::Opus | Codec::Flac => 5,
+        // Enhanced RTMP v2 ExVideoTagHeader: 1 byte, FourCC, SI24 cts.
+        Codec::H265 => 8,
     };
     let data_size = (codec_header_len + payload_len) as u32;
     s.put_u8(match codec.kind() {
@@ -577,6 +579,17 @@ fn put_tag_header(
         Codec::Opus => {
             s.put_u8(9 << 4 | 1);
             s.put_slice(b"Opus");
+        }
+        Codec::Flac => {
+            s.put_u8(9 << 4 | 1);
+            s.put_slice(b"fLaC");
+        }
+        // Enhanced RTMP v2: IsExHeader | FrameType | PacketType, FourCC.
+        // FOUNDATION: finished with the enhanced FLV muxer (issue 16).
+        Codec::H265 => {
+            s.put_u8(0x80 | if key { 0x10 } else { 0x20 } | 1);
+            s.put_slice(b"hvc1");
+            s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
         }
     }
     data_size

@@ -5,9 +5,11 @@
 //! reference count, never the bytes (DESIGN.md "The hub").
 
 pub mod depack;
+pub mod flac;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;
+pub mod h265;
 pub mod jpeg;
 pub mod rtp;
 pub mod ts;
@@ -46,6 +48,10 @@ pub enum Codec {
     /// Payload: AVCC access unit (4-byte length-prefixed NAL units, ISO
     /// 14496-15 §5.3.4.2), as FLV carries it.
     H264,
+    /// Payload: one access unit as 4-byte length-prefixed NAL units (ISO
+    /// 14496-15 §8.3.3, the `hvc1` sample format), as H.264's is.
+    /// Keyframes are IRAP pictures (H.265 §3.73, NAL types 16..=23).
+    H265,
     /// Payload: one baseline JPEG image (ITU T.81), SOI to EOI: MJPEG, as
     /// `ffmpeg:cam#video=mjpeg` makes it for `/api/stream.mjpeg`. Every
     /// frame is a keyframe.
@@ -61,13 +67,17 @@ pub enum Codec {
     /// carry Opus take it (RTSP with `?audio=opus`; WebRTC later): FLV,
     /// MPEG-TS and fMP4 here do not.
     Opus,
+    /// Payload: one FLAC frame (RFC 9639 §9). Never from a camera: what
+    /// the MP4 outputs make of G.711 in process, since browsers' MSE take
+    /// FLAC in MP4 and not G.711. Config: the 34-byte STREAMINFO (§8.2).
+    Flac,
 }
 
 impl Codec {
     pub fn kind(self) -> TrackKind {
         match self {
-            Codec::H264 | Codec::Jpeg => TrackKind::Video,
-            Codec::Aac | Codec::Pcma | Codec::Pcmu | Codec::Opus => TrackKind::Audio,
+            Codec::H264 | Codec::H265 | Codec::Jpeg => TrackKind::Video,
+            Codec::Aac | Codec::Pcma | Codec::Pcmu | Codec::Opus | Codec::Flac => TrackKind::Audio,
         }
     }
 }
@@ -78,6 +88,7 @@ impl Codec {
 pub struct TrackInfo {
     pub codec: Codec,
     /// H.264: AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1).
+    /// H.265: HEVCDecoderConfigurationRecord (ISO 14496-15 §8.3.3.1).
     /// AAC: AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
     /// G.711: empty (the codec says it all).
     pub config: Bytes,

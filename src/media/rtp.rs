@@ -85,6 +85,9 @@ impl TrackParams {
             Codec::Opus => TrackParams::Opus,
             // RFC 2435 would carry it; our RTSP viewers take H.264 only.
             Codec::Jpeg => return Err("MJPEG is not sent over RTP".into()),
+            // FOUNDATION: RFC 7798 packetization comes with issue 16.
+            Codec::H265 => return Err("H.265 is not sent over RTP yet".into()),
+            Codec::Flac => return Err("FLAC is not sent over RTP".into()),
         })
     }
 

@@ -748,6 +748,9 @@ fn codec_id(c: Codec) -> f64 {
         // No legacy id; players are never sent Opus over RTMP.
         Codec::Opus => 0.0,
         Codec::Jpeg => 1.0,
+        // Enhanced RTMP v2 §onMetaData: the FourCC as a number.
+        Codec::H265 => u32::from_be_bytes(*b"hvc1") as f64,
+        Codec::Flac => u32::from_be_bytes(*b"fLaC") as f64,
     }
 }
 

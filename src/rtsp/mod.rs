@@ -306,6 +306,8 @@ fn codec_name(c: Codec) -> &'static str {
         Codec::Pcmu => "pcmu",
         Codec::Opus => "opus",
         Codec::Jpeg => "jpeg",
+        Codec::H265 => "h265",
+        Codec::Flac => "flac",
     }
 }
 
