@@ -490,6 +490,12 @@ impl Camera {
 
     /// On a given port (0: any), so a test can bring "the same camera" back.
     pub fn start_on(port: u16) -> Camera {
+        Camera::start_with(port, "h264", "aac")
+    }
+
+    /// A camera sending `video` (h264, h265) and `audio` (aac, pcma, pcmu,
+    /// opus, none), as `tests/support/rtsp_camera.py` takes them.
+    pub fn start_with(port: u16, video: &str, audio: &str) -> Camera {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rtsp_camera.py");
         // Debian's python3 has the gi bindings; a pyenv one may not.
         let py = if Path::new("/usr/bin/python3").exists() {
@@ -499,7 +505,14 @@ impl Camera {
         };
         let mut child = Command::new(py)
             .arg(script)
-            .args(["--port", &port.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--video",
+                video,
+                "--audio",
+                audio,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """Stand-in IP camera for integration tests: a loopback RTSP server that is
-*not* ours (GStreamer's gst-rtsp-server), serving live H.264 + AAC.
+*not* ours (GStreamer's gst-rtsp-server), serving live H.264 + AAC, or
+what --video (h264, h265) and --audio (aac, pcma, pcmu, opus, none) say.
 
 Usage: /usr/bin/python3 tests/support/rtsp_camera.py --port PORT [--path /cam]
+       [--video h265] [--audio pcma]
 
 Prints exactly one line "READY rtsp://127.0.0.1:PORT/cam" on stdout once the
 socket is bound, then serves until SIGTERM/SIGINT. --port 0 picks a free port
@@ -39,28 +41,57 @@ def aac_encoder():
     die("no AAC encoder found (install gstreamer1.0-libav)")
 
 
-def launch_line():
+def launch_line(video_codec="h264", audio_codec="aac"):
     # Both sources are live so the server paces output in real time, like a
-    # camera. Short GOP + in-band SPS/PPS (config-interval=-1, on every IDR)
-    # let a client that joins a shared, already-running stream start decoding
-    # within ~1 s without relying on the SDP sprop-parameter-sets.
-    video = (
+    # camera. Short GOP + in-band parameter sets (config-interval=-1, on every
+    # keyframe) let a client that joins a shared, already-running stream
+    # start decoding within ~1 s without relying on the SDP sprop values.
+    raw = (
         "videotestsrc is-live=true pattern=ball"
         " ! video/x-raw,width=320,height=240,framerate=25/1"
-        " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25"
-        " byte-stream=true"
-        " ! video/x-h264,stream-format=byte-stream,profile=constrained-baseline"
-        " ! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
-    # rtpmp4gpay = RFC 3640 (mpeg4-generic, AAC-hbr), which is what real
-    # cameras send and what ffmpeg's RTSP demuxer expects for AAC.
-    audio = (
-        "audiotestsrc is-live=true wave=sine freq=440 volume=0.3"
-        " ! audioconvert ! audioresample"
-        " ! audio/x-raw,rate=44100,channels=2"
-        f" ! {aac_encoder()} bitrate=128000"
-        " ! rtpmp4gpay name=pay1 pt=97"
-    )
+    if video_codec == "h264":
+        video = (
+            f"{raw} ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25"
+            " byte-stream=true"
+            " ! video/x-h264,stream-format=byte-stream,profile=constrained-baseline"
+            " ! rtph264pay name=pay0 pt=96 config-interval=-1"
+        )
+    elif video_codec == "h265":
+        # What Hikvision, Dahua and Reolink main streams send (RFC 7798).
+        video = (
+            f"{raw} ! x265enc tune=zerolatency speed-preset=ultrafast key-int-max=25"
+            " ! video/x-h265,stream-format=byte-stream"
+            " ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1"
+        )
+    else:
+        die(f"unknown --video {video_codec}")
+    tone = "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample"
+    if audio_codec == "aac":
+        # rtpmp4gpay = RFC 3640 (mpeg4-generic, AAC-hbr), which is what real
+        # cameras send and what ffmpeg's RTSP demuxer expects for AAC.
+        audio = (
+            f"{tone} ! audio/x-raw,rate=44100,channels=2"
+            f" ! {aac_encoder()} bitrate=128000"
+            " ! rtpmp4gpay name=pay1 pt=97"
+        )
+    elif audio_codec in ("pcma", "pcmu"):
+        # G.711 at 8 kHz mono: most cameras' default audio (RFC 3551 PT 8/0).
+        enc, pay, pt = (("alawenc", "rtppcmapay", 8) if audio_codec == "pcma"
+                        else ("mulawenc", "rtppcmupay", 0))
+        audio = (
+            f"{tone} ! audio/x-raw,rate=8000,channels=1"
+            f" ! {enc} ! {pay} name=pay1 pt={pt}"
+        )
+    elif audio_codec == "opus":
+        audio = (
+            f"{tone} ! audio/x-raw,rate=48000,channels=2"
+            " ! opusenc ! rtpopuspay name=pay1 pt=97"
+        )
+    elif audio_codec == "none":
+        return f"( {video} )"
+    else:
+        die(f"unknown --audio {audio_codec}")
     return f"( {video}  {audio} )"
 
 
@@ -68,6 +99,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", default="/cam")
+    ap.add_argument("--video", default="h264", choices=["h264", "h265"])
+    ap.add_argument("--audio", default="aac", choices=["aac", "pcma", "pcmu", "opus", "none"])
     args = ap.parse_args()
     path = args.path if args.path.startswith("/") else "/" + args.path
 
@@ -78,7 +111,7 @@ def main():
     server.set_service(str(args.port))
 
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line())
+    factory.set_launch(launch_line(args.video, args.audio))
     # One pipeline for all clients, so several readers (relay + probes) can
     # attach at once and see the same stream, as with a real camera.
     factory.set_shared(True)
