@@ -1216,13 +1216,19 @@ async fn stream_flv(
     }
     // `internal=1` changes how a viewer counts (it does not keep a stream
     // alive): only our own readers, with their run's token, may say so.
-    if internal && !internal_token_ok(&st, Some(name), q.get("token").map(String::as_str)) {
+    let token = q.get("token").map(String::as_str);
+    if internal && !internal_token_ok(&st, Some(name), token) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "internal=1 is for streamvisor's own readers: no valid token",
         )
         .with("parameter", "token"));
     }
+    // And only a stream reading itself back is internal: another stream's
+    // transcoder (`cam_aac: ffmpeg:cam#audio=aac`) is an ordinary viewer
+    // that starts `cam` and keeps it up while it runs, as in go2rtc.
+    let internal =
+        internal && token.is_some_and(|t| st.registry.deps().internal_tokens.reads_itself(t, name));
     let stream = st
         .registry
         .get(name)

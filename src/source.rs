@@ -13,6 +13,10 @@ pub struct Env<'a> {
     pub ffmpeg_bin: &'a str,
     /// e.g. `http://127.0.0.1:1984`; `None` if the HTTP server is disabled.
     pub internal_base: Option<&'a str>,
+    /// e.g. `rtsp://127.0.0.1:8554`; `None` if the RTSP server is disabled.
+    /// `ffmpeg:STREAM` reads over RTSP where it can: it carries every codec
+    /// a camera sends (H.265, Opus), which ffmpeg 5.1 cannot read from FLV.
+    pub internal_rtsp: Option<&'a str>,
     /// This run's token for reading another stream back (`ffmpeg:STREAM`;
     /// see `hub::InternalTokens`): never the API password, which a command
     /// line would show to every local user.
@@ -108,6 +112,36 @@ pub fn internal_url(
     u
 }
 
+/// Where `ffmpeg:STREAM` reads STREAM over our RTSP server: its run's
+/// token instead of a password, `exclude` when a stream reads itself back,
+/// and only the tracks the transcode uses (go2rtc's `?video`/`?audio`), so
+/// an audio transcode does not start a stream's video-only producers.
+pub fn internal_rtsp_url(
+    base: &str,
+    stream: &str,
+    exclude: Option<usize>,
+    token: Option<&str>,
+    video: bool,
+    audio: bool,
+) -> String {
+    let name = percent_encoding::utf8_percent_encode(stream, percent_encoding::NON_ALPHANUMERIC);
+    let mut q = Vec::new();
+    if video {
+        q.push("video=all".to_string());
+    }
+    if audio {
+        q.push("audio=all".to_string());
+    }
+    if let Some(i) = exclude {
+        q.push(format!("exclude={i}"));
+    }
+    if let Some(t) = token {
+        let t = percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC);
+        q.push(format!("token={t}"));
+    }
+    format!("{base}/{name}?{}", q.join("&"))
+}
+
 pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceError> {
     let err = |reason: &str| SourceError {
         stream: env.stream.to_string(),
@@ -149,15 +183,28 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                     push(&mut args, &["-i", url]);
                 }
                 FfmpegInput::Stream(name) => {
-                    let base = env
-                        .internal_base
-                        .ok_or_else(|| err("ffmpeg:STREAM reads our own HTTP-FLV output, but the HTTP server is disabled (api.listen)"))?;
                     let exclude = (name == env.stream).then_some(env.index);
-                    let url = internal_url(base, name, exclude, env.internal_token);
-                    push(
-                        &mut args,
-                        &["-rw_timeout", IO_TIMEOUT_US, "-f", "flv", "-i", &url],
-                    );
+                    if let Some(base) = env.internal_rtsp {
+                        let url = internal_rtsp_url(
+                            base,
+                            name,
+                            exclude,
+                            env.internal_token,
+                            video.is_some(),
+                            !matches!(audio, None | Some(AudioCodec::None)),
+                        );
+                        push(&mut args, input_flags(UrlScheme::Rtsp));
+                        push(&mut args, &["-i", &url]);
+                    } else {
+                        let base = env
+                            .internal_base
+                            .ok_or_else(|| err("ffmpeg:STREAM reads our own RTSP or HTTP-FLV output, but both servers are disabled (rtsp.listen, api.listen)"))?;
+                        let url = internal_url(base, name, exclude, env.internal_token);
+                        push(
+                            &mut args,
+                            &["-rw_timeout", IO_TIMEOUT_US, "-f", "flv", "-i", &url],
+                        );
+                    }
                 }
             }
             match video {
@@ -227,6 +274,7 @@ mod tests {
         Env {
             ffmpeg_bin: "ffmpeg",
             internal_base: Some("http://127.0.0.1:1984"),
+            internal_rtsp: None,
             internal_token: Some("abc"),
             publish_url: Some("rtsp://127.0.0.1:8554/cam%202?publish_token=7"),
             stream: "cam 2",

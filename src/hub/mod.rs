@@ -142,18 +142,37 @@ pub struct Deps {
 }
 
 /// Per-run tokens of our own `ffmpeg:STREAM` readers. A reader's URL
-/// carries `&token=…` instead of the API password, which would show in
-/// `ps` to every local user (issue 15); the HTTP side lets `internal=1`
+/// carries `token=…` instead of the API password, which would show in
+/// `ps` to every local user (issue 15); HTTP-FLV and RTSP let a reader
 /// through only with a live token for the stream it names. A token lives
 /// as long as its [`TokenGuard`]: one producer run.
+///
+/// The token also says who reads: a stream reading **itself** back
+/// (`cam: [rtsp://…, "ffmpeg:cam#audio=aac"]`) is an internal viewer that
+/// never keeps `cam` up, while a stream reading **another**
+/// (`cam_aac: ffmpeg:cam#audio=aac`) is an ordinary viewer of it that
+/// starts it, cold or warm, as in go2rtc (issue 16).
 #[derive(Clone, Default)]
-pub struct InternalTokens(Arc<std::sync::Mutex<HashMap<String, String>>>);
+pub struct InternalTokens(Arc<std::sync::Mutex<HashMap<String, TokenFor>>>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TokenFor {
+    reader: String,
+    target: String,
+}
 
 impl InternalTokens {
-    /// A fresh random token good for reading `stream` until the guard drops.
-    pub fn issue(&self, stream: &str) -> TokenGuard {
+    /// A fresh random token good for `reader` reading `target` until the
+    /// guard drops.
+    pub fn issue(&self, reader: &str, target: &str) -> TokenGuard {
         let token = format!("{:032x}", rand::random::<u128>());
-        self.lock().insert(token.clone(), stream.to_string());
+        self.lock().insert(
+            token.clone(),
+            TokenFor {
+                reader: reader.to_string(),
+                target: target.to_string(),
+            },
+        );
         TokenGuard {
             tokens: self.clone(),
             token,
@@ -162,10 +181,18 @@ impl InternalTokens {
 
     /// Whether `token` is live and was issued for reading `stream`.
     pub fn allows(&self, token: &str, stream: &str) -> bool {
-        self.lock().get(token).is_some_and(|s| s == stream)
+        self.lock().get(token).is_some_and(|t| t.target == stream)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    /// Whether `token` is live, for reading `stream`, by `stream` itself:
+    /// such a reader is internal and never keeps its stream up.
+    pub fn reads_itself(&self, token: &str, stream: &str) -> bool {
+        self.lock()
+            .get(token)
+            .is_some_and(|t| t.target == stream && t.reader == stream)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TokenFor>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -552,6 +579,7 @@ impl Stream {
                     started_at: None,
                     token: None,
                     read_token: None,
+                    over_rtsp: false,
                 })
                 .collect(),
             linger: max(|s| s.timeouts.linger),
@@ -737,6 +765,12 @@ struct Slot {
     token: Option<u64>,
     /// The current run's internal-reader token, for `ffmpeg:STREAM`.
     read_token: Option<TokenGuard>,
+    /// This source sends a codec FLV cannot hold (H.265, Opus, G.711 at
+    /// 16 kHz: ffmpeg 5.1 refuses them in FLV), learnt from a run that
+    /// failed on it: from then on it publishes back over RTSP. Kept for
+    /// the life of the stream, so only a source's first start pays for
+    /// the discovery, and FLV stays the path wherever it works.
+    over_rtsp: bool,
 }
 
 struct Consumer {
@@ -1309,7 +1343,8 @@ impl Actor {
         let slot = &mut self.slots[index];
         // A fresh token per run: only this run's child may publish into
         // this slot (see `Stream::publish_into`).
-        slot.token = slot.cfg.kind.publishes_back().then(rand::random::<u64>);
+        let publishes_back = slot.cfg.kind.publishes_back() || slot.over_rtsp;
+        slot.token = publishes_back.then(rand::random::<u64>);
         let publish_url = match (&self.deps.rtsp_base, slot.token) {
             (Some(base), Some(token)) => {
                 let path = percent_encoding::utf8_percent_encode(
@@ -1326,17 +1361,18 @@ impl Actor {
             crate::config::SourceKind::Ffmpeg {
                 input: crate::config::FfmpegInput::Stream(other),
                 ..
-            } => Some(self.deps.internal_tokens.issue(other)),
+            } => Some(self.deps.internal_tokens.issue(&name, other)),
             _ => None,
         };
         let env = crate::source::Env {
             ffmpeg_bin: &self.deps.ffmpeg_bin,
             internal_base: self.deps.internal_base.as_deref(),
+            internal_rtsp: self.deps.rtsp_base.as_deref(),
             internal_token: slot.read_token.as_ref().map(TokenGuard::token),
             stream: &name,
             index,
             publish_url: publish_url.as_deref(),
-            over_rtsp: false,
+            over_rtsp: slot.over_rtsp,
         };
         let cmd = match crate::source::command(&slot.cfg, &env) {
             Ok(c) => c,
@@ -1380,7 +1416,7 @@ impl Actor {
             tx: self.tx.clone(),
             origin: self.origin,
             metrics: self.metrics.clone(),
-            publishes_back: slot.cfg.kind.publishes_back(),
+            publishes_back,
             mjpeg: slot.cfg.kind.outputs_mjpeg(),
         };
         tokio::spawn(task.run());
@@ -1449,8 +1485,36 @@ impl Actor {
         if matches!(&outcome, Outcome::Ended(r) if r.uptime >= BACKOFF_RESET_AFTER) {
             slot.attempt = 0;
         }
+        // ffmpeg 5.1 refuses at its header what FLV cannot hold ("Video
+        // codec hevc not compatible with flv", "FLV does not support sample
+        // rate 48000"): that is no failure of the camera, so the source
+        // moves to the RTSP publish-back at once, with no backoff.
+        let flv_refused =
+            !deliberate
+                && !slot.over_rtsp
+                && !slot.cfg.kind.publishes_back()
+                && self.deps.rtsp_base.is_some()
+                && matches!(&outcome, Outcome::Ended(_))
+                && slot.tail.lines().iter().any(|l| {
+                    l.contains("compatible with flv") || l.contains("FLV does not support")
+                });
+        if flv_refused {
+            slot.over_rtsp = true;
+            slot.last_error = None;
+            tracing::info!(
+                stream = %self.name,
+                source = index,
+                "source sends a codec FLV cannot carry; it publishes back over RTSP from now on"
+            );
+        }
         match self.phase {
             Phase::Starting { .. } | Phase::Running if self.shutdown.is_empty() => {
+                if flv_refused {
+                    slot.state = SlotState::Backoff {
+                        until: Instant::now(),
+                    };
+                    return;
+                }
                 let delay = backoff(slot.attempt);
                 slot.attempt = slot.attempt.saturating_add(1);
                 slot.restarts += 1;
@@ -1969,13 +2033,18 @@ mod redact_tests {
     #[test]
     fn a_token_reads_its_stream_for_the_life_of_its_guard() {
         let tokens = InternalTokens::default();
-        let g = tokens.issue("cam");
-        let other = tokens.issue("cam");
+        let g = tokens.issue("cam", "cam");
+        let other = tokens.issue("cam_aac", "cam");
         assert_eq!(g.token().len(), 32);
         assert_ne!(g.token(), other.token());
         assert!(tokens.allows(g.token(), "cam"));
         assert!(!tokens.allows(g.token(), "door"));
         assert!(!tokens.allows("", "cam"));
+        // A stream reading itself is internal; another stream's reader is
+        // an ordinary viewer (it starts and keeps `cam` up).
+        assert!(tokens.reads_itself(g.token(), "cam"));
+        assert!(!tokens.reads_itself(other.token(), "cam"));
+        assert!(!tokens.reads_itself(g.token(), "door"));
         let t = g.token().to_string();
         drop(g);
         assert!(!tokens.allows(&t, "cam"));

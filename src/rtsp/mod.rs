@@ -269,6 +269,12 @@ struct Target {
     audio: Option<String>,
     /// `?publish_token=`: an `exec:… {output}` child of ours publishing.
     token: Option<u64>,
+    /// `?token=`: one of our own `ffmpeg:STREAM` readers, with its run's
+    /// token (see `hub::InternalTokens`).
+    read_token: Option<String>,
+    /// `?exclude=N`: a stream reading itself back skips its source N (the
+    /// reader's own output), as HTTP-FLV's `exclude` does.
+    exclude: Option<u16>,
 }
 
 fn target(url: &rtsp_types::Url) -> Option<Target> {
@@ -280,9 +286,12 @@ fn target(url: &rtsp_types::Url) -> Option<Target> {
         .find_map(|s| s.strip_prefix("trackID="))
         .and_then(|n| n.parse().ok());
     let (mut video, mut audio, mut token) = (None, None, None);
+    let (mut read_token, mut exclude) = (None, None);
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "publish_token" => token = u64::from_str_radix(&v, 16).ok(),
+            "token" => read_token = Some(v.into_owned()),
+            "exclude" => exclude = v.parse().ok(),
             // go2rtc: `?video`, `?audio`, `?video=h264` pick tracks.
             "video" => video = Some(v.to_ascii_lowercase()),
             "audio" => audio = Some(v.to_ascii_lowercase()),
@@ -295,6 +304,8 @@ fn target(url: &rtsp_types::Url) -> Option<Target> {
         video,
         audio,
         token,
+        read_token,
+        exclude,
     })
 }
 
@@ -323,6 +334,9 @@ fn audio_wanted(t: &Target) -> &'static [Codec] {
         // Opus only when asked for: by default an RTSP viewer gets the AAC
         // or G.711 every player takes, and no Opus transcoder is started.
         Some("opus") => &[Codec::Opus],
+        // Our own transcoders (`ffmpeg:cam#audio=aac`) take whatever the
+        // camera sends, Opus included.
+        Some("all") => &[Codec::Aac, Codec::Pcma, Codec::Pcmu, Codec::Opus],
         _ => crate::hub::fanout::ANY_AUDIO,
     }
 }
@@ -560,6 +574,19 @@ impl Conn {
         if self.token_announce(req).is_some() {
             return true;
         }
+        // Our own `ffmpeg:STREAM` readers (over loopback) carry their run's
+        // token, never the password, which `ps` would show (issue 15).
+        if self.peer.ip().is_loopback() {
+            if let Some(t) = req.request_uri().and_then(target) {
+                if let Some(token) = &t.read_token {
+                    let tokens = &self.registry.deps().internal_tokens;
+                    if tokens.allows(token, &t.stream) {
+                        self.authed = true;
+                        return true;
+                    }
+                }
+            }
+        }
         if !self.gate.enabled() {
             return true;
         }
@@ -683,12 +710,21 @@ impl Conn {
                 Reply::error(404, "Not Found", format!("stream not found: {}", t.stream))
             })?
             .clone();
+        // Only a stream reading itself back is internal (it never keeps
+        // itself up); another stream's transcoder is an ordinary viewer.
+        let internal = self.peer.ip().is_loopback()
+            && t.read_token.as_deref().is_some_and(|tok| {
+                self.registry
+                    .deps()
+                    .internal_tokens
+                    .reads_itself(tok, &t.stream)
+            });
         let mut viewer = stream
             .join(JoinRequest {
                 protocol: "rtsp",
                 remote_addr: Some(self.peer),
-                internal: false,
-                exclude: None,
+                internal,
+                exclude: if internal { t.exclude } else { None },
                 audio: audio_wanted(t),
                 video: if t.video.is_some() || t.audio.is_none() {
                     crate::hub::fanout::H264_VIDEO
