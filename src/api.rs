@@ -418,6 +418,9 @@ impl From<StreamError> for ApiError {
             StreamError::Forbidden { stream, .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, msg).with("stream", stream)
             }
+            StreamError::Unsupported { stream, .. } => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).with("stream", stream)
+            }
             StreamError::Timeout { stream, .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
             }
@@ -843,6 +846,7 @@ async fn webrtc_offer(
         || body.first() == Some(&b'{');
     let offer = crate::webrtc::offer_from_body(&body, is_json).map_err(webrtc_error)?;
     let answer = crate::webrtc::answer(
+        &st.registry,
         &stream,
         &offer,
         st.webrtc.clone(),
@@ -989,11 +993,16 @@ async fn ws_session(
         };
         let reply = match st.registry.get(&name) {
             None => Err(format!("stream not found: {name}")),
-            Some(stream) => {
-                crate::webrtc::answer(&stream, &offer, st.webrtc.clone(), peer, gone.clone())
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Some(stream) => crate::webrtc::answer(
+                &st.registry,
+                &stream,
+                &offer,
+                st.webrtc.clone(),
+                peer,
+                gone.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string()),
         };
         let out = match (reply, legacy) {
             (Ok(sdp), false) => json!({"type": "webrtc", "value": {"type": "answer", "sdp": sdp}}),
@@ -1014,16 +1023,33 @@ async fn stream_mp4(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let (_, stream) = stream_of(&st, &q)?;
-    let viewer = stream
-        .join(JoinRequest {
-            protocol: "mp4",
-            remote_addr: Some(peer.0),
-            internal: false,
-            exclude: None,
-            audio: crate::mp4::AUDIO,
-            video: crate::mp4::VIDEO,
-        })
-        .await?;
+    let req = JoinRequest {
+        protocol: "mp4",
+        remote_addr: Some(peer.0),
+        internal: false,
+        exclude: None,
+        audio: crate::mp4::AUDIO,
+        video: crate::mp4::VIDEO,
+    };
+    // `video=h264`: the player's browser cannot decode the stream's own
+    // video (MSE's isTypeSupported said no to its `hvc1`): it gets H.264,
+    // from the stream's shared transcode when the camera sends H.265.
+    let viewer = match one_of(&q, "video") {
+        None => stream.join(req).await?,
+        Some(v) if v.eq_ignore_ascii_case("h264") => {
+            let req = JoinRequest {
+                video: crate::hub::fanout::H264_VIDEO,
+                ..req
+            };
+            st.registry.join_fitting(&stream, req).await?
+        }
+        Some(v) => {
+            return Err(ApiError::bad_param(
+                "video",
+                format!("video must be h264 (for players that cannot decode the stream's own video), not `{v}`"),
+            ))
+        }
+    };
     let state = (
         viewer,
         crate::mp4::Writer::default(),

@@ -575,6 +575,25 @@ pub fn check_api_source(
     Ok(warnings)
 }
 
+/// The source of a hidden on-demand transcode of `stream` (see
+/// `hub::Registry::transcoded`): `ffmpeg:STREAM#video=LABEL#audio=copy`,
+/// parsed as a config source would be.
+pub fn transcode_source(stream: &str, label: &str) -> Result<SourceConfig, String> {
+    if stream.contains('#') {
+        return Err(format!(
+            "`{stream}` has a `#` in its name, which an ffmpeg: source cannot name"
+        ));
+    }
+    let url = format!("ffmpeg:{stream}#video={label}#audio=copy");
+    let names: BTreeSet<String> = [stream.to_string()].into();
+    let (kind, timeouts) = parse_source(&url, &names, Timeouts::default(), &mut Vec::new())?;
+    Ok(SourceConfig {
+        url,
+        kind,
+        timeouts,
+    })
+}
+
 /// The largest config file we read; a config is a few KiB.
 pub const MAX_CONFIG: u64 = 1024 * 1024;
 

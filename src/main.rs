@@ -307,8 +307,8 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         .map(|s| s.timeouts.kill_timeout)
         .max()
         .unwrap_or_default();
-    // Streams created by publishers too.
-    let streams = registry.all();
+    // Streams created by publishers, and hidden transcodes, too.
+    let streams = registry.everything();
     let all = futures_util::future::join_all(streams.iter().map(|s| s.shutdown()));
     if tokio::time::timeout(max_kill + DRAIN + Duration::from_millis(500), all)
         .await

@@ -54,3 +54,61 @@ fn a_camera_with_opus_audio_moves_to_the_rtsp_publish_back_and_plays() {
         srv.log()
     );
 }
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+// Skipped by a plain `cargo test`; scripts/test installs Chromium and
+// playwright-core and runs it, where a missing one is a failure.
+#[test]
+#[ignore = "needs Chromium and playwright-core: run scripts/test, which installs them"]
+fn chromium_plays_an_h265_camera_through_the_h264_transcode_which_stops_with_the_page() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let driver = root.join("tests/browser/node_modules/playwright-core");
+    let (Some(browser), true) = (chromium(), driver.exists()) else {
+        panic!(
+            "cannot run: chromium ({:?}) or playwright-core ({}) is missing; scripts/test installs them",
+            chromium(),
+            driver.display()
+        );
+    };
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (_, extra) = rtsp_extra();
+    let srv = Server::start(
+        &format!("  cam: \"{}\"\n", cam.url),
+        &format!("{extra}webrtc: {{ listen: \":{}\" }}\n", free_port()),
+    );
+    let (o, _) = run_with_timeout(
+        std::process::Command::new("node")
+            .current_dir(root.join("tests/browser"))
+            .env("CHROMIUM", browser)
+            .arg("h265_fallback.mjs")
+            .arg(srv.url(""))
+            .arg("cam"),
+        Duration::from_secs(150),
+    );
+    assert!(
+        o.status.success(),
+        "browser check failed:\n{}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        srv.log()
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("H.264 transcode"), "{out}");
+    assert!(
+        srv.log()
+            .contains("viewer cannot take H.265: joining the H.264 transcode"),
+        "{}",
+        srv.log()
+    );
+    // The pages are closed: the transcode stops, and with it the camera's
+    // producer, which ran only for it.
+    srv.wait_for("every producer to stop", Duration::from_secs(30), || {
+        srv.producer_pids("cam").is_empty() && children_of(srv.pid()).is_empty()
+    });
+}

@@ -589,6 +589,10 @@ pub const ANY_AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
 /// The video every output but MJPEG carries.
 pub const H264_VIDEO: &[Codec] = &[Codec::H264];
 
+/// What outputs that carry H.265 take: H.264 first (every client decodes
+/// it), then H.265.
+pub const H264_OR_H265: &[Codec] = &[Codec::H264, Codec::H265];
+
 /// `/api/stream.mjpeg`'s video.
 pub const JPEG_VIDEO: &[Codec] = &[Codec::Jpeg];
 

@@ -63,6 +63,10 @@ pub enum StreamError {
     /// Not allowed by the config (a publisher into a stream with sources).
     #[error("stream {stream}: {reason}")]
     Forbidden { stream: String, reason: String },
+    /// Asked of a stream in a way it cannot serve (a transcode we do not
+    /// offer).
+    #[error("stream {stream}: {reason}")]
+    Unsupported { stream: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -281,6 +285,9 @@ pub struct Registry {
 struct Streams {
     list: Vec<Stream>,
     index: HashMap<String, usize>,
+    /// Hidden, on-demand transcodes of a stream for viewers who cannot
+    /// take its video (see [`Registry::transcoded`]), by base stream.
+    derived: HashMap<String, Vec<Stream>>,
 }
 
 /// The longest stream name we take (go2rtc's API has the same bound).
@@ -347,6 +354,130 @@ impl Registry {
         self.read().list.clone()
     }
 
+    /// Joins `stream` for a viewer whose output takes `req.video` and
+    /// not H.265 (a browser without an HEVC decoder, an FLV client): the
+    /// stream itself when its video fits, else its shared H.264 transcode
+    /// ([`Registry::transcoded`]). The stream's codec is learnt from its
+    /// first track delivery, cold or warm. A viewer that takes H.265 joins
+    /// the stream as it is.
+    pub async fn join_fitting(
+        &self,
+        stream: &Stream,
+        req: JoinRequest,
+    ) -> Result<Viewer, StreamError> {
+        use crate::media::Codec;
+        if req.video != fanout::H264_VIDEO {
+            return stream.join(req).await;
+        }
+        let mut viewer = stream
+            .join(JoinRequest {
+                video: fanout::H264_OR_H265,
+                ..req.clone()
+            })
+            .await?;
+        // A running stream's first deliveries are its tracks; video may
+        // come a moment after audio (two FLV sequence headers). Bounded,
+        // so a stream that says nothing cannot hold the viewer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut seen = std::collections::VecDeque::new();
+        let h265 = loop {
+            match tokio::time::timeout_at(deadline, viewer.next()).await {
+                Ok(Ok(d)) => {
+                    let video = match &d {
+                        Delivery::Tracks { video, .. } => video.as_ref().map(|v| v.codec),
+                        Delivery::Frame(f) if f.kind() == crate::media::TrackKind::Video => {
+                            Some(f.codec)
+                        }
+                        Delivery::Frame(_) => None,
+                    };
+                    seen.push_back(d);
+                    if let Some(c) = video {
+                        break c == Codec::H265;
+                    }
+                    if seen.len() > 256 {
+                        break false; // audio only, it seems
+                    }
+                }
+                Ok(Err(_)) => {
+                    return Err(StreamError::NotRunning {
+                        stream: stream.name().to_string(),
+                    })
+                }
+                Err(_) => break false,
+            }
+        };
+        if !h265 {
+            viewer.pending = seen;
+            return Ok(viewer);
+        }
+        tracing::info!(stream = %stream.name(), protocol = req.protocol, "viewer cannot take H.265: joining the H.264 transcode");
+        // The transcode's reader keeps `stream` up from here, so dropping
+        // this viewer afterwards does not stop it in between.
+        self.transcoded(stream.name(), Codec::H264)?.join(req).await
+    }
+
+    /// Every stream, the hidden transcodes too: for shutting down.
+    pub fn everything(&self) -> Vec<Stream> {
+        let s = self.read();
+        let mut v = s.list.clone();
+        v.extend(s.derived.values().flatten().cloned());
+        v
+    }
+
+    /// `name` as a viewer that cannot take its video sees it: a hidden
+    /// stream, made on first use and shared by every such viewer, whose one
+    /// source is `ffmpeg:NAME#video=h264#audio=copy`. It is an ordinary
+    /// stream in every other way: its first viewer starts it, its
+    /// transcoder is a viewer of NAME (so NAME runs while it does), and
+    /// when its last viewer leaves, both stop (issue 16: a browser without
+    /// an H.265 decoder plays an H.265 camera). Its audio is NAME's, as
+    /// is, for the output to fit (G.711 becomes FLAC in MP4).
+    pub fn transcoded(&self, name: &str, to: crate::media::Codec) -> Result<Stream, StreamError> {
+        let Some(base) = self.get(name) else {
+            return Err(StreamError::NotFound {
+                stream: name.to_string(),
+            });
+        };
+        let label = match to {
+            crate::media::Codec::H264 => "h264",
+            other => {
+                return Err(StreamError::Unsupported {
+                    stream: name.to_string(),
+                    reason: format!("no transcode to {other:?} is offered"),
+                })
+            }
+        };
+        let derived_name = format!("{name}#video={label}");
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = s
+            .derived
+            .get(name)
+            .and_then(|v| v.iter().find(|d| d.name() == derived_name))
+        {
+            return Ok(d.clone());
+        }
+        drop(base);
+        let source = crate::config::transcode_source(name, label).map_err(|reason| {
+            StreamError::Unsupported {
+                stream: name.to_string(),
+                reason,
+            }
+        })?;
+        let stream = Stream::spawn(
+            StreamConfig {
+                name: derived_name.clone(),
+                sources: vec![source],
+            },
+            self.deps.clone(),
+        );
+        tracing::info!(stream = %name, transcode = %derived_name, "on-demand transcode created");
+        s.derived
+            .entry(name.to_string())
+            .or_default()
+            .push(stream.clone());
+        Ok(stream)
+    }
+
     /// Makes the running streams match `new` (the config after an API
     /// change), given `old` (before it): a stream whose config is the same
     /// keeps its actor, viewers and producers; a changed one gets a fresh
@@ -386,6 +517,14 @@ impl Registry {
                 list.push(st); // created by a publisher
             }
         }
+        // A transcode of a stream that was replaced or removed goes with
+        // it (it would read the new one, but with the old one's settings).
+        let transcodes: Vec<Stream> = gone
+            .iter()
+            .filter_map(|g| s.derived.remove(g.name()))
+            .flatten()
+            .collect();
+        gone.extend(transcodes);
         s.index = list
             .iter()
             .enumerate()
@@ -448,11 +587,17 @@ impl Registry {
 /// stream stops when the last real lease is gone).
 pub struct Viewer {
     selector: Selector,
+    /// Deliveries looked at before the viewer's output got them (see
+    /// [`Registry::join_fitting`]): they come first.
+    pending: std::collections::VecDeque<Delivery>,
     _lease: Lease,
 }
 
 impl Viewer {
     pub async fn next(&mut self) -> Result<Delivery, Ended> {
+        if let Some(d) = self.pending.pop_front() {
+            return Ok(d);
+        }
         self.selector.next().await
     }
 
@@ -1096,6 +1241,7 @@ impl Actor {
         );
         tracing::info!(stream = %self.name, viewer = id, protocol = req.protocol, remote = ?req.remote_addr, internal = req.internal, "viewer joined");
         Viewer {
+            pending: Default::default(),
             selector: Selector::new(self.fanout.subscribe(), req.exclude, req.audio, stats)
                 .with_video(req.video),
             _lease: Lease {

@@ -239,6 +239,7 @@ impl From<StreamError> for Reply {
             | StreamError::NotFound { .. } => Reply::error(404, "Not Found", msg),
             StreamError::BadName { .. } => Reply::error(400, "Bad Request", msg),
             StreamError::Forbidden { .. } => Reply::error(403, "Forbidden", msg),
+            StreamError::Unsupported { .. } => Reply::error(415, "Unsupported Media Type", msg),
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),

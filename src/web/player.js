@@ -64,13 +64,37 @@ function codecs(init) {
     const hex = (b) => b.toString(16).padStart(2, "0");
     list.push(`avc1.${hex(init[avcc + 5])}${hex(init[avcc + 6])}${hex(init[avcc + 7])}`);
   }
+  const hvcc = find("hvcC");
+  if (hvcc >= 0) list.push(hvc1(init.subarray(hvcc + 4)));
   if (find("mp4a") >= 0) list.push("mp4a.40.2");
   return list.join(",");
 }
 
-async function playMse() {
-  document.getElementById("mode").textContent = "MSE (fMP4)";
-  const r = await fetch(`api/stream.mp4?src=${encodeURIComponent(src)}`, { cache: "no-store" });
+// ISO 14496-15 Annex E.3: hvc1.<space><profile>.<compatibility flags,
+// bits reversed, hex>.<L|H><level>.<constraint bytes, trailing zeros cut>
+// from an HEVCDecoderConfigurationRecord.
+function hvc1(rec) {
+  const space = ["", "A", "B", "C"][rec[1] >> 6];
+  const tier = rec[1] & 0x20 ? "H" : "L";
+  const profile = rec[1] & 0x1f;
+  let compat = 0;
+  for (let i = 0; i < 4; i++) compat |= rec[2 + i] << (24 - 8 * i);
+  let reversed = 0;
+  for (let i = 0; i < 32; i++) if (compat & (1 << i)) reversed |= 1 << (31 - i);
+  const constraints = Array.from(rec.subarray(6, 12));
+  while (constraints.length && constraints[constraints.length - 1] === 0) constraints.pop();
+  const parts = [`hvc1`, `${space}${profile}`, (reversed >>> 0).toString(16), `${tier}${rec[12]}`];
+  for (const b of constraints) parts.push(b.toString(16).toUpperCase());
+  return parts.join(".");
+}
+
+// `h264Only`: this browser cannot decode the stream's own video (H.265 on
+// a browser without an HEVC decoder): the server then sends the stream's
+// shared H.264 transcode, which runs only while such viewers watch.
+async function playMse(h264Only = false) {
+  document.getElementById("mode").textContent = h264Only ? "MSE (fMP4, H.264 transcode)" : "MSE (fMP4)";
+  const fit = h264Only ? "&video=h264" : "";
+  const r = await fetch(`api/stream.mp4?src=${encodeURIComponent(src)}${fit}`, { cache: "no-store" });
   if (!r.ok) {
     let e = r.statusText;
     try { e = (await r.json()).error || e; } catch {}
@@ -103,7 +127,14 @@ async function playMse() {
       const moov = bx.find((b) => b[0] === "moov");
       if (!moov) continue;
       const type = `video/mp4; codecs="${codecs(whole.subarray(0, moov[2]))}"`;
-      if (!MediaSource.isTypeSupported(type)) throw new Error(`this browser cannot play ${type}`);
+      if (!MediaSource.isTypeSupported(type)) {
+        if (!h264Only && /hvc1|hev1/.test(type)) {
+          reader.cancel();
+          URL.revokeObjectURL(video.src);
+          return playMse(true);
+        }
+        throw new Error(`this browser cannot play ${type}`);
+      }
       sb = ms.addSourceBuffer(type);
       sb.mode = "segments";
       sb.addEventListener("updateend", () => {

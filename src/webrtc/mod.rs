@@ -88,6 +88,7 @@ pub enum WebRtcError {
 /// is the shared `webrtc.listen`; without one the peer gets a UDP socket
 /// of its own on our address towards `remote`.
 pub async fn answer(
+    registry: &crate::hub::Registry,
     stream: &Stream,
     offer: &str,
     transport: Option<Arc<Transport>>,
@@ -112,15 +113,20 @@ pub async fn answer(
             tracing::warn!(stream = %stream.name(), peer = %remote, "webrtc offer refused: str0m panicked: {why}");
         }
     })?;
-    let viewer = stream
-        .join(JoinRequest {
-            protocol: "webrtc",
-            remote_addr: Some(remote),
-            internal: false,
-            exclude: None,
-            audio: AUDIO,
-            video: H264_VIDEO,
-        })
+    // A browser without an H.265 decoder (Chromium on Debian) gets the
+    // stream's shared H.264 transcode when the camera sends H.265.
+    let viewer = registry
+        .join_fitting(
+            stream,
+            JoinRequest {
+                protocol: "webrtc",
+                remote_addr: Some(remote),
+                internal: false,
+                exclude: None,
+                audio: AUDIO,
+                video: H264_VIDEO,
+            },
+        )
         .await?;
     let name = stream.name().to_string();
     let reg = transport.register(&rtc.direct_api().local_ice_credentials().ufrag);
