@@ -95,6 +95,7 @@ pub async fn answer(
     remote: SocketAddr,
     gone: tokio_util::sync::CancellationToken,
 ) -> Result<String, WebRtcError> {
+    let offer_text = offer;
     let offer = parse_offer(offer)?;
     let transport = match transport {
         Some(t) => t,
@@ -113,8 +114,10 @@ pub async fn answer(
             tracing::warn!(stream = %stream.name(), peer = %remote, "webrtc offer refused: str0m panicked: {why}");
         }
     })?;
-    // A browser without an H.265 decoder (Chromium on Debian) gets the
-    // stream's shared H.264 transcode when the camera sends H.265.
+    // A peer that offered H.265 takes the camera's as it is; any other
+    // (Chromium on Debian, Firefox) gets the stream's shared H.264
+    // transcode when the camera sends H.265.
+    let takes_h265 = offer_has_h265(offer_text);
     let viewer = registry
         .join_fitting(
             stream,
@@ -124,7 +127,11 @@ pub async fn answer(
                 internal: false,
                 exclude: None,
                 audio: AUDIO,
-                video: H264_VIDEO,
+                video: if takes_h265 {
+                    crate::hub::fanout::H264_OR_H265
+                } else {
+                    H264_VIDEO
+                },
             },
         )
         .await?;
@@ -137,6 +144,16 @@ pub async fn answer(
         tracing::info!(stream = %name, peer = %remote, reason = %why, "webrtc peer ended");
     });
     Ok(answer.to_sdp_string())
+}
+
+/// Whether an offer's video takes H.265 (`a=rtpmap:PT H265/90000`,
+/// RFC 7798 §7.1; encoding names are case-insensitive, RFC 4566 §6).
+fn offer_has_h265(sdp: &str) -> bool {
+    sdp.lines().any(|l| {
+        l.strip_prefix("a=rtpmap:")
+            .and_then(|r| r.split_whitespace().nth(1))
+            .is_some_and(|enc| enc.to_ascii_uppercase().starts_with("H265/"))
+    })
 }
 
 /// Refuses an offer over [`MAX_OFFER_BYTES`] or [`MAX_OFFER_MEDIA`]
@@ -310,6 +327,9 @@ fn rtc_config() -> RtcConfig {
         .set_ice_lite(true)
         .clear_codecs()
         .enable_h264(true)
+        // RFC 7798 over WebRTC: Safari, and Chrome with a hardware HEVC
+        // decoder, offer it; they get an H.265 camera untouched.
+        .enable_h265(true)
         .enable_opus(true, false)
         .enable_pcmu(true, false)
         .enable_pcma(true, false)
@@ -435,7 +455,7 @@ async fn run(
                         tracks = [v, audio];
                     }
                     Ok(Delivery::Frame(f)) => {
-                        if f.codec == Codec::H264 {
+                        if matches!(f.codec, Codec::H264 | Codec::H265) {
                             if video.wait_key && !f.keyframe {
                                 continue;
                             }
@@ -528,6 +548,10 @@ fn send(
             let Some(t) = &tracks[0] else { return Ok(()) };
             (lines.video, RtcCodec::H264, 90_000u32, annex_b(t, f)?)
         }
+        Codec::H265 => {
+            let Some(t) = &tracks[0] else { return Ok(()) };
+            (lines.video, RtcCodec::H265, 90_000u32, annex_b_h265(t, f)?)
+        }
         Codec::Opus => (lines.audio, RtcCodec::Opus, 48_000, f.payload.to_vec()),
         Codec::Pcmu => (lines.audio, RtcCodec::PCMU, 8_000, f.payload.to_vec()),
         Codec::Pcma => (lines.audio, RtcCodec::PCMA, 8_000, f.payload.to_vec()),
@@ -578,9 +602,39 @@ fn annex_b(track: &TrackInfo, f: &Frame) -> Result<Vec<u8>, String> {
     Ok(out.to_vec())
 }
 
+/// An H.265 access unit in Annex B, with the VPS, SPS and PPS before
+/// every IRAP picture (RFC 7798 §7.2: a receiver may have missed the SDP's
+/// sprop values, and a WebRTC answer carries none).
+fn annex_b_h265(track: &TrackInfo, f: &Frame) -> Result<Vec<u8>, String> {
+    use crate::media::h265::{self, HevcConfig};
+    let cfg = HevcConfig::parse(&track.config)?;
+    let mut out = BytesMut::with_capacity(f.payload.len() + 128);
+    let nals: Vec<_> = nal_units(&f.payload, cfg.length_size).collect::<Result<_, _>>()?;
+    if nals.iter().any(|n| h265::is_irap(h265::nal_type(n))) {
+        for ps in cfg.vps.iter().chain(&cfg.sps).chain(&cfg.pps) {
+            out.put_slice(&[0, 0, 0, 1]);
+            out.put_slice(ps);
+        }
+    }
+    for n in nals {
+        out.put_slice(&[0, 0, 0, 1]);
+        out.put_slice(&n);
+    }
+    Ok(out.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h265_in_an_offer_is_seen_whatever_its_case() {
+        assert!(offer_has_h265("v=0\r\na=rtpmap:49 H265/90000\r\n"));
+        assert!(offer_has_h265("a=rtpmap:49 h265/90000"));
+        assert!(!offer_has_h265(
+            "a=rtpmap:96 H264/90000\r\na=fmtp:96 x=H265/"
+        ));
+    }
 
     fn corpus(name: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
