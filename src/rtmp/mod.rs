@@ -137,7 +137,7 @@ struct Conn {
 enum Next {
     Continue,
     Close(String),
-    Play(Viewer, String),
+    Play(Box<Viewer>, String),
 }
 
 impl Conn {
@@ -197,7 +197,7 @@ impl Conn {
                     }
                     Next::Play(viewer, stream) => {
                         self.send().await?;
-                        return self.play(viewer, &stream).await;
+                        return self.play(*viewer, &stream).await;
                     }
                 }
             }
@@ -552,7 +552,7 @@ impl Conn {
                 self.stream_begin();
                 self.on_status("status", "NetStream.Play.Reset", &format!("playing {name}"));
                 self.on_status("status", "NetStream.Play.Start", &format!("playing {name}"));
-                Next::Play(viewer, name)
+                Next::Play(Box::new(viewer), name)
             }
             Err(e) => {
                 let code = match e {
