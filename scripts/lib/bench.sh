@@ -18,6 +18,10 @@ MEDIA_DIR=$ROOT/target/bench
 # The name carries the recipe: change the recipe, change the name, and the
 # stale cached file is simply not used.
 MEDIA=$MEDIA_DIR/testsrc2-1280x720p25-h264-1900k-aac96k-30s.mp4
+# --codec h265: the same picture as H.265 (what current Hikvision, Dahua
+# and Reolink main streams send), at the same bit rate.
+MEDIA_H265=$MEDIA_DIR/testsrc2-1280x720p25-h265-1900k-aac96k-30s.mp4
+CODEC=h264
 STREAM=bench
 
 die() { echo "${BENCH:-bench}: $*" >&2; exit 1; }
@@ -38,6 +42,8 @@ BENCH_COMMON_USAGE="common options:
   --peer-kind KIND     go2rtc or mediamtx, when the name and --version do not tell
   --go2rtc-source S    flv (default): the same ffmpeg FLV-on-stdout as ours
                        (go2rtc exec: pipe); rtsp: ffmpeg publishes to go2rtc
+  --codec C            h264 (default) or h265: the test file's video. With
+                       h265 go2rtc's source is rtsp (FLV cannot carry it)
   --bin PATH           the streamvisor binary to measure (no cargo build)
   --no-build           use target/release/streamvisor as it is
   --results FILE       append the figures to FILE (TSV, for scripts/bench)
@@ -51,6 +57,7 @@ bench_common_opt() {
     --peer) [[ $# -ge 2 ]] || die "--peer needs a path"; PEER=$2; BENCH_SHIFT=2 ;;
     --peer-kind) [[ $# -ge 2 ]] || die "--peer-kind needs go2rtc or mediamtx"; PEER_KIND=$2; BENCH_SHIFT=2 ;;
     --go2rtc-source) [[ $# -ge 2 ]] || die "--go2rtc-source needs flv or rtsp"; GO2RTC_SOURCE=$2; BENCH_SHIFT=2 ;;
+    --codec) [[ $# -ge 2 && ($2 == h264 || $2 == h265) ]] || die "--codec needs h264 or h265"; CODEC=$2; BENCH_SHIFT=2 ;;
     --bin) [[ $# -ge 2 ]] || die "--bin needs a path"; BIN=$2; NO_BUILD=1; BENCH_SHIFT=2 ;;
     --no-build) NO_BUILD=1; BENCH_SHIFT=1 ;;
     --results) [[ $# -ge 2 ]] || die "--results needs a file"; RESULTS=$2; BENCH_SHIFT=2 ;;
@@ -291,6 +298,27 @@ bench_prepare() {
 # Test media, made once. testsrc2 has motion and fine detail, so x264 really
 # spends the 1.9 Mbit/s; -g 50 is a keyframe every 2 s, as cameras do.
 bench_media() {
+    if [[ $CODEC == h265 ]]; then
+        MEDIA=$MEDIA_H265
+        # ffmpeg cannot write H.265 into go2rtc's FLV pipe.
+        GO2RTC_SOURCE=rtsp
+    fi
+    if [[ $CODEC == h265 && ! -s $MEDIA ]]; then
+        mkdir -p "$MEDIA_DIR"
+        MEDIA_PARTIAL=$MEDIA_DIR/.partial.$$.mp4
+        note "generating test media (once): $MEDIA"
+        ffmpeg -hide_banner -loglevel error -nostdin -y \
+            -f lavfi -i testsrc2=size=1280x720:rate=25 \
+            -f lavfi -i sine=frequency=1000:sample_rate=48000 \
+            -t 30 \
+            -c:v libx265 -preset veryfast -pix_fmt yuv420p -tag:v hvc1 \
+            -b:v 1900k -maxrate 2M -bufsize 4M \
+            -x265-params "keyint=50:min-keyint=50:scenecut=0:log-level=error" \
+            -c:a aac -b:a 96k \
+            -movflags +faststart "$MEDIA_PARTIAL"
+        mv "$MEDIA_PARTIAL" "$MEDIA"
+        MEDIA_PARTIAL=
+    fi
     if [[ ! -s $MEDIA ]]; then
         mkdir -p "$MEDIA_DIR"
         MEDIA_PARTIAL=$MEDIA_DIR/.partial.$$.mp4
