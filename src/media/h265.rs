@@ -430,7 +430,7 @@ pub(crate) mod tests {
 
     /// GStreamer's x265enc at 322x242 (testdata/h265/gst_x265enc_322x242.hevc):
     /// coded as 328x248 with a conformance window.
-    fn gst_x265enc() -> [Bytes; 3] {
+    pub fn gst_x265enc() -> [Bytes; 3] {
         [
             hex("40010c01ffff01600000030090000003000003003f959809"),
             hex("42010101600000030090000003000003003fa00a480f9c9265959a4932bffc00040005a830303020000003002000000303c1"),
