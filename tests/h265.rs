@@ -179,3 +179,71 @@ fn h265_published_in_over_rtsp_reads_back() {
     );
     assert_decodes_cleanly(&out, "H.265 published in and read back");
 }
+
+/// `ffmpeg -i URL -t SECS -c copy FILE`, which must succeed.
+fn record(url: &str, secs: u32, file: &Path) {
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i", url])
+            .args(["-t", &secs.to_string(), "-c", "copy"])
+            .arg(file),
+        60,
+    );
+    assert!(o.status.success(), "{url}: {}", stderr(&o));
+}
+
+#[test]
+fn hls_ts_and_fmp4_stream_mp4_and_frame_jpeg_of_the_h265_camera() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (srv, _rtsp) = h265_camera_server(&cam, "");
+    let hevc = vec![("video".to_string(), "hevc".to_string())];
+
+    // HLS takes AAC only, so the camera's PCMA stays out: video alone.
+    for (query, file) in [("", "hls.ts"), ("&mp4", "hls.mp4")] {
+        let out = srv.dir.path().join(file);
+        record(
+            &srv.url(&format!("/api/stream.m3u8?src=cam{query}")),
+            5,
+            &out,
+        );
+        assert_eq!(probe_file(&out), hevc, "{file}");
+        assert_decodes_cleanly(&out, file);
+    }
+    let (_, body) = srv.try_get("/api/stream.m3u8?src=cam&mp4").unwrap();
+    let map = body
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .expect("EXT-X-MAP")
+        .trim_end_matches('"')
+        .to_string();
+    let init = Command::new("curl")
+        .args(["-sf", &srv.url(&format!("/api/{map}"))])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(init.windows(4).any(|w| w == b"hvc1") && init.windows(4).any(|w| w == b"hvcC"));
+
+    // The MP4 carries what an MP4 can of it: H.265 (PCMA has no MSE).
+    let out = srv.dir.path().join("stream.mp4");
+    record(&srv.url("/api/stream.mp4?src=cam"), 4, &out);
+    assert_eq!(probe_file(&out), hevc);
+    assert_decodes_cleanly(&out, "stream.mp4");
+
+    let v = ffprobe(
+        &srv.url("/api/frame.jpeg?src=cam"),
+        "codec_name,width,height",
+        &[],
+    );
+    let s = &v["streams"][0];
+    assert_eq!(
+        (
+            s["codec_name"].as_str(),
+            s["width"].as_u64(),
+            s["height"].as_u64()
+        ),
+        (Some("mjpeg"), Some(320), Some(240)),
+        "{v}\n{}",
+        srv.log()
+    );
+}
