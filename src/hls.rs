@@ -336,7 +336,9 @@ async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Vie
             exclude: None,
             // HLS players take AAC only.
             audio: &[Codec::Aac],
-            video: crate::hub::fanout::H264_VIDEO,
+            // H.265 in TS (stream type 0x24) and fMP4 (`hvc1`): Safari and
+            // ffmpeg play both (RFC 8216bis §3.2, §3.3).
+            video: crate::media::h265::H264_OR_H265,
         })
         .await?;
     *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());
@@ -406,6 +408,20 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                 if video.is_none() && audio.is_none() {
                     // The producer went away (a restart): what comes next is
                     // a new timeline for the player.
+                    gap = true;
+                }
+                // New parameters (an H.264 or H.265 SPS change, a new AAC
+                // config) for a track we have: the segment so far ends with
+                // the old ones, and the next starts after a discontinuity
+                // (with a new EXT-X-MAP for fMP4), never mixing the two.
+                let changed = |old: &Option<TrackInfo>, new: &Option<TrackInfo>| {
+                    old.is_some() && new.is_some() && old != new
+                };
+                if changed(&tracks[0], &video) || changed(&tracks[1], &audio) {
+                    if let Some(b) = building.take() {
+                        let end = b.last_dts.max(b.first_dts + 1);
+                        finish(s, cfg, &mut format, b, end, &mut next_seq);
+                    }
                     gap = true;
                 }
                 match &mut format {

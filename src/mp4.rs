@@ -13,8 +13,9 @@ use crate::hub::fanout::Delivery;
 use crate::media::fmp4::Tracks;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind};
 
-/// What `stream.mp4` carries: H.264 and AAC (what every MSE takes).
-pub const VIDEO: &[Codec] = &[Codec::H264];
+/// What `stream.mp4` carries: H.264 (what every MSE takes) or H.265
+/// (`hvc1`: Safari, and Chrome with a hardware decoder), and AAC.
+pub const VIDEO: &[Codec] = crate::media::h265::H264_OR_H265;
 pub const AUDIO: &[Codec] = &[Codec::Aac];
 
 /// One viewer's fragmenter.

@@ -4,8 +4,9 @@
 //! The snapshot joins the stream like a viewer (protocol `snapshot`, video
 //! only), so a running stream answers from its GOP cache at once and a
 //! cold one is started and stopped again like for any viewer. The keyframe
-//! goes to ffmpeg as an Annex B elementary stream (H.264 §B: SPS and PPS
-//! from the track's avcC, then the frame's NAL units) on its stdin; the
+//! goes to ffmpeg as an Annex B elementary stream (H.264 and H.265 §B: the
+//! parameter sets from the track's avcC or hvcC, then the frame's NAL
+//! units) on its stdin; the
 //! child runs under the supervisor, so a decoder that hangs gets the same
 //! TERM, deadline, KILL as a producer.
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Stream, StreamError};
 use crate::media::h264::{nal_units, AvcConfig};
+use crate::media::h265::HevcConfig;
 use crate::media::{Codec, TrackInfo};
 use crate::supervisor::{self, CommandSpec, Labels, Spawner, StderrTail};
 
@@ -38,7 +40,7 @@ pub enum SnapshotError {
     Stream(#[from] StreamError),
     #[error("stream {stream}: no picture within {waited_ms} ms")]
     NoPicture { stream: String, waited_ms: u64 },
-    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264")]
+    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264 and H.265")]
     Codec { stream: String, codec: Codec },
     #[error("stream {stream}: decoding the keyframe failed: {reason}")]
     Decode {
@@ -113,7 +115,7 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
         internal: false,
         exclude: None,
         audio: &[],
-        video: crate::hub::fanout::H264_VIDEO,
+        video: crate::media::h265::H264_OR_H265,
     };
     let mut viewer = tokio::time::timeout(wait, stream.join(req))
         .await
@@ -138,16 +140,33 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
     }
 }
 
-/// H.264 Annex B: SPS and PPS, then the frame's NAL units, each after a
-/// start code.
+/// Annex B: the parameter sets (H.264: SPS, PPS; H.265: VPS, SPS, PPS),
+/// then the frame's NAL units, each after a start code.
 pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
-    let cfg = AvcConfig::parse(&track.config)?;
+    let (sets, length_size) = match track.codec {
+        Codec::H265 => {
+            let c = HevcConfig::parse(&track.config)?;
+            (
+                c.vps
+                    .iter()
+                    .chain(&c.sps)
+                    .chain(&c.pps)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                c.length_size,
+            )
+        }
+        _ => {
+            let c = AvcConfig::parse(&track.config)?;
+            (c.sps.iter().chain(&c.pps).cloned().collect(), c.length_size)
+        }
+    };
     let mut out = BytesMut::with_capacity(frame.len() + 256);
-    for ps in cfg.sps.iter().chain(&cfg.pps) {
+    for ps in &sets {
         out.put_slice(&[0, 0, 0, 1]);
         out.put_slice(ps);
     }
-    for nal in nal_units(frame, cfg.length_size) {
+    for nal in nal_units(frame, length_size) {
         out.put_slice(&[0, 0, 0, 1]);
         out.put_slice(&nal?);
     }
@@ -166,7 +185,12 @@ pub async fn jpeg(
 ) -> Result<Bytes, SnapshotError> {
     let name = stream.name().to_string();
     let (track, frame) = keyframe(stream, wait).await?;
-    if track.codec != Codec::H264 {
+    let demuxer = match track.codec {
+        Codec::H264 => "h264",
+        Codec::H265 => "hevc",
+        _ => "",
+    };
+    if demuxer.is_empty() {
         return Err(SnapshotError::Codec {
             stream: name,
             codec: track.codec,
@@ -183,7 +207,7 @@ pub async fn jpeg(
         "error",
         "-nostdin",
         "-f",
-        "h264",
+        demuxer,
         "-i",
         "pipe:0",
         "-frames:v",
@@ -306,5 +330,18 @@ mod tests {
             &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 9]
         );
         assert!(annex_b(&track, &Bytes::from_static(&[0, 0, 0, 9, 0x65])).is_err());
+    }
+
+    #[test]
+    fn h265_annex_b_has_vps_sps_pps_first() {
+        let track = crate::media::rtp::tests::h265_info();
+        let frame = Bytes::from_static(&[0, 0, 0, 3, 19 << 1, 1, 9]);
+        let es = annex_b(&track, &frame).unwrap();
+        let nals = crate::media::h265::annex_b_nals(&es);
+        let types: Vec<u8> = nals
+            .iter()
+            .map(|n| crate::media::h265::nal_type(n))
+            .collect();
+        assert_eq!(types, vec![32, 33, 34, 19]);
     }
 }

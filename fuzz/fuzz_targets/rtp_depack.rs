@@ -1,4 +1,5 @@
-//! RTP packets from a publisher into the depacketizers (H.264, AAC, G.711):
+//! RTP packets from a publisher into the depacketizers (H.264, AAC, G.711,
+//! H.265):
 //! byte 0 picks the codec, then records of a 2-byte length and a packet.
 //! The corpus in fuzz/corpus/rtp_depack/ is replayed by `cargo test`.
 #![no_main]

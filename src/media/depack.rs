@@ -1,6 +1,7 @@
 //! RTP in (RFC 3550): depacketizing what an RTSP publisher sends into
-//! Frames. H.264 per RFC 6184 (single NAL, STAP-A, FU-A), AAC per RFC 3640
-//! (AAC-hbr), G.711 per RFC 3551.
+//! Frames. H.264 per RFC 6184 (single NAL, STAP-A, FU-A), H.265 per RFC
+//! 7798 (single NAL, AP, FU), AAC per RFC 3640 (AAC-hbr), G.711 per RFC
+//! 3551.
 //!
 //! Every parser checks lengths before it reads; a bad packet is an error
 //! for the caller to log and count, never a panic. A lost H.264 packet
@@ -12,6 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::flv::Event;
 use super::h264::{self, NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS};
+use super::h265::{self, HevcConfig};
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
 /// RFC 3550 §5.1, the fields we use.
@@ -97,9 +99,16 @@ fn to_ticks(ts: i64, clock: u32) -> i64 {
     (ts as i128 * TIMESCALE as i128 / clock.max(1) as i128) as i64
 }
 
+/// The largest access unit a video depacketizer assembles: a 4K IDR
+/// picture at a high bit rate is 1-2 MB, so this is generous, and it keeps
+/// a publisher that never sets the marker or an FU end bit from growing
+/// our memory without bound.
+pub const MAX_AU: usize = 8 << 20;
+
 /// One publisher track.
 pub enum Depacketizer {
     H264(H264),
+    H265(H265),
     Aac(Aac),
     /// One RTP payload is one frame: G.711 (RFC 3551 §4.5.14) and Opus
     /// (RFC 7587 §4.2). Neither has parameters to announce beyond the codec.
@@ -137,6 +146,29 @@ impl Depacketizer {
                     }
                 }
                 Ok(Depacketizer::H264(d))
+            }
+            "H265" => {
+                // RFC 7798 §7.1: with sprop-max-don-diff > 0 every packet
+                // carries a DONL field and NAL units may arrive out of
+                // decoding order; cameras and ffmpeg never do that.
+                if let Some(d) = get("sprop-max-don-diff") {
+                    if d.trim() != "0" {
+                        return Err(format!(
+                            "H.265 with sprop-max-don-diff={d} (decoding order numbers, RFC 7798 §6.1) is not supported"
+                        ));
+                    }
+                }
+                let mut d = H265::default();
+                for key in ["sprop-vps", "sprop-sps", "sprop-pps"] {
+                    use base64::Engine;
+                    for s in get(key).unwrap_or("").split(',') {
+                        if let Ok(nal) = base64::engine::general_purpose::STANDARD.decode(s.trim())
+                        {
+                            d.parameter_set(Bytes::from(nal));
+                        }
+                    }
+                }
+                Ok(Depacketizer::H265(d))
             }
             "MPEG4-GENERIC" => {
                 if get("mode").is_some_and(|m| !m.eq_ignore_ascii_case("AAC-hbr")) {
@@ -196,6 +228,7 @@ impl Depacketizer {
     pub fn push(&mut self, p: Packet, out: &mut Vec<Event>) -> Result<(), String> {
         match self {
             Depacketizer::H264(d) => d.push(p, out),
+            Depacketizer::H265(d) => d.push(p, out),
             Depacketizer::Aac(d) => d.push(p, out),
             Depacketizer::Whole {
                 codec,
@@ -379,6 +412,192 @@ impl H264 {
     }
 }
 
+/// RFC 7798 depacketizer, without decoding order numbers (see
+/// [`Depacketizer::new`]): the same shape as [`H264`].
+#[derive(Default)]
+pub struct H265 {
+    vps: Option<Bytes>,
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    /// The `hvcC` record last announced: a new one is a track change.
+    announced: Option<Bytes>,
+    nals: Vec<Bytes>,
+    /// Bytes in `nals` and `fu`, against [`MAX_AU`].
+    au_bytes: usize,
+    au_ts: Option<u32>,
+    fu: Option<BytesMut>,
+    last_seq: Option<u16>,
+    /// After a loss: nothing until an IRAP picture.
+    wait_key: bool,
+    clock: Unwrap,
+    last_dts: Option<i64>,
+}
+
+impl H265 {
+    fn parameter_set(&mut self, nal: Bytes) {
+        if nal.len() < 3 {
+            return;
+        }
+        match h265::nal_type(&nal) {
+            h265::NAL_VPS => self.vps = Some(nal),
+            h265::NAL_SPS => self.sps = Some(nal),
+            h265::NAL_PPS => self.pps = Some(nal),
+            _ => {}
+        }
+    }
+
+    fn nal(&mut self, nal: Bytes) {
+        match h265::nal_type(&nal) {
+            h265::NAL_AUD => {}
+            h265::NAL_VPS | h265::NAL_SPS | h265::NAL_PPS => {
+                self.parameter_set(nal.clone());
+                self.nals.push(nal);
+            }
+            _ => self.nals.push(nal),
+        }
+    }
+
+    /// Forgets the access unit in progress; nothing until the next IRAP.
+    fn lose(&mut self) {
+        self.nals.clear();
+        self.fu = None;
+        self.au_bytes = 0;
+        self.wait_key = true;
+    }
+
+    fn push(&mut self, p: Packet, out: &mut Vec<Event>) -> Result<(), String> {
+        if let Some(last) = self.last_seq {
+            if p.seq != last.wrapping_add(1) {
+                self.lose();
+            }
+        }
+        self.last_seq = Some(p.seq);
+        if self.au_ts.is_some_and(|t| t != p.timestamp) {
+            self.finish(out)?;
+        }
+        self.au_ts = Some(p.timestamp);
+        let b = p.payload;
+        if b.len() < 2 {
+            return Err(format!(
+                "H.265 RTP payload of {} bytes (less than its header)",
+                b.len()
+            ));
+        }
+        self.au_bytes += b.len();
+        if self.au_bytes > MAX_AU {
+            self.lose();
+            return Err(format!("H.265 access unit over {MAX_AU} bytes; dropped"));
+        }
+        // RFC 7798 §4.4: the payload header is a NAL unit header.
+        match h265::nal_type(&b) {
+            48 => {
+                // §4.4.2 AP: after the payload header, 16-bit size and NAL
+                // unit, repeated (no DONL/DOND: sprop-max-don-diff is 0).
+                let mut rest = b.slice(2..);
+                while !rest.is_empty() {
+                    if rest.len() < 2 {
+                        return Err("H.265 AP size field is truncated".into());
+                    }
+                    let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                    if rest.len() < 2 + n {
+                        return Err(format!("H.265 AP unit of {n} bytes runs past the packet"));
+                    }
+                    let nal = rest.slice(2..2 + n);
+                    rest.advance(2 + n);
+                    if nal.len() >= 2 {
+                        self.nal(nal);
+                    }
+                }
+            }
+            49 => {
+                // §4.4.3 FU: payload header, FU header (S, E, FuType),
+                // fragment. The NAL header is the payload header with the
+                // type put back.
+                if b.len() < 3 {
+                    return Err("H.265 FU without its FU header".into());
+                }
+                let fu = b[2];
+                if fu & 0x80 != 0 {
+                    let mut nal = BytesMut::with_capacity(b.len() * 4);
+                    nal.put_u8((b[0] & 0x81) | ((fu & 0x3f) << 1));
+                    nal.put_u8(b[1]);
+                    nal.put_slice(&b[3..]);
+                    self.fu = Some(nal);
+                } else if let Some(nal) = &mut self.fu {
+                    nal.put_slice(&b[3..]);
+                } else {
+                    // A middle or end without its start: lost.
+                    self.wait_key = true;
+                }
+                if fu & 0x40 != 0 {
+                    if let Some(nal) = self.fu.take() {
+                        self.nal(nal.freeze());
+                    }
+                }
+            }
+            50 => return Err("H.265 PACI packets (RFC 7798 §4.4.4) are not supported".into()),
+            // 0..=47: a single NAL unit packet (§4.4.1); 41..=47 are
+            // reserved, and a decoder ignores them as it should.
+            0..=47 => self.nal(b),
+            other => return Err(format!("H.265 RTP packet type {other} is not supported")),
+        }
+        if p.marker {
+            self.finish(out)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current access unit and emits it as length-prefixed NAL
+    /// units, announcing a new `hvcC` first when the parameter sets changed.
+    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), String> {
+        let Some(rtp_ts) = self.au_ts.take() else {
+            return Ok(());
+        };
+        self.fu = None;
+        self.au_bytes = 0;
+        let nals = std::mem::take(&mut self.nals);
+        if nals.is_empty() {
+            return Ok(());
+        }
+        let mut bad = None;
+        if let (Some(vps), Some(sps), Some(pps)) = (&self.vps, &self.sps, &self.pps) {
+            match HevcConfig::record(
+                std::slice::from_ref(vps),
+                std::slice::from_ref(sps),
+                std::slice::from_ref(pps),
+            ) {
+                Ok(rec) if self.announced.as_ref() != Some(&rec) => {
+                    self.announced = Some(rec.clone());
+                    out.push(Event::Track(TrackInfo {
+                        codec: Codec::H265,
+                        config: rec,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => bad = Some(format!("H.265 parameter sets: {e}")),
+            }
+        }
+        let key = nals.iter().any(|n| h265::is_irap(h265::nal_type(n)));
+        if self.wait_key && !key {
+            return bad.map_or(Ok(()), Err);
+        }
+        if self.announced.is_none() {
+            // No usable VPS/SPS/PPS yet: nothing a viewer could decode.
+            return bad.map_or(Ok(()), Err);
+        }
+        self.wait_key = false;
+        let au = h264::to_avcc(&nals);
+        let pts = to_ticks(self.clock.next(rtp_ts), 90_000);
+        let dts = match self.last_dts {
+            Some(last) if pts <= last => last + 1,
+            _ => pts,
+        };
+        self.last_dts = Some(dts);
+        out.push(Event::Frame(Frame::new(Codec::H265, dts, pts, key, au)));
+        bad.map_or(Ok(()), Err)
+    }
+}
+
 /// RFC 3640 AAC-hbr depacketizer.
 pub struct Aac {
     info: TrackInfo,
@@ -457,10 +676,11 @@ pub fn fuzz(data: &[u8]) {
         return;
     };
     let fmtp = [("config".to_string(), "1210".to_string())];
-    let mut d = match which % 3 {
+    let mut d = match which % 4 {
         0 => Depacketizer::new("H264", 90000, &[]),
         1 => Depacketizer::new("MPEG4-GENERIC", 44100, &fmtp),
-        _ => Depacketizer::new("PCMA", 8000, &[]),
+        2 => Depacketizer::new("PCMA", 8000, &[]),
+        _ => Depacketizer::new("H265", 90000, &[]),
     }
     .expect("known codecs");
     let mut out = Vec::new();
@@ -512,6 +732,7 @@ mod tests {
         let params = TrackParams::new(info).unwrap();
         let mut d = match info.codec {
             Codec::H264 => Depacketizer::new("H264", 90000, &[]).unwrap(),
+            Codec::H265 => Depacketizer::new("H265", 90000, &h265_fmtp()).unwrap(),
             Codec::Aac => Depacketizer::new(
                 "MPEG4-GENERIC",
                 44100,
@@ -622,6 +843,170 @@ mod tests {
         assert!(d
             .push(rtp(2, 2000, true, &[24, 0, 9, 1]), &mut out)
             .is_err());
+    }
+
+    fn h265_info() -> TrackInfo {
+        crate::media::rtp::tests::h265_info()
+    }
+
+    /// The SDP's sprop-vps/sps/pps for [`h265_info`].
+    fn h265_fmtp() -> Vec<(String, String)> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let [v, s, p] = crate::media::h265::tests::ffmpeg_main();
+        vec![
+            ("sprop-vps".into(), b64.encode(v)),
+            ("sprop-sps".into(), b64.encode(s)),
+            ("sprop-pps".into(), b64.encode(p)),
+        ]
+    }
+
+    fn hevc(nals: &[&[u8]]) -> Bytes {
+        h264::to_avcc(nals)
+    }
+
+    #[test]
+    fn h265_roundtrip_single_and_fu() {
+        // An IDR_N_LP (type 20) too big for one packet, then a TRAIL_R.
+        let mut big = vec![20 << 1, 1];
+        big.extend((0..4000u32).map(|i| (i * 7) as u8));
+        let f1 = Frame::new(Codec::H265, 0, 0, true, hevc(&[&big]));
+        let f2 = Frame::new(Codec::H265, 3600, 3600, false, hevc(&[&[1 << 1, 1, 9]]));
+        let out = roundtrip(&[f1, f2], &h265_info(), |_| false);
+        assert!(
+            matches!(&out[0], Event::Track(t) if *t == h265_info()),
+            "{out:?}"
+        );
+        let frames = frames_of(&out);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].keyframe && !frames[1].keyframe);
+        assert_eq!(frames[1].payload, hevc(&[&[1 << 1, 1, 9]]));
+        let nals: Vec<Bytes> = h264::nal_units(&frames[0].payload, 4)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            nals.iter().map(|n| h265::nal_type(n)).collect::<Vec<_>>(),
+            vec![32, 33, 34, 20]
+        );
+        assert_eq!(nals[3], Bytes::from(big));
+    }
+
+    #[test]
+    fn h265_loss_drops_until_the_next_irap() {
+        // CRA (21) is an IRAP picture too.
+        let key = |ms: i64| {
+            Frame::new(
+                Codec::H265,
+                ms * 90,
+                ms * 90,
+                true,
+                hevc(&[&[21 << 1, 1, 2]]),
+            )
+        };
+        let delta = |ms: i64| Frame::new(Codec::H265, ms * 90, ms * 90, false, hevc(&[&[0, 1, 3]]));
+        let frames = [
+            key(0),
+            delta(40),
+            delta(80),
+            delta(120),
+            key(160),
+            delta(200),
+        ];
+        // The key frame is 4 packets (VPS, SPS, PPS, CRA): lose delta 80.
+        let mut n = 0u16;
+        let out = roundtrip(&frames, &h265_info(), |_| {
+            n += 1;
+            n == 6
+        });
+        let kept: Vec<(bool, i64)> = frames_of(&out)
+            .iter()
+            .map(|f| (f.keyframe, f.pts / 90))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(true, 0), (false, 40), (true, 160), (false, 200)]
+        );
+    }
+
+    #[test]
+    fn h265_aggregation_packet_and_in_band_parameter_set_change() {
+        // No sprop-*: the parameter sets come in band, in an AP (type 48).
+        let mut d = Depacketizer::new("H265", 90000, &[]).unwrap();
+        let mut out = Vec::new();
+        let ap = |sets: &[&[u8]]| {
+            let mut ap = vec![48 << 1, 1];
+            for nal in sets {
+                ap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+                ap.extend_from_slice(nal);
+            }
+            ap
+        };
+        let [v, s, p] = crate::media::h265::tests::ffmpeg_main();
+        d.push(rtp(1, 1000, false, &ap(&[&v, &s, &p])), &mut out)
+            .unwrap();
+        d.push(rtp(2, 1000, true, &[19 << 1, 1, 5]), &mut out)
+            .unwrap();
+        let first = match &out[0] {
+            Event::Track(t) => t.clone(),
+            e => panic!("{e:?}"),
+        };
+        assert_eq!(first, h265_info());
+        assert!(frames_of(&out)[0].keyframe);
+        // A new SPS (another picture size) is a new track.
+        let s2 = crate::media::h265::tests::gst_x265enc()[1].clone();
+        d.push(rtp(3, 4600, false, &ap(&[&v, &s2, &p])), &mut out)
+            .unwrap();
+        d.push(rtp(4, 4600, true, &[19 << 1, 1, 6]), &mut out)
+            .unwrap();
+        let tracks: Vec<&TrackInfo> = out
+            .iter()
+            .filter_map(|e| {
+                if let Event::Track(t) = e {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(tracks.len(), 2);
+        let c = HevcConfig::parse(&tracks[1].config).unwrap();
+        assert_eq!(c.dimensions(), Some((322, 242)));
+        // Truncated AP, PACI, a bare byte: errors, no panic.
+        assert!(d
+            .push(rtp(5, 8200, true, &[48 << 1, 1, 0, 9, 1]), &mut out)
+            .is_err());
+        assert!(d
+            .push(rtp(6, 8200, true, &[50 << 1, 1, 0, 0]), &mut out)
+            .is_err());
+        assert!(d.push(rtp(7, 8200, true, &[2]), &mut out).is_err());
+    }
+
+    #[test]
+    fn h265_refuses_decoding_order_numbers() {
+        let e = Depacketizer::new("H265", 90000, &[("sprop-max-don-diff".into(), "2".into())])
+            .err()
+            .unwrap();
+        assert!(e.contains("sprop-max-don-diff=2"), "{e}");
+        assert!(
+            Depacketizer::new("H265", 90000, &[("sprop-max-don-diff".into(), "0".into())]).is_ok()
+        );
+    }
+
+    #[test]
+    fn h265_access_units_are_bounded() {
+        let mut d = Depacketizer::new("H265", 90000, &h265_fmtp()).unwrap();
+        let mut out = Vec::new();
+        let mut fu = vec![49 << 1, 1, 0x80 | 19];
+        fu.extend(vec![0u8; 1400]);
+        let mut errors = 0;
+        for seq in 0..(MAX_AU / 1400 + 2) as u16 {
+            if d.push(rtp(seq, 0, false, &fu), &mut out).is_err() {
+                errors += 1;
+            }
+            fu[2] = 19; // middles from now on
+        }
+        assert_eq!(errors, 1, "one error when the bound is passed");
+        assert!(frames_of(&out).is_empty());
     }
 
     #[test]

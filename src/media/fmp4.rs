@@ -1,14 +1,15 @@
 //! Fragmented MP4 (ISO/IEC 14496-12, CMAF-style) for HLS (RFC 8216
-//! §3.3): an init segment (`ftyp` + `moov` with `avcC`/`esds`) and media
+//! §3.3): an init segment (`ftyp` + `moov` with `avcC`/`hvcC`/`esds`) and media
 //! segments (`moof` + `mdat`), one `traf` per track.
 //!
 //! Track 1 is video at 90 kHz, track 2 audio at its sample rate. Samples
-//! are the frames as the hub has them: H.264 stays length-prefixed (AVCC,
-//! as `avcC` says), AAC stays raw.
+//! are the frames as the hub has them: H.264 and H.265 stay length-prefixed
+//! (as `avcC`/`hvcC` say), AAC stays raw.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::h264::AvcConfig;
+use super::h265::HevcConfig;
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
 const VIDEO: u32 = 1;
@@ -41,7 +42,8 @@ fn fbx(
 /// The tracks of one init segment.
 #[derive(Debug, Clone)]
 pub struct Tracks {
-    video: Option<(AvcConfig, Bytes, u32, u32)>,
+    /// Codec (H.264 or H.265), its configuration record, width, height.
+    video: Option<(Codec, Bytes, u32, u32)>,
     audio: Option<(TrackInfo, u32, u8)>,
     /// Where the last fragment's audio ended, in the audio timescale.
     audio_next: Option<u64>,
@@ -54,13 +56,17 @@ impl Tracks {
     /// From the hub's track infos; unusable ones are left out.
     pub fn new(video: Option<&TrackInfo>, audio: Option<&TrackInfo>) -> Tracks {
         let video = video.and_then(|v| {
-            let cfg = AvcConfig::parse(&v.config).ok()?;
-            let (w, h) = cfg
-                .sps
-                .first()
-                .and_then(|s| dimensions(s))
-                .unwrap_or((0, 0));
-            Some((cfg, v.config.clone(), w, h))
+            let size = match v.codec {
+                Codec::H264 => AvcConfig::parse(&v.config)
+                    .ok()?
+                    .sps
+                    .first()
+                    .and_then(|s| dimensions(s)),
+                Codec::H265 => HevcConfig::parse(&v.config).ok()?.dimensions(),
+                _ => return None,
+            };
+            let (w, h) = size.unwrap_or((0, 0));
+            Some((v.codec, v.config.clone(), w, h))
         });
         let audio = audio.filter(|a| a.codec == Codec::Aac).and_then(|a| {
             let rate = a.aac_sample_rate()?;
@@ -108,9 +114,17 @@ impl Tracks {
                 o.put_bytes(0, 24);
                 o.put_u32(3); // next_track_ID
             });
-            if let Some((cfg, rec, w, h)) = &self.video {
+            if let Some((codec, rec, w, h)) = &self.video {
+                // ISO 14496-15 §5.4.2.1 `avc1`/`avcC`, §8.4.1.1 `hvc1`/`hvcC`:
+                // the same VisualSampleEntry around the record. `hvc1`, not
+                // `hev1`: the parameter sets are all in the record (Safari
+                // and HLS want `hvc1`).
+                let (entry, config) = match codec {
+                    Codec::H265 => (b"hvc1", b"hvcC"),
+                    _ => (b"avc1", b"avcC"),
+                };
                 trak(o, VIDEO, TIMESCALE as u32, *w, *h, |o| {
-                    bx(o, b"avc1", |o| {
+                    bx(o, entry, |o| {
                         o.put_bytes(0, 6);
                         o.put_u16(1); // data_reference_index
                         o.put_bytes(0, 16);
@@ -123,9 +137,8 @@ impl Tracks {
                         o.put_bytes(0, 32); // compressorname
                         o.put_u16(0x0018); // depth
                         o.put_i16(-1);
-                        bx(o, b"avcC", |o| o.put_slice(rec));
+                        bx(o, config, |o| o.put_slice(rec));
                     });
-                    let _ = cfg;
                 });
             }
             if let Some((info, rate, channels)) = &self.audio {
@@ -180,7 +193,11 @@ impl Tracks {
     /// copied), for a writer that sends pieces (progressive MP4).
     pub fn fragment_parts(&mut self, sequence: u32, frames: &[Frame], end_dts: i64) -> Vec<Bytes> {
         let per_track: Vec<(u32, Vec<&Frame>)> = [
-            (VIDEO, self.video.is_some(), Codec::H264),
+            (
+                VIDEO,
+                self.video.is_some(),
+                self.video.as_ref().map_or(Codec::H264, |v| v.0),
+            ),
             (AUDIO, self.audio.is_some(), Codec::Aac),
         ]
         .into_iter()
@@ -455,6 +472,32 @@ mod tests {
             44_100 + 1024,
             "audio continues from the previous fragment"
         );
+    }
+
+    #[test]
+    fn h265_is_hvc1_with_the_record_and_the_size_from_the_sps() {
+        let v = crate::media::rtp::tests::h265_info();
+        let mut t = Tracks::new(Some(&v), None);
+        let init = t.init();
+        walk(&init);
+        let at = init.windows(4).position(|w| w == b"hvc1").unwrap();
+        // VisualSampleEntry: 6 reserved, index, 16 pre-defined, then size.
+        assert_eq!(&init[at + 4 + 24..at + 4 + 28], &[1, 64, 0, 240]);
+        let c = init.windows(4).position(|w| w == b"hvcC").unwrap();
+        let len = u32::from_be_bytes(init[c - 4..c].try_into().unwrap()) as usize;
+        assert_eq!(&init[c + 4..c - 4 + len], &v.config[..]);
+        assert!(!init.windows(4).any(|w| w == b"avc1"));
+        let f = Frame::new(
+            Codec::H265,
+            0,
+            0,
+            true,
+            Bytes::from_static(&[0, 0, 0, 3, 38, 1, 5]),
+        );
+        let seg = t.fragment(1, &[f], 3600);
+        walk(&seg);
+        let mdat = seg.windows(4).position(|w| w == b"mdat").unwrap() + 4;
+        assert_eq!(&seg[mdat..], &[0, 0, 0, 3, 38, 1, 5]);
     }
 
     /// Every box's size must add up to exactly its parent's.

@@ -10,6 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::h264::{self, AvcConfig};
+use super::h265::{self, HevcConfig};
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
 /// The largest RTP payload we send: fits a 1500-byte Ethernet MTU with IP,
@@ -18,6 +19,8 @@ pub const MAX_PAYLOAD: usize = 1400;
 
 /// Dynamic payload types (RFC 3551 §6) for what has no static one.
 pub const PT_H264: u8 = 96;
+/// A stream has one video track, so H.265 takes the same number.
+pub const PT_H265: u8 = 96;
 pub const PT_AAC: u8 = 97;
 /// RFC 3551 §6, Table 4: static payload types.
 pub const PT_PCMU: u8 = 0;
@@ -49,6 +52,7 @@ impl Chunk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackParams {
     H264(AvcConfig),
+    H265(HevcConfig),
     Aac {
         sample_rate: u32,
         channels: u8,
@@ -85,15 +89,14 @@ impl TrackParams {
             Codec::Opus => TrackParams::Opus,
             // RFC 2435 would carry it; our RTSP viewers take H.264 only.
             Codec::Jpeg => return Err("MJPEG is not sent over RTP".into()),
-            // FOUNDATION: RFC 7798 packetization comes with issue 16.
-            Codec::H265 => return Err("H.265 is not sent over RTP yet".into()),
+            Codec::H265 => TrackParams::H265(HevcConfig::parse(&info.config)?),
             Codec::Flac => return Err("FLAC is not sent over RTP".into()),
         })
     }
 
     pub fn clock_rate(&self) -> u32 {
         match self {
-            TrackParams::H264(_) => 90_000,
+            TrackParams::H264(_) | TrackParams::H265(_) => 90_000,
             TrackParams::Aac { sample_rate, .. } => *sample_rate,
             TrackParams::Pcma | TrackParams::Pcmu => 8_000,
             TrackParams::Opus => 48_000,
@@ -103,6 +106,7 @@ impl TrackParams {
     pub fn payload_type(&self) -> u8 {
         match self {
             TrackParams::H264(_) => PT_H264,
+            TrackParams::H265(_) => PT_H265,
             TrackParams::Aac { .. } => PT_AAC,
             TrackParams::Pcma => PT_PCMA,
             TrackParams::Pcmu => PT_PCMU,
@@ -120,6 +124,7 @@ impl TrackParams {
 pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, String> {
     match params {
         TrackParams::H264(cfg) => packetize_h264(frame, cfg),
+        TrackParams::H265(cfg) => packetize_h265(frame, cfg),
         TrackParams::Aac { .. } => {
             // RFC 3640 §3.3.6 AAC-hbr: a 16-bit AU-headers-length (in bits),
             // then one AU-header of 13-bit size and 3-bit index.
@@ -228,6 +233,80 @@ fn packetize_h264(frame: &Frame, cfg: &AvcConfig) -> Result<Vec<Chunk>, String> 
     Ok(out)
 }
 
+fn packetize_h265(frame: &Frame, cfg: &HevcConfig) -> Result<Vec<Chunk>, String> {
+    let mut nals = Vec::new();
+    let mut has_vps = false;
+    for nal in h264::nal_units(&frame.payload, cfg.length_size) {
+        let nal = nal?;
+        match h265::nal_type(&nal) {
+            // RFC 7798 §4.4: an access unit delimiter may be sent, but it
+            // tells an RTP receiver nothing the marker bit does not.
+            h265::NAL_AUD => continue,
+            h265::NAL_VPS => has_vps = true,
+            _ => {}
+        }
+        // A NAL unit is at least its 2-byte header (H.265 §7.3.1.1).
+        if nal.len() >= 2 {
+            nals.push(nal);
+        }
+    }
+    // As for H.264: repeat the parameter sets before every IRAP picture so
+    // that a player can start at any keyframe.
+    let irap = nals.iter().any(|n| h265::is_irap(h265::nal_type(n)));
+    if irap && !has_vps {
+        let sets: Vec<Bytes> = cfg
+            .vps
+            .iter()
+            .chain(&cfg.sps)
+            .chain(&cfg.pps)
+            .cloned()
+            .collect();
+        nals.splice(0..0, sets);
+    }
+    let mut out = Vec::new();
+    for nal in &nals {
+        if nal.len() <= MAX_PAYLOAD {
+            // RFC 7798 §4.4.1: single NAL unit packet.
+            out.push(Chunk {
+                prefix: Bytes::new(),
+                body: nal.clone(),
+                marker: false,
+                ts_offset: 0,
+            });
+            continue;
+        }
+        // RFC 7798 §4.4.3 FU: a payload header (the NAL header with type
+        // 49: F, LayerId and TID kept), an FU header (S, E, FuType).
+        let header = [(nal[0] & 0x81) | (49 << 1), nal[1]];
+        let kind = h265::nal_type(nal);
+        let body = nal.slice(2..);
+        let step = MAX_PAYLOAD - 3;
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + step).min(body.len());
+            let mut fu = kind;
+            if at == 0 {
+                fu |= 0x80;
+            }
+            if end == body.len() {
+                fu |= 0x40;
+            }
+            out.push(Chunk {
+                prefix: Bytes::copy_from_slice(&[header[0], header[1], fu]),
+                body: body.slice(at..end),
+                marker: false,
+                ts_offset: 0,
+            });
+            at = end;
+        }
+    }
+    // §4.1: the marker is set on the last packet of the access unit.
+    if let Some(last) = out.last_mut() {
+        last.marker = true;
+    }
+    Ok(out)
+}
+
 /// One viewer's sending state for one track (RFC 3550 §5.1).
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -306,7 +385,7 @@ impl Sender {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::ms_to_ticks;
 
@@ -418,6 +497,57 @@ mod tests {
             1,
             "packet count"
         );
+    }
+
+    pub fn h265_info() -> TrackInfo {
+        let [v, s, p] = crate::media::h265::tests::ffmpeg_main();
+        TrackInfo {
+            codec: Codec::H265,
+            config: HevcConfig::record(&[v], &[s], &[p]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn h265_irap_gets_parameter_sets_and_large_nals_are_fus() {
+        let p = TrackParams::new(&h265_info()).unwrap();
+        assert_eq!((p.payload_type(), p.clock_rate()), (96, 90_000));
+        // AUD, then an IDR_W_RADL (type 19) of 5000 bytes, TID 1.
+        let mut idr = vec![19 << 1, 1];
+        idr.extend((0..5000u32).map(|i| i as u8));
+        let f = frame(Codec::H265, au(&[&[35 << 1, 1, 0x50], &idr]), true);
+        let c = packetize(&f, &p).unwrap();
+        let types: Vec<u8> = c
+            .iter()
+            .map(|c| {
+                h265::nal_type(if c.prefix.is_empty() {
+                    &c.body
+                } else {
+                    &c.prefix
+                })
+            })
+            .collect();
+        assert_eq!(
+            &types[..4],
+            &[32, 33, 34, 49],
+            "VPS, SPS, PPS, then FUs; the AUD is dropped"
+        );
+        assert!(c.iter().all(|c| c.len() <= MAX_PAYLOAD));
+        assert_eq!(c.iter().filter(|c| c.marker).count(), 1);
+        assert!(c.last().unwrap().marker);
+        let fus = &c[3..];
+        assert_eq!(&fus[0].prefix[..], &[49 << 1, 1, 0x80 | 19]);
+        assert_eq!(fus.last().unwrap().prefix[2], 0x40 | 19);
+        assert!(fus[1..fus.len() - 1].iter().all(|c| c.prefix[2] == 19));
+        let mut back = vec![(fus[0].prefix[0] & 0x81) | (19 << 1), fus[0].prefix[1]];
+        for x in fus {
+            back.extend_from_slice(&x.body);
+        }
+        assert_eq!(back, idr);
+        // A non-IRAP picture goes alone.
+        let f = frame(Codec::H265, au(&[&[1 << 1, 1, 9]]), false);
+        let c = packetize(&f, &p).unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].marker);
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! MPEG-TS muxing (ISO/IEC 13818-1) of H.264 and AAC, for HLS segments
+//! MPEG-TS muxing (ISO/IEC 13818-1) of H.264, H.265 and AAC, for HLS segments
 //! (RFC 8216 §3.2).
 //!
-//! Our own small muxer: a PAT and PMT start every segment, H.264 goes in
-//! Annex B with an AUD and the parameter sets before every IDR, AAC in ADTS.
+//! Our own small muxer: a PAT and PMT start every segment, H.264 and H.265
+//! go in Annex B with an AUD and the parameter sets before every IDR (IRAP
+//! picture for H.265), AAC in ADTS.
 //! Continuity counters live in the muxer and run on across segments, and
 //! timestamps are the stream clock (90 kHz already), so PTS/DTS are
 //! continuous from one segment to the next.
@@ -10,6 +11,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::h264::{self, AvcConfig};
+use super::h265::{self, HevcConfig};
 use super::{Codec, Frame, TrackInfo};
 
 pub const PACKET: usize = 188;
@@ -19,6 +21,8 @@ pub const PID_VIDEO: u16 = 0x100;
 pub const PID_AUDIO: u16 = 0x101;
 /// Table 2-34 stream_type.
 const STREAM_H264: u8 = 0x1b;
+/// H.265 video (ISO 13818-1:2015, Table 2-34; HLS since RFC 8216).
+const STREAM_H265: u8 = 0x24;
 const STREAM_AAC: u8 = 0x0f;
 
 /// CRC-32/MPEG-2 (Annex A): polynomial 0x04C11DB7, no reflection.
@@ -57,9 +61,24 @@ fn adts_header(asc: &[u8], frame_len: usize) -> [u8; 7] {
 
 /// The muxer for one segmenter: tracks, continuity counters.
 pub struct Muxer {
-    video: Option<AvcConfig>,
+    video: Option<Video>,
     audio: Option<TrackInfo>,
     cc: [u8; 4],
+}
+
+/// The video track's parameters, as the muxer needs them.
+enum Video {
+    H264(AvcConfig),
+    H265(HevcConfig),
+}
+
+impl Video {
+    fn stream_type(&self) -> u8 {
+        match self {
+            Video::H264(_) => STREAM_H264,
+            Video::H265(_) => STREAM_H265,
+        }
+    }
 }
 
 impl Muxer {
@@ -71,9 +90,14 @@ impl Muxer {
         }
     }
 
-    /// New track parameters; an unusable H.264 record drops the video.
+    /// New track parameters; an unusable H.264 or H.265 record drops the
+    /// video.
     pub fn set_tracks(&mut self, video: Option<&TrackInfo>, audio: Option<&TrackInfo>) {
-        self.video = video.and_then(|v| AvcConfig::parse(&v.config).ok());
+        self.video = video.and_then(|v| match v.codec {
+            Codec::H264 => AvcConfig::parse(&v.config).ok().map(Video::H264),
+            Codec::H265 => HevcConfig::parse(&v.config).ok().map(Video::H265),
+            _ => None,
+        });
         self.audio = audio
             .filter(|a| a.codec == Codec::Aac && a.config.len() >= 2)
             .cloned();
@@ -108,9 +132,9 @@ impl Muxer {
             PID_AUDIO
         };
         let mut streams = Vec::new();
-        if self.video.is_some() {
+        if let Some(v) = &self.video {
             streams.extend_from_slice(&[
-                STREAM_H264,
+                v.stream_type(),
                 0xe0 | (PID_VIDEO >> 8) as u8,
                 PID_VIDEO as u8,
                 0xf0,
@@ -160,7 +184,9 @@ impl Muxer {
     pub fn frame(&mut self, f: &Frame, out: &mut BytesMut) {
         match f.codec {
             Codec::H264 => {
-                let Some(cfg) = &self.video else { return };
+                let Some(Video::H264(cfg)) = &self.video else {
+                    return;
+                };
                 // Annex B: an AUD first (the HLS spec asks for it), then
                 // SPS/PPS before an IDR, then every NAL with a start code.
                 let mut es = BytesMut::with_capacity(f.payload.len() + 64);
@@ -179,6 +205,32 @@ impl Muxer {
                     }
                 }
                 for n in nals.iter().filter(|n| h264::nal_type(n) != h264::NAL_AUD) {
+                    es.put_slice(&[0, 0, 0, 1]);
+                    es.put_slice(n);
+                }
+                self.pes(out, PID_VIDEO, 0xe0, f, &es, true);
+            }
+            Codec::H265 => {
+                let Some(Video::H265(cfg)) = &self.video else {
+                    return;
+                };
+                // As for H.264: an AUD (H.265 §7.3.2.5; pic_type 2, any
+                // slice type) first, the parameter sets before an IRAP
+                // picture that lacks them, then every NAL unit.
+                let mut es = BytesMut::with_capacity(f.payload.len() + 128);
+                es.put_slice(&[0, 0, 0, 1, h265::NAL_AUD << 1, 1, 0x50]);
+                let nals: Vec<Bytes> = h264::nal_units(&f.payload, cfg.length_size)
+                    .filter_map(Result::ok)
+                    .collect();
+                let has_vps = nals.iter().any(|n| h265::nal_type(n) == h265::NAL_VPS);
+                let irap = nals.iter().any(|n| h265::is_irap(h265::nal_type(n)));
+                if (f.keyframe || irap) && !has_vps {
+                    for ps in cfg.vps.iter().chain(&cfg.sps).chain(&cfg.pps) {
+                        es.put_slice(&[0, 0, 0, 1]);
+                        es.put_slice(ps);
+                    }
+                }
+                for n in nals.iter().filter(|n| h265::nal_type(n) != h265::NAL_AUD) {
                     es.put_slice(&[0, 0, 0, 1]);
                     es.put_slice(n);
                 }
@@ -360,6 +412,32 @@ mod tests {
             }
         }
         assert_eq!(last.len(), 4);
+    }
+
+    #[test]
+    fn h265_is_stream_type_0x24_with_aud_and_parameter_sets_first() {
+        let mut m = Muxer::new();
+        let info = crate::media::rtp::tests::h265_info();
+        m.set_tracks(Some(&info), None);
+        let mut out = BytesMut::new();
+        m.tables(&mut out);
+        // The PMT's one stream: type 0x24 on the video PID.
+        let pmt = &out[PACKET..2 * PACKET];
+        assert_eq!(&pmt[5 + 12..5 + 15], &[0x24, 0xe1, 0x00]);
+        let mut out = BytesMut::new();
+        let idr = [19u8 << 1, 1, 0xaa, 0xbb];
+        m.frame(
+            &Frame::new(Codec::H265, 0, 0, true, h264::to_avcc(&[&idr])),
+            &mut out,
+        );
+        // PES header: 9 bytes + 5 of PTS, after a 4-byte TS header and an
+        // adaptation field (random access + PCR: 1 + 1 + 6 bytes, stuffed).
+        let af = out[4] as usize;
+        let es = &out[4 + 1 + af + 14..];
+        let nals = h265::annex_b_nals(es);
+        let types: Vec<u8> = nals.iter().map(|n| h265::nal_type(n)).collect();
+        assert_eq!(types, vec![35, 32, 33, 34, 19], "AUD, VPS, SPS, PPS, IDR");
+        assert_eq!(nals[4], &idr[..]);
     }
 
     #[test]

@@ -342,6 +342,16 @@ fn audio_wanted(t: &Target) -> &'static [Codec] {
     }
 }
 
+/// The video codecs a viewer takes: RTP carries H.264 (RFC 6184) and
+/// H.265 (RFC 7798) alike; `?video=h264` or `?video=h265` asks for one.
+fn video_wanted(t: &Target) -> &'static [Codec] {
+    match t.video.as_deref() {
+        Some("h264") => &[Codec::H264],
+        Some("h265") => &[Codec::H265],
+        _ => crate::media::h265::H264_OR_H265,
+    }
+}
+
 /// Whether `?video=…`/`?audio=…` lets a track of `codec` through. With
 /// neither given, every track goes.
 fn wanted(t: &Target, codec: Codec) -> bool {
@@ -728,7 +738,7 @@ impl Conn {
                 exclude: if internal { t.exclude } else { None },
                 audio: audio_wanted(t),
                 video: if t.video.is_some() || t.audio.is_none() {
-                    crate::hub::fanout::H264_VIDEO
+                    video_wanted(t)
                 } else {
                     &[]
                 },
@@ -1417,5 +1427,9 @@ mod tests {
         assert!(wanted(&x, Codec::Pcma) && !wanted(&x, Codec::H264));
         let x = t("rtsp://h/cam/");
         assert!(x.track.is_none() && wanted(&x, Codec::H264) && wanted(&x, Codec::Aac));
+        assert_eq!(video_wanted(&x), &[Codec::H264, Codec::H265]);
+        let x = t("rtsp://h:8554/cam?video=h265");
+        assert!(wanted(&x, Codec::H265) && !wanted(&x, Codec::H264));
+        assert_eq!(video_wanted(&x), &[Codec::H265]);
     }
 }

@@ -34,6 +34,20 @@ pub fn describe(tracks: &[TrackParams], session_id: u64) -> String {
                     sets.join(",")
                 );
             }
+            TrackParams::H265(cfg) => {
+                // RFC 7798 §7.1: the parameter sets, so a player can start
+                // before the first in-band VPS; profile, tier and level
+                // are optional and read from them anyway.
+                let sets = |v: &[bytes::Bytes]| {
+                    v.iter().map(|p| b64.encode(p)).collect::<Vec<_>>().join(",")
+                };
+                s += &format!(
+                    "m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} H265/90000\r\na=fmtp:{pt} sprop-vps={};sprop-sps={};sprop-pps={}\r\n",
+                    sets(&cfg.vps),
+                    sets(&cfg.sps),
+                    sets(&cfg.pps)
+                );
+            }
             TrackParams::Aac {
                 sample_rate,
                 channels,
@@ -94,5 +108,33 @@ mod tests {
             "{sdp}"
         );
         assert_eq!(sdp.matches("a=control:trackID=").count(), 3);
+    }
+
+    #[test]
+    fn h265_has_the_parameter_sets() {
+        let v = TrackParams::new(&crate::media::rtp::tests::h265_info()).unwrap();
+        let sdp = describe(&[v], 7);
+        assert!(sdp.contains("m=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\na=fmtp:96 sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA8lZgJ;sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA8oAoIDxZZWaSTK8BaAgAAAwACAAADADIQ;sprop-pps=RAHBcrRiQA==\r\n"), "{sdp}");
+        // What the publish side makes of it: the same track.
+        let (tracks, skipped) = crate::rtsp::publish::parse_sdp(sdp.as_bytes()).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let mut d = tracks.into_iter().next().unwrap().1;
+        let mut out = Vec::new();
+        d.push(
+            crate::media::depack::Packet {
+                marker: true,
+                payload_type: 96,
+                seq: 1,
+                timestamp: 0,
+                ssrc: 1,
+                payload: bytes::Bytes::from_static(&[19 << 1, 1, 7]),
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            matches!(&out[0], crate::media::flv::Event::Track(t) if *t == crate::media::rtp::tests::h265_info()),
+            "{out:?}"
+        );
     }
 }

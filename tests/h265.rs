@@ -1,0 +1,249 @@
+//! H.265 end to end (issue 16): an H.265 + G.711 camera through every
+//! output that carries H.265, and H.265 published in over RTSP. Real
+//! GStreamer camera, real ffmpeg, ffprobe and GStreamer clients.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The camera as the hub takes it today: ffmpeg reads it and publishes it
+/// back over RTSP (`{output}`), since FLV cannot hold H.265.
+fn camera_source(cam: &Camera) -> String {
+    format!(
+        "exec:ffmpeg -hide_banner -loglevel error -nostdin -rtsp_transport tcp -i {} -c copy -f rtsp -rtsp_transport tcp {{output}}",
+        cam.url
+    )
+}
+
+/// A server with `cam` the H.265 + PCMA camera, and an RTSP listener.
+fn h265_camera_server(cam: &Camera, extra: &str) -> (Server, u16) {
+    let rtsp = free_port();
+    let srv = Server::start(
+        &format!("  cam: \"{}\"\n", camera_source(cam)),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n{extra}"),
+    );
+    (srv, rtsp)
+}
+
+fn run(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let (out, _) = run_with_timeout(cmd, Duration::from_secs(secs));
+    out
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `ffprobe` of a file: (codec_type, codec_name) pairs, sorted.
+fn probe_file(f: &Path) -> Vec<(String, String)> {
+    probe_streams(f.to_str().unwrap())
+}
+
+#[test]
+fn rtsp_out_of_an_h265_camera_records_clean_and_the_sdp_has_the_parameter_sets() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (srv, rtsp) = h265_camera_server(&cam, "");
+    let url = format!("rtsp://127.0.0.1:{rtsp}/cam");
+
+    let mut c = RtspClient::connect(rtsp);
+    let (status, head, sdp) = c.request("DESCRIBE", &url, &[("Accept", "application/sdp".into())]);
+    assert_eq!(status, 200, "{head}\n{}", srv.log());
+    assert!(sdp.contains("a=rtpmap:96 H265/90000"), "{sdp}");
+    for p in ["sprop-vps=", "sprop-sps=", "sprop-pps="] {
+        assert!(sdp.contains(p), "{p} missing: {sdp}");
+    }
+    assert!(sdp.contains("PCMA/8000"), "{sdp}");
+    drop(c);
+
+    let out = srv.dir.path().join("out.mkv");
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-rtsp_transport", "tcp", "-i", &url])
+            .args(["-t", "5", "-c", "copy"])
+            .arg(&out),
+        40,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        probe_file(&out),
+        vec![
+            ("audio".to_string(), "pcm_alaw".to_string()),
+            ("video".to_string(), "hevc".to_string())
+        ]
+    );
+    assert_decodes_cleanly(&out, "5 s of RTSP from an H.265 camera");
+}
+
+/// GStreamer's own RTP H.265 depayloader and decoder take what we send.
+fn gst_decodes(url: &str, protocols: &str) {
+    let o = run(
+        Command::new("timeout")
+            .args(["-s", "INT", "30", "gst-launch-1.0", "-q", "-e"])
+            .args([
+                "rtspsrc",
+                &format!("location={url}"),
+                &format!("protocols={protocols}"),
+                "latency=0",
+            ])
+            .args(["!", "rtph265depay", "!", "h265parse", "!", "avdec_h265"])
+            .args(["!", "fakesink", "num-buffers=50", "sync=false"]),
+        40,
+    );
+    assert!(
+        o.status.success(),
+        "gst-launch over {protocols}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn gstreamer_decodes_the_h265_camera_over_tcp_and_udp() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (_srv, rtsp) = h265_camera_server(&cam, "");
+    let url = format!("rtsp://127.0.0.1:{rtsp}/cam?video=h265");
+    gst_decodes(&url, "tcp");
+    gst_decodes(&url, "udp");
+}
+
+/// A 6 s H.265 + AAC clip made with libx265.
+fn h265_clip(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("clip-h265.mp4");
+    let o = run(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "6"])
+            .args([
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error:keyint=25:bframes=0",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-tag:v", "hvc1", "-c:a", "aac"])
+            .arg(&path),
+        60,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    path
+}
+
+#[test]
+fn h265_published_in_over_rtsp_reads_back() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let srv = Server::start(
+        "  pushed:\n",
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let clip = h265_clip(srv.dir.path());
+    let mut pusher = push(&clip, rtsp, "tcp");
+    let url = format!("rtsp://127.0.0.1:{rtsp}/pushed");
+    srv.wait_for("the publisher", Duration::from_secs(15), || {
+        srv.get_json("/api/streams?src=pushed").1["producers"][0]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    });
+    let out = srv.dir.path().join("back.mkv");
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-rtsp_transport", "tcp", "-i", &url])
+            .args(["-t", "3", "-c", "copy"])
+            .arg(&out),
+        40,
+    );
+    let _ = pusher.kill();
+    let _ = pusher.wait();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        probe_file(&out),
+        vec![
+            ("audio".to_string(), "aac".to_string()),
+            ("video".to_string(), "hevc".to_string())
+        ]
+    );
+    assert_decodes_cleanly(&out, "H.265 published in and read back");
+}
+
+/// `ffmpeg -i URL -t SECS -c copy FILE`, which must succeed.
+fn record(url: &str, secs: u32, file: &Path) {
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i", url])
+            .args(["-t", &secs.to_string(), "-c", "copy"])
+            .arg(file),
+        60,
+    );
+    assert!(o.status.success(), "{url}: {}", stderr(&o));
+}
+
+#[test]
+fn hls_ts_and_fmp4_stream_mp4_and_frame_jpeg_of_the_h265_camera() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (srv, _rtsp) = h265_camera_server(&cam, "");
+    let hevc = vec![("video".to_string(), "hevc".to_string())];
+
+    // HLS takes AAC only, so the camera's PCMA stays out: video alone.
+    for (query, file) in [("", "hls.ts"), ("&mp4", "hls.mp4")] {
+        let out = srv.dir.path().join(file);
+        record(
+            &srv.url(&format!("/api/stream.m3u8?src=cam{query}")),
+            5,
+            &out,
+        );
+        assert_eq!(probe_file(&out), hevc, "{file}");
+        assert_decodes_cleanly(&out, file);
+    }
+    let (_, body) = srv.try_get("/api/stream.m3u8?src=cam&mp4").unwrap();
+    let map = body
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .expect("EXT-X-MAP")
+        .trim_end_matches('"')
+        .to_string();
+    let init = Command::new("curl")
+        .args(["-sf", &srv.url(&format!("/api/{map}"))])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(init.windows(4).any(|w| w == b"hvc1") && init.windows(4).any(|w| w == b"hvcC"));
+
+    // The MP4 carries what an MP4 can of it: H.265 (PCMA has no MSE).
+    let out = srv.dir.path().join("stream.mp4");
+    record(&srv.url("/api/stream.mp4?src=cam"), 4, &out);
+    assert_eq!(probe_file(&out), hevc);
+    assert_decodes_cleanly(&out, "stream.mp4");
+
+    let v = ffprobe(
+        &srv.url("/api/frame.jpeg?src=cam"),
+        "codec_name,width,height",
+        &[],
+    );
+    let s = &v["streams"][0];
+    assert_eq!(
+        (
+            s["codec_name"].as_str(),
+            s["width"].as_u64(),
+            s["height"].as_u64()
+        ),
+        (Some("mjpeg"), Some(320), Some(240)),
+        "{v}\n{}",
+        srv.log()
+    );
+}
