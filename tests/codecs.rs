@@ -112,3 +112,34 @@ fn chromium_plays_an_h265_camera_through_the_h264_transcode_which_stops_with_the
         srv.producer_pids("cam").is_empty() && children_of(srv.pid()).is_empty()
     });
 }
+
+#[test]
+fn an_h265_and_pcma_camera_plays_from_a_plain_rtsp_source() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let (rtsp, extra) = rtsp_extra();
+    let srv = Server::start(&format!("  cam: \"{}\"\n", cam.url), &extra);
+    // Was: ffmpeg refused HEVC in FLV and was restarted once a second,
+    // forever, and every viewer got a 5xx.
+    let got = ffprobe(
+        &format!("rtsp://127.0.0.1:{rtsp}/cam?video&audio=pcma"),
+        "codec_type,codec_name",
+        &["-rtsp_transport", "tcp"],
+    );
+    let mut streams: Vec<String> = got["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
+        .collect();
+    streams.sort();
+    assert_eq!(streams, ["hevc", "pcm_alaw"], "{}", srv.log());
+    // The progressive MP4 carries it as it is (hvc1).
+    let mp4 = probe_streams(&srv.url("/api/stream.mp4?src=cam"));
+    assert!(
+        mp4.contains(&("video".to_string(), "hevc".to_string())),
+        "{mp4:?}"
+    );
+    let (_, v) = srv.get_json("/api/streams?src=cam");
+    assert_eq!(v["producers"][0]["restarts"], 0, "{v}");
+}
