@@ -142,4 +142,11 @@ fn an_h265_and_pcma_camera_plays_from_a_plain_rtsp_source() {
     );
     let (_, v) = srv.get_json("/api/streams?src=cam");
     assert_eq!(v["producers"][0]["restarts"], 0, "{v}");
+    // An RTSP client that takes only H.264 gets the shared transcode.
+    let got = ffprobe(
+        &format!("rtsp://127.0.0.1:{rtsp}/cam?video=h264"),
+        "codec_type,codec_name",
+        &["-rtsp_transport", "tcp"],
+    );
+    assert_eq!(got["streams"][0]["codec_name"], "h264", "{got}");
 }

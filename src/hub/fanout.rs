@@ -591,7 +591,7 @@ pub const H264_VIDEO: &[Codec] = &[Codec::H264];
 
 /// What outputs that carry H.265 take: H.264 first (every client decodes
 /// it), then H.265.
-pub const H264_OR_H265: &[Codec] = &[Codec::H264, Codec::H265];
+pub const H264_OR_H265: &[Codec] = crate::media::h265::H264_OR_H265;
 
 /// `/api/stream.mjpeg`'s video.
 pub const JPEG_VIDEO: &[Codec] = &[Codec::Jpeg];

@@ -730,19 +730,25 @@ impl Conn {
                     .internal_tokens
                     .reads_itself(tok, &t.stream)
             });
-        let mut viewer = stream
-            .join(JoinRequest {
-                protocol: "rtsp",
-                remote_addr: Some(self.peer),
-                internal,
-                exclude: if internal { t.exclude } else { None },
-                audio: audio_wanted(t),
-                video: if t.video.is_some() || t.audio.is_none() {
-                    video_wanted(t)
-                } else {
-                    &[]
+        // `?video=h264` of an H.265 camera: the stream's shared H.264
+        // transcode, as go2rtc's ffmpeg source would make it.
+        let mut viewer = self
+            .registry
+            .join_fitting(
+                &stream,
+                JoinRequest {
+                    protocol: "rtsp",
+                    remote_addr: Some(self.peer),
+                    internal,
+                    exclude: if internal { t.exclude } else { None },
+                    audio: audio_wanted(t),
+                    video: if t.video.is_some() || t.audio.is_none() {
+                        video_wanted(t)
+                    } else {
+                        &[]
+                    },
                 },
-            })
+            )
             .await?;
         let mut pending = VecDeque::new();
         let mut tracks: [Option<TrackInfo>; 2] = [None, None];
