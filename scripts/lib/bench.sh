@@ -22,6 +22,7 @@ MEDIA=$MEDIA_DIR/testsrc2-1280x720p25-h264-1900k-aac96k-30s.mp4
 # and Reolink main streams send), at the same bit rate.
 MEDIA_H265=$MEDIA_DIR/testsrc2-1280x720p25-h265-1900k-aac96k-30s.mp4
 CODEC=h264
+INGEST=flv
 STREAM=bench
 
 die() { echo "${BENCH:-bench}: $*" >&2; exit 1; }
@@ -44,6 +45,9 @@ BENCH_COMMON_USAGE="common options:
                        (go2rtc exec: pipe); rtsp: ffmpeg publishes to go2rtc
   --codec C            h264 (default) or h265: the test file's video. With
                        h265 go2rtc's source is rtsp (FLV cannot carry it)
+  --ingest I           streamvisor's producer: flv (default: FLV on stdout,
+                       as for H.264 cameras) or rtsp (the RTSP publish-back
+                       an H.265 or Opus camera moves to), for what it costs
   --bin PATH           the streamvisor binary to measure (no cargo build)
   --no-build           use target/release/streamvisor as it is
   --results FILE       append the figures to FILE (TSV, for scripts/bench)
@@ -58,6 +62,7 @@ bench_common_opt() {
     --peer-kind) [[ $# -ge 2 ]] || die "--peer-kind needs go2rtc or mediamtx"; PEER_KIND=$2; BENCH_SHIFT=2 ;;
     --go2rtc-source) [[ $# -ge 2 ]] || die "--go2rtc-source needs flv or rtsp"; GO2RTC_SOURCE=$2; BENCH_SHIFT=2 ;;
     --codec) [[ $# -ge 2 && ($2 == h264 || $2 == h265) ]] || die "--codec needs h264 or h265"; CODEC=$2; BENCH_SHIFT=2 ;;
+    --ingest) [[ $# -ge 2 && ($2 == flv || $2 == rtsp) ]] || die "--ingest needs flv or rtsp"; INGEST=$2; BENCH_SHIFT=2 ;;
     --bin) [[ $# -ge 2 ]] || die "--bin needs a path"; BIN=$2; NO_BUILD=1; BENCH_SHIFT=2 ;;
     --no-build) NO_BUILD=1; BENCH_SHIFT=1 ;;
     --results) [[ $# -ge 2 ]] || die "--results needs a file"; RESULTS=$2; BENCH_SHIFT=2 ;;
@@ -412,6 +417,10 @@ bench_write_config() {
     streamvisor)
         # linger 0s: the producer stops as soon as the last viewer leaves.
         # RTMP and WebRTC off: their default ports may be taken.
+        # --ingest rtsp: the file as the same ffmpeg publishing back over
+        # RTSP, which is what the hub runs for a source FLV cannot hold.
+        local src=$MEDIA
+        [[ $INGEST == rtsp ]] && src="exec:$FFMPEG $FFMPEG_IN $MEDIA -c copy -rtsp_transport tcp -f rtsp {output}"
         cat >"$dir/streamvisor.yaml" <<EOF
 api: { listen: "127.0.0.1:$api" }
 rtsp: { listen: "127.0.0.1:$rtsp" }
@@ -421,7 +430,7 @@ ffmpeg: { bin: "$FFMPEG" }
 log: { level: warn }
 supervisor: { linger: 0s }
 streams:
-  $STREAM: "$MEDIA"
+  $STREAM: "$src"
 EOF
         SRV_CONFIG=$dir/streamvisor.yaml
         SRV_CMD=("$BIN" -c "$SRV_CONFIG")
