@@ -1244,7 +1244,9 @@ async fn stream_flv(
             exclude,
             // FLV carries AAC and G.711.
             audio: crate::hub::fanout::ANY_AUDIO,
-            video: crate::hub::fanout::H264_VIDEO,
+            // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
+            // OBS and go2rtc read it.
+            video: crate::media::h265::H264_OR_H265,
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));

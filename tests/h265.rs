@@ -247,3 +247,121 @@ fn hls_ts_and_fmp4_stream_mp4_and_frame_jpeg_of_the_h265_camera() {
         srv.log()
     );
 }
+
+/// Our own FLV demuxer over `flv` (ffmpeg 5.1 cannot read enhanced FLV):
+/// the video track it announces and the frames as an Annex B stream (the
+/// parameter sets from the hvcC before each keyframe), with the frame and
+/// keyframe counts.
+fn enhanced_flv_to_annex_b(flv: &[u8]) -> (Vec<u8>, usize, usize) {
+    use streamvisor::media::flv::{Demuxer, Event};
+    use streamvisor::media::h264::nal_units;
+    use streamvisor::media::h265::HevcConfig;
+    use streamvisor::media::Codec;
+    let mut d = Demuxer::new();
+    d.push(flv);
+    let (mut es, mut frames, mut keys) = (Vec::new(), 0, 0);
+    let mut cfg = None;
+    // A capture cut off mid-tag just ends.
+    while let Ok(Some(ev)) = d.next_event() {
+        match ev {
+            Event::Track(t) if t.codec == Codec::H265 => {
+                cfg = Some(HevcConfig::parse(&t.config).expect("a valid hvcC"));
+            }
+            Event::Track(t) => assert_ne!(t.codec, Codec::H264, "H.264 from an H.265 camera"),
+            Event::Frame(f) if f.codec == Codec::H265 => {
+                let c = cfg.as_ref().expect("the hvcC before the first frame");
+                if frames == 0 {
+                    assert!(f.keyframe, "the first frame is a keyframe");
+                }
+                if f.keyframe {
+                    keys += 1;
+                    for ps in c.vps.iter().chain(&c.sps).chain(&c.pps) {
+                        es.extend_from_slice(&[0, 0, 0, 1]);
+                        es.extend_from_slice(ps);
+                    }
+                }
+                for nal in nal_units(&f.payload, c.length_size) {
+                    es.extend_from_slice(&[0, 0, 0, 1]);
+                    es.extend_from_slice(&nal.unwrap());
+                }
+                frames += 1;
+            }
+            _ => {}
+        }
+    }
+    (es, frames, keys)
+}
+
+/// The enhanced FLV's H.265 decodes cleanly (written out as Annex B).
+fn assert_enhanced_flv_decodes(flv: &[u8], dir: &Path, what: &str) {
+    // IsExHeader | keyframe | SequenceStart, FourCC `hvc1`.
+    assert!(
+        flv.windows(5).any(|w| w == [0x90, b'h', b'v', b'c', b'1']),
+        "{what}: no enhanced hvc1 sequence start"
+    );
+    let (es, frames, keys) = enhanced_flv_to_annex_b(flv);
+    assert!(
+        frames >= 25 && keys >= 1,
+        "{what}: {frames} frames, {keys} keyframes"
+    );
+    let file = dir.join(format!("{what}.hevc"));
+    std::fs::write(&file, es).unwrap();
+    assert_decodes_cleanly(&file, what);
+}
+
+#[test]
+fn http_flv_and_rtmp_play_carry_h265_as_enhanced_flv() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "pcma");
+    let rtmp = free_port();
+    let (srv, _rtsp) =
+        h265_camera_server(&cam, &format!("rtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"));
+
+    let flv = srv.dir.path().join("http.flv");
+    // curl ends with "timed out" (28) after 4 s of a live body: expected.
+    let _ = run(
+        Command::new("curl")
+            .args(["-s", "--max-time", "4", "-o"])
+            .arg(&flv)
+            .arg(srv.url("/api/stream.flv?src=cam")),
+        20,
+    );
+    let body = std::fs::read(&flv).unwrap();
+    assert_enhanced_flv_decodes(&body, srv.dir.path(), "http-flv");
+    // The camera's G.711 comes along as FLV carries it.
+    let mut d = streamvisor::media::flv::Demuxer::new();
+    d.push(&body);
+    let mut pcma = false;
+    while let Ok(Some(ev)) = d.next_event() {
+        if let streamvisor::media::flv::Event::Frame(f) = ev {
+            pcma |= f.codec == streamvisor::media::Codec::Pcma;
+        }
+    }
+    assert!(pcma, "no PCMA in the FLV");
+
+    // RTMP play, with librtmp's rtmpdump as the player.
+    let out = srv.dir.path().join("dump.flv");
+    let mut dump = Command::new("rtmpdump")
+        .args(["-q", "--live", "-r"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp}/live/cam"))
+        .arg("-o")
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    signal(dump.id(), 2);
+    let _ = dump.wait();
+    let body = std::fs::read(&out).unwrap();
+    assert_enhanced_flv_decodes(&body, srv.dir.path(), "rtmp");
+    // onMetaData's videocodecid: the FourCC `hvc1` as an AMF0 number.
+    let mut id = vec![0u8];
+    id.extend_from_slice(&(u32::from_be_bytes(*b"hvc1") as f64).to_be_bytes());
+    let at = body
+        .windows(12)
+        .position(|w| w == b"videocodecid")
+        .expect("onMetaData with videocodecid");
+    assert_eq!(&body[at + 12..at + 21], &id[..]);
+}
