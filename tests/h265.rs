@@ -313,15 +313,21 @@ fn assert_enhanced_flv_decodes(flv: &[u8], dir: &Path, what: &str) {
 fn http_flv_and_rtmp_play_carry_h265_as_enhanced_flv() {
     let _p = heavy();
     let cam = Camera::start_with(0, "h265", "pcma");
-    let rtmp = free_port();
-    let (srv, _rtsp) =
-        h265_camera_server(&cam, &format!("rtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"));
+    let (rtsp, rtmp) = (free_port(), free_port());
+    // `pushed`: where the captured enhanced FLV is published back, as OBS
+    // 30+ would publish HEVC.
+    let srv = Server::start(
+        &format!("  cam: \"{}\"\n  pushed:\n", camera_source(&cam)),
+        &format!(
+            "rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\nrtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"
+        ),
+    );
 
     let flv = srv.dir.path().join("http.flv");
-    // curl ends with "timed out" (28) after 4 s of a live body: expected.
+    // curl ends with "timed out" (28) after 6 s of a live body: expected.
     let _ = run(
         Command::new("curl")
-            .args(["-s", "--max-time", "4", "-o"])
+            .args(["-s", "--max-time", "6", "-o"])
             .arg(&flv)
             .arg(srv.url("/api/stream.flv?src=cam")),
         20,
@@ -338,6 +344,34 @@ fn http_flv_and_rtmp_play_carry_h265_as_enhanced_flv() {
         }
     }
     assert!(pcma, "no PCMA in the FLV");
+
+    // That enhanced FLV published back (go2rtc's HTTP POST), at about real
+    // time, reads back over RTSP as H.265.
+    let rate = (body.len() / 5).max(1024).to_string();
+    let mut post = Command::new("curl")
+        .args(["-s", "-X", "POST", "--limit-rate", &rate, "--data-binary"])
+        .arg(format!("@{}", flv.display()))
+        .arg(srv.url("/api/stream.flv?dst=pushed"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let back = srv.dir.path().join("back.mkv");
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-rtsp_transport", "tcp", "-i"])
+            .arg(format!("rtsp://127.0.0.1:{rtsp}/pushed"))
+            .args(["-t", "2", "-an", "-c", "copy"])
+            .arg(&back),
+        30,
+    );
+    let _ = post.kill();
+    let _ = post.wait();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), srv.log());
+    assert_eq!(
+        probe_file(&back),
+        vec![("video".to_string(), "hevc".to_string())]
+    );
+    assert_decodes_cleanly(&back, "enhanced FLV published in, read over RTSP");
 
     // RTMP play, with librtmp's rtmpdump as the player.
     let out = srv.dir.path().join("dump.flv");
