@@ -399,3 +399,99 @@ fn http_flv_and_rtmp_play_carry_h265_as_enhanced_flv() {
         .expect("onMetaData with videocodecid");
     assert_eq!(&body[at + 12..at + 21], &id[..]);
 }
+
+/// An H.265 elementary stream of `secs` at `size` (no B-frames, as cameras).
+fn hevc_es(dir: &Path, size: &str, secs: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("{size}.hevc"));
+    let o = run(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=25"))
+            .args([
+                "-t",
+                &secs.to_string(),
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+            ])
+            .args([
+                "-x265-params",
+                "log-level=error:keyint=25:bframes=0",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-f", "hevc"])
+            .arg(&path),
+        60,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    path
+}
+
+/// The picture width in an fMP4 init segment's `hvc1` sample entry.
+fn hvc1_width(init: &[u8]) -> u16 {
+    let at = init.windows(4).position(|w| w == b"hvc1").expect("hvc1") + 4 + 24;
+    u16::from_be_bytes([init[at], init[at + 1]])
+}
+
+#[test]
+fn an_in_band_parameter_set_change_is_a_new_hls_init_segment_after_a_discontinuity() {
+    let _p = heavy();
+    let rtsp = free_port();
+    let srv = Server::start(
+        "  pushed:\n",
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    // One publisher whose pictures change size mid-stream: new VPS, SPS
+    // and PPS in band, as a camera whose resolution is changed sends.
+    let a = std::fs::read(hevc_es(srv.dir.path(), "320x240", 4)).unwrap();
+    let b = std::fs::read(hevc_es(srv.dir.path(), "480x272", 8)).unwrap();
+    let both = srv.dir.path().join("both.hevc");
+    std::fs::write(&both, [a, b].concat()).unwrap();
+    let mut pusher = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "hevc", "-r", "25", "-i"])
+        .arg(&both)
+        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"])
+        .arg(format!("rtsp://127.0.0.1:{rtsp}/pushed"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let playlist = || {
+        srv.try_get("/api/stream.m3u8?src=pushed&mp4")
+            .map(|r| r.1)
+            .unwrap_or_default()
+    };
+    srv.wait_for("the first fMP4 segment", Duration::from_secs(15), || {
+        playlist().contains("#EXTINF")
+    });
+    let mut last = String::new();
+    srv.wait_for("a second init segment", Duration::from_secs(20), || {
+        last = playlist();
+        last.matches("#EXT-X-MAP:").count() >= 2
+    });
+    let _ = pusher.kill();
+    let _ = pusher.wait();
+    // The new init segment comes after a discontinuity (RFC 8216 §4.3.2.3).
+    let lines: Vec<&str> = last.lines().collect();
+    let maps: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("#EXT-X-MAP:"))
+        .collect();
+    assert_eq!(lines[maps[1] - 1], "#EXT-X-DISCONTINUITY", "{last}");
+    let init = |i: usize| {
+        let uri = lines[i]
+            .trim_start_matches("#EXT-X-MAP:URI=\"")
+            .trim_end_matches('"');
+        Command::new("curl")
+            .args(["-sf", &srv.url(&format!("/api/{uri}"))])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(
+        (hvc1_width(&init(maps[0])), hvc1_width(&init(maps[1]))),
+        (320, 480),
+        "{last}"
+    );
+}
