@@ -1010,6 +1010,33 @@ mod tests {
         assert!(frames_of(&out).is_empty());
     }
 
+    proptest::proptest! {
+        /// Any access unit of non-IRAP NAL units (single NAL packets and
+        /// FUs of any size) comes back through our packetizer and
+        /// depacketizer byte for byte.
+        #[test]
+        fn h265_packetize_depacketize_roundtrip(
+            nals in proptest::collection::vec((0u8..10, 0u8..8, proptest::collection::vec(proptest::num::u8::ANY, 0..4000)), 1..5)
+        ) {
+            let nals: Vec<Vec<u8>> = nals
+                .into_iter()
+                .map(|(t, tid, body)| {
+                    let mut n = vec![t << 1, tid.max(1)];
+                    n.extend(body);
+                    n
+                })
+                .collect();
+            let refs: Vec<&[u8]> = nals.iter().map(|n| &n[..]).collect();
+            let key = Frame::new(Codec::H265, 0, 0, true, hevc(&[&[19 << 1, 1, 1]]));
+            let f = Frame::new(Codec::H265, 3600, 3600, false, hevc(&refs));
+            let out = roundtrip(&[key, f.clone()], &h265_info(), |_| false);
+            let frames = frames_of(&out);
+            proptest::prop_assert_eq!(frames.len(), 2);
+            proptest::prop_assert_eq!(&frames[1].payload, &f.payload);
+            proptest::prop_assert!(!frames[1].keyframe);
+        }
+    }
+
     #[test]
     fn h265_refuses_decoding_order_numbers() {
         let e = Depacketizer::new("H265", 90000, &[("sprop-max-don-diff".into(), "2".into())])
