@@ -1276,7 +1276,16 @@ async fn stream_flv(
             exclude,
             // FLV carries AAC and G.711.
             audio: crate::hub::fanout::ANY_AUDIO,
-            video: crate::hub::fanout::H264_VIDEO,
+            // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
+            // OBS and go2rtc read it. Not for our own `ffmpeg:` readers:
+            // Debian's ffmpeg 5.1 takes an ExVideoTagHeader for FLV codec
+            // id 3 (Screen video), finds no audio stream either, and an
+            // `ffmpeg:cam#audio=aac` of an H.265 camera would then fail.
+            video: if internal {
+                crate::hub::fanout::H264_VIDEO
+            } else {
+                crate::media::h265::H264_OR_H265
+            },
         })
         .await?;
     let body = Body::from_stream(flv_body(viewer));

@@ -261,6 +261,8 @@ pub struct H264 {
     /// The configuration record last announced.
     announced: Option<Bytes>,
     nals: Vec<Bytes>,
+    /// Bytes in `nals` and `fu`, against [`MAX_AU`].
+    au_bytes: usize,
     au_ts: Option<u32>,
     fu: Option<BytesMut>,
     last_seq: Option<u16>,
@@ -296,6 +298,7 @@ impl H264 {
                 // A gap: the access unit in progress has a hole.
                 self.nals.clear();
                 self.fu = None;
+                self.au_bytes = 0;
                 self.wait_key = true;
             }
         }
@@ -310,6 +313,14 @@ impl H264 {
         let Some(&head) = b.first() else {
             return Err("empty H.264 RTP payload".into());
         };
+        self.au_bytes += b.len();
+        if self.au_bytes > MAX_AU {
+            self.nals.clear();
+            self.fu = None;
+            self.au_bytes = 0;
+            self.wait_key = true;
+            return Err(format!("H.264 access unit over {MAX_AU} bytes; dropped"));
+        }
         match head & 0x1f {
             1..=23 => self.nal(b),
             24 => {
@@ -367,6 +378,7 @@ impl H264 {
             return;
         };
         self.fu = None;
+        self.au_bytes = 0;
         let nals = std::mem::take(&mut self.nals);
         if nals.is_empty() {
             return;
@@ -979,6 +991,50 @@ mod tests {
             .push(rtp(6, 8200, true, &[50 << 1, 1, 0, 0]), &mut out)
             .is_err());
         assert!(d.push(rtp(7, 8200, true, &[2]), &mut out).is_err());
+    }
+
+    #[test]
+    fn h264_access_units_are_bounded_too() {
+        let mut d = Depacketizer::new("H264", 90000, &[]).unwrap();
+        let mut out = Vec::new();
+        let mut fu = vec![28, 0x80 | 5];
+        fu.extend(vec![0u8; 1400]);
+        let mut errors = 0;
+        for seq in 0..(MAX_AU / 1400 + 2) as u16 {
+            if d.push(rtp(seq, 0, false, &fu), &mut out).is_err() {
+                errors += 1;
+            }
+            fu[1] = 5;
+        }
+        assert_eq!(errors, 1);
+        assert!(frames_of(&out).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Any access unit of non-IRAP NAL units (single NAL packets and
+        /// FUs of any size) comes back through our packetizer and
+        /// depacketizer byte for byte.
+        #[test]
+        fn h265_packetize_depacketize_roundtrip(
+            nals in proptest::collection::vec((0u8..10, 0u8..8, proptest::collection::vec(proptest::num::u8::ANY, 0..4000)), 1..5)
+        ) {
+            let nals: Vec<Vec<u8>> = nals
+                .into_iter()
+                .map(|(t, tid, body)| {
+                    let mut n = vec![t << 1, tid.max(1)];
+                    n.extend(body);
+                    n
+                })
+                .collect();
+            let refs: Vec<&[u8]> = nals.iter().map(|n| &n[..]).collect();
+            let key = Frame::new(Codec::H265, 0, 0, true, hevc(&[&[19 << 1, 1, 1]]));
+            let f = Frame::new(Codec::H265, 3600, 3600, false, hevc(&refs));
+            let out = roundtrip(&[key, f.clone()], &h265_info(), |_| false);
+            let frames = frames_of(&out);
+            proptest::prop_assert_eq!(frames.len(), 2);
+            proptest::prop_assert_eq!(&frames[1].payload, &f.payload);
+            proptest::prop_assert!(!frames[1].keyframe);
+        }
     }
 
     #[test]

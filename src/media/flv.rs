@@ -1,5 +1,7 @@
 //! FLV (Adobe "Video File Format Specification v10.1", Annex E) demuxing and
-//! muxing of H.264 + AAC.
+//! muxing of H.264 + AAC, and of H.265 as Enhanced RTMP v2 writes it
+//! (veovera's "Enhanced RTMP" spec: the ExVideoTagHeader with FourCC
+//! `hvc1`; OBS 30+ publishes HEVC so). The enhanced `avc1` form is read too.
 //!
 //! The demuxer is incremental and checks before it parses: [`Demuxer::next_event`]
 //! says "incomplete" (`Ok(None)`) until a whole tag is buffered, and only then
@@ -12,6 +14,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::h265::HevcConfig;
 use super::{ms_to_ticks, ticks_to_ms, Codec, Frame, TrackInfo, TrackKind};
 
 /// Annex E.2: "FLV", version 1, flags, header length 9.
@@ -30,6 +33,15 @@ const TAG_SCRIPT: u8 = 18;
 /// Annex E.4.3.1 CodecID 7 = AVC; E.4.2.1 SoundFormat 10 = AAC.
 const VIDEO_CODEC_AVC: u8 = 7;
 const SOUND_FORMAT_AAC: u8 = 10;
+/// Enhanced RTMP v2 VideoPacketType (the low 4 bits after IsExHeader).
+const EX_SEQUENCE_START: u8 = 0;
+const EX_CODED_FRAMES: u8 = 1;
+const EX_SEQUENCE_END: u8 = 2;
+/// CodedFrames whose composition time offset is zero, left out.
+const EX_CODED_FRAMES_X: u8 = 3;
+const EX_METADATA: u8 = 4;
+/// E.4.3.1 FrameType 5: video info/command frame.
+const FRAME_COMMAND: u8 = 5;
 /// E.4.2.1 SoundFormat 7 = G.711 A-law, 8 = G.711 mu-law.
 const SOUND_FORMAT_ALAW: u8 = 7;
 const SOUND_FORMAT_MULAW: u8 = 8;
@@ -253,16 +265,7 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
         return Ok(None); // Empty tags appear at stream ends; harmless.
     };
     if b0 & 0x80 != 0 {
-        // Enhanced RTMP ExVideoTagHeader (HEVC, AV1 …): a later issue. The
-        // low bits are the packet type; the codec is the FourCC after them.
-        let fourcc = body
-            .get(1..5)
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        return Ok(Some(Event::Unsupported {
-            kind: TrackKind::Video,
-            codec: format!("enhanced-RTMP video `{fourcc}`"),
-        }));
+        return parse_ex_video(body, ts_ms);
     }
     let frame_type = b0 >> 4;
     let codec_id = b0 & 0x0f;
@@ -318,6 +321,84 @@ fn parse_video(body: Bytes, ts_ms: i64) -> BodyResult {
         }
         2 => Ok(None), // end of sequence
         other => Err((1, format!("unknown AVCPacketType {other}"))),
+    }
+}
+
+/// Enhanced RTMP v2 ExVideoTagHeader: IsExHeader(1 bit), FrameType(3),
+/// PacketType(4), FourCC, then per packet type: SequenceStart the
+/// configuration record, CodedFrames an SI24 composition time and the
+/// frame, CodedFramesX the frame alone.
+fn parse_ex_video(body: Bytes, ts_ms: i64) -> BodyResult {
+    let frame_type = (body[0] >> 4) & 0x07;
+    let packet_type = body[0] & 0x0f;
+    if frame_type == FRAME_COMMAND && packet_type != EX_METADATA {
+        return Ok(None); // a command frame (seek marker); nothing to show
+    }
+    let Some(fourcc) = body.get(1..5) else {
+        return Err((
+            0,
+            format!("ExVideoTagHeader of {} bytes has no FourCC", body.len()),
+        ));
+    };
+    let codec = match fourcc {
+        b"hvc1" => Codec::H265,
+        b"avc1" => Codec::H264,
+        _ => {
+            // Multitrack (6) and ModEx (7) put other things where the
+            // FourCC would be; AV1 and VP9 we do not relay.
+            return Ok(Some(Event::Unsupported {
+                kind: TrackKind::Video,
+                codec: format!(
+                    "enhanced-RTMP video `{}` (packet type {packet_type})",
+                    String::from_utf8_lossy(fourcc).escape_debug()
+                ),
+            }));
+        }
+    };
+    match packet_type {
+        EX_SEQUENCE_START => {
+            let data = body.slice(5..);
+            match codec {
+                Codec::H265 => {
+                    HevcConfig::parse(&data).map_err(|m| (5, m))?;
+                }
+                _ => check_avc_config(&data).map_err(|m| (5, m))?,
+            }
+            Ok(Some(Event::Track(TrackInfo {
+                codec,
+                config: data,
+            })))
+        }
+        EX_CODED_FRAMES | EX_CODED_FRAMES_X => {
+            let (cts, at) = if packet_type == EX_CODED_FRAMES {
+                let c = body.get(5..8).ok_or((
+                    5,
+                    "CodedFrames tag shorter than its composition time".to_string(),
+                ))?;
+                ((i32::from_be_bytes([c[0], c[1], c[2], 0]) >> 8) as i64, 8)
+            } else {
+                (0, 5)
+            };
+            let data = body.slice(at..);
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let dts = ms_to_ticks(ts_ms);
+            Ok(Some(Event::Frame(Frame::new(
+                codec,
+                dts,
+                dts + ms_to_ticks(cts),
+                frame_type == 1,
+                data,
+            ))))
+        }
+        // Metadata (HDR colour info) and the end of a sequence: nothing a
+        // viewer needs.
+        EX_SEQUENCE_END | EX_METADATA => Ok(None),
+        other => Ok(Some(Event::Unsupported {
+            kind: TrackKind::Video,
+            codec: format!("enhanced-RTMP video packet type {other}"),
+        })),
     }
 }
 
@@ -542,8 +623,15 @@ fn put_tag_header(
         Codec::Aac => 2,
         Codec::Pcma | Codec::Pcmu => 1,
         Codec::Opus | Codec::Flac => 5,
-        // Enhanced RTMP v2 ExVideoTagHeader: 1 byte, FourCC, SI24 cts.
-        Codec::H265 => 8,
+        // Enhanced RTMP v2 ExVideoTagHeader: 1 byte and the FourCC, then
+        // an SI24 composition time for CodedFrames with one (see below).
+        Codec::H265 => {
+            if packet_type == EX_CODED_FRAMES && cts_ms != 0 {
+                8
+            } else {
+                5
+            }
+        }
     };
     let data_size = (codec_header_len + payload_len) as u32;
     s.put_u8(match codec.kind() {
@@ -585,11 +673,20 @@ fn put_tag_header(
             s.put_slice(b"fLaC");
         }
         // Enhanced RTMP v2: IsExHeader | FrameType | PacketType, FourCC.
-        // FOUNDATION: finished with the enhanced FLV muxer (issue 16).
+        // A frame without a composition offset is CodedFramesX, which
+        // leaves the SI24 out; the sequence start (packet type 0) is a
+        // keyframe-typed tag holding the hvcC.
         Codec::H265 => {
-            s.put_u8(0x80 | if key { 0x10 } else { 0x20 } | 1);
+            let packet_type = match packet_type {
+                EX_CODED_FRAMES if cts_ms == 0 => EX_CODED_FRAMES_X,
+                EX_CODED_FRAMES => EX_CODED_FRAMES,
+                _ => EX_SEQUENCE_START,
+            };
+            s.put_u8(0x80 | if key { 0x10 } else { 0x20 } | packet_type);
             s.put_slice(b"hvc1");
-            s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
+            if packet_type == EX_CODED_FRAMES {
+                s.put_uint((cts_ms as i32 as u32 & 0x00ff_ffff) as u64, 3);
+            }
         }
     }
     data_size
@@ -772,6 +869,113 @@ mod tests {
                 codec: "FLV sound format 2 (MP3)".into()
             })
         );
+    }
+
+    #[test]
+    fn h265_is_enhanced_flv_both_ways() {
+        let v = crate::media::rtp::tests::h265_info();
+        let key = Frame::new(
+            Codec::H265,
+            0,
+            ms_to_ticks(40),
+            true,
+            Bytes::from_static(&[0, 0, 0, 3, 38, 1, 7]),
+        );
+        let delta = Frame::new(
+            Codec::H265,
+            ms_to_ticks(40),
+            ms_to_ticks(40),
+            false,
+            Bytes::from_static(&[0, 0, 0, 3, 2, 1, 8]),
+        );
+        let mut m = Muxer::new();
+        let mut chunks = vec![m.header(true, false)];
+        let seq = m.track(&v, 0).unwrap();
+        // IsExHeader | keyframe | SequenceStart, FourCC, then the hvcC.
+        assert_eq!(&seq[0][TAG_HEADER_LEN..], &[0x90, b'h', b'v', b'c', b'1']);
+        chunks.extend(seq);
+        let k = shared_tag(&key);
+        // CodedFrames with a 40 ms SI24 composition time.
+        assert_eq!(
+            &k[TAG_HEADER_LEN..TAG_HEADER_LEN + 8],
+            &[0x91, b'h', b'v', b'c', b'1', 0, 0, 40]
+        );
+        let d = shared_tag(&delta);
+        // CodedFramesX: no composition time.
+        assert_eq!(
+            &d[TAG_HEADER_LEN..TAG_HEADER_LEN + 6],
+            &[0xa3, b'h', b'v', b'c', b'1', 0]
+        );
+        chunks.extend([k, d]);
+        let mut dm = Demuxer::new();
+        dm.push(&concat(&chunks));
+        assert_eq!(
+            demux_all(&mut dm).unwrap(),
+            vec![Event::Track(v), Event::Frame(key), Event::Frame(delta)]
+        );
+    }
+
+    /// An enhanced tag body as OBS writes it, wrapped in a tag.
+    fn ex_tag(body: &[u8]) -> Vec<u8> {
+        let mut t = vec![
+            TAG_VIDEO,
+            0,
+            (body.len() >> 8) as u8,
+            body.len() as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        t.extend_from_slice(body);
+        t.extend_from_slice(&((TAG_HEADER_LEN + body.len()) as u32).to_be_bytes());
+        t
+    }
+
+    #[test]
+    fn enhanced_avc1_other_fourccs_and_bad_records() {
+        let mut d = Demuxer::new();
+        d.push(b"FLV\x01\x01\0\0\0\x09\0\0\0\0");
+        let mut seq = vec![0x90, b'a', b'v', b'c', b'1'];
+        seq.extend_from_slice(&avc_config());
+        d.push(&ex_tag(&seq));
+        d.push(&ex_tag(&[
+            0x93, b'a', b'v', b'c', b'1', 0, 0, 0, 2, 0x65, 1,
+        ]));
+        // A command frame, then metadata: skipped.
+        d.push(&ex_tag(&[0xd0, b'h', b'v', b'c', b'1']));
+        d.push(&ex_tag(&[0x94, b'h', b'v', b'c', b'1', 2, 0, 0]));
+        d.push(&ex_tag(&[0x90, b'a', b'v', b'0', b'1', 1, 2]));
+        let ev = demux_all(&mut d).unwrap();
+        assert_eq!(
+            ev[0],
+            Event::Track(TrackInfo {
+                codec: Codec::H264,
+                config: avc_config()
+            })
+        );
+        assert!(
+            matches!(&ev[1], Event::Frame(f) if f.codec == Codec::H264 && f.keyframe && f.payload[..] == [0, 0, 0, 2, 0x65, 1])
+        );
+        assert!(
+            matches!(&ev[2], Event::Unsupported { codec, .. } if codec.contains("av01")),
+            "{ev:?}"
+        );
+        assert_eq!(ev.len(), 3);
+        // A broken hvcC is an error (it would poison every decoder), and a
+        // header cut before its FourCC too.
+        for body in [
+            &[0x90, b'h', b'v', b'c', b'1', 1, 2, 3][..],
+            &[0x91, b'h', b'v'],
+        ] {
+            let mut d = Demuxer::new();
+            d.push(b"FLV\x01\x01\0\0\0\x09\0\0\0\0");
+            d.push(&ex_tag(body));
+            assert!(d.next_event().is_err(), "{body:?}");
+        }
     }
 
     #[test]

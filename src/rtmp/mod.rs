@@ -544,7 +544,9 @@ impl Conn {
             exclude: None,
             // FLV's audio: AAC first, G.711 if that is all there is.
             audio: ANY_AUDIO,
-            video: crate::hub::fanout::H264_VIDEO,
+            // H.265 as Enhanced RTMP v2 (FourCC `hvc1`, onMetaData's
+            // videocodecid the FourCC as a number).
+            video: crate::media::h265::H264_OR_H265,
         };
         match stream.join(req).await {
             Ok(viewer) => {
