@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Stand-in IP camera for integration tests: a loopback RTSP server that is
 *not* ours (GStreamer's gst-rtsp-server), serving live H.264 + AAC, or
-what --video (h264, h265) and --audio (aac, pcma, pcmu, opus, none) say.
+what --video (h264, h265, mjpeg) and --audio (aac, pcma, pcmu, opus, none) say.
 
 Usage: /usr/bin/python3 tests/support/rtsp_camera.py --port PORT [--path /cam]
        [--video h265] [--audio pcma]
@@ -64,6 +64,12 @@ def launch_line(video_codec="h264", audio_codec="aac"):
             " ! video/x-h265,stream-format=byte-stream"
             " ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
+    elif video_codec == "mjpeg":
+        # RFC 2435 JPEG over RTP (payload type 26), what older and cheap
+        # cameras send.
+        video = (
+            f"{raw} ! jpegenc quality=80 ! rtpjpegpay name=pay0 pt=26"
+        )
     else:
         die(f"unknown --video {video_codec}")
     tone = "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample"
@@ -99,7 +105,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", default="/cam")
-    ap.add_argument("--video", default="h264", choices=["h264", "h265"])
+    ap.add_argument("--video", default="h264", choices=["h264", "h265", "mjpeg"])
     ap.add_argument("--audio", default="aac", choices=["aac", "pcma", "pcmu", "opus", "none"])
     args = ap.parse_args()
     path = args.path if args.path.startswith("/") else "/" + args.path
