@@ -1035,7 +1035,8 @@ async fn stream_mp4(
     // video (MSE's isTypeSupported said no to its `hvc1`): it gets H.264,
     // from the stream's shared transcode when the camera sends H.265.
     let viewer = match one_of(&q, "video") {
-        None => stream.join(req).await?,
+        // An MJPEG camera (no MP4 form here) gets the H.264 transcode too.
+        None => st.registry.join_fitting(&stream, req).await?,
         Some(v) if v.eq_ignore_ascii_case("h264") => {
             let req = JoinRequest {
                 video: crate::hub::fanout::H264_VIDEO,
@@ -1268,25 +1269,30 @@ async fn stream_flv(
             )
         })?),
     };
-    let viewer = stream
-        .join(JoinRequest {
-            protocol: "http-flv",
-            remote_addr: Some(peer.0),
-            internal,
-            exclude,
-            // FLV carries AAC and G.711.
-            audio: crate::hub::fanout::ANY_AUDIO,
-            // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
-            // OBS and go2rtc read it. Not for our own `ffmpeg:` readers:
-            // Debian's ffmpeg 5.1 takes an ExVideoTagHeader for FLV codec
-            // id 3 (Screen video), finds no audio stream either, and an
-            // `ffmpeg:cam#audio=aac` of an H.265 camera would then fail.
-            video: if internal {
-                crate::hub::fanout::H264_VIDEO
-            } else {
-                crate::media::h265::H264_OR_H265
+    // An MJPEG camera (no FLV form) gets the stream's H.264 transcode.
+    let viewer = st
+        .registry
+        .join_fitting(
+            &stream,
+            JoinRequest {
+                protocol: "http-flv",
+                remote_addr: Some(peer.0),
+                internal,
+                exclude,
+                // FLV carries AAC and G.711.
+                audio: crate::hub::fanout::ANY_AUDIO,
+                // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
+                // OBS and go2rtc read it. Not for our own `ffmpeg:` readers:
+                // Debian's ffmpeg 5.1 takes an ExVideoTagHeader for FLV codec
+                // id 3 (Screen video), finds no audio stream either, and an
+                // `ffmpeg:cam#audio=aac` of an H.265 camera would then fail.
+                video: if internal {
+                    crate::hub::fanout::H264_VIDEO
+                } else {
+                    crate::media::h265::H264_OR_H265
+                },
             },
-        })
+        )
         .await?;
     let body = Body::from_stream(flv_body(viewer));
     Ok(no_cache("video/x-flv", body))

@@ -171,7 +171,7 @@ impl Hls {
         let me = self.clone();
         let s = shared.clone();
         tokio::spawn(async move {
-            let why = run(&me.cfg, stream, variant, &s).await;
+            let why = run(&me.cfg, &me.registry, stream, variant, &s).await;
             tracing::info!(stream = %key.0, variant = variant.dir(), reason = %why, "hls segmenter left");
             s.window().ended = Some(why);
             s.made.send_modify(|_| {}); // wake waiting playlist requests
@@ -327,19 +327,27 @@ struct Building {
 
 /// The segmenter: one viewer of the stream, cutting segments until its
 /// viewers stop asking (or the stream ends). Returns why it left.
-async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Viewer, StreamError> {
-    let viewer = stream
-        .join(JoinRequest {
-            protocol: "hls",
-            remote_addr: None,
-            internal: false,
-            exclude: None,
-            // HLS players take AAC only.
-            audio: &[Codec::Aac],
-            // H.265 in TS (stream type 0x24) and fMP4 (`hvc1`): Safari and
-            // ffmpeg play both (RFC 8216bis §3.2, §3.3).
-            video: crate::media::h265::H264_OR_H265,
-        })
+/// An MJPEG camera (no HLS form) gets the stream's H.264 transcode.
+async fn join(
+    registry: &Registry,
+    stream: &crate::hub::Stream,
+    s: &Shared,
+) -> Result<crate::hub::Viewer, StreamError> {
+    let viewer = registry
+        .join_fitting(
+            stream,
+            JoinRequest {
+                protocol: "hls",
+                remote_addr: None,
+                internal: false,
+                exclude: None,
+                // HLS players take AAC only.
+                audio: &[Codec::Aac],
+                // H.265 in TS (stream type 0x24) and fMP4 (`hvc1`): Safari and
+                // ffmpeg play both (RFC 8216bis §3.2, §3.3).
+                video: crate::media::h265::H264_OR_H265,
+            },
+        )
         .await?;
     *s.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(viewer.stats().clone());
     Ok(viewer)
@@ -351,8 +359,14 @@ fn idle(s: &Shared) -> Duration {
         .saturating_sub(Duration::from_millis(s.touched.load(Ordering::Relaxed)))
 }
 
-async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &Shared) -> String {
-    let mut viewer = match join(&stream, s).await {
+async fn run(
+    cfg: &HlsConfig,
+    registry: &Registry,
+    stream: crate::hub::Stream,
+    variant: Variant,
+    s: &Shared,
+) -> String {
+    let mut viewer = match join(registry, &stream, s).await {
         Ok(v) => v,
         Err(e) => return e.to_string(),
     };
@@ -399,7 +413,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                         );
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Ok(v) = join(&stream, s).await {
+                    if let Ok(v) = join(registry, &stream, s).await {
                         break v;
                     }
                 };

@@ -593,6 +593,10 @@ pub const H264_VIDEO: &[Codec] = &[Codec::H264];
 /// it), then H.265.
 pub const H264_OR_H265: &[Codec] = crate::media::h265::H264_OR_H265;
 
+/// Every video codec the hub carries: what a viewer is joined with while
+/// we learn which one a stream sends (`Registry::join_fitting`).
+pub const ANY_VIDEO: &[Codec] = &[Codec::H264, Codec::H265, Codec::Jpeg];
+
 /// `/api/stream.mjpeg`'s video.
 pub const JPEG_VIDEO: &[Codec] = &[Codec::Jpeg];
 

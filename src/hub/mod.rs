@@ -354,24 +354,25 @@ impl Registry {
         self.read().list.clone()
     }
 
-    /// Joins `stream` for a viewer whose output takes `req.video` and
-    /// not H.265 (a browser without an HEVC decoder, an FLV client): the
-    /// stream itself when its video fits, else its shared H.264 transcode
-    /// ([`Registry::transcoded`]). The stream's codec is learnt from its
-    /// first track delivery, cold or warm. A viewer that takes H.265 joins
-    /// the stream as it is.
+    /// Joins `stream` for a viewer whose output takes the video codecs
+    /// `req.video`: the stream itself when its video is one of them (or it
+    /// has none), else its shared H.264 transcode ([`Registry::transcoded`]):
+    /// an H.265 camera for a browser without an HEVC decoder or an FLV
+    /// client, an MJPEG camera for HLS. The stream's codec is learnt from
+    /// its first deliveries, cold or warm. Outputs that take no H.264, or
+    /// no video, join as they ask.
     pub async fn join_fitting(
         &self,
         stream: &Stream,
         req: JoinRequest,
     ) -> Result<Viewer, StreamError> {
         use crate::media::Codec;
-        if req.video != fanout::H264_VIDEO {
+        if !req.video.contains(&Codec::H264) || req.internal {
             return stream.join(req).await;
         }
         let mut viewer = stream
             .join(JoinRequest {
-                video: fanout::H264_OR_H265,
+                video: fanout::ANY_VIDEO,
                 ..req.clone()
             })
             .await?;
@@ -380,7 +381,7 @@ impl Registry {
         // so a stream that says nothing cannot hold the viewer.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let mut seen = std::collections::VecDeque::new();
-        let h265 = loop {
+        let unfit = loop {
             match tokio::time::timeout_at(deadline, viewer.next()).await {
                 Ok(Ok(d)) => {
                     let video = match &d {
@@ -392,10 +393,10 @@ impl Registry {
                     };
                     seen.push_back(d);
                     if let Some(c) = video {
-                        break c == Codec::H265;
+                        break (!req.video.contains(&c)).then_some(c);
                     }
                     if seen.len() > 256 {
-                        break false; // audio only, it seems
+                        break None; // audio only, it seems
                     }
                 }
                 Ok(Err(_)) => {
@@ -403,14 +404,14 @@ impl Registry {
                         stream: stream.name().to_string(),
                     })
                 }
-                Err(_) => break false,
+                Err(_) => break None,
             }
         };
-        if !h265 {
+        let Some(codec) = unfit else {
             viewer.pending = seen;
             return Ok(viewer);
-        }
-        tracing::info!(stream = %stream.name(), protocol = req.protocol, "viewer cannot take H.265: joining the H.264 transcode");
+        };
+        tracing::info!(stream = %stream.name(), protocol = req.protocol, codec = ?codec, "viewer cannot take the stream's video: joining the H.264 transcode");
         // The transcode's reader keeps `stream` up from here, so dropping
         // this viewer afterwards does not stop it in between.
         self.transcoded(stream.name(), Codec::H264)?.join(req).await

@@ -548,7 +548,8 @@ impl Conn {
             // videocodecid the FourCC as a number).
             video: crate::media::h265::H264_OR_H265,
         };
-        match stream.join(req).await {
+        // An MJPEG camera (no FLV form) gets the stream's H.264 transcode.
+        match self.registry.join_fitting(&stream, req).await {
             Ok(viewer) => {
                 self.role = Role::Playing;
                 self.stream_begin();
