@@ -150,3 +150,14 @@ fn an_h265_and_pcma_camera_plays_from_a_plain_rtsp_source() {
     );
     assert_eq!(got["streams"][0]["codec_name"], "h264", "{got}");
 }
+
+#[test]
+fn with_rtsp_off_an_h265_camera_says_what_it_needs() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "h265", "none");
+    let srv = Server::start(&format!("  cam: \"{}#start_timeout=4s\"\n", cam.url), "");
+    let (st, body) = srv.try_get("/api/stream.flv?src=cam").unwrap();
+    assert!(st >= 500, "{st} {body}");
+    assert!(body.contains("rtsp.listen is off"), "{body}");
+    assert!(body.contains("hevc"), "{body}");
+}

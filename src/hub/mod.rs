@@ -1636,15 +1636,23 @@ impl Actor {
         // codec hevc not compatible with flv", "FLV does not support sample
         // rate 48000"): that is no failure of the camera, so the source
         // moves to the RTSP publish-back at once, with no backoff.
-        let flv_refused =
+        let refused_by_flv =
             !deliberate
                 && !slot.over_rtsp
                 && !slot.cfg.kind.publishes_back()
-                && self.deps.rtsp_base.is_some()
                 && matches!(&outcome, Outcome::Ended(_))
                 && slot.tail.lines().iter().any(|l| {
                     l.contains("compatible with flv") || l.contains("FLV does not support")
                 });
+        let flv_refused = refused_by_flv && self.deps.rtsp_base.is_some();
+        if refused_by_flv && !flv_refused {
+            // Say what would fix it, rather than restart forever in silence.
+            let why = slot.last_error.take().unwrap_or_default();
+            slot.last_error = Some(format!(
+                "{why} (this source sends a codec FLV cannot carry; it needs the RTSP \
+                 publish-back, and rtsp.listen is off)"
+            ));
+        }
         if flv_refused {
             slot.over_rtsp = true;
             slot.last_error = None;
