@@ -421,6 +421,11 @@ impl From<StreamError> for ApiError {
             StreamError::Unsupported { stream, .. } => {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).with("stream", stream)
             }
+            StreamError::UnsupportedSource { stream, reason } => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, msg)
+                    .with("stream", stream)
+                    .with("reason", reason)
+            }
             StreamError::Timeout { stream, .. } => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, msg).with("stream", stream)
             }

@@ -324,6 +324,10 @@ pub struct PublishConfig {
     /// must never replace what a camera shows (publish-only streams, and
     /// `{output}` children with their run token, are not affected).
     pub replace_sources: ReplaceSources,
+    /// `rtsp.default_query` (go2rtc's): the `?video&audio` filter of an
+    /// RTSP viewer whose URL has none. It rides here because this is the
+    /// part of the config the RTSP server reaches (`Registry::deps`).
+    pub rtsp_default_query: Option<String>,
 }
 
 impl PublishConfig {
@@ -353,6 +357,7 @@ impl Default for PublishConfig {
             takeover: true,
             timeout: Duration::from_secs(5),
             replace_sources: ReplaceSources::None,
+            rtsp_default_query: None,
         }
     }
 }
@@ -390,10 +395,21 @@ pub enum SourceKind {
         input: FfmpegInput,
         video: Option<VideoCodec>,
         audio: Option<AudioCodec>,
+        /// `#hardware` (auto) or `#hardware=ENGINE`: go2rtc's hardware
+        /// encoders and decoders, for the video it transcodes.
+        hardware: Option<Hardware>,
+        /// The `ffmpeg:` section's templates (go2rtc's defaults with the
+        /// file's overrides): the arguments each output codec gets. Part of
+        /// the source, so a reload that changes one restarts its sources.
+        templates: FfmpegTemplates,
     },
     /// `exec:CMD`: CMD's stdout is FLV; or, if an argument holds go2rtc's
     /// `{output}`, CMD publishes RTSP to the URL put there.
     Exec { argv: Vec<String> },
+    /// A scheme go2rtc has and we do not (`tapo:`, `onvif:` …): the
+    /// server starts, and the stream lists this source with `reason`
+    /// instead of running it (a field config must not stop the server).
+    Unsupported { scheme: String, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,6 +434,9 @@ pub enum FfmpegInput {
 pub enum VideoCodec {
     Copy,
     H264,
+    /// libx265 (go2rtc's `h265` template). ffmpeg 5.1 cannot write H.265
+    /// into FLV: this output publishes back over RTSP.
+    H265,
     /// Home Assistant registers `ffmpeg:<id>#video=mjpeg`: JPEG images on
     /// stdout, for `/api/stream.mjpeg` (started only for such a viewer).
     Mjpeg,
@@ -431,6 +450,210 @@ pub enum AudioCodec {
     /// Home Assistant registers `ffmpeg:<id>#audio=opus` for WebRTC. Opus
     /// cannot travel in FLV: that ffmpeg publishes RTSP back to us.
     Opus,
+    /// G.711 A-law and µ-law, 8 kHz mono as go2rtc makes them (what
+    /// two-way audio and old players take). FLV carries both at 8 kHz.
+    Pcma,
+    Pcmu,
+}
+
+impl VideoCodec {
+    /// The template that makes it (go2rtc's `ffmpeg:` key), if transcoded.
+    pub fn template(self) -> Option<&'static str> {
+        match self {
+            VideoCodec::Copy => None,
+            VideoCodec::H264 => Some("h264"),
+            VideoCodec::H265 => Some("h265"),
+            VideoCodec::Mjpeg => Some("mjpeg"),
+        }
+    }
+}
+
+impl AudioCodec {
+    /// The template that makes it (go2rtc's `ffmpeg:` key), if transcoded.
+    pub fn template(self) -> Option<&'static str> {
+        match self {
+            AudioCodec::Copy | AudioCodec::None => None,
+            AudioCodec::Aac => Some("aac"),
+            AudioCodec::Opus => Some("opus"),
+            AudioCodec::Pcma => Some("pcma"),
+            AudioCodec::Pcmu => Some("pcmu"),
+        }
+    }
+}
+
+/// go2rtc's hardware engines (`internal/ffmpeg/hardware`), by their
+/// `#hardware=` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwEngine {
+    /// Intel iGPU and AMD GPU on Linux.
+    Vaapi,
+    /// Raspberry Pi 3 and 4.
+    V4l2m2m,
+    /// NVidia (NVENC, with CUDA decoding).
+    Cuda,
+    /// Intel on Windows (QSV encoders).
+    Dxva2,
+    /// macOS.
+    Videotoolbox,
+    /// Rockchip (needs a custom ffmpeg build).
+    Rkmpp,
+}
+
+impl HwEngine {
+    pub const ALL: &'static [HwEngine] = &[
+        HwEngine::Vaapi,
+        HwEngine::V4l2m2m,
+        HwEngine::Cuda,
+        HwEngine::Dxva2,
+        HwEngine::Videotoolbox,
+        HwEngine::Rkmpp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HwEngine::Vaapi => "vaapi",
+            HwEngine::V4l2m2m => "v4l2m2m",
+            HwEngine::Cuda => "cuda",
+            HwEngine::Dxva2 => "dxva2",
+            HwEngine::Videotoolbox => "videotoolbox",
+            HwEngine::Rkmpp => "rkmpp",
+        }
+    }
+
+    fn parse(s: &str) -> Option<HwEngine> {
+        HwEngine::ALL.iter().copied().find(|e| e.name() == s)
+    }
+}
+
+/// `#hardware` as written on an `ffmpeg:` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardware {
+    /// `#hardware` alone: the first engine whose device is present.
+    Auto,
+    Engine(HwEngine),
+}
+
+/// go2rtc's `ffmpeg:` section: named argument templates, its defaults
+/// overridden by the file's keys (`ffmpeg: {h264: "-c:v libx264 …"}`).
+/// Only the overrides are stored; [`FfmpegTemplates::get`] falls back to
+/// [`FFMPEG_DEFAULTS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FfmpegTemplates(std::sync::Arc<BTreeMap<String, String>>);
+
+impl FfmpegTemplates {
+    pub fn with(overrides: BTreeMap<String, String>) -> FfmpegTemplates {
+        FfmpegTemplates(std::sync::Arc::new(overrides))
+    }
+
+    /// The template `name`: the file's, else go2rtc's default.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.user(name).or_else(|| {
+            FFMPEG_DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+        })
+    }
+
+    /// The template `name` only if the file sets it: input templates
+    /// (`rtsp`, `http`, `file`) replace our own input flags only then.
+    pub fn user(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// go2rtc's defaults for the `ffmpeg:` keys we honour
+/// (`internal/ffmpeg/ffmpeg.go`), with two deviations, both said: `mjpeg`
+/// is full-range 4:2:0 at `-q:v 5` (what Home Assistant's MJPEG viewers
+/// decode; go2rtc's own is a bare `-c:v mjpeg`), and `global` gets
+/// `-nostdin -loglevel error` after it, as go2rtc appends `-v error`.
+pub const FFMPEG_DEFAULTS: &[(&str, &str)] = &[
+    ("global", "-hide_banner"),
+    // Seconds, for `{timeout}` in the input templates.
+    ("timeout", "5"),
+    (
+        "h264",
+        "-c:v libx264 -g 50 -profile:v high -level:v 4.1 -preset:v superfast -tune:v zerolatency -pix_fmt:v yuv420p",
+    ),
+    (
+        "h265",
+        "-c:v libx265 -g 50 -profile:v main -x265-params level=5.1:high-tier=0 -preset:v superfast -tune:v zerolatency -pix_fmt:v yuv420p",
+    ),
+    ("mjpeg", "-c:v mjpeg -q:v 5 -pix_fmt yuvj420p"),
+    ("opus", "-c:a libopus -application:a lowdelay -min_comp 0"),
+    ("pcmu", "-c:a pcm_mulaw -ar:a 8000 -ac:a 1"),
+    ("pcma", "-c:a pcm_alaw -ar:a 8000 -ac:a 1"),
+    // Keeps the sample rate and channels.
+    ("aac", "-c:a aac"),
+    // `-bf 0`: B-frames are out for live video (go2rtc's note).
+    (
+        "h264/vaapi",
+        "-c:v h264_vaapi -g 50 -bf 0 -profile:v high -level:v 4.1 -sei:v 0",
+    ),
+    (
+        "h265/vaapi",
+        "-c:v hevc_vaapi -g 50 -bf 0 -profile:v main -level:v 5.1 -sei:v 0",
+    ),
+    ("mjpeg/vaapi", "-c:v mjpeg_vaapi"),
+    ("h264/v4l2m2m", "-c:v h264_v4l2m2m -g 50 -bf 0"),
+    ("h265/v4l2m2m", "-c:v hevc_v4l2m2m -g 50 -bf 0"),
+    (
+        "h264/rkmpp",
+        "-c:v h264_rkmpp -g 50 -bf 0 -profile:v high -level:v 4.1",
+    ),
+    (
+        "h265/rkmpp",
+        "-c:v hevc_rkmpp -g 50 -bf 0 -profile:v main -level:v 5.1",
+    ),
+    ("mjpeg/rkmpp", "-c:v mjpeg_rkmpp"),
+    (
+        "h264/cuda",
+        "-c:v h264_nvenc -g 50 -bf 0 -profile:v high -level:v auto -preset:v p2 -tune:v ll",
+    ),
+    (
+        "h265/cuda",
+        "-c:v hevc_nvenc -g 50 -bf 0 -profile:v main -level:v auto",
+    ),
+    (
+        "h264/dxva2",
+        "-c:v h264_qsv -g 50 -bf 0 -profile:v high -level:v 4.1 -async_depth:v 1",
+    ),
+    (
+        "h265/dxva2",
+        "-c:v hevc_qsv -g 50 -bf 0 -profile:v main -level:v 5.1 -async_depth:v 1",
+    ),
+    ("mjpeg/dxva2", "-c:v mjpeg_qsv"),
+    (
+        "h264/videotoolbox",
+        "-c:v h264_videotoolbox -g 50 -bf 0 -profile:v high -level:v 4.1",
+    ),
+    (
+        "h265/videotoolbox",
+        "-c:v hevc_videotoolbox -g 50 -bf 0 -profile:v main -level:v 5.1",
+    ),
+];
+
+/// `ffmpeg:` keys we honour besides [`FFMPEG_DEFAULTS`]: `bin`, and the
+/// input templates, used for `ffmpeg:URL` sources only when the file sets
+/// them (our own input flags otherwise: `file` loops, `rtsp` is TCP).
+const FFMPEG_INPUT_KEYS: &[&str] = &["bin", "file", "http", "rtsp"];
+
+/// Why an `ffmpeg:` key of go2rtc's is ignored here (a warning with its
+/// line:col), or `None` if we honour it.
+fn ffmpeg_key_ignored(key: &str) -> Option<String> {
+    if FFMPEG_INPUT_KEYS.contains(&key) || FFMPEG_DEFAULTS.iter().any(|(k, _)| *k == key) {
+        return None;
+    }
+    Some(if key == "output" || key.starts_with("output/") {
+        format!("our producers write FLV or publish RTSP to us themselves; go2rtc's `{key}` template is not used")
+    } else if key == "rtsp/udp" {
+        "go2rtc uses it only through `#input=rtsp/udp`, which streamvisor does not take".into()
+    } else if key.contains('/') {
+        format!("go2rtc uses it only through `#video={key}`/`#audio={key}`, which streamvisor does not take")
+    } else {
+        "custom templates are used by go2rtc's `#raw=`/`#input=`, which streamvisor does not take"
+            .into()
+    })
 }
 
 impl SourceKind {
@@ -442,7 +665,16 @@ impl SourceKind {
                 video.is_some(),
                 audio.is_some_and(|a| a != AudioCodec::None),
             ),
+            SourceKind::Unsupported { .. } => (false, false),
             _ => (true, true),
+        }
+    }
+
+    /// Why this source never runs (a go2rtc scheme we lack), if so.
+    pub fn unsupported(&self) -> Option<&str> {
+        match self {
+            SourceKind::Unsupported { reason, .. } => Some(reason),
+            _ => None,
         }
     }
 
@@ -454,6 +686,10 @@ impl SourceKind {
                 video: Some(VideoCodec::H264),
                 ..
             } => Some(crate::media::Codec::H264),
+            SourceKind::Ffmpeg {
+                video: Some(VideoCodec::H265),
+                ..
+            } => Some(crate::media::Codec::H265),
             SourceKind::Ffmpeg {
                 video: Some(VideoCodec::Mjpeg),
                 ..
@@ -479,6 +715,14 @@ impl SourceKind {
                 audio: Some(AudioCodec::Opus),
                 ..
             } => Some(crate::media::Codec::Opus),
+            SourceKind::Ffmpeg {
+                audio: Some(AudioCodec::Pcma),
+                ..
+            } => Some(crate::media::Codec::Pcma),
+            SourceKind::Ffmpeg {
+                audio: Some(AudioCodec::Pcmu),
+                ..
+            } => Some(crate::media::Codec::Pcmu),
             _ => None,
         }
     }
@@ -486,12 +730,17 @@ impl SourceKind {
     /// go2rtc's `exec:… {output}`: the command publishes RTSP back to us
     /// instead of writing FLV to stdout.
     ///
-    /// `ffmpeg:…#audio=opus` does the same: Opus cannot travel in FLV, so
-    /// that ffmpeg publishes RTSP (RFC 7587) back into its slot.
+    /// `ffmpeg:…#audio=opus` and `#video=h265` do the same: ffmpeg 5.1
+    /// cannot write Opus or H.265 into FLV, so that ffmpeg publishes RTSP
+    /// (RFC 7587, RFC 7798) back into its slot. G.711 (`#audio=pcma`,
+    /// `pcmu`) at 8 kHz fits FLV and stays on the pipe. This is the one
+    /// place that says which outputs need RTSP.
     pub fn publishes_back(&self) -> bool {
         match self {
             SourceKind::Exec { argv } => argv.iter().any(|a| a.contains(OUTPUT)),
-            SourceKind::Ffmpeg { audio, .. } => *audio == Some(AudioCodec::Opus),
+            SourceKind::Ffmpeg { audio, video, .. } => {
+                *audio == Some(AudioCodec::Opus) || *video == Some(VideoCodec::H265)
+            }
             _ => false,
         }
     }
@@ -549,7 +798,18 @@ pub fn check_api_source(
         }
     }
     let mut warnings = Vec::new();
-    let (kind, _) = parse_source(src, streams, Timeouts::default(), &mut warnings)?;
+    // Templates are the file's: a source added here is written into it and
+    // read back with them.
+    let (kind, _) = parse_source(
+        src,
+        streams,
+        Timeouts::default(),
+        &FfmpegTemplates::default(),
+        &mut warnings,
+    )?;
+    if let Some(reason) = kind.unsupported() {
+        return Err(format!("source `{src}`: {reason}"));
+    }
     // A file source lets whoever reaches the API read any file the server
     // can (`/etc/shadow`, `/proc/self/environ`) through a snapshot, and
     // `last_error` tells whether a path exists.
@@ -586,7 +846,15 @@ pub fn transcode_source(stream: &str, label: &str) -> Result<SourceConfig, Strin
     }
     let url = format!("ffmpeg:{stream}#video={label}#audio=copy");
     let names: BTreeSet<String> = [stream.to_string()].into();
-    let (kind, timeouts) = parse_source(&url, &names, Timeouts::default(), &mut Vec::new())?;
+    // go2rtc's default templates: the file's `ffmpeg.h264` does not reach
+    // the hub's hidden transcodes (yet).
+    let (kind, timeouts) = parse_source(
+        &url,
+        &names,
+        Timeouts::default(),
+        &FfmpegTemplates::default(),
+        &mut Vec::new(),
+    )?;
     Ok(SourceConfig {
         url,
         kind,
@@ -879,10 +1147,18 @@ impl Config {
                 hls.window = v.value as usize;
             }
         }
+        let mut warnings = Vec::new();
+        let (ffmpeg_bin, templates) =
+            ffmpeg_section(raw.ffmpeg.unwrap_or_default(), &at, &mut warnings, file)?;
+        if let Some(q) = &rtsp.default_query {
+            publish.rtsp_default_query = Some(
+                default_query(&q.value)
+                    .map_err(|m| at(&q.referenced, format!("rtsp.default_query: {m}")))?,
+            );
+        }
         let streams_raw = raw.streams.map(|m| m.0).unwrap_or_default();
         let names: BTreeSet<String> = streams_raw.iter().map(|(k, _)| k.value.clone()).collect();
         let mut streams = Vec::new();
-        let mut warnings = Vec::new();
         // Where each source was written, for errors found after parsing.
         let mut locations: HashMap<(String, usize), serde_saphyr::Location> = HashMap::new();
         let mut stream_lines = Vec::new();
@@ -905,8 +1181,9 @@ impl Config {
                     src.referenced
                 };
                 let mut notes = Vec::new();
-                let (kind, timeouts) = parse_source(&src.value, &names, supervisor, &mut notes)
-                    .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
+                let (kind, timeouts) =
+                    parse_source(&src.value, &names, supervisor, &templates, &mut notes)
+                        .map_err(|m| at(&loc, format!("streams.{}: {m}", name.value)))?;
                 warnings.extend(
                     notes
                         .into_iter()
@@ -968,11 +1245,7 @@ impl Config {
                 sections: Vec::new(),
                 stream_lines,
             },
-            ffmpeg_bin: raw
-                .ffmpeg
-                .and_then(|f| f.bin)
-                .filter(|b| !b.is_empty())
-                .unwrap_or_else(|| "ffmpeg".to_string()),
+            ffmpeg_bin,
             log,
             supervisor,
             hls,
@@ -1013,6 +1286,85 @@ fn set_timeout(t: &mut Timeouts, key: &str, d: Duration) {
 
 /// go2rtc's listen syntax: `":1984"` is every interface, `""` disables.
 /// `webrtc:`, checked: every mistake names its line and column.
+/// `ffmpeg:`: `bin`, and go2rtc's templates. A key we honour must be a
+/// valid argument list (it is split as a shell would, without one); a key
+/// of go2rtc's we do not use is a warning that says why, with its place.
+fn ffmpeg_section(
+    raw: RawFfmpeg,
+    at: &dyn Fn(&serde_saphyr::Location, String) -> ConfigError,
+    warnings: &mut Vec<String>,
+    file: &str,
+) -> Result<(String, FfmpegTemplates), ConfigError> {
+    let mut bin = "ffmpeg".to_string();
+    let mut overrides = BTreeMap::new();
+    for (k, v) in raw.0 {
+        let (key, value) = (k.value, v.value.0);
+        let here = k.referenced;
+        if let Some(why) = ffmpeg_key_ignored(&key) {
+            warnings.push(format!(
+                "{file}:{}:{}: ffmpeg.{key}: {why} (ignored)",
+                here.line(),
+                here.column()
+            ));
+            continue;
+        }
+        match key.as_str() {
+            "bin" => {
+                if !value.is_empty() {
+                    bin = value;
+                }
+                continue;
+            }
+            "timeout" => {
+                if !value.parse::<u32>().is_ok_and(|t| (1..=3600).contains(&t)) {
+                    return Err(at(
+                        &v.referenced,
+                        format!("ffmpeg.timeout: `{value}` is not a number of seconds (1 to 3600)"),
+                    ));
+                }
+            }
+            _ => {
+                let words = shell_words::split(&value)
+                    .map_err(|e| at(&v.referenced, format!("ffmpeg.{key}: {e}")))?;
+                // An input template without `{input}` would read nothing.
+                if FFMPEG_INPUT_KEYS.contains(&key.as_str())
+                    && !words.iter().any(|w| w.contains("{input}"))
+                {
+                    return Err(at(
+                        &v.referenced,
+                        format!("ffmpeg.{key}: an input template needs `{{input}}` (go2rtc's: `-re -i {{input}}`)"),
+                    ));
+                }
+            }
+        }
+        overrides.insert(key, value);
+    }
+    Ok((bin, FfmpegTemplates::with(overrides)))
+}
+
+/// `rtsp.default_query` (go2rtc's; its default `video&audio`): the track
+/// filter for an RTSP viewer whose URL gives none. We take `video` and
+/// `audio`, bare or with a codec (`video=h264&audio=pcma`); anything else
+/// go2rtc's filter knows (`mp4`, `video=all`) we cannot honour.
+pub fn default_query(q: &str) -> Result<String, String> {
+    let q = q.trim().trim_start_matches('?');
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        let ok = match k {
+            "video" => ["", "h264", "h265", "all"].contains(&v.as_ref()),
+            "audio" => ["", "aac", "pcma", "pcmu", "opus", "all"].contains(&v.as_ref()),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`{k}={v}`: we take `video` and `audio`, bare or with a codec (video=h264|h265, audio=aac|pcma|pcmu|opus)"
+            ));
+        }
+    }
+    Ok(q.to_string())
+}
+
 fn webrtc_config(
     raw: RawWebRtc,
     at: &dyn Fn(&serde_saphyr::Location, String) -> ConfigError,
@@ -1200,6 +1552,108 @@ fn split_params(s: &str) -> (&str, Vec<(&str, &str)>) {
     (head, params)
 }
 
+/// The schemes go2rtc's `streams` module knows (`streams.HandleFunc`,
+/// `RedirectFunc` in go2rtc 1.9) that streamvisor has no source for. A
+/// config from the field that uses one still starts: the source is listed
+/// with the reason, and never run.
+pub const GO2RTC_ONLY_SCHEMES: &[&str] = &[
+    "alsa",
+    "bubble",
+    "doorbird",
+    "dvrip",
+    "echo",
+    "eseecloud",
+    "expr",
+    "flussonic",
+    "gopro",
+    "hass",
+    "homekit",
+    "isapi",
+    "ivideon",
+    "kasa",
+    "multitrans",
+    "nest",
+    "onvif",
+    "ring",
+    "roborock",
+    "tapo",
+    "tcp",
+    "tuya",
+    "v4l2",
+    "vigi",
+    "webrtc",
+    "webtorrent",
+    "wyoming",
+    "wyze",
+    "xiaomi",
+    "yandex",
+];
+
+/// What comes before the first `:` of a source, lower-cased (go2rtc's
+/// notion of a scheme: `hass:cam`, `echo:/bin/x` have no `//`).
+fn scheme_of(s: &str) -> Option<String> {
+    let (scheme, _) = s.split_once(':')?;
+    let ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    ok.then(|| scheme.to_ascii_lowercase())
+}
+
+/// A hint for a misspelt scheme: the known one at most two edits away.
+fn did_you_mean(scheme: &str) -> String {
+    // Optimal string alignment: a swap of two letters (`rstp`) is one edit.
+    fn distance(a: &str, b: &str) -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        d[0] = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                d[i][j] = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+                }
+            }
+        }
+        d[a.len()][b.len()]
+    }
+    let known = ["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file"]
+        .into_iter()
+        .chain(GO2RTC_ONLY_SCHEMES.iter().copied());
+    known
+        .map(|k| (distance(scheme, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}://`?"))
+        .unwrap_or_default()
+}
+
+/// The URL ffmpeg is given and its scheme. go2rtc's `rtspx://`,
+/// `rtmpx://` and `httpx://` are the TLS schemes without certificate
+/// checks (UniFi Protect's self-signed `rtspx://…:7441`); ffmpeg does not
+/// check certificates unless told (`tls_verify`), so they become
+/// `rtsps://`, `rtmps://` and `https://`.
+fn url_for(s: &str) -> Result<(String, UrlScheme), String> {
+    for (x, to) in [
+        ("rtspx://", "rtsps://"),
+        ("rtmpx://", "rtmps://"),
+        ("httpx://", "https://"),
+    ] {
+        if s.len() > x.len() && s[..x.len()].eq_ignore_ascii_case(x) {
+            let url = format!("{to}{}", &s[x.len()..]);
+            let scheme = url_scheme(&url)?;
+            return Ok((url, scheme));
+        }
+    }
+    Ok((s.to_string(), url_scheme(s)?))
+}
+
 fn url_scheme(s: &str) -> Result<UrlScheme, String> {
     if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.starts_with("file:") {
         return Ok(UrlScheme::File);
@@ -1212,7 +1666,8 @@ fn url_scheme(s: &str) -> Result<UrlScheme, String> {
         "rtmp" | "rtmps" => Ok(UrlScheme::Rtmp),
         "http" | "https" => Ok(UrlScheme::Http),
         other => Err(format!(
-            "unknown source scheme `{other}` (supported: rtsp, rtsps, rtmp, rtmps, http, https, file paths, ffmpeg:, exec:)"
+            "unknown source scheme `{other}` (supported: rtsp, rtsps, rtmp, rtmps, http, https, file paths, ffmpeg:, exec:){}",
+            did_you_mean(other)
         )),
     }
 }
@@ -1225,6 +1680,7 @@ fn parse_source(
     s: &str,
     streams: &BTreeSet<String>,
     defaults: Timeouts,
+    templates: &FfmpegTemplates,
     warnings: &mut Vec<String>,
 ) -> Result<(SourceKind, Timeouts), String> {
     let s = s.trim();
@@ -1233,8 +1689,14 @@ fn parse_source(
     }
     let mut timeouts = defaults;
     let (head, params) = split_params(s);
+    if let Some(scheme) = scheme_of(head).filter(|x| GO2RTC_ONLY_SCHEMES.contains(&x.as_str())) {
+        let reason = format!("go2rtc's `{scheme}:` source is not supported by streamvisor");
+        warnings.push(format!("{reason}; the stream lists it and never runs it"));
+        return Ok((SourceKind::Unsupported { scheme, reason }, timeouts));
+    }
     let mut video = None;
     let mut audio = None;
+    let mut hardware = None;
     let is_ffmpeg = head.starts_with("ffmpeg:");
     for (k, v) in params {
         match k {
@@ -1246,13 +1708,34 @@ fn parse_source(
                 video = Some(match v {
                     "copy" => VideoCodec::Copy,
                     "h264" => VideoCodec::H264,
+                    "h265" => VideoCodec::H265,
                     "mjpeg" => VideoCodec::Mjpeg,
                     _ => {
                         return Err(format!(
-                            "#video={v}: supported values are copy, h264 and mjpeg"
+                            "#video={v}: supported values are copy, h264, h265 and mjpeg"
                         ))
                     }
                 })
+            }
+            // go2rtc: `#hardware` alone picks an engine, `#hardware=NAME`
+            // names one; `software` (or a name go2rtc does not know)
+            // leaves the software encoders.
+            "hardware" if is_ffmpeg => {
+                hardware = match v {
+                    "" => Some(Hardware::Auto),
+                    "software" => None,
+                    _ => match HwEngine::parse(v) {
+                        Some(e) => Some(Hardware::Engine(e)),
+                        None => {
+                            let names: Vec<&str> = HwEngine::ALL.iter().map(|e| e.name()).collect();
+                            warnings.push(format!(
+                                "#hardware={v}: not a hardware engine ({}); encoding in software",
+                                names.join(", ")
+                            ));
+                            None
+                        }
+                    },
+                }
             }
             "audio" if is_ffmpeg => {
                 audio = Some(match v {
@@ -1260,9 +1743,11 @@ fn parse_source(
                     "aac" => AudioCodec::Aac,
                     "none" => AudioCodec::None,
                     "opus" => AudioCodec::Opus,
+                    "pcma" => AudioCodec::Pcma,
+                    "pcmu" => AudioCodec::Pcmu,
                     _ => {
                         return Err(format!(
-                            "#audio={v}: supported values are copy, aac, opus and none"
+                            "#audio={v}: supported values are copy, aac, opus, pcma, pcmu and none"
                         ))
                     }
                 })
@@ -1280,10 +1765,8 @@ fn parse_source(
         let input = if streams.contains(rest) {
             FfmpegInput::Stream(rest.to_string())
         } else if rest.contains("://") || rest.starts_with('/') || rest.starts_with('.') {
-            FfmpegInput::Url {
-                url: rest.to_string(),
-                scheme: url_scheme(rest)?,
-            }
+            let (url, scheme) = url_for(rest)?;
+            FfmpegInput::Url { url, scheme }
         } else {
             return Err(format!(
                 "ffmpeg:{rest}: `{rest}` is neither a stream name nor a URL"
@@ -1298,10 +1781,19 @@ fn parse_source(
         if audio == Some(AudioCodec::None) {
             audio = None;
         }
+        // go2rtc's MakeHardware only rewrites libx264, libx265 and mjpeg.
+        if hardware.is_some() && video.and_then(VideoCodec::template).is_none() {
+            warnings.push(
+                "#hardware does nothing without a video transcode (#video=h264, h265 or mjpeg)"
+                    .into(),
+            );
+        }
         SourceKind::Ffmpeg {
             input,
             video,
             audio,
+            hardware,
+            templates: templates.clone(),
         }
     } else if let Some(cmd) = head.strip_prefix("exec:") {
         let argv = shell_words::split(cmd).map_err(|e| format!("exec: {e}"))?;
@@ -1310,10 +1802,8 @@ fn parse_source(
         }
         SourceKind::Exec { argv }
     } else {
-        SourceKind::Url {
-            url: head.to_string(),
-            scheme: url_scheme(head)?,
-        }
+        let (url, scheme) = url_for(head)?;
+        SourceKind::Url { url, scheme }
     };
     Ok((kind, timeouts))
 }
@@ -1432,6 +1922,7 @@ struct RawListen {
     allow_files: Option<bool>,
     unix_listen: Option<String>,
     max_connections: Option<Spanned<u64>>,
+    default_query: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1458,9 +1949,43 @@ struct RawPublish {
     timeout: Option<Spanned<RawDuration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawFfmpeg {
-    bin: Option<String>,
+/// `ffmpeg:` as written: go2rtc's templates by name, each with its
+/// location (a number like `timeout: 10` is taken as its text).
+type RawFfmpeg = OrderedMap<Spanned<Scalar>>;
+
+/// A YAML scalar as text.
+#[derive(Debug, Default)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `log:` as written: `level`, `format`, and a level per module, in
@@ -1657,9 +2182,11 @@ const KNOWN: &[(&str, &[&str])] = &[
             "password",
             "local_auth",
             "max_connections",
+            "default_query",
         ],
     ),
-    ("ffmpeg", &["bin"]),
+    // Checked key by key where the section is read (`ffmpeg_section`).
+    ("ffmpeg", &[]),
     (
         "log",
         &[
@@ -1714,7 +2241,7 @@ impl TopKeys {
             };
             match KNOWN.iter().find(|(name, _)| *name == k.value) {
                 None => out.push(format!("{}: unknown key `{}` (ignored)", here(k), k.value)),
-                Some(("streams" | "preload", _)) => {}
+                Some(("streams" | "preload" | "ffmpeg", _)) => {}
                 Some((section, keys)) => {
                     for s in &sub.0 {
                         if !keys.contains(&s.value.as_str()) {
@@ -1830,7 +2357,9 @@ streams:
             SourceKind::Ffmpeg {
                 input: FfmpegInput::Stream("cam2".into()),
                 video: None,
-                audio: Some(AudioCodec::Aac)
+                audio: Some(AudioCodec::Aac),
+                hardware: None,
+                templates: FfmpegTemplates::default(),
             }
         );
         assert!(c.streams[2].sources.is_empty());
@@ -2013,15 +2542,28 @@ streams:
     fn sources() {
         let names: BTreeSet<String> = ["cam".to_string()].into();
         let d = Timeouts::default();
-        let (k, _) = parse_source("exec:sh -c 'echo \"a b\"'", &names, d, &mut Vec::new()).unwrap();
+        let (k, _) = parse_source(
+            "exec:sh -c 'echo \"a b\"'",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             k,
             SourceKind::Exec {
                 argv: vec!["sh".into(), "-c".into(), "echo \"a b\"".into()]
             }
         );
-        let (k, _) =
-            parse_source("ffmpeg:rtsp://h/p#video=h264", &names, d, &mut Vec::new()).unwrap();
+        let (k, _) = parse_source(
+            "ffmpeg:rtsp://h/p#video=h264",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             k,
             SourceKind::Ffmpeg {
@@ -2030,22 +2572,54 @@ streams:
                     scheme: UrlScheme::Rtsp
                 },
                 video: Some(VideoCodec::H264),
-                audio: None
+                audio: None,
+                hardware: None,
+                templates: FfmpegTemplates::default(),
             }
         );
-        let (k, _) = parse_source("ffmpeg:cam", &names, d, &mut Vec::new()).unwrap();
+        let (k, _) = parse_source(
+            "ffmpeg:cam",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(
             k,
             SourceKind::Ffmpeg {
                 input: FfmpegInput::Stream("cam".into()),
                 video: Some(VideoCodec::Copy),
-                audio: Some(AudioCodec::Copy)
+                audio: Some(AudioCodec::Copy),
+                hardware: None,
+                templates: FfmpegTemplates::default(),
             }
         );
-        assert!(parse_source("ffmpeg:nosuch", &names, d, &mut Vec::new()).is_err());
-        assert!(parse_source("exec:", &names, d, &mut Vec::new()).is_err());
+        assert!(parse_source(
+            "ffmpeg:nosuch",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut Vec::new()
+        )
+        .is_err());
+        assert!(parse_source(
+            "exec:",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut Vec::new()
+        )
+        .is_err());
         let mut warnings = Vec::new();
-        parse_source("rtsp://a/b#backchannel=0", &names, d, &mut warnings).unwrap();
+        parse_source(
+            "rtsp://a/b#backchannel=0",
+            &names,
+            d,
+            &FfmpegTemplates::default(),
+            &mut warnings,
+        )
+        .unwrap();
         assert_eq!(
             warnings,
             vec!["unknown source parameter `#backchannel` (ignored)"]
@@ -2054,13 +2628,20 @@ streams:
             "exec:ffmpeg -i x -f rtsp {output}",
             &names,
             d,
+            &FfmpegTemplates::default(),
             &mut warnings,
         )
         .unwrap();
         assert_eq!(
-            parse_source("/tmp/a.mp4", &names, d, &mut Vec::new())
-                .unwrap()
-                .0,
+            parse_source(
+                "/tmp/a.mp4",
+                &names,
+                d,
+                &FfmpegTemplates::default(),
+                &mut Vec::new()
+            )
+            .unwrap()
+            .0,
             SourceKind::Url {
                 url: "/tmp/a.mp4".into(),
                 scheme: UrlScheme::File
@@ -2086,6 +2667,7 @@ streams:
                 takeover: false,
                 timeout: Duration::from_secs(2),
                 replace_sources: ReplaceSources::None,
+                rtsp_default_query: None,
             }
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -2191,5 +2773,263 @@ streams:
         let e = parse("api:\n  max_connections: many\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         assert!(e.col > 0, "{e}");
+    }
+
+    fn ffmpeg_kind(c: &Config, stream: usize) -> &SourceKind {
+        &c.streams[stream].sources[0].kind
+    }
+
+    #[test]
+    fn ffmpeg_templates_override_go2rtc_defaults() {
+        let c = parse(
+            r#"ffmpeg:
+  bin: /opt/ffmpeg
+  h264: "-c:v libx264 -preset:v ultrafast"
+  opus: -c:a libopus -b:a 32k
+  timeout: 10
+  rtsp: "-rtsp_transport udp -timeout {timeout} -i {input}"
+  output: "-f mpegts {output}"
+  pcma/16000: "-c:a pcm_alaw -ar:a 16000"
+  mine: "-vf hflip"
+streams:
+  a: "ffmpeg:rtsp://h/s#video=h264#audio=opus"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.ffmpeg_bin, "/opt/ffmpeg");
+        let SourceKind::Ffmpeg { templates, .. } = ffmpeg_kind(&c, 0) else {
+            panic!("{:?}", c.streams)
+        };
+        assert_eq!(
+            templates.get("h264"),
+            Some("-c:v libx264 -preset:v ultrafast")
+        );
+        assert_eq!(templates.get("opus"), Some("-c:a libopus -b:a 32k"));
+        assert_eq!(templates.get("timeout"), Some("10"));
+        assert_eq!(
+            templates.user("rtsp"),
+            Some("-rtsp_transport udp -timeout {timeout} -i {input}")
+        );
+        // Not set: go2rtc's defaults.
+        assert!(templates
+            .get("h265")
+            .unwrap()
+            .starts_with("-c:v libx265 -g 50"));
+        assert_eq!(
+            templates.get("pcmu"),
+            Some("-c:a pcm_mulaw -ar:a 8000 -ac:a 1")
+        );
+        assert_eq!(templates.user("http"), None);
+        // Keys we do not use are warned about, each at its place, with why.
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("s.yaml:7:3: ffmpeg.output: "),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1].starts_with("s.yaml:8:3: ffmpeg.pcma/16000: "),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1].contains("#audio=pcma/16000"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[2].starts_with("s.yaml:9:3: ffmpeg.mine: "),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings.iter().all(|w| w.ends_with("(ignored)")),
+            "{:?}",
+            c.warnings
+        );
+        // The templates are part of the source: a reload that changes one
+        // restarts the sources that use it.
+        let d = parse("streams:\n  a: \"ffmpeg:rtsp://h/s#video=h264#audio=opus\"\n").unwrap();
+        assert_ne!(ffmpeg_kind(&c, 0), ffmpeg_kind(&d, 0));
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        assert_eq!(d.ffmpeg_bin, "ffmpeg");
+    }
+
+    #[test]
+    fn bad_ffmpeg_templates_name_line_and_col() {
+        let e = parse("ffmpeg:\n  h264: \"-c:v 'libx264\"\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 9), "{e}");
+        assert!(e.message.starts_with("ffmpeg.h264: "), "{e}");
+        let e = parse("ffmpeg:\n  timeout: soon\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("seconds"), "{e}");
+        let e = parse("ffmpeg:\n  rtsp: -rtsp_transport tcp\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("{input}"), "{e}");
+    }
+
+    #[test]
+    fn go2rtc_output_codecs_and_who_publishes_back() {
+        let names: BTreeSet<String> = ["cam".to_string()].into();
+        let d = Timeouts::default();
+        let t = FfmpegTemplates::default();
+        let kind = |src: &str| parse_source(src, &names, d, &t, &mut Vec::new()).unwrap().0;
+        let k = kind("ffmpeg:cam#video=h265");
+        assert_eq!(k.video_codec(), Some(crate::media::Codec::H265));
+        assert!(k.publishes_back(), "ffmpeg 5.1 cannot write H.265 into FLV");
+        let k = kind("ffmpeg:cam#audio=pcma");
+        assert_eq!(k.audio_codec(), Some(crate::media::Codec::Pcma));
+        assert!(!k.publishes_back(), "G.711 at 8 kHz fits FLV");
+        let k = kind("ffmpeg:cam#audio=pcmu");
+        assert_eq!(k.audio_codec(), Some(crate::media::Codec::Pcmu));
+        assert!(!k.publishes_back());
+        assert!(kind("ffmpeg:cam#audio=opus").publishes_back());
+        assert!(!kind("ffmpeg:cam#video=h264#audio=aac").publishes_back());
+        let e = parse_source("ffmpeg:cam#audio=g726", &names, d, &t, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("pcma, pcmu"), "{e}");
+    }
+
+    #[test]
+    fn hardware_parameter() {
+        let names: BTreeSet<String> = ["cam".to_string()].into();
+        let d = Timeouts::default();
+        let t = FfmpegTemplates::default();
+        let hw = |src: &str| {
+            let mut w = Vec::new();
+            let k = parse_source(src, &names, d, &t, &mut w).unwrap().0;
+            let SourceKind::Ffmpeg { hardware, .. } = k else {
+                panic!("{k:?}")
+            };
+            (hardware, w)
+        };
+        assert_eq!(
+            hw("ffmpeg:cam#video=h264#hardware"),
+            (Some(Hardware::Auto), vec![])
+        );
+        assert_eq!(
+            hw("ffmpeg:cam#video=h264#hardware=vaapi"),
+            (Some(Hardware::Engine(HwEngine::Vaapi)), vec![])
+        );
+        for e in HwEngine::ALL {
+            let src = format!("ffmpeg:cam#video=h265#hardware={}", e.name());
+            assert_eq!(hw(&src), (Some(Hardware::Engine(*e)), vec![]));
+        }
+        assert_eq!(
+            hw("ffmpeg:cam#video=h264#hardware=software"),
+            (None, vec![])
+        );
+        let (h, w) = hw("ffmpeg:cam#video=h264#hardware=qsv");
+        assert_eq!(h, None);
+        assert!(
+            w[0].starts_with("#hardware=qsv: not a hardware engine (vaapi, v4l2m2m"),
+            "{w:?}"
+        );
+        // go2rtc rewrites only transcodes: nothing to do on a copy.
+        let (_, w) = hw("ffmpeg:cam#video=copy#hardware");
+        assert!(w[0].contains("without a video transcode"), "{w:?}");
+        // Elsewhere it is one of go2rtc's parameters we do not take.
+        let mut w = Vec::new();
+        parse_source("rtsp://h/s#hardware", &names, d, &t, &mut w).unwrap();
+        assert_eq!(w, vec!["unknown source parameter `#hardware` (ignored)"]);
+    }
+
+    #[test]
+    fn go2rtc_schemes_we_lack_are_listed_not_fatal() {
+        let c = parse(
+            r#"streams:
+  tapo_cam: tapo://admin:secret@10.0.0.5
+  door:
+    - onvif://admin:pw@10.0.0.6
+    - rtsp://10.0.0.6/main
+  hass_cam: hass:camera.front
+  said: "echo:/bin/cat /etc/cam"
+  ok: rtsp://10.0.0.7/main
+"#,
+        )
+        .unwrap();
+        let reason = |s: usize, i: usize| c.streams[s].sources[i].kind.unsupported();
+        assert_eq!(
+            reason(0, 0),
+            Some("go2rtc's `tapo:` source is not supported by streamvisor")
+        );
+        assert_eq!(
+            reason(1, 0),
+            Some("go2rtc's `onvif:` source is not supported by streamvisor")
+        );
+        assert_eq!(reason(1, 1), None);
+        assert!(reason(2, 0).unwrap().contains("`hass:`"));
+        assert!(reason(3, 0).unwrap().contains("`echo:`"));
+        assert_eq!(reason(4, 0), None);
+        // The URL is kept as written (the API echoes it).
+        assert_eq!(c.streams[0].sources[0].url, "tapo://admin:secret@10.0.0.5");
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with(
+                "s.yaml:2:13: streams.tapo_cam: go2rtc's `tapo:` source is not supported by streamvisor"
+            ),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1].starts_with("s.yaml:4:7: streams.door: go2rtc's `onvif:`"),
+            "{:?}",
+            c.warnings
+        );
+        // A misspelt scheme stays an error, with a hint.
+        let e = parse("streams:\n  cam: rstp://10.0.0.2/s\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 8), "{e}");
+        assert!(e.message.contains("unknown source scheme `rstp`"), "{e}");
+        assert!(e.message.ends_with("did you mean `rtsp://`?"), "{e}");
+        let e = parse("streams:\n  cam: \"ffmpeg:htps://h/x#video=h264\"\n").unwrap_err();
+        assert!(e.message.contains("did you mean `http"), "{e}");
+        let e = parse("streams:\n  cam: zzzzzz://h\n").unwrap_err();
+        assert!(!e.message.contains("did you mean"), "{e}");
+        // Through the API it is refused with the reason: nothing would run.
+        let e = check_api_source("tapo://10.0.0.5", &BTreeSet::new(), false, false).unwrap_err();
+        assert!(
+            e.contains("go2rtc's `tapo:` source is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn insecure_tls_schemes_become_ffmpegs() {
+        let c = parse("streams:\n  u: rtspx://10.0.0.1:7441/abc\n  h: \"ffmpeg:httpx://h/x.mjpeg#video=h264\"\n")
+            .unwrap();
+        assert_eq!(
+            ffmpeg_kind(&c, 0),
+            &SourceKind::Url {
+                url: "rtsps://10.0.0.1:7441/abc".into(),
+                scheme: UrlScheme::Rtsp
+            }
+        );
+        assert_eq!(c.streams[0].sources[0].url, "rtspx://10.0.0.1:7441/abc");
+        let SourceKind::Ffmpeg { input, .. } = ffmpeg_kind(&c, 1) else {
+            panic!()
+        };
+        assert_eq!(
+            input,
+            &FfmpegInput::Url {
+                url: "https://h/x.mjpeg".into(),
+                scheme: UrlScheme::Http
+            }
+        );
+    }
+
+    #[test]
+    fn rtsp_default_query() {
+        let c = parse("rtsp:\n  default_query: \"video=h264&audio=pcma\"\n").unwrap();
+        assert_eq!(
+            c.publish.rtsp_default_query.as_deref(),
+            Some("video=h264&audio=pcma")
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse("rtsp: {default_query: video}\n").unwrap();
+        assert_eq!(c.publish.rtsp_default_query.as_deref(), Some("video"));
+        assert_eq!(parse("").unwrap().publish.rtsp_default_query, None);
+        let e = parse("rtsp:\n  default_query: mp4\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 18), "{e}");
+        assert!(e.message.starts_with("rtsp.default_query: `mp4=`"), "{e}");
+        assert!(parse("rtsp: {default_query: \"video=vp9\"}\n").is_err());
     }
 }

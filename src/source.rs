@@ -4,7 +4,10 @@
 //! `ffmpeg <input flags> -i URL -c copy -f flv pipe:1`, so every producer
 //! speaks the same FLV on stdout whatever the camera speaks.
 
-use crate::config::{AudioCodec, FfmpegInput, SourceConfig, SourceKind, UrlScheme, VideoCodec};
+use crate::config::{
+    AudioCodec, FfmpegInput, FfmpegTemplates, Hardware, HwEngine, SourceConfig, SourceKind,
+    UrlScheme, VideoCodec,
+};
 use crate::supervisor::CommandSpec;
 
 /// How a producer reaches its own server, for `ffmpeg:STREAM` sources.
@@ -70,24 +73,6 @@ const TAIL: &[&str] = &[
     "pipe:1",
 ];
 
-/// go2rtc's default libx264 template, minus what FLV cannot carry.
-const X264: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-g",
-    "50",
-    "-profile:v",
-    "high",
-    "-level:v",
-    "4.1",
-    "-preset:v",
-    "superfast",
-    "-tune:v",
-    "zerolatency",
-    "-pix_fmt:v",
-    "yuv420p",
-];
-
 pub fn internal_url(
     base: &str,
     stream: &str,
@@ -142,7 +127,220 @@ pub fn internal_rtsp_url(
     format!("{base}/{name}?{}", q.join("&"))
 }
 
+/// Where a hardware engine's device would be. Behind a trait so a test can
+/// say what is there: this machine, like most CI, has no GPU.
+pub trait Devices {
+    /// `Err(why)` if `engine` cannot run here.
+    fn present(&self, engine: HwEngine) -> Result<(), String>;
+}
+
+/// The devices of this machine, looked for in /dev and /sys. go2rtc runs a
+/// one-second test encode instead; a look at the device is instant, and a
+/// driver that is there but broken shows as ffmpeg's error in the
+/// source's `stderr_tail`.
+pub struct SystemDevices;
+
+impl Devices for SystemDevices {
+    fn present(&self, engine: HwEngine) -> Result<(), String> {
+        let exists = |p: &str| std::path::Path::new(p).exists();
+        let any_in = |dir: &str, f: &dyn Fn(&std::fs::DirEntry) -> bool| {
+            std::fs::read_dir(dir)
+                .map(|d| d.flatten().any(|e| f(&e)))
+                .unwrap_or(false)
+        };
+        let (ok, missing) = match engine {
+            HwEngine::Vaapi => (
+                any_in("/dev/dri", &|e| {
+                    e.file_name().to_string_lossy().starts_with("renderD")
+                }),
+                "no VAAPI render node (/dev/dri/renderD*)",
+            ),
+            HwEngine::Cuda => (
+                exists("/dev/nvidiactl") || exists("/dev/nvidia0"),
+                "no NVidia device (/dev/nvidiactl)",
+            ),
+            // A memory-to-memory codec names itself so: the Raspberry Pi's
+            // is `bcm2835-codec-encode`, others say `m2m` or `enc`.
+            HwEngine::V4l2m2m => (
+                any_in("/sys/class/video4linux", &|e| {
+                    std::fs::read_to_string(e.path().join("name")).is_ok_and(|n| {
+                        let n = n.to_ascii_lowercase();
+                        n.contains("codec") || n.contains("m2m") || n.contains("enc")
+                    })
+                }),
+                "no V4L2 memory-to-memory encoder (/sys/class/video4linux/*/name)",
+            ),
+            HwEngine::Rkmpp => (
+                exists("/dev/mpp_service"),
+                "no Rockchip MPP device (/dev/mpp_service)",
+            ),
+            HwEngine::Dxva2 => (false, "DXVA2 is Windows only"),
+            HwEngine::Videotoolbox => (false, "VideoToolbox is macOS only"),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(missing.to_string())
+        }
+    }
+}
+
+/// The engine `#hardware` gets for the video template `codec` (`h264`,
+/// `h265`, `mjpeg`), or why it stays in software.
+pub fn choose_engine(hw: Hardware, codec: &str, devices: &dyn Devices) -> Result<HwEngine, String> {
+    let engine =
+        match hw {
+            // go2rtc: "temporary disable probe for H265" (a GPU may decode
+            // HEVC and not encode it): auto stays in software for H.265.
+            Hardware::Auto if codec == "h265" => return Err(
+                "#hardware picks no engine for H.265 (as go2rtc); name one, e.g. #hardware=vaapi"
+                    .into(),
+            ),
+            // go2rtc's probe order on x86 (CUDA, then VAAPI), then ARM's.
+            Hardware::Auto => [
+                HwEngine::Cuda,
+                HwEngine::Vaapi,
+                HwEngine::V4l2m2m,
+                HwEngine::Rkmpp,
+            ]
+            .into_iter()
+            .find(|e| devices.present(*e).is_ok())
+            .ok_or("no hardware encoder found (NVidia, VAAPI, V4L2 M2M, Rockchip)")?,
+            Hardware::Engine(e) => {
+                devices
+                    .present(e)
+                    .map_err(|why| format!("#hardware={}: {why}", e.name()))?;
+                e
+            }
+        };
+    if FfmpegTemplates::default()
+        .get(&format!("{codec}/{}", engine.name()))
+        .is_none()
+    {
+        return Err(format!(
+            "go2rtc has no {codec} encoder for {}",
+            engine.name()
+        ));
+    }
+    Ok(engine)
+}
+
+/// go2rtc's `MakeHardware` for one video transcode: the decoder flags put
+/// before the input, and the filters that move frames to the device.
+fn hardware_input(engine: HwEngine) -> &'static [&'static str] {
+    match engine {
+        HwEngine::Vaapi => &[
+            "-hwaccel",
+            "vaapi",
+            "-hwaccel_output_format",
+            "vaapi",
+            "-hwaccel_flags",
+            "allow_profile_mismatch",
+        ],
+        HwEngine::Cuda => &["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"],
+        HwEngine::Dxva2 => &["-hwaccel", "dxva2", "-hwaccel_output_format", "dxva2_vld"],
+        HwEngine::Videotoolbox => &[
+            "-hwaccel",
+            "videotoolbox",
+            "-hwaccel_output_format",
+            "videotoolbox_vld",
+        ],
+        HwEngine::Rkmpp => &[
+            "-hwaccel",
+            "rkmpp",
+            "-hwaccel_output_format",
+            "drm_prime",
+            "-afbc",
+            "rga",
+        ],
+        HwEngine::V4l2m2m => &[],
+    }
+}
+
+fn hardware_filter(engine: HwEngine, codec: &str) -> Option<String> {
+    match engine {
+        // `format=vaapi|nv12,hwupload` also takes frames a software decoder
+        // made; H.264 is put in limited-range BT.709 (go2rtc's
+        // fixPixelFormat: a full-range yuvj420p camera would fail).
+        HwEngine::Vaapi if codec == "h264" => Some(
+            "format=vaapi|nv12,hwupload,scale_vaapi=out_color_matrix=bt709:out_range=tv:format=nv12"
+                .into(),
+        ),
+        HwEngine::Vaapi => Some("format=vaapi|nv12,hwupload".into()),
+        HwEngine::Dxva2 => Some("hwmap=derive_device=qsv,format=qsv".into()),
+        _ => None,
+    }
+}
+
+/// The (stream, source) pairs already warned about a hardware fallback:
+/// a producer restarts, the warning comes once.
+fn warn_fallback_once(stream: &str, index: usize, why: &str) {
+    static WARNED: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (stream.to_string(), index);
+    if !w.contains(&key) {
+        w.push(key);
+        tracing::warn!(stream = %stream, source = index, reason = %why, "hardware encoding unavailable, encoding in software");
+    }
+}
+
+/// A template's words (it is split as a shell would, without one).
+fn template_words(templates: &FfmpegTemplates, name: &str) -> Result<Vec<String>, String> {
+    let t = templates
+        .get(name)
+        .ok_or_else(|| format!("no ffmpeg template `{name}`"))?;
+    shell_words::split(t).map_err(|e| format!("ffmpeg.{name}: {e}"))
+}
+
+/// The input of an `ffmpeg:URL` source: the file's input template for its
+/// scheme if it sets one (go2rtc's `{input}`, `{timeout}`), our own flags
+/// otherwise. `ffmpeg.timeout` (seconds) is the I/O timeout either way.
+fn ffmpeg_url_input(
+    templates: &FfmpegTemplates,
+    url: &str,
+    scheme: UrlScheme,
+) -> Result<Vec<String>, String> {
+    let secs: u64 = templates
+        .get("timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(5);
+    let timeout_us = (secs * 1_000_000).to_string();
+    // go2rtc's keys: rtmp is read with the `http` template.
+    let key = match scheme {
+        UrlScheme::Rtsp => "rtsp",
+        UrlScheme::Rtmp | UrlScheme::Http => "http",
+        UrlScheme::File => "file",
+    };
+    if templates.user(key).is_some() {
+        return Ok(template_words(templates, key)?
+            .into_iter()
+            .map(|w| w.replace("{timeout}", &timeout_us).replace("{input}", url))
+            .collect());
+    }
+    let mut v: Vec<String> = input_flags(scheme)
+        .iter()
+        .map(|s| {
+            if *s == IO_TIMEOUT_US {
+                timeout_us.clone()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    v.extend(["-i".to_string(), url.to_string()]);
+    Ok(v)
+}
+
 pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceError> {
+    command_with(src, env, &SystemDevices)
+}
+
+/// [`command`], with the hardware devices given.
+pub fn command_with(
+    src: &SourceConfig,
+    env: &Env<'_>,
+    devices: &dyn Devices,
+) -> Result<CommandSpec, SourceError> {
     let err = |reason: &str| SourceError {
         stream: env.stream.to_string(),
         index: env.index,
@@ -152,6 +350,7 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
     let mut args: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
     let push = |args: &mut Vec<String>, xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
     match &src.kind {
+        SourceKind::Unsupported { reason, .. } => return Err(err(reason)),
         SourceKind::Exec { argv } => {
             let mut argv = argv.clone();
             if src.kind.publishes_back() {
@@ -176,11 +375,30 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
             input,
             video,
             audio,
+            hardware,
+            templates,
         } => {
+            // `ffmpeg.global` replaces go2rtc's `-hide_banner`; our log
+            // level follows, as go2rtc appends its `-v`.
+            args = template_words(templates, "global").map_err(|e| err(&e))?;
+            push(&mut args, &HEAD[1..]);
+            let vcodec = video.and_then(VideoCodec::template);
+            let engine = match (hardware, vcodec) {
+                (Some(hw), Some(name)) => match choose_engine(*hw, name, devices) {
+                    Ok(e) => Some(e),
+                    Err(why) => {
+                        warn_fallback_once(env.stream, env.index, &why);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Some(e) = engine {
+                push(&mut args, hardware_input(e));
+            }
             match input {
                 FfmpegInput::Url { url, scheme } => {
-                    push(&mut args, input_flags(*scheme));
-                    push(&mut args, &["-i", url]);
+                    args.extend(ffmpeg_url_input(templates, url, *scheme).map_err(|e| err(&e))?);
                 }
                 FfmpegInput::Stream(name) => {
                     let exclude = (name == env.stream).then_some(env.index);
@@ -207,26 +425,30 @@ pub fn command(src: &SourceConfig, env: &Env<'_>) -> Result<CommandSpec, SourceE
                     }
                 }
             }
-            match video {
-                None => push(&mut args, &["-vn"]),
-                Some(VideoCodec::Copy) => push(&mut args, &["-c:v", "copy"]),
-                Some(VideoCodec::H264) => push(&mut args, X264),
-                // Full-range 4:2:0, what every MJPEG viewer decodes.
-                Some(VideoCodec::Mjpeg) => push(
-                    &mut args,
-                    &["-c:v", "mjpeg", "-q:v", "5", "-pix_fmt", "yuvj420p"],
-                ),
+            // The codecs' arguments are the `ffmpeg:` templates (go2rtc's
+            // `h264`, `h265`, `mjpeg`, `opus`, `aac`, `pcma`, `pcmu`), the
+            // engine's (`h264/vaapi` …) with `#hardware`.
+            match (video, vcodec) {
+                (None, _) => push(&mut args, &["-vn"]),
+                (Some(_), None) => push(&mut args, &["-c:v", "copy"]),
+                (Some(_), Some(name)) => {
+                    let key = match engine {
+                        Some(e) => format!("{name}/{}", e.name()),
+                        None => name.to_string(),
+                    };
+                    args.extend(template_words(templates, &key).map_err(|e| err(&e))?);
+                    if let Some(f) = engine.and_then(|e| hardware_filter(e, name)) {
+                        push(&mut args, &["-vf", &f]);
+                    }
+                }
             }
-            match audio {
-                None | Some(AudioCodec::None) => push(&mut args, &["-an"]),
-                Some(AudioCodec::Copy) => push(&mut args, &["-c:a", "copy"]),
-                Some(AudioCodec::Aac) => push(&mut args, &["-c:a", "aac", "-b:a", "128k"]),
-                // RFC 7587 §4.1: 48 kHz on the wire; libopus takes it as is.
-                Some(AudioCodec::Opus) => {
-                    push(
-                        &mut args,
-                        &["-c:a", "libopus", "-b:a", "64k", "-ar", "48000"],
-                    );
+            match audio.and_then(AudioCodec::template) {
+                None if matches!(audio, Some(AudioCodec::Copy)) => {
+                    push(&mut args, &["-c:a", "copy"])
+                }
+                None => push(&mut args, &["-an"]),
+                Some(name) => {
+                    args.extend(template_words(templates, name).map_err(|e| err(&e))?);
                 }
             }
         }
@@ -317,6 +539,8 @@ mod tests {
                     input: FfmpegInput::Stream("cam 2".into()),
                     video: None,
                     audio: Some(AudioCodec::Aac),
+                    hardware: None,
+                    templates: FfmpegTemplates::default(),
                 },
             ),
             &env(1),
@@ -341,6 +565,8 @@ mod tests {
                     input: FfmpegInput::Stream("x".into()),
                     video: Some(VideoCodec::Copy),
                     audio: None,
+                    hardware: None,
+                    templates: FfmpegTemplates::default(),
                 },
             ),
             &Env {
@@ -391,5 +617,266 @@ mod tests {
         .unwrap();
         assert_eq!(c.program, "my-tool");
         assert_eq!(c.args, vec!["--flv"]);
+    }
+
+    fn ffmpeg(
+        url: &str,
+        input: FfmpegInput,
+        video: Option<VideoCodec>,
+        audio: Option<AudioCodec>,
+        hardware: Option<Hardware>,
+        templates: FfmpegTemplates,
+    ) -> SourceConfig {
+        src(
+            url,
+            SourceKind::Ffmpeg {
+                input,
+                video,
+                audio,
+                hardware,
+                templates,
+            },
+        )
+    }
+
+    fn camera() -> FfmpegInput {
+        FfmpegInput::Url {
+            url: "rtsp://cam/s".into(),
+            scheme: UrlScheme::Rtsp,
+        }
+    }
+
+    /// A machine with these engines' devices.
+    struct Have(&'static [HwEngine]);
+
+    impl Devices for Have {
+        fn present(&self, e: HwEngine) -> Result<(), String> {
+            if self.0.contains(&e) {
+                Ok(())
+            } else {
+                Err(format!("no {} device", e.name()))
+            }
+        }
+    }
+
+    fn line(s: &SourceConfig, have: &'static [HwEngine]) -> String {
+        command_with(s, &env(0), &Have(have))
+            .unwrap()
+            .args
+            .join(" ")
+    }
+
+    #[test]
+    fn output_codecs_use_go2rtcs_templates() {
+        let t = FfmpegTemplates::default();
+        let h265 = ffmpeg("x", camera(), Some(VideoCodec::H265), None, None, t.clone());
+        let l = line(&h265, &[]);
+        assert!(
+            l.contains("-i rtsp://cam/s -c:v libx265 -g 50 -profile:v main -x265-params level=5.1:high-tier=0 -preset:v superfast -tune:v zerolatency -pix_fmt:v yuv420p -an"),
+            "{l}"
+        );
+        // ffmpeg 5.1 cannot write H.265 into FLV: it publishes back.
+        assert!(
+            l.ends_with(
+                "-f rtsp -rtsp_transport tcp rtsp://127.0.0.1:8554/cam%202?publish_token=7"
+            ),
+            "{l}"
+        );
+        let h264 = ffmpeg("x", camera(), Some(VideoCodec::H264), None, None, t.clone());
+        let l = line(&h264, &[]);
+        assert!(
+            l.contains("-c:v libx264 -g 50 -profile:v high -level:v 4.1 -preset:v superfast -tune:v zerolatency -pix_fmt:v yuv420p -an"),
+            "{l}"
+        );
+        assert!(
+            l.ends_with("-f flv -flvflags no_duration_filesize pipe:1"),
+            "{l}"
+        );
+        for (codec, args) in [
+            (AudioCodec::Pcma, "-vn -c:a pcm_alaw -ar:a 8000 -ac:a 1"),
+            (AudioCodec::Pcmu, "-vn -c:a pcm_mulaw -ar:a 8000 -ac:a 1"),
+            (AudioCodec::Aac, "-vn -c:a aac"),
+        ] {
+            let s = ffmpeg("x", camera(), None, Some(codec), None, t.clone());
+            let l = line(&s, &[]);
+            assert!(l.contains(args), "{codec:?}: {l}");
+            // G.711 at 8 kHz and AAC fit the FLV pipe.
+            assert!(l.ends_with("pipe:1"), "{codec:?}: {l}");
+        }
+        let opus = ffmpeg("x", camera(), None, Some(AudioCodec::Opus), None, t);
+        let l = line(&opus, &[]);
+        assert!(
+            l.contains("-vn -c:a libopus -application:a lowdelay -min_comp 0 -f rtsp"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn the_files_templates_replace_the_defaults() {
+        let t = FfmpegTemplates::with(
+            [
+                ("global", "-hide_banner -threads 2"),
+                ("h264", "-c:v libx264 -preset:v ultrafast -crf 30"),
+                ("pcmu", "-c:a pcm_mulaw -ar:a 8000 -ac:a 1 -af 'volume=2'"),
+                ("timeout", "9"),
+                ("rtsp", "-rtsp_transport udp -timeout {timeout} -i {input}"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let s = ffmpeg(
+            "x",
+            camera(),
+            Some(VideoCodec::H264),
+            Some(AudioCodec::Pcmu),
+            None,
+            t.clone(),
+        );
+        let l = line(&s, &[]);
+        assert_eq!(
+            l,
+            "-hide_banner -threads 2 -nostdin -loglevel error \
+             -rtsp_transport udp -timeout 9000000 -i rtsp://cam/s \
+             -c:v libx264 -preset:v ultrafast -crf 30 \
+             -c:a pcm_mulaw -ar:a 8000 -ac:a 1 -af volume=2 \
+             -flush_packets 1 -f flv -flvflags no_duration_filesize pipe:1"
+        );
+        // With no input template for http, our own flags, with the
+        // file's timeout.
+        let s = ffmpeg(
+            "x",
+            FfmpegInput::Url {
+                url: "http://cam/x.mjpeg".into(),
+                scheme: UrlScheme::Http,
+            },
+            Some(VideoCodec::H264),
+            None,
+            None,
+            t,
+        );
+        let l = line(&s, &[]);
+        assert!(
+            l.contains("-rw_timeout 9000000 -i http://cam/x.mjpeg -c:v libx264"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn hardware_engines_get_go2rtcs_arguments() {
+        let t = FfmpegTemplates::default();
+        let hw =
+            |v: VideoCodec, h: Hardware| ffmpeg("x", camera(), Some(v), None, Some(h), t.clone());
+        let vaapi = Hardware::Engine(HwEngine::Vaapi);
+        let l = line(&hw(VideoCodec::H264, vaapi), &[HwEngine::Vaapi]);
+        assert!(
+            l.contains(
+                "-hwaccel vaapi -hwaccel_output_format vaapi -hwaccel_flags allow_profile_mismatch \
+                 -rtsp_transport tcp -timeout 5000000 -i rtsp://cam/s \
+                 -c:v h264_vaapi -g 50 -bf 0 -profile:v high -level:v 4.1 -sei:v 0 \
+                 -vf format=vaapi|nv12,hwupload,scale_vaapi=out_color_matrix=bt709:out_range=tv:format=nv12 -an"
+            ),
+            "{l}"
+        );
+        let l = line(&hw(VideoCodec::H265, vaapi), &[HwEngine::Vaapi]);
+        assert!(
+            l.contains("-c:v hevc_vaapi -g 50 -bf 0 -profile:v main -level:v 5.1 -sei:v 0 -vf format=vaapi|nv12,hwupload -an"),
+            "{l}"
+        );
+        let l = line(
+            &hw(VideoCodec::H264, Hardware::Engine(HwEngine::Cuda)),
+            &[HwEngine::Cuda],
+        );
+        assert!(
+            l.contains("-hwaccel cuda -hwaccel_output_format cuda -rtsp_transport"),
+            "{l}"
+        );
+        assert!(l.contains("-c:v h264_nvenc -g 50 -bf 0 -profile:v high -level:v auto -preset:v p2 -tune:v ll -an"), "{l}");
+        let l = line(
+            &hw(VideoCodec::H264, Hardware::Engine(HwEngine::V4l2m2m)),
+            &[HwEngine::V4l2m2m],
+        );
+        assert!(
+            l.contains("-timeout 5000000 -i rtsp://cam/s -c:v h264_v4l2m2m -g 50 -bf 0 -an"),
+            "{l}"
+        );
+        let l = line(
+            &hw(VideoCodec::Mjpeg, Hardware::Engine(HwEngine::Rkmpp)),
+            &[HwEngine::Rkmpp],
+        );
+        assert!(l.starts_with("-hide_banner -nostdin -loglevel error -hwaccel rkmpp -hwaccel_output_format drm_prime -afbc rga"), "{l}");
+        assert!(l.contains("-c:v mjpeg_rkmpp -an"), "{l}");
+        // Auto: CUDA before VAAPI, as go2rtc probes.
+        let l = line(
+            &hw(VideoCodec::H264, Hardware::Auto),
+            &[HwEngine::Vaapi, HwEngine::Cuda],
+        );
+        assert!(l.contains("h264_nvenc"), "{l}");
+        let l = line(&hw(VideoCodec::H264, Hardware::Auto), &[HwEngine::Vaapi]);
+        assert!(l.contains("h264_vaapi"), "{l}");
+    }
+
+    #[test]
+    fn hardware_falls_back_to_software() {
+        let t = FfmpegTemplates::default();
+        let s = ffmpeg(
+            "x",
+            camera(),
+            Some(VideoCodec::H264),
+            None,
+            Some(Hardware::Engine(HwEngine::Vaapi)),
+            t.clone(),
+        );
+        // No device: libx264, no hwaccel.
+        let l = line(&s, &[HwEngine::Cuda]);
+        assert!(!l.contains("hwaccel") && !l.contains("vaapi"), "{l}");
+        assert!(l.contains("-c:v libx264 -g 50"), "{l}");
+        assert_eq!(
+            choose_engine(Hardware::Engine(HwEngine::Vaapi), "h264", &Have(&[])),
+            Err("#hardware=vaapi: no vaapi device".into())
+        );
+        assert!(choose_engine(Hardware::Auto, "h264", &Have(&[])).is_err());
+        // go2rtc does not auto-pick for H.265, and has no MJPEG for NVENC.
+        assert!(choose_engine(Hardware::Auto, "h265", &Have(HwEngine::ALL)).is_err());
+        let e = choose_engine(
+            Hardware::Engine(HwEngine::Cuda),
+            "mjpeg",
+            &Have(HwEngine::ALL),
+        );
+        assert_eq!(e, Err("go2rtc has no mjpeg encoder for cuda".into()));
+        // This machine's own look (no GPU here, nor on CI): never Windows'
+        // or macOS' engines on Linux.
+        assert!(SystemDevices.present(HwEngine::Dxva2).is_err());
+        assert!(SystemDevices.present(HwEngine::Videotoolbox).is_err());
+        // Audio and copies are untouched by #hardware.
+        let s = ffmpeg(
+            "x",
+            camera(),
+            Some(VideoCodec::Copy),
+            Some(AudioCodec::Aac),
+            Some(Hardware::Auto),
+            t,
+        );
+        let l = line(&s, HwEngine::ALL);
+        assert!(
+            !l.contains("hwaccel") && l.contains("-c:v copy -c:a aac"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn unsupported_sources_never_run() {
+        let s = src(
+            "tapo://cam",
+            SourceKind::Unsupported {
+                scheme: "tapo".into(),
+                reason: "go2rtc's `tapo:` source is not supported by streamvisor".into(),
+            },
+        );
+        let e = command(&s, &env(0)).unwrap_err();
+        assert!(
+            e.to_string().contains("`tapo:` source is not supported"),
+            "{e}"
+        );
     }
 }

@@ -67,6 +67,10 @@ pub enum StreamError {
     /// offer).
     #[error("stream {stream}: {reason}")]
     Unsupported { stream: String, reason: String },
+    /// Every source is of a kind we cannot run (a go2rtc scheme we lack,
+    /// such as `tapo:`): the reason, at once, rather than a start timeout.
+    #[error("stream {stream}: {reason}")]
+    UnsupportedSource { stream: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -1052,6 +1056,16 @@ impl Actor {
         tracing::debug!(stream = %self.name, "stream actor ended");
     }
 
+    /// Every configured source is one we cannot run (see
+    /// [`crate::config::SourceKind::Unsupported`]).
+    fn all_unsupported(&self) -> bool {
+        !self.slots.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| s.cfg.kind.unsupported().is_some())
+    }
+
     fn real_viewers(&self) -> usize {
         self.consumers.values().filter(|c| !c.internal).count()
     }
@@ -1203,6 +1217,13 @@ impl Actor {
             }
             Phase::Idle if self.slots.is_empty() => {
                 let _ = reply.send(Err(StreamError::NoSource { stream }));
+            }
+            Phase::Idle if self.all_unsupported() => {
+                let reason = self.slots[0].cfg.kind.unsupported().unwrap_or_default();
+                let _ = reply.send(Err(StreamError::UnsupportedSource {
+                    stream,
+                    reason: reason.to_string(),
+                }));
             }
             Phase::Idle => {
                 self.waiters.push(Waiter { req, reply });
@@ -1468,13 +1489,16 @@ impl Actor {
     /// asking `?video` does not start an audio-only transcoder.
     fn start_needed(&mut self) {
         let demand = self.demand();
+        // A source we cannot run is listed, never started.
+        let runnable = |i: &usize| self.slots[*i].cfg.kind.unsupported().is_none();
         let mut wanted: Vec<usize> = (0..self.slots.len())
+            .filter(runnable)
             .filter(|&i| self.needed(i, &demand))
             .collect();
         if wanted.is_empty() {
             // Nothing provides what is asked: start everything we can, and
             // let the start deadline say so if it stays that way.
-            wanted = (0..self.slots.len()).collect();
+            wanted = (0..self.slots.len()).filter(runnable).collect();
         }
         for i in wanted {
             if matches!(self.slots[i].state, SlotState::Idle) {
@@ -1895,13 +1919,19 @@ impl Actor {
 
     fn info(&self) -> StreamInfo {
         StreamInfo {
-            state: crate::metrics::STATES[self.phase.index()],
+            state: if self.phase == Phase::Idle && self.all_unsupported() {
+                "unsupported"
+            } else {
+                crate::metrics::STATES[self.phase.index()]
+            },
             producers: self
                 .slots
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
+                    let unsupported = s.cfg.kind.unsupported();
                     let state = match s.state {
+                        SlotState::Idle if unsupported.is_some() => "unsupported",
                         SlotState::Idle => "idle",
                         SlotState::Running { .. } if self.phase == Phase::Running => "running",
                         SlotState::Running { .. } => "starting",
@@ -1919,7 +1949,10 @@ impl Actor {
                             .filter(|_| live)
                             .map(|t| humantime::format_rfc3339_millis(t).to_string()),
                         restarts: s.restarts,
-                        last_error: s.last_error.clone(),
+                        last_error: s
+                            .last_error
+                            .clone()
+                            .or_else(|| unsupported.map(str::to_string)),
                         stderr_tail: s.tail.lines(),
                         bytes: s.stats.bytes.load(Ordering::Relaxed),
                         codecs: self.fanout.codecs(i as SourceId),

@@ -240,6 +240,7 @@ impl From<StreamError> for Reply {
             StreamError::BadName { .. } => Reply::error(400, "Bad Request", msg),
             StreamError::Forbidden { .. } => Reply::error(403, "Forbidden", msg),
             StreamError::Unsupported { .. } => Reply::error(415, "Unsupported Media Type", msg),
+            StreamError::UnsupportedSource { .. } => Reply::error(501, "Not Implemented", msg),
             StreamError::StartFailed { .. } => Reply::error(502, "Bad Gateway", msg),
             StreamError::Timeout { .. } => Reply::error(504, "Gateway Time-out", msg),
             StreamError::ShuttingDown { .. } => Reply::error(503, "Service Unavailable", msg),
@@ -308,6 +309,30 @@ fn target(url: &rtsp_types::Url) -> Option<Target> {
         read_token,
         exclude,
     })
+}
+
+/// go2rtc's `rtsp.default_query` (`video&audio`, `video=h264&audio=pcma`):
+/// the track filter of a viewer whose URL has no `video` or `audio` of its
+/// own (checked at load, see `config::default_query`).
+fn with_default_query(t: &Target, query: &str) -> Target {
+    let (mut video, mut audio) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "video" => video = Some(v.to_ascii_lowercase()),
+            "audio" => audio = Some(v.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    Target {
+        stream: t.stream.clone(),
+        track: t.track,
+        video,
+        audio,
+        token: t.token,
+        read_token: t.read_token.clone(),
+        exclude: t.exclude,
+    }
 }
 
 fn codec_name(c: Codec) -> &'static str {
@@ -714,6 +739,14 @@ impl Conn {
     /// Joins `t.stream` and learns its tracks: the deliveries up to the
     /// first frame are kept to be sent after PLAY.
     async fn open_session(&mut self, t: &Target) -> Result<(), Reply> {
+        let defaulted;
+        let t = match &self.registry.publish_config().rtsp_default_query {
+            Some(q) if t.video.is_none() && t.audio.is_none() => {
+                defaulted = with_default_query(t, q);
+                &defaulted
+            }
+            _ => t,
+        };
         let stream = self
             .registry
             .get(&t.stream)
@@ -1437,5 +1470,18 @@ mod tests {
         let x = t("rtsp://h:8554/cam?video=h265");
         assert!(wanted(&x, Codec::H265) && !wanted(&x, Codec::H264));
         assert_eq!(video_wanted(&x), &[Codec::H265]);
+    }
+
+    #[test]
+    fn default_query_fills_a_bare_url() {
+        let x = with_default_query(&t("rtsp://h/cam/trackID=1"), "video=h264&audio=pcma");
+        assert_eq!((x.stream.as_str(), x.track), ("cam", Some(1)));
+        assert!(wanted(&x, Codec::H264) && wanted(&x, Codec::Pcma));
+        assert!(!wanted(&x, Codec::Aac));
+        assert_eq!(audio_wanted(&x), &[Codec::Pcma]);
+        // `video` alone: no audio, as go2rtc's `?video`.
+        let x = with_default_query(&t("rtsp://h/cam"), "video");
+        assert!(wanted(&x, Codec::H264) && !wanted(&x, Codec::Aac));
+        assert!(audio_wanted(&x).is_empty());
     }
 }
