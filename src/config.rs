@@ -752,7 +752,8 @@ pub const OUTPUT: &str = "{output}";
 
 /// The source schemes we take (`GET /api/schemes`).
 pub const SCHEMES: &[&str] = &[
-    "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "file", "ffmpeg", "exec",
+    "rtsp", "rtsps", "rtspx", "rtmp", "rtmps", "rtmpx", "http", "https", "httpx", "file", "ffmpeg",
+    "exec",
 ];
 
 /// Schemes that run a command: the config file may use them, the API only
