@@ -3033,4 +3033,63 @@ streams:
         assert!(e.message.starts_with("rtsp.default_query: `mp4=`"), "{e}");
         assert!(parse("rtsp: {default_query: \"video=vp9\"}\n").is_err());
     }
+
+    #[test]
+    fn a_go2rtc_config_from_the_field_loads() {
+        let text = include_str!("../testdata/go2rtc_field.yaml");
+        let c = Config::parse(Path::new("go2rtc.yaml"), text, &|_| None).unwrap();
+        assert_eq!(c.streams.len(), 12);
+        let unsupported: Vec<&str> = c
+            .streams
+            .iter()
+            .flat_map(|s| &s.sources)
+            .filter_map(|s| match &s.kind {
+                SourceKind::Unsupported { scheme, .. } => Some(scheme.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            unsupported,
+            ["tapo", "onvif", "homekit", "dvrip", "hass", "echo"]
+        );
+        // One warning each, one for `ffmpeg.output`, one for the STUN
+        // candidate; nothing else.
+        assert_eq!(c.warnings.len(), 8, "{:#?}", c.warnings);
+        assert!(
+            c.warnings[1].starts_with("go2rtc.yaml:32:7: streams.tapo_c200: go2rtc's `tapo:`"),
+            "{:#?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[0].starts_with("go2rtc.yaml:19:3: ffmpeg.output: "),
+            "{:#?}",
+            c.warnings
+        );
+        assert_eq!(c.publish.rtsp_default_query.as_deref(), Some("video&audio"));
+        let garage = c.stream("garage_hevc").unwrap();
+        let SourceKind::Ffmpeg {
+            video,
+            hardware,
+            templates,
+            ..
+        } = &garage.sources[0].kind
+        else {
+            panic!("{garage:?}")
+        };
+        assert_eq!(*video, Some(VideoCodec::H265));
+        assert_eq!(*hardware, Some(Hardware::Engine(HwEngine::Vaapi)));
+        assert_eq!(templates.get("timeout"), Some("10"));
+        assert!(garage.sources[0].kind.publishes_back());
+        assert_eq!(
+            c.stream("intercom").unwrap().sources[0].kind.audio_codec(),
+            Some(crate::media::Codec::Pcmu)
+        );
+        assert_eq!(
+            c.stream("unifi").unwrap().sources[0].kind,
+            SourceKind::Url {
+                url: "rtsps://192.168.1.1:7441/AbCdEf".into(),
+                scheme: UrlScheme::Rtsp
+            }
+        );
+    }
 }
