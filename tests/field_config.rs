@@ -135,6 +135,13 @@ ffmpeg:
             "{v}"
         );
     }
+    // The whole list says it too, and only of them.
+    let (_, all) = srv.get_json("/api/streams");
+    assert_eq!(all["tapo_cam"]["state"], "unsupported", "{all}");
+    assert_eq!(all["door"]["state"], "unsupported", "{all}");
+    for other in ["demo", "mixed", "hd"] {
+        assert_eq!(all[other]["state"], "idle", "{other}: {all}");
+    }
     // And a viewer gets that reason at once, never a wait for a start
     // that cannot come: HTTP 501 with JSON, RTSP 501.
     for path in [
