@@ -127,6 +127,11 @@ ffmpeg:
     for (stream, scheme) in [("tapo_cam", "tapo"), ("door", "onvif")] {
         let (_, v) = srv.get_json(&format!("/api/streams?src={stream}"));
         assert_eq!(v["state"], "unsupported", "{v}");
+        assert_eq!(
+            v["reason"],
+            format!("go2rtc's `{scheme}:` source is not supported by streamvisor"),
+            "{v}"
+        );
         let p = &v["producers"][0];
         assert_eq!(p["state"], "unsupported", "{v}");
         assert_eq!(
@@ -204,6 +209,7 @@ ffmpeg:
     assert_ne!(v["producers"][1]["state"], "unsupported", "{v}");
     assert!(v["producers"][1]["bytes"].as_u64().unwrap() > 0, "{v}");
     assert_ne!(v["state"], "unsupported", "{v}");
+    assert!(v.get("reason").is_none(), "{v}");
 
     // `ffmpeg.h264` is what the transcode runs: x264 writes its settings
     // into the stream (an SEI), and `-g 37` shows as keyint=37. No GPU

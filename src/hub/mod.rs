@@ -113,8 +113,12 @@ pub struct StreamInfo {
     pub producers: Vec<ProducerInfo>,
     pub consumers: Vec<ConsumerInfo>,
     /// The stream's own state: `idle`, `starting`, `running`, `stopping`
-    /// (streamvisor's; go2rtc has none).
+    /// (streamvisor's; go2rtc has none), or `unsupported` when no source
+    /// can run (see [`StreamError::UnsupportedSource`]).
     pub state: &'static str,
+    /// Why the stream is `unsupported`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Who is asking to watch.
@@ -1918,12 +1922,16 @@ impl Actor {
     }
 
     fn info(&self) -> StreamInfo {
+        let unsupported = self.phase == Phase::Idle && self.all_unsupported();
         StreamInfo {
-            state: if self.phase == Phase::Idle && self.all_unsupported() {
+            state: if unsupported {
                 "unsupported"
             } else {
                 crate::metrics::STATES[self.phase.index()]
             },
+            reason: unsupported
+                .then(|| self.slots[0].cfg.kind.unsupported().map(str::to_string))
+                .flatten(),
             producers: self
                 .slots
                 .iter()
