@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::HlsConfig;
 use crate::hub::fanout::{Delivery, ViewerStats};
 use crate::hub::{JoinRequest, Registry, StreamError};
-use crate::media::{fmp4, ts, Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{flac, fmp4, ts, Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 
 /// The segment format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,7 +310,12 @@ fn render(name: &str, variant: Variant, w: &Window, listed: usize) -> String {
 /// The segment format's muxing state.
 enum Format {
     Ts(ts::Muxer),
-    Mp4 { tracks: fmp4::Tracks, init: u32 },
+    Mp4 {
+        tracks: fmp4::Tracks,
+        init: u32,
+        /// G.711 to FLAC (what fMP4 players take); the rest passes.
+        flac: flac::Converter,
+    },
 }
 
 /// A segment being written.
@@ -327,15 +332,24 @@ struct Building {
 
 /// The segmenter: one viewer of the stream, cutting segments until its
 /// viewers stop asking (or the stream ends). Returns why it left.
-async fn join(stream: &crate::hub::Stream, s: &Shared) -> Result<crate::hub::Viewer, StreamError> {
+async fn join(
+    stream: &crate::hub::Stream,
+    variant: Variant,
+    s: &Shared,
+) -> Result<crate::hub::Viewer, StreamError> {
     let viewer = stream
         .join(JoinRequest {
             protocol: "hls",
             remote_addr: None,
             internal: false,
             exclude: None,
-            // HLS players take AAC only.
-            audio: &[Codec::Aac],
+            // HLS players take AAC only, in MPEG-TS: G.711 has no stream
+            // type there (ISO 13818-1 Table 2-34). fMP4 takes G.711 too,
+            // as FLAC, the way `stream.mp4` does.
+            audio: match variant {
+                Variant::Ts => &[Codec::Aac],
+                Variant::Mp4 => crate::mp4::AUDIO,
+            },
             video: crate::hub::fanout::H264_VIDEO,
         })
         .await?;
@@ -350,7 +364,7 @@ fn idle(s: &Shared) -> Duration {
 }
 
 async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &Shared) -> String {
-    let mut viewer = match join(&stream, s).await {
+    let mut viewer = match join(&stream, variant, s).await {
         Ok(v) => v,
         Err(e) => return e.to_string(),
     };
@@ -360,6 +374,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
         Variant::Mp4 => Format::Mp4 {
             tracks: fmp4::Tracks::new(None, None),
             init: 0,
+            flac: flac::Converter::default(),
         },
     };
     let mut building: Option<Building> = None;
@@ -397,7 +412,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                         );
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Ok(v) = join(&stream, s).await {
+                    if let Ok(v) = join(&stream, variant, s).await {
                         break v;
                     }
                 };
@@ -410,7 +425,8 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                 }
                 match &mut format {
                     Format::Ts(m) => m.set_tracks(video.as_ref(), audio.as_ref()),
-                    Format::Mp4 { tracks, init } => {
+                    Format::Mp4 { tracks, init, flac } => {
+                        let audio = flac.track(audio.clone());
                         let t = fmp4::Tracks::new(video.as_ref(), audio.as_ref());
                         if !t.is_empty() {
                             *init += 1;
@@ -464,7 +480,7 @@ async fn run(cfg: &HlsConfig, stream: crate::hub::Stream, variant: Variant, s: &
                     b.last_dts = b.last_dts.max(f.dts);
                     match &mut format {
                         Format::Ts(m) => m.frame(&f, &mut b.data),
-                        Format::Mp4 { .. } => b.frames.push(f),
+                        Format::Mp4 { flac, .. } => flac.frame(f, |f| b.frames.push(f)),
                     }
                 }
             }
@@ -483,7 +499,7 @@ fn finish(
     let (data, init) = match format {
         Format::Ts(_) => (b.data.freeze(), 0),
         // mfhd sequence numbers start at 1.
-        Format::Mp4 { tracks, init } => {
+        Format::Mp4 { tracks, init, .. } => {
             (tracks.fragment(*next_seq as u32 + 1, &b.frames, end), *init)
         }
     };

@@ -10,12 +10,15 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::hub::fanout::Delivery;
+use crate::media::flac::Converter;
 use crate::media::fmp4::Tracks;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind};
 
 /// What `stream.mp4` carries: H.264 and AAC (what every MSE takes).
 pub const VIDEO: &[Codec] = &[Codec::H264];
-pub const AUDIO: &[Codec] = &[Codec::Aac];
+/// AAC first, then G.711, which goes out as FLAC (`media::flac`): MSE
+/// has no G.711, and Chromium, Firefox and Safari take FLAC in MP4.
+pub const AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
 
 /// One viewer's fragmenter.
 #[derive(Default)]
@@ -27,6 +30,8 @@ pub struct Writer {
     /// video sample of this fragment.
     pending: Vec<Frame>,
     sequence: u32,
+    /// G.711 to FLAC; every other track passes.
+    flac: Converter,
 }
 
 /// Why a writer stops: the tracks changed in a way an MP4 cannot follow
@@ -39,6 +44,7 @@ impl Writer {
     pub fn deliver(&mut self, d: Delivery, out: &mut VecDeque<Bytes>) -> Result<(), TracksChanged> {
         match d {
             Delivery::Tracks { video, audio } => {
+                let audio = self.flac.track(audio);
                 // Tracks going away (a publisher left, a producer restarts)
                 // and coming back the same are fine; different ones end
                 // the file.
@@ -57,33 +63,41 @@ impl Writer {
                 self.chosen = [video, audio];
             }
             Delivery::Frame(f) => {
-                if self.tracks.is_none() {
-                    // The file starts at a video keyframe (or any audio
-                    // frame of an audio-only stream).
-                    let starts = match f.kind() {
-                        TrackKind::Video => f.keyframe,
-                        TrackKind::Audio => self.chosen[0].is_none(),
-                    };
-                    if !starts {
-                        return Ok(());
-                    }
-                    let t = Tracks::new(self.chosen[0].as_ref(), self.chosen[1].as_ref());
-                    if t.is_empty() {
-                        return Ok(());
-                    }
-                    out.push_back(t.init());
-                    self.tracks = Some((t, self.chosen.clone()));
-                }
-                let is_video = f.kind() == TrackKind::Video;
-                let has_video = self.tracks.as_ref().is_some_and(|(_, s)| s[0].is_some());
-                if is_video || !has_video {
-                    // This frame's dts ends the previous fragment.
-                    self.flush(f.dts, out);
-                }
-                self.pending.push(f);
+                // Taken out for the call, so `frame` can borrow the rest.
+                let mut flac = std::mem::take(&mut self.flac);
+                flac.frame(f, |f| self.frame(f, out));
+                self.flac = flac;
             }
         }
         Ok(())
+    }
+
+    /// One frame (after the FLAC conversion) into the fragments.
+    fn frame(&mut self, f: Frame, out: &mut VecDeque<Bytes>) {
+        if self.tracks.is_none() {
+            // The file starts at a video keyframe (or any audio
+            // frame of an audio-only stream).
+            let starts = match f.kind() {
+                TrackKind::Video => f.keyframe,
+                TrackKind::Audio => self.chosen[0].is_none(),
+            };
+            if !starts {
+                return;
+            }
+            let t = Tracks::new(self.chosen[0].as_ref(), self.chosen[1].as_ref());
+            if t.is_empty() {
+                return;
+            }
+            out.push_back(t.init());
+            self.tracks = Some((t, self.chosen.clone()));
+        }
+        let is_video = f.kind() == TrackKind::Video;
+        let has_video = self.tracks.as_ref().is_some_and(|(_, s)| s[0].is_some());
+        if is_video || !has_video {
+            // This frame's dts ends the previous fragment.
+            self.flush(f.dts, out);
+        }
+        self.pending.push(f);
     }
 
     fn flush(&mut self, end_dts: i64, out: &mut VecDeque<Bytes>) {
@@ -167,5 +181,35 @@ mod tests {
             1, 77, 0xe0, 31, 0xff, 0xe1, 0, 4, 0x67, 77, 0xe0, 31, 1, 0, 2, 0x68, 0xce,
         ]);
         assert_eq!(w.deliver(tracks(Some(other)), &mut out), Err(TracksChanged));
+    }
+
+    #[test]
+    fn g711_goes_out_as_flac() {
+        let mut w = Writer::default();
+        let mut out = VecDeque::new();
+        w.deliver(
+            Delivery::Tracks {
+                video: Some(video()),
+                audio: Some(TrackInfo {
+                    codec: Codec::Pcmu,
+                    config: Bytes::new(),
+                }),
+            },
+            &mut out,
+        )
+        .unwrap();
+        w.deliver(Delivery::Frame(frame(0, true)), &mut out)
+            .unwrap();
+        let g711 = Frame::new(Codec::Pcmu, 0, 0, true, vec![0xff; 160].into());
+        w.deliver(Delivery::Frame(g711), &mut out).unwrap();
+        w.deliver(Delivery::Frame(frame(40, false)), &mut out)
+            .unwrap();
+        let init = &out[0];
+        assert!(init.windows(4).any(|b| b == b"fLaC"), "no fLaC entry");
+        assert!(init.windows(4).any(|b| b == b"dfLa"), "no dfLa box");
+        // moof, the video sample, then the audio sample: a FLAC frame.
+        assert_eq!(&out[1][4..8], b"moof");
+        assert_eq!(&out[3][..2], &[0xff, 0xf9], "not a FLAC frame");
+        assert_eq!(crate::media::flac::block_size(&out[3]), Some(160));
     }
 }
