@@ -236,10 +236,16 @@ fn fold(r: i32) -> u32 {
     ((r << 1) ^ (r >> 31)) as u32
 }
 
-/// The best Rice parameter (0..=14: 15 is the escape code of method 0)
-/// for these folded residuals, and the bits it takes.
+/// A good Rice parameter (0..=14: 15 is the escape code of method 0) for
+/// these folded residuals, and the bits it takes. The count is convex in
+/// the parameter with its low next to log2 of their mean, so only the
+/// three around that are counted (the tests check it against all 15):
+/// every MP4 viewer of a G.711 stream encodes its own, 50 times a second.
 fn best_rice(folded: &[u32]) -> (u32, u64) {
-    (0..15u32)
+    let n = folded.len().max(1) as u64;
+    let mean = folded.iter().map(|u| *u as u64).sum::<u64>() / n;
+    let guess = (u64::BITS - mean.leading_zeros()).saturating_sub(1).min(14);
+    (guess.saturating_sub(1)..=(guess + 1).min(14))
         .map(|k| {
             let bits: u64 = folded.iter().map(|u| (u >> k) as u64 + 1 + k as u64).sum();
             (k, bits)
@@ -439,6 +445,29 @@ mod tests {
         for b in 0..128usize {
             assert_eq!(ALAW[b | 0x80], -ALAW[b]);
             assert_eq!(ULAW[b | 0x80], -ULAW[b]);
+        }
+    }
+
+    #[test]
+    fn the_rice_estimate_is_the_exhaustive_best() {
+        let mut seed = 7u64;
+        for scale in [0u32, 1, 3, 40, 300, 5000, 60000] {
+            let folded: Vec<u32> = (0..320)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((seed >> 33) % (scale as u64 + 1)) as u32
+                })
+                .collect();
+            let exhaustive = (0..15u32)
+                .map(|k| {
+                    folded
+                        .iter()
+                        .map(|u| (u >> k) as u64 + 1 + k as u64)
+                        .sum::<u64>()
+                })
+                .min()
+                .unwrap();
+            assert_eq!(best_rice(&folded).1, exhaustive, "scale {scale}");
         }
     }
 
