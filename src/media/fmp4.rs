@@ -152,13 +152,12 @@ impl Tracks {
                     o.put_u16(*channels as u16);
                     o.put_u16(16);
                     o.put_u32(0);
-                    // isoflac §3.3.1: 0 where the rate does not fit 16.16.
-                    o.put_u32(if *rate <= 65535 { rate << 16 } else { 0 });
+                    o.put_u32(entry_rate(*rate) << 16);
                 };
                 trak(o, AUDIO, *rate, 0, 0, |o| {
                     if info.codec == Codec::Flac {
-                        // xiph isoflac.txt §3.3: `fLaC` holds `dfLa`, a
-                        // version 0 full box of FLAC metadata blocks:
+                        // xiph isoflac.txt §3.3.1-2: `fLaC` holds `dfLa`,
+                        // a version 0 full box of FLAC metadata blocks:
                         // STREAMINFO only, flagged as the last.
                         bx(o, b"fLaC", |o| {
                             entry(o);
@@ -298,13 +297,24 @@ impl Tracks {
 }
 
 /// An audio sample's duration in its track's timescale (the sample rate):
-/// 1024 for AAC, the block size its header gives for FLAC (isoflac §3.1:
-/// one FLAC frame is one sample).
+/// 1024 for AAC, the block size its header gives for FLAC (isoflac §3.3.4:
+/// one FLAC frame is one sample, and their durations may vary).
 fn audio_duration(f: &Frame) -> u64 {
     match f.codec {
         Codec::Flac => flac::block_size(&f.payload).map_or(AAC_FRAME, u64::from),
         _ => AAC_FRAME,
     }
+}
+
+/// The AudioSampleEntry's 16.16 sample rate field, which stops at 65535:
+/// above that, the largest regular (power of two) division of the rate
+/// (isoflac §3.3.1: 48000 for 96 and 192 kHz), else 65535. The codec's
+/// own header has the real rate.
+fn entry_rate(rate: u32) -> u32 {
+    (0..8)
+        .map(|p| (rate >> p, p))
+        .find(|(r, p)| *r <= 65535 && (*r << p) == rate)
+        .map_or(65535, |(r, _)| r)
 }
 
 /// Picture size from an SPS (H.264 §7.3.2.1.1, with cropping).
@@ -566,6 +576,16 @@ mod tests {
             got.len(),
             want.len()
         );
+    }
+
+    #[test]
+    fn sample_entry_rates_stay_in_16_bits() {
+        assert_eq!(entry_rate(8000), 8000);
+        assert_eq!(entry_rate(44100), 44100);
+        assert_eq!(entry_rate(96000), 48000);
+        assert_eq!(entry_rate(192000), 48000);
+        assert_eq!(entry_rate(88200), 44100);
+        assert_eq!(entry_rate(70001), 65535);
     }
 
     /// Every box's size must add up to exactly its parent's.
