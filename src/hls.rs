@@ -344,7 +344,7 @@ async fn join(
             internal: false,
             exclude: None,
             // HLS players take AAC only, in MPEG-TS: G.711 has no stream
-            // type there (ISO 13818-1 Table 2-34). fMP4 takes G.711 too,
+            // type there (ISO 13818-1, stream_type). fMP4 takes G.711 too,
             // as FLAC, the way `stream.mp4` does.
             audio: match variant {
                 Variant::Ts => &[Codec::Aac],

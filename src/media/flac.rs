@@ -3,7 +3,7 @@
 //! re-wrap losslessly. go2rtc does the same for its MSE.
 //!
 //! One FLAC frame per G.711 packet (split only above [`MAX_BLOCK`]), with
-//! the variable-blocksize strategy (§9.1.1): cameras send 20 or 40 ms
+//! the variable-blocksize strategy (§9.1.1 Blocking Strategy): cameras send 20 or 40 ms
 //! packets and some change, and re-chunking to a fixed size would hold
 //! audio back and move its timestamps. Each subframe is the smallest of
 //! CONSTANT, FIXED orders 0 to 4 with one Rice partition, and VERBATIM
@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
-/// G.711's clock and channels (ITU-T G.711 §1, RFC 3551 §4.5.14).
+/// G.711's clock and channels (ITU-T G.711, RFC 3551 §4.5.14).
 pub const SAMPLE_RATE: u32 = 8000;
 
 /// The largest block we write, so STREAMINFO's maximum block size holds:
@@ -32,7 +32,7 @@ const BITS: u32 = 16;
 /// ITU-T G.711 A-law expansion to 16-bit linear (Table 1a/2a, the
 /// decoder output of the reference `alaw2linear`, as ffmpeg's pcm_alaw).
 const fn alaw(a: u8) -> i16 {
-    let a = a ^ 0x55; // even bits are inverted on the wire (§1.1)
+    let a = a ^ 0x55; // G.711 inverts the even bits on the wire
     let mut t = ((a & 0x0f) as i32) << 4;
     let seg = ((a & 0x70) >> 4) as i32;
     match seg {
@@ -104,7 +104,7 @@ pub fn block_size(frame: &[u8]) -> Option<u32> {
         return None;
     }
     let code = frame[2] >> 4;
-    // §9.1.5: the coded number is UTF-8-like, 1 to 7 bytes.
+    // §9.1.6 Coded Number: UTF-8-like, 1 to 7 bytes.
     let lead = frame[4].leading_ones() as usize;
     let coded = match lead {
         0 => 1,
@@ -156,7 +156,7 @@ impl Bits {
         self.put(bits, v as u32 as u64);
     }
 
-    /// `q` zeros then a one (Rice quotients, §9.2.7.3).
+    /// `q` zeros then a one (Rice quotients, §9.2.7 Coded Residual).
     fn unary(&mut self, mut q: u32) {
         while q >= 32 {
             self.put(32, 0);
@@ -173,7 +173,7 @@ impl Bits {
     }
 }
 
-/// CRC-8, polynomial x^8 + x^2 + x + 1, initial 0 (§9.1.8).
+/// CRC-8, polynomial x^8 + x^2 + x + 1, initial 0 (§9.1.9, Frame Header CRC).
 fn crc8(data: &[u8]) -> u8 {
     let mut c = 0u8;
     for b in data {
@@ -189,7 +189,7 @@ fn crc8(data: &[u8]) -> u8 {
     c
 }
 
-/// CRC-16, polynomial x^16 + x^15 + x^2 + 1, initial 0 (§9.3).
+/// CRC-16, polynomial x^16 + x^15 + x^2 + 1, initial 0 (§9.3, Frame Footer).
 fn crc16(data: &[u8]) -> u16 {
     let mut c = 0u16;
     for b in data {
@@ -205,7 +205,7 @@ fn crc16(data: &[u8]) -> u16 {
     c
 }
 
-/// §9.1.1 frame header code for the sample rate (explicit where there is
+/// §9.1.3 Sample Rate Bits: the header code for the rate (explicit where there is
 /// one, so a decoder needs no STREAMINFO), else "from STREAMINFO".
 fn rate_code(rate: u32) -> u64 {
     match rate {
@@ -220,7 +220,7 @@ fn rate_code(rate: u32) -> u64 {
     }
 }
 
-/// The FIXED predictor residuals of order `order` (§9.2.5, Table 25).
+/// The FIXED predictor residuals of order `order` (§9.2.5 Fixed Predictor Subframe).
 fn residual(s: &[i32], order: usize, i: usize) -> i32 {
     match order {
         0 => s[i],
@@ -231,7 +231,7 @@ fn residual(s: &[i32], order: usize, i: usize) -> i32 {
     }
 }
 
-/// Zig-zag folding of a residual (§9.2.7.3).
+/// Zig-zag folding of a residual (§9.2.7).
 fn fold(r: i32) -> u32 {
     ((r << 1) ^ (r >> 31)) as u32
 }
@@ -256,7 +256,7 @@ fn best_rice(folded: &[u32]) -> (u32, u64) {
 
 /// One mono 16-bit block as a FLAC frame; `first_sample` is the number of
 /// the block's first sample in the stream (the variable-blocksize coded
-/// number, §9.1.5). `pcm` must hold 1 to 65536 samples.
+/// number, §9.1.6). `pcm` must hold 1 to 65536 samples.
 pub fn encode_frame(pcm: &[i16], first_sample: u64, rate: u32) -> Vec<u8> {
     let n = pcm.len();
     assert!((1..=65536).contains(&n), "FLAC block of {n} samples");
@@ -270,7 +270,7 @@ pub fn encode_frame(pcm: &[i16], first_sample: u64, rate: u32) -> Vec<u8> {
     w.put(4, 0); // channels: 1, mono
     w.put(3, 0b100); // 16 bits a sample
     w.put(1, 0);
-    // §9.1.5: the sample number, UTF-8-like coded (up to 36 bits).
+    // §9.1.6: the sample number, UTF-8-like coded (up to 36 bits).
     utf8(&mut w, first_sample & ((1 << 36) - 1));
     w.put(if long { 16 } else { 8 }, n as u64 - 1);
     debug_assert_eq!(w.n, 0);
