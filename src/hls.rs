@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::HlsConfig;
 use crate::hub::fanout::{Delivery, ViewerStats};
 use crate::hub::{JoinRequest, Registry, StreamError};
-use crate::media::{fmp4, ts, Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{flac, fmp4, ts, Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 
 /// The segment format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,7 +310,12 @@ fn render(name: &str, variant: Variant, w: &Window, listed: usize) -> String {
 /// The segment format's muxing state.
 enum Format {
     Ts(ts::Muxer),
-    Mp4 { tracks: fmp4::Tracks, init: u32 },
+    Mp4 {
+        tracks: fmp4::Tracks,
+        init: u32,
+        /// G.711 to FLAC (what fMP4 players take); the rest passes.
+        flac: flac::Converter,
+    },
 }
 
 /// A segment being written.
@@ -331,6 +336,7 @@ struct Building {
 async fn join(
     registry: &Registry,
     stream: &crate::hub::Stream,
+    variant: Variant,
     s: &Shared,
 ) -> Result<crate::hub::Viewer, StreamError> {
     let viewer = registry
@@ -341,8 +347,13 @@ async fn join(
                 remote_addr: None,
                 internal: false,
                 exclude: None,
-                // HLS players take AAC only.
-                audio: &[Codec::Aac],
+                // HLS players take AAC only, in MPEG-TS: G.711 has no stream
+                // type there (ISO 13818-1, stream_type). fMP4 takes G.711 too,
+                // as FLAC, the way `stream.mp4` does.
+                audio: match variant {
+                    Variant::Ts => &[Codec::Aac],
+                    Variant::Mp4 => crate::mp4::AUDIO,
+                },
                 // H.265 in TS (stream type 0x24) and fMP4 (`hvc1`): Safari and
                 // ffmpeg play both (RFC 8216bis §3.2, §3.3).
                 video: crate::media::h265::H264_OR_H265,
@@ -366,7 +377,7 @@ async fn run(
     variant: Variant,
     s: &Shared,
 ) -> String {
-    let mut viewer = match join(registry, &stream, s).await {
+    let mut viewer = match join(registry, &stream, variant, s).await {
         Ok(v) => v,
         Err(e) => return e.to_string(),
     };
@@ -376,6 +387,7 @@ async fn run(
         Variant::Mp4 => Format::Mp4 {
             tracks: fmp4::Tracks::new(None, None),
             init: 0,
+            flac: flac::Converter::default(),
         },
     };
     let mut building: Option<Building> = None;
@@ -413,7 +425,7 @@ async fn run(
                         );
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    if let Ok(v) = join(registry, &stream, s).await {
+                    if let Ok(v) = join(registry, &stream, variant, s).await {
                         break v;
                     }
                 };
@@ -440,7 +452,8 @@ async fn run(
                 }
                 match &mut format {
                     Format::Ts(m) => m.set_tracks(video.as_ref(), audio.as_ref()),
-                    Format::Mp4 { tracks, init } => {
+                    Format::Mp4 { tracks, init, flac } => {
+                        let audio = flac.track(audio.clone());
                         let t = fmp4::Tracks::new(video.as_ref(), audio.as_ref());
                         if !t.is_empty() {
                             *init += 1;
@@ -494,7 +507,7 @@ async fn run(
                     b.last_dts = b.last_dts.max(f.dts);
                     match &mut format {
                         Format::Ts(m) => m.frame(&f, &mut b.data),
-                        Format::Mp4 { .. } => b.frames.push(f),
+                        Format::Mp4 { flac, .. } => flac.frame(f, |f| b.frames.push(f)),
                     }
                 }
             }
@@ -513,7 +526,7 @@ fn finish(
     let (data, init) = match format {
         Format::Ts(_) => (b.data.freeze(), 0),
         // mfhd sequence numbers start at 1.
-        Format::Mp4 { tracks, init } => {
+        Format::Mp4 { tracks, init, .. } => {
             (tracks.fragment(*next_seq as u32 + 1, &b.frames, end), *init)
         }
     };

@@ -5,9 +5,15 @@
 //! Track 1 is video at 90 kHz, track 2 audio at its sample rate. Samples
 //! are the frames as the hub has them: H.264 and H.265 stay length-prefixed
 //! (as `avcC`/`hvcC` say), AAC stays raw.
+//!
+//! Audio is AAC (`mp4a`) or FLAC (`fLaC`, xiph's isoflac.txt): camera
+//! G.711 arrives here as FLAC ([`super::flac::Converter`]), since MSE and
+//! HLS players have no G.711. Either way the audio timescale is the sample
+//! rate and each sample lasts its frame's sample count.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::flac;
 use super::h264::AvcConfig;
 use super::h265::HevcConfig;
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
@@ -68,10 +74,18 @@ impl Tracks {
             let (w, h) = size.unwrap_or((0, 0));
             Some((v.codec, v.config.clone(), w, h))
         });
-        let audio = audio.filter(|a| a.codec == Codec::Aac).and_then(|a| {
-            let rate = a.aac_sample_rate()?;
-            let channels = ((a.config[1] >> 3) & 0x0f).max(1);
-            Some((a.clone(), rate, channels))
+        let audio = audio.and_then(|a| match a.codec {
+            Codec::Aac => {
+                let rate = a.aac_sample_rate()?;
+                let channels = ((a.config[1] >> 3) & 0x0f).max(1);
+                Some((a.clone(), rate, channels))
+            }
+            // What flac::Converter makes of G.711: its STREAMINFO says.
+            Codec::Flac => {
+                let (rate, channels) = flac::streaminfo_format(&a.config)?;
+                Some((a.clone(), rate, channels))
+            }
+            _ => None,
         });
         Tracks {
             video,
@@ -142,17 +156,36 @@ impl Tracks {
                 });
             }
             if let Some((info, rate, channels)) = &self.audio {
+                // ISO 14496-12 §12.2.3 AudioSampleEntry fields, then the
+                // codec's box: `esds` for AAC, `dfLa` for FLAC.
+                let entry = |o: &mut BytesMut| {
+                    o.put_bytes(0, 6);
+                    o.put_u16(1);
+                    o.put_bytes(0, 8);
+                    o.put_u16(*channels as u16);
+                    o.put_u16(16);
+                    o.put_u32(0);
+                    o.put_u32(entry_rate(*rate) << 16);
+                };
                 trak(o, AUDIO, *rate, 0, 0, |o| {
-                    bx(o, b"mp4a", |o| {
-                        o.put_bytes(0, 6);
-                        o.put_u16(1);
-                        o.put_bytes(0, 8);
-                        o.put_u16(*channels as u16);
-                        o.put_u16(16);
-                        o.put_u32(0);
-                        o.put_u32(rate.min(&65535) << 16);
-                        esds(o, &info.config);
-                    });
+                    if info.codec == Codec::Flac {
+                        // xiph isoflac.txt §3.3.1-2: `fLaC` holds `dfLa`,
+                        // a version 0 full box of FLAC metadata blocks:
+                        // STREAMINFO only, flagged as the last.
+                        bx(o, b"fLaC", |o| {
+                            entry(o);
+                            fbx(o, b"dfLa", 0, 0, |o| {
+                                o.put_u8(0x80);
+                                o.put_uint(info.config.len() as u64, 3);
+                                o.put_slice(&info.config);
+                            });
+                        });
+                    } else {
+                        bx(o, b"mp4a", |o| {
+                            entry(o);
+                            esds(o, &info.config);
+                        });
+                    }
                 });
             }
             bx(o, b"mvex", |o| {
@@ -198,7 +231,11 @@ impl Tracks {
                 self.video.is_some(),
                 self.video.as_ref().map_or(Codec::H264, |v| v.0),
             ),
-            (AUDIO, self.audio.is_some(), Codec::Aac),
+            (
+                AUDIO,
+                self.audio.is_some(),
+                self.audio.as_ref().map_or(Codec::Aac, |a| a.0.codec),
+            ),
         ]
         .into_iter()
         .filter(|(_, present, _)| *present)
@@ -221,10 +258,12 @@ impl Tracks {
                 if *id == AUDIO {
                     // Continue the previous fragment's audio unless the
                     // source moved by more than half a frame.
-                    if let Some(n) = audio_next.filter(|n| n.abs_diff(start) <= AAC_FRAME / 2) {
+                    let half = audio_duration(samples[0]) / 2;
+                    if let Some(n) = audio_next.filter(|n| n.abs_diff(start) <= half) {
                         start = n;
                     }
-                    audio_next = Some(start + AAC_FRAME * samples.len() as u64);
+                    let total: u64 = samples.iter().map(|f| audio_duration(f)).sum();
+                    audio_next = Some(start + total);
                 }
                 bx(o, b"traf", |o| {
                     // default-base-is-moof: offsets count from the moof.
@@ -238,7 +277,7 @@ impl Tracks {
                         for (i, f) in samples.iter().enumerate() {
                             let next = samples.get(i + 1).map_or(end_dts, |n| n.dts);
                             let dur = match *id {
-                                AUDIO => AAC_FRAME as i64,
+                                AUDIO => audio_duration(f) as i64,
                                 _ => (conv(next) - conv(f.dts)).max(1),
                             };
                             o.put_u32(dur as u32);
@@ -272,6 +311,27 @@ impl Tracks {
         }
         parts
     }
+}
+
+/// An audio sample's duration in its track's timescale (the sample rate):
+/// 1024 for AAC, the block size its header gives for FLAC (isoflac §3.3.4:
+/// one FLAC frame is one sample, and their durations may vary).
+fn audio_duration(f: &Frame) -> u64 {
+    match f.codec {
+        Codec::Flac => flac::block_size(&f.payload).map_or(AAC_FRAME, u64::from),
+        _ => AAC_FRAME,
+    }
+}
+
+/// The AudioSampleEntry's 16.16 sample rate field, which stops at 65535:
+/// above that, the largest regular (power of two) division of the rate
+/// (isoflac §3.3.1: 48000 for 96 and 192 kHz), else 65535. The codec's
+/// own header has the real rate.
+fn entry_rate(rate: u32) -> u32 {
+    (0..8)
+        .map(|p| (rate >> p, p))
+        .find(|(r, p)| *r <= 65535 && (*r << p) == rate)
+        .map_or(65535, |(r, _)| r)
 }
 
 /// Picture size from an SPS (H.264 §7.3.2.1.1, with cropping).
@@ -498,6 +558,77 @@ mod tests {
         walk(&seg);
         let mdat = seg.windows(4).position(|w| w == b"mdat").unwrap() + 4;
         assert_eq!(&seg[mdat..], &[0, 0, 0, 3, 38, 1, 5]);
+    }
+
+    #[test]
+    fn flac_audio_plays_back_bit_exact_in_ffmpeg() {
+        use std::process::Command;
+        // G.711 A-law in 20 ms packets, then one 40 ms packet, as a camera
+        // could send them, through the converter into an audio-only fMP4.
+        let mut conv = flac::Converter::default();
+        let info = conv
+            .track(Some(TrackInfo {
+                codec: Codec::Pcma,
+                config: Bytes::new(),
+            }))
+            .unwrap();
+        let mut t = Tracks::new(None, Some(&info));
+        let init = t.init();
+        walk(&init);
+        assert!(init.windows(4).any(|w| w == b"dfLa"));
+        let mut want = Vec::new();
+        let mut file = init.to_vec();
+        let mut ts = 0;
+        for (seq, n) in [160usize, 160, 160, 320, 160].into_iter().enumerate() {
+            let g711: Vec<u8> = (0..n).map(|i| (i * 7 + seq * 13) as u8).collect();
+            flac::decode_g711(Codec::Pcma, &g711, &mut want);
+            let mut frames = Vec::new();
+            conv.frame(Frame::new(Codec::Pcma, ts, ts, true, g711.into()), |f| {
+                frames.push(f)
+            });
+            ts += n as i64 * 90_000 / 8000;
+            let seg = t.fragment(seq as u32 + 1, &frames, ts);
+            walk(&seg);
+            file.extend_from_slice(&seg);
+        }
+        // The 40 ms packet's sample lasts 320 ticks of the 8 kHz track.
+        assert_eq!(t.audio_next, Some(960));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.mp4");
+        std::fs::write(&path, &file).unwrap();
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-f", "s16le", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+        let got: Vec<i16> = out
+            .stdout
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert!(
+            got == want,
+            "{} samples decoded, {} sent",
+            got.len(),
+            want.len()
+        );
+    }
+
+    #[test]
+    fn sample_entry_rates_stay_in_16_bits() {
+        assert_eq!(entry_rate(8000), 8000);
+        assert_eq!(entry_rate(44100), 44100);
+        assert_eq!(entry_rate(96000), 48000);
+        assert_eq!(entry_rate(192000), 48000);
+        assert_eq!(entry_rate(88200), 44100);
+        assert_eq!(entry_rate(70001), 65535);
     }
 
     /// Every box's size must add up to exactly its parent's.

@@ -50,7 +50,9 @@ function boxes(buf) {
 }
 
 // RFC 6381 codecs of an init segment: avc1.PPCCLL from its avcC, and
-// mp4a.40.2 if it has an AAC track.
+// mp4a.40.2 for an AAC track, flac for a FLAC one (the server's G.711 as
+// FLAC; "flac" is the MSE codecs name, as isoflac's `fLaC` entry) or opus
+// for an `Opus` one.
 function codecs(init) {
   const find = (name) => {
     for (let i = 0; i + 4 <= init.length; i++) {
@@ -67,6 +69,8 @@ function codecs(init) {
   const hvcc = find("hvcC");
   if (hvcc >= 0) list.push(hvc1(init.subarray(hvcc + 4)));
   if (find("mp4a") >= 0) list.push("mp4a.40.2");
+  else if (find("fLaC") >= 0) list.push("flac");
+  else if (find("Opus") >= 0) list.push("opus");
   return list.join(",");
 }
 
