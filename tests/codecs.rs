@@ -102,7 +102,7 @@ fn chromium_plays_an_h265_camera_through_the_h264_transcode_which_stops_with_the
     assert!(out.contains("H.264 transcode"), "{out}");
     assert!(
         srv.log()
-            .contains("viewer cannot take H.265: joining the H.264 transcode"),
+            .contains("viewer cannot take the stream's video: joining the H.264 transcode"),
         "{}",
         srv.log()
     );

@@ -186,6 +186,9 @@ fn record(url: &str, secs: u32, file: &Path) {
         Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-i", url])
             .args(["-t", &secs.to_string(), "-c", "copy"])
+            // The fMP4 of a G.711 camera carries FLAC, which ffmpeg 5.1
+            // writes into MP4 only when told it may.
+            .args(["-strict", "-2"])
             .arg(file),
         60,
     );
@@ -199,15 +202,20 @@ fn hls_ts_and_fmp4_stream_mp4_and_frame_jpeg_of_the_h265_camera() {
     let (srv, _rtsp) = h265_camera_server(&cam, "");
     let hevc = vec![("video".to_string(), "hevc".to_string())];
 
-    // HLS takes AAC only, so the camera's PCMA stays out: video alone.
-    for (query, file) in [("", "hls.ts"), ("&mp4", "hls.mp4")] {
+    // HLS TS takes AAC only (MPEG-TS has no G.711), so the camera's PCMA
+    // stays out there; fMP4 carries it as FLAC.
+    let hevc_flac = vec![
+        ("audio".to_string(), "flac".to_string()),
+        ("video".to_string(), "hevc".to_string()),
+    ];
+    for (query, file, want) in [("", "hls.ts", &hevc), ("&mp4", "hls.mp4", &hevc_flac)] {
         let out = srv.dir.path().join(file);
         record(
             &srv.url(&format!("/api/stream.m3u8?src=cam{query}")),
             5,
             &out,
         );
-        assert_eq!(probe_file(&out), hevc, "{file}");
+        assert_eq!(&probe_file(&out), want, "{file}");
         assert_decodes_cleanly(&out, file);
     }
     let (_, body) = srv.try_get("/api/stream.m3u8?src=cam&mp4").unwrap();
@@ -224,10 +232,10 @@ fn hls_ts_and_fmp4_stream_mp4_and_frame_jpeg_of_the_h265_camera() {
         .stdout;
     assert!(init.windows(4).any(|w| w == b"hvc1") && init.windows(4).any(|w| w == b"hvcC"));
 
-    // The MP4 carries what an MP4 can of it: H.265 (PCMA has no MSE).
+    // The MP4 carries it all: H.265, and the PCMA as FLAC.
     let out = srv.dir.path().join("stream.mp4");
     record(&srv.url("/api/stream.mp4?src=cam"), 4, &out);
-    assert_eq!(probe_file(&out), hevc);
+    assert_eq!(probe_file(&out), hevc_flac);
     assert_decodes_cleanly(&out, "stream.mp4");
 
     let v = ffprobe(
