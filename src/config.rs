@@ -106,6 +106,9 @@ pub struct Config {
     /// Where things are in the file, for editing it (see [`crate::store`]).
     pub layout: Layout,
     pub ffmpeg_bin: String,
+    /// The `ffmpeg:` section's templates, for the hub's hidden H.264
+    /// transcodes (`hub::Registry::transcoded`), which no source names.
+    pub ffmpeg_templates: FfmpegTemplates,
     /// `log:`: format and levels.
     pub log: LogConfig,
     pub supervisor: Timeouts,
@@ -839,7 +842,11 @@ pub fn check_api_source(
 /// The source of a hidden on-demand transcode of `stream` (see
 /// `hub::Registry::transcoded`): `ffmpeg:STREAM#video=LABEL#audio=copy`,
 /// parsed as a config source would be.
-pub fn transcode_source(stream: &str, label: &str) -> Result<SourceConfig, String> {
+pub fn transcode_source(
+    stream: &str,
+    label: &str,
+    templates: &FfmpegTemplates,
+) -> Result<SourceConfig, String> {
     if stream.contains('#') {
         return Err(format!(
             "`{stream}` has a `#` in its name, which an ffmpeg: source cannot name"
@@ -847,13 +854,12 @@ pub fn transcode_source(stream: &str, label: &str) -> Result<SourceConfig, Strin
     }
     let url = format!("ffmpeg:{stream}#video={label}#audio=copy");
     let names: BTreeSet<String> = [stream.to_string()].into();
-    // go2rtc's default templates: the file's `ffmpeg.h264` does not reach
-    // the hub's hidden transcodes (yet).
+    // The file's `ffmpeg.h264` (a hardware encoder, say) makes them too.
     let (kind, timeouts) = parse_source(
         &url,
         &names,
         Timeouts::default(),
-        &FfmpegTemplates::default(),
+        templates,
         &mut Vec::new(),
     )?;
     Ok(SourceConfig {
@@ -1247,6 +1253,7 @@ impl Config {
                 stream_lines,
             },
             ffmpeg_bin,
+            ffmpeg_templates: templates.clone(),
             log,
             supervisor,
             hls,
@@ -2778,6 +2785,25 @@ streams:
 
     fn ffmpeg_kind(c: &Config, stream: usize) -> &SourceKind {
         &c.streams[stream].sources[0].kind
+    }
+
+    #[test]
+    fn hidden_transcodes_use_the_files_h264_template() {
+        let c = parse(
+            r#"ffmpeg:
+  h264: "-c:v h264_vaapi -g 50"
+streams:
+  cam: rtsp://h/s
+"#,
+        )
+        .unwrap();
+        let src = transcode_source("cam", "h264", &c.ffmpeg_templates).unwrap();
+        assert_eq!(src.url, "ffmpeg:cam#video=h264#audio=copy");
+        let SourceKind::Ffmpeg { templates, .. } = &src.kind else {
+            panic!("{src:?}")
+        };
+        assert_eq!(templates.get("h264"), Some("-c:v h264_vaapi -g 50"));
+        assert!(transcode_source("a#b", "h264", &c.ffmpeg_templates).is_err());
     }
 
     #[test]

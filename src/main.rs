@@ -183,6 +183,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         rtsp_base: rtsp_bound.map(|a| format!("rtsp://{}", loopback(a))),
         publish: cfg.publish.clone(),
         internal_tokens: Default::default(),
+        ffmpeg_templates: cfg.ffmpeg_templates.clone(),
     });
     let streams: Vec<Stream> = cfg
         .streams

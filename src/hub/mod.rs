@@ -151,6 +151,9 @@ pub struct Deps {
     pub publish: crate::config::PublishConfig,
     /// The live tokens of `ffmpeg:STREAM` readers (see [`InternalTokens`]).
     pub internal_tokens: InternalTokens,
+    /// The `ffmpeg:` templates the hidden H.264 transcodes are made with
+    /// (as the config was at start-up).
+    pub ffmpeg_templates: crate::config::FfmpegTemplates,
 }
 
 /// Per-run tokens of our own `ffmpeg:STREAM` readers. A reader's URL
@@ -466,12 +469,11 @@ impl Registry {
             return Ok(d.clone());
         }
         drop(base);
-        let source = crate::config::transcode_source(name, label).map_err(|reason| {
-            StreamError::Unsupported {
+        let source = crate::config::transcode_source(name, label, &self.deps.ffmpeg_templates)
+            .map_err(|reason| StreamError::Unsupported {
                 stream: name.to_string(),
                 reason,
-            }
-        })?;
+            })?;
         let stream = Stream::spawn(
             StreamConfig {
                 name: derived_name.clone(),

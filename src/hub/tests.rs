@@ -120,6 +120,7 @@ fn stream_with(
             rtsp_base: None,
             publish,
             internal_tokens: Default::default(),
+            ffmpeg_templates: Default::default(),
         }),
     )
 }
