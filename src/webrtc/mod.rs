@@ -664,6 +664,28 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_offering_h265_is_answered_h265_and_takes_the_camera_as_it_is() {
+        // Chrome 136+ with a hardware HEVC decoder adds these lines.
+        let sdp = corpus("chromium156_with_h265.sdp");
+        assert!(offer_has_h265(&sdp));
+        let offer = parse_offer(&sdp).unwrap();
+        let mut rtc = rtc_config().build(std::time::Instant::now());
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        assert!(answer.contains("H265/90000"), "{answer}");
+        // The same browser without the decoder: no H.265 in the answer,
+        // and the viewer is routed to the H.264 transcode.
+        let plain = corpus("real_chromium156_video_audio_data.sdp");
+        assert!(!offer_has_h265(&plain));
+        let mut rtc = rtc_config().build(std::time::Instant::now());
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parse_offer(&plain).unwrap())
+            .unwrap()
+            .to_sdp_string();
+        assert!(!answer.contains("H265"), "{answer}");
+    }
+
+    #[test]
     fn offer_size_is_bounded_before_parsing() {
         let mut sdp = corpus("real_aiortc116_recvonly_video_audio.sdp");
         sdp.push_str(&"a=x\r\n".repeat((MAX_OFFER_BYTES - sdp.len()) / 5));
