@@ -66,6 +66,11 @@ pub fn describe(tracks: &[TrackParams], session_id: u64) -> String {
             TrackParams::Pcmu => {
                 s += &format!("m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} PCMU/8000\r\n")
             }
+            // RFC 2435 §3, RFC 3551 §6: static type 26; the rtpmap is
+            // optional but some players (and our own publish side) like it.
+            TrackParams::Jpeg => {
+                s += &format!("m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} JPEG/90000\r\n")
+            }
             // RFC 7587 §7: always opus/48000/2, whatever is inside.
             TrackParams::Opus => {
                 s += &format!("m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} sprop-stereo=1\r\n")
