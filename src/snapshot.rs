@@ -6,7 +6,8 @@
 //! cold one is started and stopped again like for any viewer. The keyframe
 //! goes to ffmpeg as an Annex B elementary stream (H.264 and H.265 §B: the
 //! parameter sets from the track's avcC or hvcC, then the frame's NAL
-//! units) on its stdin; the
+//! units) on its stdin; an MJPEG camera's keyframe is a JPEG already, and
+//! goes out as it is unless a size is asked for. The
 //! child runs under the supervisor, so a decoder that hangs gets the same
 //! TERM, deadline, KILL as a producer.
 
@@ -40,7 +41,7 @@ pub enum SnapshotError {
     Stream(#[from] StreamError),
     #[error("stream {stream}: no picture within {waited_ms} ms")]
     NoPicture { stream: String, waited_ms: u64 },
-    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264 and H.265")]
+    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264, H.265 and MJPEG")]
     Codec { stream: String, codec: Codec },
     #[error("stream {stream}: decoding the keyframe failed: {reason}")]
     Decode {
@@ -115,7 +116,7 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
         internal: false,
         exclude: None,
         audio: &[],
-        video: crate::media::h265::H264_OR_H265,
+        video: &[Codec::H264, Codec::H265, Codec::Jpeg],
     };
     let mut viewer = tokio::time::timeout(wait, stream.join(req))
         .await
@@ -186,6 +187,9 @@ pub async fn jpeg(
     let name = stream.name().to_string();
     let (track, frame) = keyframe(stream, wait).await?;
     let demuxer = match track.codec {
+        // An MJPEG camera's picture is the JPEG asked for: no decoder.
+        Codec::Jpeg if size.filter().is_none() => return Ok(frame),
+        Codec::Jpeg => "mjpeg",
         Codec::H264 => "h264",
         Codec::H265 => "hevc",
         _ => "",
@@ -196,11 +200,15 @@ pub async fn jpeg(
             codec: track.codec,
         });
     }
-    let es = annex_b(&track, &frame).map_err(|reason| SnapshotError::Decode {
-        stream: name.clone(),
-        reason,
-        stderr_tail: Vec::new(),
-    })?;
+    let es = if track.codec == Codec::Jpeg {
+        frame
+    } else {
+        annex_b(&track, &frame).map_err(|reason| SnapshotError::Decode {
+            stream: name.clone(),
+            reason,
+            stderr_tail: Vec::new(),
+        })?
+    };
     let mut args: Vec<String> = [
         "-hide_banner",
         "-loglevel",
