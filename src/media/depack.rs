@@ -789,6 +789,7 @@ mod tests {
                 ],
             )
             .unwrap(),
+            Codec::Jpeg => Depacketizer::new("JPEG", 90000, &[]).unwrap(),
             _ => unreachable!(),
         };
         let mut s = Sender::new(params.payload_type());
@@ -1098,6 +1099,49 @@ mod tests {
         }
         assert_eq!(errors, 1, "one error when the bound is passed");
         assert!(frames_of(&out).is_empty());
+    }
+
+    #[test]
+    fn jpeg_roundtrip_keeps_the_picture_and_the_clock() {
+        let img = |name: &str| {
+            Bytes::from(
+                std::fs::read(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("testdata/mjpeg")
+                        .join(name),
+                )
+                .unwrap(),
+            )
+        };
+        let info = TrackInfo {
+            codec: Codec::Jpeg,
+            config: Bytes::new(),
+        };
+        let frames = [
+            Frame::new(Codec::Jpeg, 0, 0, true, img("gst_0.jpg")),
+            Frame::new(Codec::Jpeg, 3600, 3600, true, img("gst_1.jpg")),
+        ];
+        let out = roundtrip(&frames, &info, |_| false);
+        assert!(matches!(&out[0], Event::Track(t) if *t == info), "{out:?}");
+        let got = frames_of(&out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].pts - got[0].pts, 3600);
+        let essence = |b: &Bytes| {
+            let p = crate::media::jpeg::rfc2435::parse(b).unwrap();
+            (p.tables, b[p.scan].to_vec())
+        };
+        for (g, f) in got.iter().zip(&frames) {
+            assert!(g.keyframe);
+            assert_eq!(essence(&g.payload), essence(&f.payload));
+        }
+        // A lost packet (the first picture's second) costs that picture
+        // only.
+        let mut n = 0;
+        let out = roundtrip(&frames, &info, |_| {
+            n += 1;
+            n == 2
+        });
+        assert_eq!(frames_of(&out).len(), 1);
     }
 
     #[test]

@@ -116,6 +116,32 @@ mod tests {
     }
 
     #[test]
+    fn mjpeg_is_payload_type_26_and_ffmpegs_sdp_without_rtpmap_is_taken() {
+        let v = TrackParams::new(&TrackInfo {
+            codec: Codec::Jpeg,
+            config: Bytes::new(),
+        })
+        .unwrap();
+        let sdp = describe(&[v, TrackParams::Pcmu], 7);
+        assert!(
+            sdp.contains(
+                "m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:trackID=0\r\n"
+            ),
+            "{sdp}"
+        );
+        // What ffmpeg's RTSP muxer announces for MJPEG: the static type
+        // alone (RFC 3551 §6).
+        let ffmpeg = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=tool:libavformat 59.27.100\r\nm=video 0 RTP/AVP 26\r\na=control:streamid=0\r\nm=audio 0 RTP/AVP 0\r\na=control:streamid=1\r\n";
+        let (tracks, skipped) = crate::rtsp::publish::parse_sdp(ffmpeg.as_bytes()).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(tracks.len(), 2);
+        assert!(matches!(
+            tracks[0].1,
+            crate::media::depack::Depacketizer::Jpeg { .. }
+        ));
+    }
+
+    #[test]
     fn h265_has_the_parameter_sets() {
         let v = TrackParams::new(&crate::media::rtp::tests::h265_info()).unwrap();
         let sdp = describe(&[v], 7);
