@@ -740,10 +740,23 @@ async fn frame_jpeg(
         Some(j) => j,
         None => {
             let deps = st.registry.deps();
+            // An `ffmpeg:…#video=mjpeg` source is not started for a
+            // snapshot (see snapshot::VIDEO).
+            let has_mjpeg = st
+                .store
+                .config()
+                .await
+                .stream(name)
+                .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
             let j = crate::snapshot::jpeg(
                 &stream,
                 size,
                 SNAPSHOT_WAIT,
+                if has_mjpeg {
+                    crate::media::h265::H264_OR_H265
+                } else {
+                    crate::snapshot::VIDEO
+                },
                 &deps.ffmpeg_bin,
                 &deps.spawner,
             )

@@ -102,9 +102,20 @@ impl Cache {
     }
 }
 
-/// The first video keyframe a new viewer of `stream` gets, with its track,
-/// within `wait`.
-async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes), SnapshotError> {
+/// What a snapshot takes: an MJPEG camera's JPEG as well as H.264 and
+/// H.265 keyframes. Not for a stream with an `ffmpeg:…#video=mjpeg`
+/// source: a viewer taking JPEG would start that transcoder just for the
+/// snapshot (the hub starts every source whose codec a viewer takes); such
+/// a stream is asked for [`crate::media::h265::H264_OR_H265`] only.
+pub const VIDEO: &[Codec] = &[Codec::H264, Codec::H265, Codec::Jpeg];
+
+/// The first video keyframe a new viewer of `stream` taking `video` gets,
+/// with its track, within `wait`.
+async fn keyframe(
+    stream: &Stream,
+    wait: Duration,
+    video: &'static [Codec],
+) -> Result<(TrackInfo, Bytes), SnapshotError> {
     let started = Instant::now();
     let no_picture = || SnapshotError::NoPicture {
         stream: stream.name().to_string(),
@@ -116,7 +127,7 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
         internal: false,
         exclude: None,
         audio: &[],
-        video: &[Codec::H264, Codec::H265, Codec::Jpeg],
+        video,
     };
     let mut viewer = tokio::time::timeout(wait, stream.join(req))
         .await
@@ -174,18 +185,19 @@ pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
     Ok(out.freeze())
 }
 
-/// A JPEG of `stream`'s latest keyframe at `size`. The whole call is
-/// bounded by `wait` (for the picture) plus [`DECODE_TIMEOUT`] and the
-/// kill escalation.
+/// A JPEG of `stream`'s latest keyframe (of a track in `video`, see
+/// [`VIDEO`]) at `size`. The whole call is bounded by `wait` (for the
+/// picture) plus [`DECODE_TIMEOUT`] and the kill escalation.
 pub async fn jpeg(
     stream: &Stream,
     size: Size,
     wait: Duration,
+    video: &'static [Codec],
     ffmpeg_bin: &str,
     spawner: &Arc<dyn Spawner>,
 ) -> Result<Bytes, SnapshotError> {
     let name = stream.name().to_string();
-    let (track, frame) = keyframe(stream, wait).await?;
+    let (track, frame) = keyframe(stream, wait, video).await?;
     let demuxer = match track.codec {
         // An MJPEG camera's picture is the JPEG asked for: no decoder.
         Codec::Jpeg if size.filter().is_none() => return Ok(frame),
