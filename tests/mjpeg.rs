@@ -192,6 +192,35 @@ fn rtsp_out_of_an_mjpeg_camera_records_clean() {
         );
         assert_decodes_cleanly(&out, file);
     }
+    // Another RFC 2435 implementation than ffmpeg's takes our packets:
+    // GStreamer's depayloader and decoder, over TCP and UDP.
+    for protocols in ["tcp", "udp"] {
+        let (o, took) = run_with_timeout(
+            Command::new("timeout")
+                .args(["-s", "INT", "30", "gst-launch-1.0", "-q", "-e"])
+                .args([
+                    "rtspsrc",
+                    &format!("location={url}?video=mjpeg"),
+                    &format!("protocols={protocols}"),
+                    "latency=0",
+                ])
+                .args(["!", "rtpjpegdepay", "!", "jpegdec"])
+                .args(["!", "fakesink", "num-buffers=50", "sync=false"]),
+            Duration::from_secs(40),
+        );
+        assert!(
+            o.status.success(),
+            "gst-launch over {protocols}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // 50 pictures, not the timeout's INT (which -e turns into a clean
+        // end too).
+        assert!(
+            took < Duration::from_secs(25),
+            "gst-launch over {protocols}: no pictures"
+        );
+    }
 }
 
 #[test]

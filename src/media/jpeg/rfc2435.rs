@@ -745,6 +745,24 @@ mod tests {
     }
 
     #[test]
+    fn ffmpeg_jpegs_go_with_default_huffman_tables_only() {
+        // `ffmpeg:cam#video=mjpeg` output as it is (testdata/snapshot.jpg,
+        // ffmpeg's default `-huffman optimal`): RTP cannot carry it.
+        let optimal = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/snapshot.jpg"),
+        )
+        .unwrap();
+        assert!(parse(&optimal).unwrap_err().contains("Huffman"));
+        // With `-huffman default` it goes, one table for luma and chroma
+        // (ffmpeg writes one DQT when they are the same) and all.
+        let img = Bytes::from(testdata("ffmpeg_default_huffman.jpg"));
+        let p = parse(&img).unwrap();
+        assert_eq!((p.kind, p.width, p.height), (1, 96, 64));
+        assert_eq!(p.tables.data[..64], p.tables.data[64..]);
+        assert_eq!(essence(&through(&img, 3, 1400)), essence(&img));
+    }
+
+    #[test]
     fn refuses_what_rtp_cannot_carry() {
         // A 4:4:4 image.
         let mut img = testdata("gst_0.jpg");
