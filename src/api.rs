@@ -745,10 +745,23 @@ async fn frame_jpeg(
         Some(j) => j,
         None => {
             let deps = st.registry.deps();
+            // An `ffmpeg:…#video=mjpeg` source is not started for a
+            // snapshot (see snapshot::VIDEO).
+            let has_mjpeg = st
+                .store
+                .config()
+                .await
+                .stream(name)
+                .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
             let j = crate::snapshot::jpeg(
                 &stream,
                 size,
                 SNAPSHOT_WAIT,
+                if has_mjpeg {
+                    crate::media::h265::H264_OR_H265
+                } else {
+                    crate::snapshot::VIDEO
+                },
                 &deps.ffmpeg_bin,
                 &deps.spawner,
             )
@@ -1087,10 +1100,16 @@ async fn stream_mp4(
     Ok(no_cache("video/mp4", Body::from_stream(body)))
 }
 
+/// How long `/api/stream.mjpeg` of a stream without an MJPEG source waits
+/// to learn whether its camera sends MJPEG: a cold camera's first frame
+/// comes after the FLV attempt and the move to the RTSP publish-back.
+const MJPEG_PROBE: Duration = Duration::from_secs(10);
+
 /// `GET /api/stream.mjpeg?src=NAME`: MJPEG as `multipart/x-mixed-replace`
 /// (what browsers and HA's MJPEG camera show), from the stream's
-/// `ffmpeg:NAME#video=mjpeg` source, which starts for it. The JPEGs are
-/// the shared frames: one part header per image per viewer, no copy.
+/// `ffmpeg:NAME#video=mjpeg` source, which starts for it, or from an MJPEG
+/// camera's own JPEGs (RFC 2435), passed through. The JPEGs are the shared
+/// frames: one part header per image per viewer, no copy.
 async fn stream_mjpeg(
     State(st): State<Shared>,
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
@@ -1103,26 +1122,63 @@ async fn stream_mjpeg(
         .await
         .stream(name)
         .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
-    if !has_mjpeg {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("stream {name} has no MJPEG source (add \"ffmpeg:{name}#video=mjpeg\")"),
-        )
-        .with("stream", name));
+    use crate::media::Codec;
+    fn part(queue: &mut std::collections::VecDeque<Bytes>, jpeg: Bytes) {
+        queue.push_back(Bytes::from(format!(
+            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        )));
+        queue.push_back(jpeg);
+        queue.push_back(Bytes::from_static(b"\r\n"));
     }
-    let viewer = stream
+    let mut viewer = stream
         .join(JoinRequest {
             protocol: "mjpeg",
             remote_addr: Some(peer.0),
             internal: false,
             exclude: None,
             audio: &[],
-            video: crate::hub::fanout::JPEG_VIDEO,
+            // Without an MJPEG source, the camera's own video, whatever it
+            // is, so that its codec is known.
+            video: if has_mjpeg {
+                crate::hub::fanout::JPEG_VIDEO
+            } else {
+                &[Codec::Jpeg, Codec::H264, Codec::H265]
+            },
         })
         .await?;
-    let body = futures_util::stream::unfold(
-        (viewer, std::collections::VecDeque::<Bytes>::new()),
-        |(mut viewer, mut queue)| async move {
+    let mut queue = std::collections::VecDeque::<Bytes>::new();
+    if !has_mjpeg {
+        // The stream's first video says: an MJPEG camera's JPEGs go out as
+        // they are; anything else needs the transcode.
+        let deadline = tokio::time::Instant::now() + MJPEG_PROBE;
+        let codec = loop {
+            match tokio::time::timeout_at(deadline, viewer.next()).await {
+                Ok(Ok(Delivery::Tracks { video: Some(v), .. })) => break Some(v.codec),
+                Ok(Ok(Delivery::Frame(f))) if f.kind() == TrackKind::Video => {
+                    let c = f.codec;
+                    if c == Codec::Jpeg {
+                        part(&mut queue, f.payload);
+                    }
+                    break Some(c);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break None,
+            }
+        };
+        if codec != Some(Codec::Jpeg) {
+            let sends = codec.map_or("no video".to_string(), |c| format!("{c:?}"));
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "stream {name} has no MJPEG source and its camera sends {sends} (add \"ffmpeg:{name}#video=mjpeg\")"
+                ),
+            )
+            .with("stream", name));
+        }
+    }
+    let body =
+        futures_util::stream::unfold((viewer, queue), |(mut viewer, mut queue)| async move {
             loop {
                 if let Some(b) = queue.pop_front() {
                     viewer
@@ -1136,19 +1192,11 @@ async fn stream_mjpeg(
                         tracing::debug!(error = %e, "mjpeg viewer ended");
                         return None;
                     }
-                    Ok(Delivery::Frame(f)) if f.codec == crate::media::Codec::Jpeg => {
-                        queue.push_back(Bytes::from(format!(
-                            "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                            f.payload.len()
-                        )));
-                        queue.push_back(f.payload);
-                        queue.push_back(Bytes::from_static(b"\r\n"));
-                    }
+                    Ok(Delivery::Frame(f)) if f.codec == Codec::Jpeg => part(&mut queue, f.payload),
                     Ok(_) => {}
                 }
             }
-        },
-    );
+        });
     Ok(no_cache(
         "multipart/x-mixed-replace; boundary=frame",
         Body::from_stream(body),

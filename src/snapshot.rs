@@ -6,7 +6,8 @@
 //! cold one is started and stopped again like for any viewer. The keyframe
 //! goes to ffmpeg as an Annex B elementary stream (H.264 and H.265 §B: the
 //! parameter sets from the track's avcC or hvcC, then the frame's NAL
-//! units) on its stdin; the
+//! units) on its stdin; an MJPEG camera's keyframe is a JPEG already, and
+//! goes out as it is unless a size is asked for. The
 //! child runs under the supervisor, so a decoder that hangs gets the same
 //! TERM, deadline, KILL as a producer.
 
@@ -40,7 +41,7 @@ pub enum SnapshotError {
     Stream(#[from] StreamError),
     #[error("stream {stream}: no picture within {waited_ms} ms")]
     NoPicture { stream: String, waited_ms: u64 },
-    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264 and H.265")]
+    #[error("stream {stream}: video is {codec:?}; snapshots decode H.264, H.265 and MJPEG")]
     Codec { stream: String, codec: Codec },
     #[error("stream {stream}: decoding the keyframe failed: {reason}")]
     Decode {
@@ -101,9 +102,20 @@ impl Cache {
     }
 }
 
-/// The first video keyframe a new viewer of `stream` gets, with its track,
-/// within `wait`.
-async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes), SnapshotError> {
+/// What a snapshot takes: an MJPEG camera's JPEG as well as H.264 and
+/// H.265 keyframes. Not for a stream with an `ffmpeg:…#video=mjpeg`
+/// source: a viewer taking JPEG would start that transcoder just for the
+/// snapshot (the hub starts every source whose codec a viewer takes); such
+/// a stream is asked for [`crate::media::h265::H264_OR_H265`] only.
+pub const VIDEO: &[Codec] = &[Codec::H264, Codec::H265, Codec::Jpeg];
+
+/// The first video keyframe a new viewer of `stream` taking `video` gets,
+/// with its track, within `wait`.
+async fn keyframe(
+    stream: &Stream,
+    wait: Duration,
+    video: &'static [Codec],
+) -> Result<(TrackInfo, Bytes), SnapshotError> {
     let started = Instant::now();
     let no_picture = || SnapshotError::NoPicture {
         stream: stream.name().to_string(),
@@ -115,7 +127,7 @@ async fn keyframe(stream: &Stream, wait: Duration) -> Result<(TrackInfo, Bytes),
         internal: false,
         exclude: None,
         audio: &[],
-        video: crate::media::h265::H264_OR_H265,
+        video,
     };
     let mut viewer = tokio::time::timeout(wait, stream.join(req))
         .await
@@ -173,19 +185,23 @@ pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
     Ok(out.freeze())
 }
 
-/// A JPEG of `stream`'s latest keyframe at `size`. The whole call is
-/// bounded by `wait` (for the picture) plus [`DECODE_TIMEOUT`] and the
-/// kill escalation.
+/// A JPEG of `stream`'s latest keyframe (of a track in `video`, see
+/// [`VIDEO`]) at `size`. The whole call is bounded by `wait` (for the
+/// picture) plus [`DECODE_TIMEOUT`] and the kill escalation.
 pub async fn jpeg(
     stream: &Stream,
     size: Size,
     wait: Duration,
+    video: &'static [Codec],
     ffmpeg_bin: &str,
     spawner: &Arc<dyn Spawner>,
 ) -> Result<Bytes, SnapshotError> {
     let name = stream.name().to_string();
-    let (track, frame) = keyframe(stream, wait).await?;
+    let (track, frame) = keyframe(stream, wait, video).await?;
     let demuxer = match track.codec {
+        // An MJPEG camera's picture is the JPEG asked for: no decoder.
+        Codec::Jpeg if size.filter().is_none() => return Ok(frame),
+        Codec::Jpeg => "mjpeg",
         Codec::H264 => "h264",
         Codec::H265 => "hevc",
         _ => "",
@@ -196,11 +212,15 @@ pub async fn jpeg(
             codec: track.codec,
         });
     }
-    let es = annex_b(&track, &frame).map_err(|reason| SnapshotError::Decode {
-        stream: name.clone(),
-        reason,
-        stderr_tail: Vec::new(),
-    })?;
+    let es = if track.codec == Codec::Jpeg {
+        frame
+    } else {
+        annex_b(&track, &frame).map_err(|reason| SnapshotError::Decode {
+            stream: name.clone(),
+            reason,
+            stderr_tail: Vec::new(),
+        })?
+    };
     let mut args: Vec<String> = [
         "-hide_banner",
         "-loglevel",

@@ -1,7 +1,7 @@
 //! RTP in (RFC 3550): depacketizing what an RTSP publisher sends into
 //! Frames. H.264 per RFC 6184 (single NAL, STAP-A, FU-A), H.265 per RFC
 //! 7798 (single NAL, AP, FU), AAC per RFC 3640 (AAC-hbr), G.711 per RFC
-//! 3551.
+//! 3551, MJPEG per RFC 2435 (in [`super::jpeg::rfc2435`]).
 //!
 //! Every parser checks lengths before it reads; a bad packet is an error
 //! for the caller to log and count, never a panic. A lost H.264 packet
@@ -110,6 +110,12 @@ pub enum Depacketizer {
     H264(H264),
     H265(H265),
     Aac(Aac),
+    /// RFC 2435: every frame a whole JPEG, every one a keyframe.
+    Jpeg {
+        d: super::jpeg::rfc2435::Depacketizer,
+        announced: bool,
+        clock: Unwrap,
+    },
     /// One RTP payload is one frame: G.711 (RFC 3551 §4.5.14) and Opus
     /// (RFC 7587 §4.2). Neither has parameters to announce beyond the codec.
     Whole {
@@ -205,6 +211,12 @@ impl Depacketizer {
                     partial: None,
                 }))
             }
+            // RFC 2435 §3: always 90 kHz, nothing in fmtp we need.
+            "JPEG" => Ok(Depacketizer::Jpeg {
+                d: Default::default(),
+                announced: false,
+                clock: Unwrap::default(),
+            }),
             "PCMA" | "PCMU" | "OPUS" => Ok(Depacketizer::Whole {
                 codec: match encoding.to_ascii_uppercase().as_str() {
                     "PCMA" => Codec::Pcma,
@@ -230,6 +242,26 @@ impl Depacketizer {
             Depacketizer::H264(d) => d.push(p, out),
             Depacketizer::H265(d) => d.push(p, out),
             Depacketizer::Aac(d) => d.push(p, out),
+            Depacketizer::Jpeg {
+                d,
+                announced,
+                clock,
+            } => {
+                let Some((ts, img)) = d.push(p.seq, p.timestamp, p.marker, &p.payload)? else {
+                    return Ok(());
+                };
+                if !*announced {
+                    // A JPEG track has no parameters: each image says all.
+                    *announced = true;
+                    out.push(Event::Track(TrackInfo {
+                        codec: Codec::Jpeg,
+                        config: Bytes::new(),
+                    }));
+                }
+                let ts = to_ticks(clock.next(ts), TIMESCALE as u32);
+                out.push(Event::Frame(Frame::new(Codec::Jpeg, ts, ts, true, img)));
+                Ok(())
+            }
             Depacketizer::Whole {
                 codec,
                 rate,
@@ -683,12 +715,15 @@ impl Aac {
 
 /// Fuzz entry point (fuzz/fuzz_targets/rtp_depack.rs): byte 0 picks a
 /// depacketizer, then records of a 2-byte length and an RTP packet.
+/// 0xF8..=0xFF pick MJPEG: it came after the corpus's seeds, whose byte 0
+/// (taken modulo 4) keeps picking what it did.
 pub fn fuzz(data: &[u8]) {
     let Some((&which, mut rest)) = data.split_first() else {
         return;
     };
     let fmtp = [("config".to_string(), "1210".to_string())];
     let mut d = match which % 4 {
+        _ if which >= 0xF8 => Depacketizer::new("JPEG", 90000, &[]),
         0 => Depacketizer::new("H264", 90000, &[]),
         1 => Depacketizer::new("MPEG4-GENERIC", 44100, &fmtp),
         2 => Depacketizer::new("PCMA", 8000, &[]),
@@ -754,6 +789,7 @@ mod tests {
                 ],
             )
             .unwrap(),
+            Codec::Jpeg => Depacketizer::new("JPEG", 90000, &[]).unwrap(),
             _ => unreachable!(),
         };
         let mut s = Sender::new(params.payload_type());
@@ -1063,6 +1099,49 @@ mod tests {
         }
         assert_eq!(errors, 1, "one error when the bound is passed");
         assert!(frames_of(&out).is_empty());
+    }
+
+    #[test]
+    fn jpeg_roundtrip_keeps_the_picture_and_the_clock() {
+        let img = |name: &str| {
+            Bytes::from(
+                std::fs::read(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("testdata/mjpeg")
+                        .join(name),
+                )
+                .unwrap(),
+            )
+        };
+        let info = TrackInfo {
+            codec: Codec::Jpeg,
+            config: Bytes::new(),
+        };
+        let frames = [
+            Frame::new(Codec::Jpeg, 0, 0, true, img("gst_0.jpg")),
+            Frame::new(Codec::Jpeg, 3600, 3600, true, img("gst_1.jpg")),
+        ];
+        let out = roundtrip(&frames, &info, |_| false);
+        assert!(matches!(&out[0], Event::Track(t) if *t == info), "{out:?}");
+        let got = frames_of(&out);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].pts - got[0].pts, 3600);
+        let essence = |b: &Bytes| {
+            let p = crate::media::jpeg::rfc2435::parse(b).unwrap();
+            (p.tables, b[p.scan].to_vec())
+        };
+        for (g, f) in got.iter().zip(&frames) {
+            assert!(g.keyframe);
+            assert_eq!(essence(&g.payload), essence(&f.payload));
+        }
+        // A lost packet (the first picture's second) costs that picture
+        // only.
+        let mut n = 0;
+        let out = roundtrip(&frames, &info, |_| {
+            n += 1;
+            n == 2
+        });
+        assert_eq!(frames_of(&out).len(), 1);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+pub mod rfc2435;
+
 /// No sane MJPEG frame comes near this.
 pub const MAX_IMAGE: usize = 16 << 20;
 

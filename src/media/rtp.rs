@@ -1,5 +1,6 @@
 //! RTP packetization (RFC 3550) of Frames: H.264 per RFC 6184, AAC per
-//! RFC 3640 (AAC-hbr), G.711 per RFC 3551; and RTCP sender reports.
+//! RFC 3640 (AAC-hbr), G.711 per RFC 3551, MJPEG per RFC 2435 (in
+//! [`super::jpeg::rfc2435`]); and RTCP sender reports.
 //!
 //! Packetizing splits a frame into [`Chunk`]s: everything of an RTP packet
 //! but its 12-byte header. The chunks are the same for every viewer, so a
@@ -62,6 +63,8 @@ pub enum TrackParams {
     Pcma,
     Pcmu,
     Opus,
+    /// RFC 2435: each image carries its own tables, so nothing to keep.
+    Jpeg,
 }
 
 /// RFC 7587 §4.1: Opus has a dynamic payload type and a 48 kHz clock.
@@ -87,8 +90,7 @@ impl TrackParams {
             Codec::Pcma => TrackParams::Pcma,
             Codec::Pcmu => TrackParams::Pcmu,
             Codec::Opus => TrackParams::Opus,
-            // RFC 2435 would carry it; our RTSP viewers take H.264 only.
-            Codec::Jpeg => return Err("MJPEG is not sent over RTP".into()),
+            Codec::Jpeg => TrackParams::Jpeg,
             Codec::H265 => TrackParams::H265(HevcConfig::parse(&info.config)?),
             Codec::Flac => return Err("FLAC is not sent over RTP".into()),
         })
@@ -96,7 +98,7 @@ impl TrackParams {
 
     pub fn clock_rate(&self) -> u32 {
         match self {
-            TrackParams::H264(_) | TrackParams::H265(_) => 90_000,
+            TrackParams::H264(_) | TrackParams::H265(_) | TrackParams::Jpeg => 90_000,
             TrackParams::Aac { sample_rate, .. } => *sample_rate,
             TrackParams::Pcma | TrackParams::Pcmu => 8_000,
             TrackParams::Opus => 48_000,
@@ -111,6 +113,7 @@ impl TrackParams {
             TrackParams::Pcma => PT_PCMA,
             TrackParams::Pcmu => PT_PCMU,
             TrackParams::Opus => PT_OPUS,
+            TrackParams::Jpeg => super::jpeg::rfc2435::PT,
         }
     }
 
@@ -125,6 +128,22 @@ pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, Stri
     match params {
         TrackParams::H264(cfg) => packetize_h264(frame, cfg),
         TrackParams::H265(cfg) => packetize_h265(frame, cfg),
+        // RFC 2435 §3.1: the marker ends the image.
+        TrackParams::Jpeg => {
+            let mut out: Vec<Chunk> = super::jpeg::rfc2435::packetize(&frame.payload, MAX_PAYLOAD)?
+                .into_iter()
+                .map(|(prefix, body)| Chunk {
+                    prefix,
+                    body,
+                    marker: false,
+                    ts_offset: 0,
+                })
+                .collect();
+            if let Some(last) = out.last_mut() {
+                last.marker = true;
+            }
+            Ok(out)
+        }
         TrackParams::Aac { .. } => {
             // RFC 3640 §3.3.6 AAC-hbr: a 16-bit AU-headers-length (in bits),
             // then one AU-header of 13-bit size and 3-bit index.

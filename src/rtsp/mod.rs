@@ -367,13 +367,17 @@ fn audio_wanted(t: &Target) -> &'static [Codec] {
     }
 }
 
-/// The video codecs a viewer takes: RTP carries H.264 (RFC 6184) and
-/// H.265 (RFC 7798) alike; `?video=h264` or `?video=h265` asks for one.
+/// The video codecs a viewer takes: RTP carries H.264 (RFC 6184), H.265
+/// (RFC 7798) and MJPEG (RFC 2435) alike; `?video=h264`, `?video=h265`
+/// or `?video=mjpeg` asks for one.
 fn video_wanted(t: &Target) -> &'static [Codec] {
     match t.video.as_deref() {
         Some("h264") => &[Codec::H264],
         Some("h265") => &[Codec::H265],
-        _ => crate::media::h265::H264_OR_H265,
+        Some("mjpeg" | "jpeg") => &[Codec::Jpeg],
+        // RFC 2435 carries an MJPEG camera's JPEGs too, as go2rtc passes
+        // them: last, so a stream that also has H.264 gives H.264.
+        _ => &[Codec::H264, Codec::H265, Codec::Jpeg],
     }
 }
 
@@ -389,7 +393,12 @@ fn wanted(t: &Target, codec: Codec) -> bool {
     };
     match filter {
         None => false,
-        Some(v) => v.is_empty() || v == "all" || v == codec_name(codec),
+        Some(v) => {
+            v.is_empty()
+                || v == "all"
+                || v == codec_name(codec)
+                || (codec == Codec::Jpeg && v == "mjpeg")
+        }
     }
 }
 
@@ -1466,10 +1475,13 @@ mod tests {
         assert!(wanted(&x, Codec::Pcma) && !wanted(&x, Codec::H264));
         let x = t("rtsp://h/cam/");
         assert!(x.track.is_none() && wanted(&x, Codec::H264) && wanted(&x, Codec::Aac));
-        assert_eq!(video_wanted(&x), &[Codec::H264, Codec::H265]);
+        assert_eq!(video_wanted(&x), &[Codec::H264, Codec::H265, Codec::Jpeg]);
         let x = t("rtsp://h:8554/cam?video=h265");
         assert!(wanted(&x, Codec::H265) && !wanted(&x, Codec::H264));
         assert_eq!(video_wanted(&x), &[Codec::H265]);
+        let x = t("rtsp://h:8554/cam?video=mjpeg");
+        assert!(wanted(&x, Codec::Jpeg) && !wanted(&x, Codec::H264));
+        assert_eq!(video_wanted(&x), &[Codec::Jpeg]);
     }
 
     #[test]

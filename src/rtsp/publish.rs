@@ -119,6 +119,8 @@ fn section(m: &sdp_types::Media) -> Result<Section, String> {
         None => match pt {
             "0" => ("PCMU".to_string(), 8000),
             "8" => ("PCMA".to_string(), 8000),
+            // ffmpeg's RTSP muxer writes no rtpmap for MJPEG.
+            "26" => ("JPEG".to_string(), 90000),
             _ => return Err(format!("payload type {pt} has no rtpmap")),
         },
     };

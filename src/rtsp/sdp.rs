@@ -66,6 +66,11 @@ pub fn describe(tracks: &[TrackParams], session_id: u64) -> String {
             TrackParams::Pcmu => {
                 s += &format!("m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} PCMU/8000\r\n")
             }
+            // RFC 2435 §3, RFC 3551 §6: static type 26; the rtpmap is
+            // optional but some players (and our own publish side) like it.
+            TrackParams::Jpeg => {
+                s += &format!("m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} JPEG/90000\r\n")
+            }
             // RFC 7587 §7: always opus/48000/2, whatever is inside.
             TrackParams::Opus => {
                 s += &format!("m=audio 0 RTP/AVP {pt}\r\na=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} sprop-stereo=1\r\n")
@@ -108,6 +113,32 @@ mod tests {
             "{sdp}"
         );
         assert_eq!(sdp.matches("a=control:trackID=").count(), 3);
+    }
+
+    #[test]
+    fn mjpeg_is_payload_type_26_and_ffmpegs_sdp_without_rtpmap_is_taken() {
+        let v = TrackParams::new(&TrackInfo {
+            codec: Codec::Jpeg,
+            config: Bytes::new(),
+        })
+        .unwrap();
+        let sdp = describe(&[v, TrackParams::Pcmu], 7);
+        assert!(
+            sdp.contains(
+                "m=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:trackID=0\r\n"
+            ),
+            "{sdp}"
+        );
+        // What ffmpeg's RTSP muxer announces for MJPEG: the static type
+        // alone (RFC 3551 §6).
+        let ffmpeg = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=tool:libavformat 59.27.100\r\nm=video 0 RTP/AVP 26\r\na=control:streamid=0\r\nm=audio 0 RTP/AVP 0\r\na=control:streamid=1\r\n";
+        let (tracks, skipped) = crate::rtsp::publish::parse_sdp(ffmpeg.as_bytes()).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(tracks.len(), 2);
+        assert!(matches!(
+            tracks[0].1,
+            crate::media::depack::Depacketizer::Jpeg { .. }
+        ));
     }
 
     #[test]

@@ -66,9 +66,12 @@ def launch_line(video_codec="h264", audio_codec="aac"):
         )
     elif video_codec == "mjpeg":
         # RFC 2435 JPEG over RTP (payload type 26), what older and cheap
-        # cameras send.
+        # cameras send. videotestsrc would negotiate Y444, and a 4:4:4 JPEG
+        # has no RFC 2435 type (§4.1: 0 is 4:2:2, 1 is 4:2:0): rtpjpegpay
+        # drops every frame ("Invalid component"), the shared media never
+        # prerolls and DESCRIBE is never answered. I420 makes type 1.
         video = (
-            f"{raw} ! jpegenc quality=80 ! rtpjpegpay name=pay0 pt=26"
+            f"{raw},format=I420 ! jpegenc quality=80 ! rtpjpegpay name=pay0 pt=26"
         )
     else:
         die(f"unknown --video {video_codec}")
