@@ -582,7 +582,7 @@ pub const FFMPEG_DEFAULTS: &[(&str, &str)] = &[
         "h265",
         "-c:v libx265 -g 50 -profile:v main -x265-params level=5.1:high-tier=0 -preset:v superfast -tune:v zerolatency -pix_fmt:v yuv420p",
     ),
-    ("mjpeg", "-c:v mjpeg -q:v 5 -pix_fmt yuvj420p"),
+    ("mjpeg", "-c:v mjpeg -q:v 5 -pix_fmt yuvj420p -huffman default"),
     ("opus", "-c:a libopus -application:a lowdelay -min_comp 0"),
     ("pcmu", "-c:a pcm_mulaw -ar:a 8000 -ac:a 1"),
     ("pcma", "-c:a pcm_alaw -ar:a 8000 -ac:a 1"),

@@ -235,3 +235,55 @@ fn an_h264_transcode_of_an_mjpeg_camera_plays() {
         srv.log()
     );
 }
+
+/// Clients whose output has no MJPEG form (HTTP-FLV, MP4/MSE, HLS) get the
+/// camera's shared H.264 transcode instead of a stream with no picture.
+#[test]
+fn flv_mp4_and_hls_viewers_of_an_mjpeg_camera_get_the_h264_transcode() {
+    let _p = heavy();
+    let cam = Camera::start_with(0, "mjpeg", "pcmu");
+    let (srv, _rtsp) = mjpeg_camera_server(&cam, "");
+    for path in [
+        "/api/stream.flv?src=cam",
+        "/api/stream.mp4?src=cam",
+        "/api/stream.m3u8?src=cam",
+    ] {
+        let (codec, w, h) = video_of(&srv.url(path), &[]);
+        assert_eq!((codec.as_str(), w, h), ("h264", 320, 240), "{path}");
+    }
+    assert!(
+        srv.log()
+            .contains("viewer cannot take the stream's video: joining the H.264 transcode"),
+        "{}",
+        srv.log()
+    );
+}
+
+/// Home Assistant registers `ffmpeg:NAME#video=mjpeg` beside every camera:
+/// a plain RTSP viewer (which takes MJPEG, after H.264 and H.265) must not
+/// start that transcoder; `stream.mjpeg` does.
+#[test]
+fn a_plain_rtsp_viewer_does_not_start_an_mjpeg_transcoder() {
+    let _p = heavy();
+    let cam = Camera::start();
+    let rtsp = free_port();
+    let srv = Server::start(
+        &format!(
+            "  cam:\n    - {}\n    - \"ffmpeg:cam#video=mjpeg\"\n",
+            cam.url
+        ),
+        &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
+    );
+    let mut c = RtspClient::play_tcp(rtsp, "cam");
+    let _ = &mut c;
+    srv.wait_for("the camera", Duration::from_secs(15), || {
+        !srv.producer_pids("cam").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, v) = srv.get_json("/api/streams?src=cam");
+    assert_eq!(v["producers"][0]["state"], "running", "{v}");
+    assert_eq!(v["producers"][1]["state"], "idle", "{v}");
+    drop(c);
+    let parts = mjpeg_parts(srv.port, "cam", 2);
+    assert!(parts.iter().all(|p| p.starts_with(&[0xff, 0xd8])));
+}

@@ -378,20 +378,34 @@ impl Registry {
         req: JoinRequest,
     ) -> Result<Viewer, StreamError> {
         use crate::media::Codec;
-        if !req.video.contains(&Codec::H264) || req.internal {
+        // Outputs that take MJPEG take every video we carry (RTSP, our own
+        // transcoders' reads); those without H.264 cannot use a transcode.
+        if !req.video.contains(&Codec::H264) || req.video.contains(&Codec::Jpeg) || req.internal {
             return stream.join(req).await;
         }
+        // Joined with what it takes and H.265, never MJPEG: a viewer's
+        // codecs decide which producers start, and an FLV viewer must not
+        // start a stream's `#video=mjpeg` transcoder.
         let mut viewer = stream
             .join(JoinRequest {
-                video: fanout::ANY_VIDEO,
+                video: fanout::H264_OR_H265,
                 ..req.clone()
             })
             .await?;
         // A running stream's first deliveries are its tracks; video may
-        // come a moment after audio (two FLV sequence headers). Bounded,
-        // so a stream that says nothing cannot hold the viewer.
+        // come a moment after audio (two FLV sequence headers). A video
+        // the selector could not pick (an MJPEG camera) shows in what the
+        // producers deliver. Bounded, so a stream that says nothing cannot
+        // hold the viewer.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let mut seen = std::collections::VecDeque::new();
+        let unpicked = |info: Option<StreamInfo>| -> Option<Codec> {
+            info?
+                .producers
+                .iter()
+                .flat_map(|p| p.codecs.iter().copied())
+                .find(|c| c.kind() == crate::media::TrackKind::Video && !req.video.contains(c))
+        };
         let unfit = loop {
             match tokio::time::timeout_at(deadline, viewer.next()).await {
                 Ok(Ok(d)) => {
@@ -402,9 +416,15 @@ impl Registry {
                         }
                         Delivery::Frame(_) => None,
                     };
+                    let tracks_without_video = matches!(&d, Delivery::Tracks { video: None, .. });
                     seen.push_back(d);
                     if let Some(c) = video {
                         break (!req.video.contains(&c)).then_some(c);
+                    }
+                    if tracks_without_video {
+                        if let Some(c) = unpicked(stream.info().await) {
+                            break Some(c);
+                        }
                     }
                     if seen.len() > 256 {
                         break None; // audio only, it seems
@@ -415,7 +435,7 @@ impl Registry {
                         stream: stream.name().to_string(),
                     })
                 }
-                Err(_) => break None,
+                Err(_) => break unpicked(stream.info().await),
             }
         };
         let Some(codec) = unfit else {
@@ -1448,8 +1468,19 @@ impl Actor {
             );
         let mut d = Demand::default();
         for (video, audio) in wants {
-            for (have, want) in [(&mut d.video, video), (&mut d.audio, audio)] {
-                for c in want {
+            for (k, (have, want)) in [(&mut d.video, video), (&mut d.audio, audio)]
+                .into_iter()
+                .enumerate()
+            {
+                for (rank, c) in want.iter().enumerate() {
+                    // MJPEG is a last resort of plain RTSP viewers (an MJPEG
+                    // camera plays to them): it starts a `#video=mjpeg`
+                    // transcoder only for a viewer that wants it first
+                    // (`stream.mjpeg`, `?video=mjpeg`). Home Assistant
+                    // registers one beside every camera.
+                    if k == 0 && *c == crate::media::Codec::Jpeg && rank > 0 {
+                        continue;
+                    }
                     if !have.contains(c) {
                         have.push(*c);
                     }
