@@ -5,7 +5,11 @@
 //! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
 //! (HTTP-FLV out and go2rtc's JSON API); [`rtsp`], [`rtmp`] and [`hls`] are
 //! the other ways in and out. Every way in passes [`auth`] (one credential
-//! model) and [`net`] (connection caps and deadlines) first.
+//! model) and [`net`] (connection caps and deadlines) first. A producer
+//! whose codecs FLV cannot hold (H.265, Opus, MJPEG) publishes back over
+//! [`rtsp`] instead (RTP in [`media::depack`]), and a viewer whose output
+//! cannot take a stream's video gets its H.264 transcode
+//! ([`hub::Registry::join_fitting`]).
 
 pub mod api;
 pub mod auth;
