@@ -465,11 +465,11 @@ impl Registry {
     /// an H.265 decoder plays an H.265 camera). Its audio is NAME's, as
     /// is, for the output to fit (G.711 becomes FLAC in MP4).
     pub fn transcoded(&self, name: &str, to: crate::media::Codec) -> Result<Stream, StreamError> {
-        let Some(base) = self.get(name) else {
+        if self.get(name).is_none() {
             return Err(StreamError::NotFound {
                 stream: name.to_string(),
             });
-        };
+        }
         let label = match to {
             crate::media::Codec::H264 => "h264",
             other => {
@@ -488,7 +488,6 @@ impl Registry {
         {
             return Ok(d.clone());
         }
-        drop(base);
         let source = crate::config::transcode_source(name, label, &self.deps.ffmpeg_templates)
             .map_err(|reason| StreamError::Unsupported {
                 stream: name.to_string(),
