@@ -1372,19 +1372,7 @@ async fn publish_flv(
     let mut data = body.into_data_stream();
     let mut demux = flv::Demuxer::new();
     let ended = loop {
-        let flush_at = publisher.flush_deadline();
-        let next = tokio::select! {
-            r = tokio::time::timeout(silence, data.next()) => r,
-            _ = async {
-                match flush_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                publisher.flush();
-                continue;
-            }
-        };
+        let next = tokio::time::timeout(silence, data.next()).await;
         let chunk = match next {
             Err(_) => {
                 break Err(ApiError::new(
@@ -1428,7 +1416,6 @@ async fn publish_flv(
             .with("stream", name.as_str()));
         }
     };
-    publisher.flush();
     let offset = demux.offset();
     drop(publisher); // frees the stream at once
     match ended {

@@ -363,7 +363,7 @@ pub fn render_text(streams: &[(&str, &StreamMetrics)], process: Process) -> Stri
     out.family(
         "streamvisor_stream_drops_total",
         "counter",
-        "Media that viewers skipped because they fell behind: a frame, or a ring batch (up to 100 ms) overwritten before a slow viewer read it.",
+        "Media that viewers skipped because they fell behind: a frame, or a ring batch (what one producer read brought) overwritten before a slow viewer read it.",
     );
     for (name, m) in streams {
         out.sample(

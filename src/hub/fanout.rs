@@ -7,11 +7,14 @@
 //! joined with. Memory is bounded by the ring and the GOP cache, not by the
 //! number of viewers, and a payload is one `Bytes` shared by all of them.
 //!
-//! Items travel in batches of up to [`BATCH_WINDOW`]: a viewer then wakes,
-//! and its socket is written, about ten times a second rather than once per
-//! audio and video frame (some 70 times a second). At hundreds of viewers
-//! those wake-ups and writes are most of the relay's CPU. Keyframes and
-//! track changes go at once, so a start is never delayed.
+//! No added latency (DESIGN.md "The hub"): an item goes into the ring as
+//! soon as it is published, and every viewer can take it at once. Batching
+//! comes only from load, never from a timer: the items a producer's one
+//! read brought are one batch ([`Fanout::queue`], then [`Fanout::flush`]),
+//! and a viewer that wakes late drains everything waiting in one write
+//! (the outputs take what is ready before they write). Until issue 17 a
+//! 100 ms window batched frames to save wake-ups and writes; it added
+//! 48 ms (p99 102 ms) to every frame.
 //!
 //! The short `std::sync::Mutex` here guards only in-memory bookkeeping and is
 //! never held across an `.await`.
@@ -28,13 +31,10 @@ use crate::media::flv::Event;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
 use crate::metrics::{Counter, OutputMetrics, StreamMetrics};
 
-/// Ring capacity in batches: about 10 s of media at one batch per
-/// [`BATCH_WINDOW`], room for a viewer's hiccup with bounded memory.
-pub const RING: usize = 128;
-/// How long a frame may wait for company before its batch goes out.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
-/// A batch goes out once it holds this many items, whatever its age.
-pub const BATCH_MAX: usize = 32;
+/// Ring capacity in batches: a batch is mostly one frame, so about 14 s of
+/// a 25 fps stream with its audio: room for a viewer's hiccup, with memory
+/// bounded by the ring.
+pub const RING: usize = 1024;
 /// The GOP cache gives up (until the next keyframe) past these bounds, so a
 /// camera with a one-minute keyframe interval cannot eat memory.
 pub const GOP_MAX_ITEMS: usize = 2000;
@@ -94,9 +94,8 @@ struct State {
     /// The video source whose keyframes start the GOP cache.
     gop_owner: Option<SourceId>,
     ready: bool,
-    /// Items published but not yet sent, and when the first of them came.
+    /// Items queued by a producer's read and not yet sent.
     pending: Vec<Item>,
-    pending_since: Option<Instant>,
     /// The stream clock's zero, set by the first frame of a run. It stays
     /// until the stream stops, so timestamps keep increasing across
     /// producer restarts.
@@ -155,7 +154,6 @@ impl Fanout {
                 gop_owner: None,
                 ready: false,
                 pending: Vec::new(),
-                pending_since: None,
                 origin: None,
                 run: 0,
                 settled: false,
@@ -190,7 +188,6 @@ impl Fanout {
     /// Sends what is pending, caching it for late joiners as it goes out
     /// (so a join snapshot never holds an item the ring will still bring).
     fn flush_locked(&self, st: &mut State) {
-        st.pending_since = None;
         if st.pending.is_empty() {
             return;
         }
@@ -207,16 +204,10 @@ impl Fanout {
         }
     }
 
-    /// Sends the pending batch now. Producers call this when
-    /// [`Fanout::flush_deadline`] passes with no new frame.
+    /// Sends what [`Fanout::queue`] queued, as one batch.
     pub fn flush(&self) {
         let mut st = self.lock();
         self.flush_locked(&mut st);
-    }
-
-    /// When the pending batch must go out, if there is one.
-    pub fn flush_deadline(&self) -> Option<Instant> {
-        self.lock().pending_since.map(|t| t + BATCH_WINDOW)
     }
 
     /// Attaches a new producer run for `source`.
@@ -284,7 +275,6 @@ impl Fanout {
         st.gop_owner = None;
         st.ready = false;
         st.pending.clear();
-        st.pending_since = None;
         st.origin = None;
         st.run += 1;
         st.settled = false;
@@ -310,11 +300,31 @@ impl Fanout {
         self.lock().ready
     }
 
-    /// Publishes one demuxed event. Returns false if `generation` no longer
-    /// owns `source` (the caller should stop).
+    /// Publishes one demuxed event and sends it at once. Returns false if
+    /// `generation` no longer owns `source` (the caller should stop).
     pub fn publish(&self, source: SourceId, generation: Generation, ev: Event) -> bool {
         let mut st = self.lock();
-        let st = &mut *st;
+        let ok = self.queue_locked(&mut st, source, generation, ev);
+        self.flush_locked(&mut st);
+        ok
+    }
+
+    /// Queues one event of several that arrived together (one read of a
+    /// producer's pipe): [`Fanout::flush`] then sends them as one batch,
+    /// which costs every viewer one wake-up and one write instead of one
+    /// per event, and delays none of them.
+    pub fn queue(&self, source: SourceId, generation: Generation, ev: Event) -> bool {
+        let mut st = self.lock();
+        self.queue_locked(&mut st, source, generation, ev)
+    }
+
+    fn queue_locked(
+        &self,
+        st: &mut State,
+        source: SourceId,
+        generation: Generation,
+        ev: Event,
+    ) -> bool {
         let wall = Instant::now();
         // A second of headroom: audio that a producer stamps a little before
         // its first video frame still lands at or after zero.
@@ -374,16 +384,7 @@ impl Fanout {
                 Item::Frame { source, frame }
             }
         };
-        let now_flush = match &item {
-            // A start (and a late joiner's first picture) never waits.
-            Item::Frame { frame, .. } => frame.kind() == TrackKind::Video && frame.keyframe,
-            _ => true,
-        };
         st.pending.push(item);
-        let since = *st.pending_since.get_or_insert(wall);
-        if now_flush || st.pending.len() >= BATCH_MAX || wall >= since + BATCH_WINDOW {
-            self.flush_locked(st);
-        }
         true
     }
 
@@ -783,11 +784,9 @@ mod tests {
         fn settled(&self, _run: u64) {}
     }
 
-    /// Publishes and sends at once, so each test item is its own batch.
+    /// Each test item is its own batch.
     fn publish(f: &Fanout, source: SourceId, g: Generation, ev: Event) -> bool {
-        let ok = f.publish(source, g, ev);
-        f.flush();
-        ok
+        f.publish(source, g, ev)
     }
 
     fn fanout(n: usize) -> (Fanout, Arc<AtomicUsize>) {
@@ -1085,27 +1084,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn frames_travel_in_batches_but_keyframes_do_not_wait() {
+    async fn every_frame_goes_out_at_once_and_a_read_is_one_batch() {
+        use futures_util::FutureExt;
         let (f, ready) = fanout(1);
         let g = Generation(1);
         f.attach(0, g);
         f.publish(0, g, vtrack());
         f.publish(0, g, atrack());
         f.publish(0, g, vframe(0, true));
-        // The keyframe went out at once: the stream is ready, a viewer sees it.
         assert_eq!(ready.load(Ordering::SeqCst), 1);
         let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
         frames(&mut sel, 3).await;
-        f.publish(0, g, aframe(10));
-        f.publish(0, g, vframe(40, false));
-        assert!(f.flush_deadline().is_some());
-        // Nothing yet: the two frames wait for their window.
-        assert!(tokio::time::timeout(Duration::from_millis(50), sel.next())
-            .await
-            .is_err());
-        tokio::time::sleep_until(f.flush_deadline().unwrap()).await;
+        // Was: these two waited up to 100 ms for company.
+        for ev in [aframe(10), vframe(40, false)] {
+            f.publish(0, g, ev);
+            let d = sel.next().now_or_never();
+            assert!(matches!(d, Some(Ok(Delivery::Frame(_)))), "{d:?}");
+        }
+        // What one read brought goes as one batch, when the read is done.
+        f.queue(0, g, aframe(31));
+        f.queue(0, g, vframe(80, false));
+        assert!(sel.next().now_or_never().is_none(), "sent before the flush");
         f.flush();
-        assert!(f.flush_deadline().is_none());
+        assert_eq!(sel.cursor.rx.len(), 1, "one batch for the read");
         let got = frames(&mut sel, 2).await;
         assert!(matches!(&got[0], Delivery::Frame(a) if a.codec == Codec::Aac));
         assert!(matches!(&got[1], Delivery::Frame(v) if v.codec == Codec::H264));
@@ -1203,7 +1204,7 @@ mod tests {
         let mut slow = Selector::new(f.subscribe(), None, ANY_AUDIO, stats.clone());
         frames(&mut slow, 2).await;
         for i in 201..450 {
-            f.publish(0, g, vframe(i * 40, i % 25 == 0)); // batched, in the ring
+            f.queue(0, g, vframe(i * 40, i % 25 == 0)); // one batch, in the ring
         }
         f.flush();
         let mut ended = None;

@@ -671,15 +671,6 @@ impl Publisher {
     pub fn is_current(&self) -> bool {
         self.fanout.owns(self.source, self.generation)
     }
-
-    /// When the pending batch must go out (see [`Fanout::flush_deadline`]).
-    pub fn flush_deadline(&self) -> Option<Instant> {
-        self.fanout.flush_deadline()
-    }
-
-    pub fn flush(&self) {
-        self.fanout.flush();
-    }
 }
 
 impl Drop for Publisher {
@@ -2444,12 +2435,18 @@ async fn demux(
                             .last_frame_ms
                             .store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
                     }
-                    if !fanout.publish(index as SourceId, generation, ev) {
+                    // Queued: what this read brought goes as one batch.
+                    if !fanout.queue(index as SourceId, generation, ev) {
+                        fanout.flush();
                         return "superseded by a newer run".into();
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    fanout.flush();
+                    break;
+                }
                 Err(e) => {
+                    fanout.flush();
                     tracing::error!(stream = %stream, source = index, "producer sent garbage: {e}");
                     return format!("garbage on stdout: {e}");
                 }
@@ -2459,20 +2456,7 @@ async fn demux(
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
-        // A pending batch goes out at its deadline even if this producer
-        // has nothing more to say (a 1 fps camera, a stall).
-        let read = stdout.read_buf(buf);
-        let read = match fanout.flush_deadline() {
-            Some(at) => tokio::select! {
-                r = read => r,
-                _ = tokio::time::sleep_until(at) => {
-                    fanout.flush();
-                    continue;
-                }
-            },
-            None => read.await,
-        };
-        match read {
+        match stdout.read_buf(buf).await {
             Ok(0) => return "stdout closed".into(),
             Ok(n) => {
                 stats.bytes.fetch_add(n as u64, Ordering::Relaxed);

@@ -25,7 +25,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::rtsp::write_all_vectored;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 use crate::auth::{self, Gate};
 use crate::hub::fanout::{Delivery, ANY_AUDIO};
@@ -167,25 +166,15 @@ impl Conn {
         let publish_timeout = self.registry.publish_config().timeout;
         loop {
             self.send().await?;
-            let (silence, flush_at) = match &self.role {
-                Role::Publishing { publisher, .. } => (publish_timeout, publisher.flush_deadline()),
-                Role::Idle | Role::Playing => (IDLE_TIMEOUT, None),
+            let silence = match &self.role {
+                Role::Publishing { .. } => publish_timeout,
+                Role::Idle | Role::Playing => IDLE_TIMEOUT,
             };
-            tokio::select! {
-                r = tokio::time::timeout(silence, self.sock.read_buf(&mut self.buf)) => {
-                    match r {
-                        Err(_) => return Err(format!("no data for {} ms", silence.as_millis())),
-                        Ok(Err(e)) => return Err(format!("read: {e}")),
-                        Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(n)) => self.received += n as u64,
-                    }
-                }
-                _ = sleep_until_opt(flush_at) => {
-                    if let Role::Publishing { publisher, .. } = &self.role {
-                        publisher.flush();
-                    }
-                    continue;
-                }
+            match tokio::time::timeout(silence, self.sock.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(format!("no data for {} ms", silence.as_millis())),
+                Ok(Err(e)) => return Err(format!("read: {e}")),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => self.received += n as u64,
             }
             self.maybe_ack();
             while let Some(m) = self.reader.read(&mut self.buf).map_err(|e| e.to_string())? {
@@ -774,13 +763,6 @@ fn stream_name(app: &str, key: &str) -> String {
 
 fn strip_query(s: &str) -> &str {
     s.split('?').next().unwrap_or("")
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

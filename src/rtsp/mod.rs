@@ -258,8 +258,6 @@ enum Event {
     Idle,
     /// A datagram from a UDP publisher's track.
     Udp(usize, bytes::Bytes),
-    /// A publisher's pending batch is due.
-    Flush,
 }
 
 /// The stream name, the control suffix (`trackID=N`) and the query
@@ -430,7 +428,6 @@ impl Conn {
                 }
                 None => Instant::now() + SESSION_TIMEOUT,
             };
-            let flush_at = self.publishing.as_ref().and_then(|p| p.flush_at());
             // Playing over TCP, or watched for signs of life above: kept.
             // Anything else must keep sending requests.
             let idle = !playing && !watch;
@@ -450,7 +447,6 @@ impl Conn {
                     _ = sleep_until_lazy(silent_at), if watch => Event::Silent,
                     _ = sleep_until_lazy(idle_at), if idle => Event::Idle,
                     Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
-                    _ = sleep_until_lazy(flush_at.unwrap_or(silent_at)), if flush_at.is_some() => Event::Flush,
                 }
             };
             let step = match ev {
@@ -466,12 +462,6 @@ impl Conn {
                 )),
                 Event::Idle => Err(format!("no request for {} s", REQUEST_TIMEOUT.as_secs())),
                 Event::Udp(i, d) => self.on_published_rtp(i, d),
-                Event::Flush => {
-                    if let Some(p) = &self.publishing {
-                        p.publisher.flush();
-                    }
-                    Ok(())
-                }
             };
             if let Err(why) = step {
                 return why;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::AbortOnDrop;
 use crate::hub::Publisher;
@@ -233,10 +232,6 @@ impl PublishSession {
             }
         }
         events.into_iter().all(|ev| self.publisher.publish(ev))
-    }
-
-    pub fn flush_at(&self) -> Option<Instant> {
-        self.publisher.flush_deadline()
     }
 }
 
