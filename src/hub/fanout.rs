@@ -103,6 +103,12 @@ struct State {
     /// How many times the stream was reset.
     run: u64,
     settled: bool,
+    /// The ring, made by the first viewer of a run and dropped when the run
+    /// ends ([`Fanout::reset`]): 1024 slots cost about 48 KiB, and an idle
+    /// stream (most of a camera config, most of the time) has no viewer to
+    /// fill it. With nobody subscribed there is nobody to send to: items
+    /// only feed the GOP cache, which a first viewer then joins with.
+    tx: Option<broadcast::Sender<Batch>>,
 }
 
 /// Told once per run, when the stream has something a viewer can decode
@@ -117,7 +123,6 @@ pub trait ReadyNotify: Send + Sync {
 
 pub struct Fanout {
     state: Mutex<State>,
-    tx: broadcast::Sender<Batch>,
     /// For log lines.
     stream: Box<str>,
     /// The newest frame's dts: how far behind a viewer is.
@@ -145,7 +150,6 @@ impl Fanout {
         preferred: Option<SourceId>,
         notify: Box<dyn ReadyNotify>,
     ) -> Fanout {
-        let (tx, _) = broadcast::channel(RING);
         Fanout {
             state: Mutex::new(State {
                 sources: (0..sources).map(|_| SourceState::default()).collect(),
@@ -157,8 +161,8 @@ impl Fanout {
                 origin: None,
                 run: 0,
                 settled: false,
+                tx: None,
             }),
-            tx,
             stream: stream.into(),
             latest: Arc::new(AtomicI64::new(0)),
             notify,
@@ -195,7 +199,9 @@ impl Fanout {
         for item in &items {
             self.cache(st, item);
         }
-        let _ = self.tx.send(items.into());
+        if let Some(tx) = &st.tx {
+            let _ = tx.send(items.into());
+        }
         let announced =
             |s: &SourceState| s.generation.is_none() || s.video.is_some() || s.audio.is_some();
         if st.ready && !st.settled && st.sources.iter().all(announced) {
@@ -278,7 +284,11 @@ impl Fanout {
         st.origin = None;
         st.run += 1;
         st.settled = false;
-        let _ = self.tx.send(Arc::new([Item::Eos]));
+        // Cursors still read the Eos from a dropped sender's ring (then
+        // Closed); the ring itself goes with the last of them.
+        if let Some(tx) = st.tx.take() {
+            let _ = tx.send(Arc::new([Item::Eos]));
+        }
     }
 
     /// The codecs `source` has announced (video first), for the API.
@@ -447,8 +457,15 @@ impl Fanout {
     /// A new cursor: the track table and GOP cache as of now, then live items.
     /// Both are taken under one lock, so nothing is missed or seen twice.
     pub fn subscribe(&self) -> Cursor {
-        let st = self.lock();
-        let rx = self.tx.subscribe();
+        let mut st = self.lock();
+        let rx = match &st.tx {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(RING);
+                st.tx = Some(tx);
+                rx
+            }
+        };
         let mut backlog = VecDeque::new();
         for (i, s) in st.sources.iter().enumerate() {
             for info in [&s.video, &s.audio].into_iter().flatten() {
@@ -1235,5 +1252,38 @@ mod tests {
         f.reset();
         assert_eq!(sel.next().await, Err(Ended::Stopped));
         assert!(!f.is_ready());
+    }
+
+    /// Issue 17: an idle stream holds no ring (1024 slots, about 48 KiB,
+    /// was most of what 100 idle streams cost); a viewer makes it, the end
+    /// of the run frees it, and a viewer of the next run gets a new one.
+    #[tokio::test]
+    async fn the_ring_lives_only_while_a_run_has_viewers() {
+        let (f, _) = fanout(1);
+        let g = Generation(1);
+        f.attach(0, g);
+        publish(&f, 0, g, vtrack());
+        publish(&f, 0, g, vframe(0, true));
+        assert!(f.lock().tx.is_none(), "no viewer yet, no ring");
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
+        assert!(f.lock().tx.is_some());
+        // The viewer joined with the GOP cache: the keyframe sent before it
+        // came, into no ring, still reaches it.
+        let got = frames(&mut sel, 2).await;
+        assert!(matches!(&got[0], Delivery::Tracks { video: Some(_), .. }));
+        assert!(matches!(&got[1], Delivery::Frame(v) if v.keyframe));
+        publish(&f, 0, g, vframe(40, false));
+        assert_eq!(frames(&mut sel, 1).await.len(), 1);
+        f.reset();
+        assert!(f.lock().tx.is_none(), "the run ended, the ring goes");
+        assert_eq!(sel.next().await, Err(Ended::Stopped));
+        let g = Generation(2);
+        f.attach(0, g);
+        let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, Default::default());
+        assert!(f.lock().tx.is_some());
+        publish(&f, 0, g, vtrack());
+        publish(&f, 0, g, vframe(0, true));
+        let got = frames(&mut sel, 2).await;
+        assert!(matches!(&got[1], Delivery::Frame(v) if v.keyframe));
     }
 }
