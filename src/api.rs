@@ -1555,6 +1555,9 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                     .fetch_add(b.len() as u64, Ordering::Relaxed);
                 return Some((Ok(b), st));
             }
+            // Polled again with the queue empty: hyper took the last
+            // frame's tags, so that frame's delay ends here.
+            st.viewer.stats().delivered();
             match st.viewer.next().await {
                 Err(e) => {
                     tracing::debug!(error = %e, "http-flv viewer ended");

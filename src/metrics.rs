@@ -19,6 +19,7 @@
 //! | `streamvisor_stream_drops_total` | counter | `stream` |
 //! | `streamvisor_stream_producer_restarts_total` | counter | `stream`, `source` |
 //! | `streamvisor_stream_producer_uptime_seconds` | gauge | `stream`, `source` (`0`, `1` … or `publisher`) |
+//! | `streamvisor_stream_delivery_delay_seconds` | histogram | `stream`, `protocol`: from the hub taking a frame to the output handing it to the viewer's socket |
 //! | `streamvisor_children_running` | gauge | |
 //! | `streamvisor_children_spawned_total` | counter | |
 //! | `streamvisor_children_sigkill_total` | counter | |
@@ -73,6 +74,56 @@ pub struct OutputMetrics {
     protocol: &'static str,
     viewers: AtomicI64,
     bytes_out: Arc<AtomicU64>,
+    delay: Arc<Histogram>,
+}
+
+/// Upper bounds of the delivery-delay buckets, in microseconds (0.5 ms to
+/// 1 s; issue 17's targets are 5 and 20 ms). `+Inf` follows them.
+pub const DELAY_BUCKETS_US: [u64; 11] = [
+    500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+];
+
+/// A Prometheus histogram of delays, written by many viewers at once:
+/// one atomic per bucket (not cumulative; the scrape sums them), so an
+/// observation is three relaxed adds and takes no lock.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; DELAY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_us(&self, us: u64) {
+        let i = DELAY_BUCKETS_US.partition_point(|b| *b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The delay from `since` (a [`now_us`] reading) to now.
+    pub fn observe_since(&self, since: u64) {
+        self.observe_us(now_us().saturating_sub(since));
+    }
+
+    /// Cumulative counts per bucket (the last is `+Inf`, the count), and
+    /// the sum in microseconds.
+    pub fn snapshot(&self) -> ([u64; DELAY_BUCKETS_US.len() + 1], u64) {
+        let mut c = [0; DELAY_BUCKETS_US.len() + 1];
+        let mut total = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            c[i] = total;
+        }
+        (c, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Microseconds since the process's first call, plus one (so 0 can mean
+/// "no time"): a monotonic instant that fits an `AtomicU64` and travels
+/// with a ring batch for the price of a `u64`.
+pub fn now_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    epoch.elapsed().as_micros() as u64 + 1
 }
 
 impl StreamMetrics {
@@ -172,6 +223,7 @@ impl StreamMetrics {
             protocol,
             viewers: AtomicI64::new(0),
             bytes_out: Arc::new(AtomicU64::new(0)),
+            delay: Arc::default(),
         });
         o.push(m.clone());
         m
@@ -205,6 +257,11 @@ impl OutputMetrics {
 
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// The delivery delays of this protocol's viewers.
+    pub fn delay(&self) -> &Arc<Histogram> {
+        &self.delay
     }
 }
 
@@ -343,6 +400,38 @@ pub fn render_text(streams: &[(&str, &StreamMetrics)], process: Process) -> Stri
                 "streamvisor_stream_bytes_out_total",
                 &[("stream", name), ("protocol", o.protocol)],
                 o.bytes_out(),
+            );
+        }
+    }
+
+    out.family(
+        "streamvisor_stream_delivery_delay_seconds",
+        "histogram",
+        "Seconds from the hub taking a frame from a producer or publisher to the output handing it to the viewer's socket, by output protocol; frames of a join's GOP snapshot are not counted.",
+    );
+    for ((name, _), outs) in streams.iter().zip(&outputs) {
+        for o in outs {
+            let (counts, sum_us) = o.delay.snapshot();
+            for (i, n) in counts.iter().enumerate() {
+                let le = DELAY_BUCKETS_US.get(i).map_or(Cow::Borrowed("+Inf"), |us| {
+                    Cow::Owned((*us as f64 / 1e6).to_string())
+                });
+                out.sample(
+                    "streamvisor_stream_delivery_delay_seconds_bucket",
+                    &[("stream", name), ("protocol", o.protocol), ("le", &le)],
+                    n,
+                );
+            }
+            let labels = [("stream", *name), ("protocol", o.protocol)];
+            out.sample(
+                "streamvisor_stream_delivery_delay_seconds_sum",
+                &labels,
+                sum_us as f64 / 1e6,
+            );
+            out.sample(
+                "streamvisor_stream_delivery_delay_seconds_count",
+                &labels,
+                counts[DELAY_BUCKETS_US.len()],
             );
         }
     }
@@ -527,7 +616,7 @@ mod tests {
                 let (name, kind) = rest.split_once(' ').unwrap();
                 assert!(helped.contains(name), "TYPE before HELP for {name}");
                 assert!(declared.insert(name.to_string()), "TYPE twice for {name}");
-                assert!(matches!(kind, "counter" | "gauge"), "{line}");
+                assert!(matches!(kind, "counter" | "gauge" | "histogram"), "{line}");
                 if kind == "counter" {
                     assert!(name.ends_with("_total"), "counter {name}");
                 } else {
@@ -540,8 +629,15 @@ mod tests {
                     Some((n, l)) => (n, l.strip_suffix('}').expect("labels close")),
                     None => (series, ""),
                 };
-                let (family, _) = current.as_ref().expect("a sample before any TYPE");
-                assert_eq!(name, family, "sample outside its family: {line}");
+                let (family, kind) = current.as_ref().expect("a sample before any TYPE");
+                let base = match kind.as_str() {
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name),
+                    _ => name,
+                };
+                assert_eq!(base, family, "sample outside its family: {line}");
                 let value: f64 = value.parse().expect(line);
                 samples.push((name.to_string(), labels.to_string(), value));
             }
@@ -713,10 +809,24 @@ mod tests {
             "streamvisor_stream_drops_total",
             "streamvisor_stream_producer_restarts_total",
             "streamvisor_stream_producer_uptime_seconds",
+            "streamvisor_stream_delivery_delay_seconds",
         ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
         }
         assert_eq!(s.len(), 3, "only the process samples:\n{text}");
+    }
+
+    /// A delay lands in the first bucket whose bound is at or above it
+    /// (`le`), and the scrape's counts are cumulative.
+    #[test]
+    fn delays_land_in_le_buckets() {
+        let h = Histogram::default();
+        for us in [1, 500, 501, 5_000, 20_001, 2_000_000] {
+            h.observe_us(us);
+        }
+        let (c, sum) = h.snapshot();
+        assert_eq!(c, [2, 3, 3, 4, 4, 4, 5, 5, 5, 5, 5, 6]);
+        assert_eq!(sum, 1 + 500 + 501 + 5_000 + 20_001 + 2_000_000);
     }
 
     #[test]

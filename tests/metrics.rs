@@ -258,3 +258,57 @@ fn metrics_parse_and_move_while_a_reader_watches() {
         assert!(c.value(m, &labels) >= b.value(m, &labels), "{m} went back");
     }
 }
+
+const DELAY: &str = "streamvisor_stream_delivery_delay_seconds";
+
+/// Issue 17: each output's delivery delay (the hub taking a frame → the
+/// output handing it to the viewer's socket) is a Prometheus histogram
+/// with millisecond buckets, fed while a viewer watches.
+#[test]
+fn delivery_delay_is_a_histogram_per_output() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), "");
+    let (status, s) = open_flv(srv.port, "demo");
+    assert_eq!(status, 200);
+    let reader = Drain::new(s);
+    srv.wait_for("FLV bytes", Duration::from_secs(20), || {
+        reader.bytes() > 20_000
+    });
+    // Live frames after the join's GOP snapshot (which is not counted).
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = scrape(&srv);
+    assert_eq!(
+        m.types.get(DELAY).map(String::as_str),
+        Some("histogram"),
+        "{}",
+        m.text
+    );
+    let flv = [("stream", "demo"), ("protocol", "http-flv")];
+    let count = m.value(&format!("{DELAY}_count"), &flv);
+    assert!(count >= 10.0, "{count} frames delivered:\n{}", m.text);
+    let mut last = 0.0;
+    for le in [
+        "0.0005", "0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1",
+        "+Inf",
+    ] {
+        let n = m.value(&format!("{DELAY}_bucket"), &[flv[0], flv[1], ("le", le)]);
+        assert!(
+            n >= last,
+            "bucket le={le} below the one before:\n{}",
+            m.text
+        );
+        last = n;
+    }
+    assert_eq!(last, count, "+Inf is not the count");
+    // A relay adds milliseconds: most frames go out within 100 ms even on
+    // a busy test machine, and the mean is under that.
+    let fast = m.value(&format!("{DELAY}_bucket"), &[flv[0], flv[1], ("le", "0.1")]);
+    assert!(fast >= count * 0.9, "{fast} of {count} within 100 ms");
+    let sum = m.value(&format!("{DELAY}_sum"), &flv);
+    assert!(
+        sum > 0.0 && sum / count < 0.1,
+        "mean delay {} s",
+        sum / count
+    );
+    reader.close();
+}

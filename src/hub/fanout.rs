@@ -20,7 +20,7 @@
 //! never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::media::flv::Event;
 use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
-use crate::metrics::{Counter, OutputMetrics, StreamMetrics};
+use crate::metrics::{Counter, Histogram, OutputMetrics, StreamMetrics};
 
 /// Ring capacity in batches: a batch is mostly one frame, so about 14 s of
 /// a 25 fps stream with its audio: room for a viewer's hiccup, with memory
@@ -68,6 +68,12 @@ pub enum Item {
 
 /// What the ring carries: items in order, shared by every viewer.
 pub type Batch = Arc<[Item]>;
+
+/// A batch and when the hub sent it ([`crate::metrics::now_us`]): what
+/// each output's delivery delay (`/api/metrics`) is measured from. Taken
+/// once per batch, not per frame: a batch is what one producer read
+/// brought, so its frames arrived together.
+type Sent = (u64, Batch);
 
 /// What a producer's ownership token proves: that its frames are still
 /// wanted. A restarted source gets a new generation, so a slow, stale task
@@ -108,7 +114,7 @@ struct State {
     /// stream (most of a camera config, most of the time) has no viewer to
     /// fill it. With nobody subscribed there is nobody to send to: items
     /// only feed the GOP cache, which a first viewer then joins with.
-    tx: Option<broadcast::Sender<Batch>>,
+    tx: Option<broadcast::Sender<Sent>>,
 }
 
 /// Told once per run, when the stream has something a viewer can decode
@@ -200,7 +206,7 @@ impl Fanout {
             self.cache(st, item);
         }
         if let Some(tx) = &st.tx {
-            let _ = tx.send(items.into());
+            let _ = tx.send((crate::metrics::now_us(), items.into()));
         }
         let announced =
             |s: &SourceState| s.generation.is_none() || s.video.is_some() || s.audio.is_some();
@@ -287,7 +293,7 @@ impl Fanout {
         // Cursors still read the Eos from a dropped sender's ring (then
         // Closed); the ring itself goes with the last of them.
         if let Some(tx) = st.tx.take() {
-            let _ = tx.send(Arc::new([Item::Eos]));
+            let _ = tx.send((crate::metrics::now_us(), Arc::new([Item::Eos])));
         }
     }
 
@@ -480,6 +486,7 @@ impl Fanout {
             rx,
             backlog,
             batch: None,
+            sent_at: 0,
             latest: self.latest.clone(),
             live: false,
             preferred: self.preferred,
@@ -489,9 +496,11 @@ impl Fanout {
 
 /// A viewer's position in the stream: first the join snapshot, then the ring.
 pub struct Cursor {
-    rx: broadcast::Receiver<Batch>,
+    rx: broadcast::Receiver<Sent>,
     backlog: VecDeque<Item>,
     batch: Option<(Batch, usize)>,
+    /// When the current batch was sent; 0 while in the join snapshot.
+    sent_at: u64,
     /// The newest dts published (the live edge), shared with the fan-out.
     latest: Arc<AtomicI64>,
     /// Whether the last item came from the ring (not the join snapshot,
@@ -523,6 +532,7 @@ impl Cursor {
     pub async fn next(&mut self) -> Next {
         if let Some(i) = self.backlog.pop_front() {
             self.live = false;
+            self.sent_at = 0;
             return Next::Item(i);
         }
         self.live = true;
@@ -535,7 +545,10 @@ impl Cursor {
                 self.batch = None;
             }
             match self.rx.recv().await {
-                Ok(b) => self.batch = Some((b, 0)),
+                Ok((at, b)) => {
+                    self.sent_at = at;
+                    self.batch = Some((b, 0));
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => return Next::Lagged(n),
                 Err(broadcast::error::RecvError::Closed) => return Next::Closed,
             }
@@ -553,13 +566,35 @@ pub struct ViewerStats {
     /// Frames (or, after a lag, ring batches) it skipped: see
     /// [`Selector::next`].
     pub drops: Counter,
+    /// When the hub sent the frame [`Selector::next`] last delivered
+    /// ([`crate::metrics::now_us`]); 0 for none, or one from the join
+    /// snapshot (its delay is the GOP's age, not the relay's).
+    arrived: AtomicU64,
+    /// The output's delivery-delay histogram.
+    delay: Option<Arc<Histogram>>,
 }
 
 impl ViewerStats {
     /// Counters adding to `stream`'s totals for viewers of `output`.
     pub fn counted(stream: &StreamMetrics, output: &OutputMetrics) -> ViewerStats {
         let (bytes, drops) = stream.viewer_counters(output);
-        ViewerStats { bytes, drops }
+        ViewerStats {
+            bytes,
+            drops,
+            arrived: AtomicU64::new(0),
+            delay: Some(output.delay().clone()),
+        }
+    }
+
+    /// Called by an output once it has handed the last frame it got to
+    /// the viewer's socket: records that frame's delivery delay, once.
+    /// Per write, not per byte; an output that writes several frames at
+    /// once calls it after the write, for the newest of them.
+    pub fn delivered(&self) {
+        let at = self.arrived.swap(0, Ordering::Relaxed);
+        if let (Some(h), true) = (&self.delay, at != 0) {
+            h.observe_since(at);
+        }
     }
 }
 
@@ -779,6 +814,9 @@ impl Selector {
                             self.lags_in_a_row = 0;
                         }
                     }
+                    self.stats
+                        .arrived
+                        .store(self.cursor.sent_at, Ordering::Relaxed);
                     return Ok(Delivery::Frame(frame));
                 }
             }

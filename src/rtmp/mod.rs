@@ -635,6 +635,9 @@ impl Conn {
                 }
             }
             self.send().await?;
+            // The frame's delay (`/api/metrics`) ends with its write;
+            // after a read there is none to record.
+            viewer.stats().delivered();
         }
     }
 }

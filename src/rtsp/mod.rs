@@ -1212,7 +1212,11 @@ impl Conn {
             .stats()
             .bytes
             .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+        // The batch's delay (`/api/metrics`) ends when its last packet is
+        // sent: UDP above, interleaved TCP below.
+        let stats = s.viewer.stats().clone();
         if packets.is_empty() {
+            stats.delivered();
             return Ok(());
         }
         let out = self.out.split().freeze();
@@ -1224,7 +1228,10 @@ impl Conn {
         match tokio::time::timeout(WRITE_STALL, write_all_vectored(&mut self.sock, &mut slices))
             .await
         {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                stats.delivered();
+                Ok(())
+            }
             Ok(Err(e)) => Err(format!("write: {e}")),
             Err(_) => Err(format!(
                 "client accepted no data for {} s",

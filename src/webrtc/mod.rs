@@ -474,6 +474,9 @@ async fn run(
                             .stats()
                             .bytes
                             .fetch_add(f.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        // Handed to str0m, which sends it on its next poll
+                        // without waiting: the frame's delay ends here.
+                        viewer.stats().delivered();
                     }
                 }
             }
