@@ -101,7 +101,18 @@ fn run_peer(url: &str, window_from: Instant, end: Instant, p: &mut Peer) -> Resu
     let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     // RTP mode: packets are handed over as they come, not depacketized.
-    let mut rtc = RtcConfig::new().set_rtp_mode(true).build(Instant::now());
+    // What the servers send (H.264/H.265, Opus/G.711). An offer with
+    // str0m's VP8/VP9/AV1 too is refused by MediaMTX 1.16 ("codecs not
+    // supported by client").
+    let mut rtc = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_h265(true)
+        .enable_opus(true, false)
+        .enable_pcmu(true, false)
+        .enable_pcma(true, false)
+        .build(Instant::now());
     let cand = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(cand);
     let mut api = rtc.sdp_api();
@@ -109,6 +120,10 @@ fn run_peer(url: &str, window_from: Instant, end: Instant, p: &mut Peer) -> Resu
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let answer = post_sdp(url, &offer.to_sdp_string())?;
+    let debug = std::env::var_os("WEBRTC_LOAD_DEBUG").is_some();
+    if debug {
+        eprintln!("--- offer\n{}--- answer\n{answer}", offer.to_sdp_string());
+    }
     let video_pts = video_pts(&answer);
     let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| format!("answer: {e}"))?;
     rtc.sdp_api()
@@ -126,6 +141,7 @@ fn run_peer(url: &str, window_from: Instant, end: Instant, p: &mut Peer) -> Resu
             Output::Event(e) => {
                 match e {
                     Event::Connected => p.connected = true,
+                    Event::IceConnectionStateChange(st) if debug => eprintln!("ice: {st:?}"),
                     Event::RtpPacket(r) => {
                         let now = Instant::now();
                         if now >= window_from {
