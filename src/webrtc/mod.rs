@@ -62,8 +62,8 @@ pub const SEND_HISTORY_PACKETS: usize = 128;
 
 /// Keyframe requests closer than this to the last one answered are let
 /// go: each answer is a keyframe (10-20 deltas' worth of bytes), and a
-/// receiver whose decoder errs asks on every frame (aiortc does) until the
-/// answer arrives.
+/// receiver asks again on each decoder error or jitter-buffer overflow
+/// (aiortc does) until the answer has arrived.
 pub const KEYFRAME_ANSWER_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a WebRTC peer takes: Opus first, then G.711 (RFC 7874 §3).

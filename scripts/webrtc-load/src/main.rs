@@ -256,7 +256,10 @@ fn post_sdp(url: &str, sdp: &str) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp)
+    // An answer is a few KiB; a server that sends more is not answering.
+    (&mut s)
+        .take(1 << 20)
+        .read_to_end(&mut resp)
         .map_err(|e| format!("read answer: {e}"))?;
     let resp = String::from_utf8_lossy(&resp);
     let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP body")?;
