@@ -8,12 +8,23 @@
 //! video only. The peer is a consumer like any other; when it closes,
 //! goes silent, or never connects within [`CONNECT_TIMEOUT`], it leaves.
 //!
+//! Loss is repaired before it becomes a keyframe request: every video
+//! packet stays in a short per-peer history ([`SEND_HISTORY_PACKETS`]) and
+//! is sent again on a NACK (RFC 4585 §6.2.1) over RTX (RFC 4588), which
+//! str0m negotiates with every H.264/H.265 payload type.
+//!
 //! Keyframe requests (RFC 4585 §6.3.1 PLI, RFC 5104 §4.3.1 FIR) are
 //! answered from what we have: the last keyframe this peer was sent, again,
-//! then nothing of the video until the next keyframe, so the picture is
-//! whole, if still for a moment. A `-c copy` source cannot be asked for a
-//! keyframe (ffmpeg relays the camera's GOP as it comes), so the wait is at
-//! most the camera's keyframe interval.
+//! and then the live deltas go on. A `-c copy` source cannot be asked for
+//! a keyframe (ffmpeg relays the camera's GOP as it comes). Holding the
+//! deltas until the camera's next keyframe made every request a freeze of
+//! up to a GOP (4 s on many cameras), and a lossy peer asks often. The
+//! deltas after the repeat refer to pictures before it, so the decoder
+//! conceals (a camera's mostly still scene is close to the keyframe) until
+//! the next real keyframe cleans it: moving and nearly right beats still.
+//! Sending the whole GOP since the keyframe again would decode exactly but
+//! puts up to a GOP of data (seconds of it) on a path that just lost
+//! packets, all at once, and plays it back as a fast-forward.
 
 pub mod net;
 
@@ -40,6 +51,20 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connected peer silent this long is gone (RFC 7675 consent: a
 /// controlling peer checks every ~5 s; ICE-lite us only listens).
 pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Video packets kept per peer for answering NACKs (str0m's RTX cache,
+/// which also drops what is older than 3 s). str0m's default, 1000, is
+/// about 1.2 MB per peer at full size; 128 packets is 0.6 s at 2 Mbit/s,
+/// dozens of LAN round trips, and as deep as aiortc's jitter buffer: a
+/// receiver gives a packet up (and asks for a keyframe) once 128 newer
+/// ones came.
+pub const SEND_HISTORY_PACKETS: usize = 128;
+
+/// Keyframe requests closer than this to the last one answered are let
+/// go: each answer is a keyframe (10-20 deltas' worth of bytes), and a
+/// receiver asks again on each decoder error or jitter-buffer overflow
+/// (aiortc does) until the answer has arrived.
+pub const KEYFRAME_ANSWER_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a WebRTC peer takes: Opus first, then G.711 (RFC 7874 §3).
 pub const AUDIO: &[Codec] = &[Codec::Opus, Codec::Pcmu, Codec::Pcma];
@@ -325,6 +350,7 @@ fn accept(rtc: &mut Rtc, offer: SdpOffer) -> Result<SdpAnswer, WebRtcError> {
 fn rtc_config() -> RtcConfig {
     RtcConfig::new()
         .set_ice_lite(true)
+        .set_send_buffer_video(SEND_HISTORY_PACKETS)
         .clear_codecs()
         .enable_h264(true)
         // RFC 7798 over WebRTC: Safari, and Chrome with a hardware HEVC
@@ -365,9 +391,8 @@ struct VideoState {
     last_key: Option<Frame>,
     /// The newest video time sent (90 kHz).
     last_pts: i64,
-    /// A keyframe was repeated: deltas wait for the next real one, whose
-    /// references the peer will have.
-    wait_key: bool,
+    /// When a keyframe request was last answered.
+    last_answer: Option<Instant>,
 }
 
 /// `gone` fires when the signalling went away first (a WebSocket closed
@@ -456,10 +481,6 @@ async fn run(
                     }
                     Ok(Delivery::Frame(f)) => {
                         if matches!(f.codec, Codec::H264 | Codec::H265) {
-                            if video.wait_key && !f.keyframe {
-                                continue;
-                            }
-                            video.wait_key = false;
                             video.last_pts = video.last_pts.max(f.pts);
                             if f.keyframe {
                                 video.last_key = Some(f.clone());
@@ -513,16 +534,19 @@ async fn say_why_no_audio(stream: Stream) {
 }
 
 /// A PLI/FIR: the last keyframe again, stamped just after the newest
-/// video sent (a receiver drops what looks older than what it showed),
-/// then deltas wait for the next keyframe. Requests while waiting are
-/// already answered.
+/// video sent (a receiver drops what looks older than what it showed);
+/// the live deltas go on after it (see the module's notes). Requests
+/// within [`KEYFRAME_ANSWER_INTERVAL`] of the last answer are let go.
 fn repeat_keyframe(
     rtc: &mut Rtc,
     lines: &Lines,
     tracks: &[Option<TrackInfo>; 2],
     video: &mut VideoState,
 ) -> Result<(), String> {
-    if video.wait_key {
+    if video
+        .last_answer
+        .is_some_and(|t| t.elapsed() < KEYFRAME_ANSWER_INTERVAL)
+    {
         return Ok(());
     }
     let Some(key) = &video.last_key else {
@@ -534,7 +558,7 @@ fn repeat_keyframe(
     again.dts = again.pts;
     video.last_pts = again.pts;
     again.wire = Default::default(); // its FLV/RTP forms carry the old time
-    video.wait_key = true;
+    video.last_answer = Some(Instant::now());
     tracing::debug!("webrtc: keyframe request answered with the last keyframe");
     send(rtc, lines, tracks, &again)
 }
