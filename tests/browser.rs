@@ -11,27 +11,13 @@ use std::time::Duration;
 
 use common::*;
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 // Skipped by a plain `cargo test`; scripts/test installs Chromium and
 // playwright-core and runs it, where a missing one is a failure.
 #[test]
 #[ignore = "needs Chromium and playwright-core: run scripts/test, which installs them"]
 fn the_list_and_the_player_work_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let driver = root.join("tests/browser/node_modules/playwright-core");
-    let (Some(browser), true) = (chromium(), driver.exists()) else {
-        panic!(
-            "the browser test cannot run: chromium ({:?}) or playwright-core ({}) is missing; \
-             scripts/test installs them",
-            chromium(),
-            driver.display()
-        );
-    };
+    let browser = chromium_or_fail();
     let _p = heavy();
     // And 48 more (publish-only) streams: the list must stay usable at 50.
     let more: String = (0..48).map(|i| format!("  cam{i:02}:\n")).collect();

@@ -105,25 +105,11 @@ fn audio_trouble(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 #[test]
 #[ignore = "needs Chromium and playwright-core: run scripts/test, which installs them"]
 fn chromium_plays_a_pcmu_cameras_audio_over_mse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let driver = root.join("tests/browser/node_modules/playwright-core");
-    let (Some(browser), true) = (chromium(), driver.exists()) else {
-        panic!(
-            "the browser test cannot run: chromium ({:?}) or playwright-core ({}) is missing; \
-             scripts/test installs them",
-            chromium(),
-            driver.display()
-        );
-    };
+    let browser = chromium_or_fail();
     let cam = Camera::start_with(0, "h264", "pcmu");
     let srv = Server::start(&format!("  cam: {}\n", cam.url), "");
     let _p = heavy();

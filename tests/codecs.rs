@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use common::*;
 
+/// The codec names ffprobe sees over RTSP (TCP), sorted.
+fn rtsp_codecs(url: &str) -> Vec<String> {
+    let got = ffprobe(url, "codec_type,codec_name", &["-rtsp_transport", "tcp"]);
+    let mut streams: Vec<String> = got["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
+        .collect();
+    streams.sort();
+    streams
+}
+
 fn rtsp_extra() -> (u16, String) {
     let port = free_port();
     (port, format!("rtsp: {{ listen: \"127.0.0.1:{port}\" }}\n"))
@@ -20,14 +33,7 @@ fn a_camera_with_opus_audio_moves_to_the_rtsp_publish_back_and_plays() {
     let (rtsp, extra) = rtsp_extra();
     let srv = Server::start(&format!("  cam: \"{}\"\n", cam.url), &extra);
     let url = format!("rtsp://127.0.0.1:{rtsp}/cam?video&audio=opus");
-    let got = ffprobe(&url, "codec_type,codec_name", &["-rtsp_transport", "tcp"]);
-    let mut streams: Vec<String> = got["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
-        .collect();
-    streams.sort();
+    let streams = rtsp_codecs(&url);
     assert_eq!(streams, ["h264", "opus"], "{}", srv.log());
     let (_, v) = srv.get_json("/api/streams?src=cam");
     let p = &v["producers"][0];
@@ -55,26 +61,13 @@ fn a_camera_with_opus_audio_moves_to_the_rtsp_publish_back_and_plays() {
     );
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
 // Skipped by a plain `cargo test`; scripts/test installs Chromium and
 // playwright-core and runs it, where a missing one is a failure.
 #[test]
 #[ignore = "needs Chromium and playwright-core: run scripts/test, which installs them"]
 fn chromium_plays_an_h265_camera_through_the_h264_transcode_which_stops_with_the_page() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let driver = root.join("tests/browser/node_modules/playwright-core");
-    let (Some(browser), true) = (chromium(), driver.exists()) else {
-        panic!(
-            "cannot run: chromium ({:?}) or playwright-core ({}) is missing; scripts/test installs them",
-            chromium(),
-            driver.display()
-        );
-    };
+    let browser = chromium_or_fail();
     let _p = heavy();
     let cam = Camera::start_with(0, "h265", "pcma");
     let (_, extra) = rtsp_extra();
@@ -121,18 +114,7 @@ fn an_h265_and_pcma_camera_plays_from_a_plain_rtsp_source() {
     let srv = Server::start(&format!("  cam: \"{}\"\n", cam.url), &extra);
     // Was: ffmpeg refused HEVC in FLV and was restarted once a second,
     // forever, and every viewer got a 5xx.
-    let got = ffprobe(
-        &format!("rtsp://127.0.0.1:{rtsp}/cam?video&audio=pcma"),
-        "codec_type,codec_name",
-        &["-rtsp_transport", "tcp"],
-    );
-    let mut streams: Vec<String> = got["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
-        .collect();
-    streams.sort();
+    let streams = rtsp_codecs(&format!("rtsp://127.0.0.1:{rtsp}/cam?video&audio=pcma"));
     assert_eq!(streams, ["hevc", "pcm_alaw"], "{}", srv.log());
     // The progressive MP4 carries it as it is (hvc1).
     let mp4 = probe_streams(&srv.url("/api/stream.mp4?src=cam"));

@@ -886,3 +886,22 @@ pub fn assert_decodes_cleanly(file: &Path, what: &str) {
         "{what}: decode errors"
     );
 }
+
+/// Debian's Chromium, for the browser tests, which are `#[ignore]`d (a
+/// plain `cargo test` lacks it) and run by scripts/test, which installs it
+/// and playwright-core: there a missing one is a failure naming it.
+pub fn chromium_or_fail() -> &'static str {
+    let driver =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    match (chromium, driver.exists()) {
+        (Some(c), true) => c,
+        _ => panic!(
+            "the browser test cannot run: chromium ({chromium:?}) or playwright-core ({}) is missing; \
+             scripts/test installs them",
+            driver.display()
+        ),
+    }
+}
