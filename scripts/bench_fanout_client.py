@@ -20,7 +20,7 @@ Subcommands:
                         seconds; close it and time until every process the
                         server had started is gone (teardown).
   table FILE            print the results a bench script collected (TSV)
-                        as one table: streamvisor, the peer, their ratio.
+                        as one table: streamvisor, each peer, the ratio to the best peer.
 
 The readers run on the same (2-core) machine as the server they measure,
 so every CPU cycle spent here is one the server may not get. Hence:
@@ -852,16 +852,24 @@ def as_number(v):
         return None
 
 
+def higher_is_better(metric):
+    """kbit/s and counts of what arrived: more is better. Everything else
+    in the table (cpu, memory, times, losses) is a cost."""
+    return "kbit/s" in metric or "receiving" in metric or "fps" in metric
+
+
 def cmd_table(args):
-    """Rows: TSV `section<TAB>metric<TAB>ours|peer<TAB>value`, and
-    `#label<TAB>ours|peer<TAB>name` for the column heads."""
-    labels = {"ours": "streamvisor", "peer": None}
+    """Rows: TSV `section<TAB>metric<TAB>role<TAB>value`, role `ours` or a
+    peer's kind (go2rtc, mediamtx), and `#label<TAB>role<TAB>name` for the
+    column heads. Columns: streamvisor, each peer in the order their labels
+    came, and the ratio of streamvisor to the best peer on that row."""
+    labels = {"ours": "streamvisor"}
     rows, values = [], {}
     with open(args.file) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if len(parts) == 3 and parts[0] == "#label":
-                labels[parts[1]] = parts[2]
+                labels.setdefault(parts[1], parts[2])
                 continue
             if len(parts) != 4:
                 continue
@@ -875,10 +883,10 @@ def cmd_table(args):
     for sec, _ in rows:
         order.setdefault(sec, len(order))
     rows.sort(key=lambda k: order[k[0]])
-    with_peer = labels["peer"] is not None
-    head = ["workload", "metric", labels["ours"]]
-    if with_peer:
-        head += [labels["peer"], "ratio"]
+    peers = [r for r in labels if r != "ours"]
+    head = ["workload", "metric", labels["ours"]] + [labels[p] for p in peers]
+    if peers:
+        head.append("ratio to the best peer")
     table = []
     last = None
     for key in rows:
@@ -886,11 +894,19 @@ def cmd_table(args):
         ours = v.get("ours", "-")
         row = [key[0] if key[0] != last else "", key[1], ours]
         last = key[0]
-        if with_peer:
-            peer = v.get("peer", "n/a")  # not run: the peer cannot serve it
-            a, b = as_number(ours), as_number(peer)
-            ratio = f"{a / b:.2f}" if a is not None and b not in (None, 0.0) else "-"
-            row += [peer, ratio]
+        # "n/a": the peer was run and cannot serve it; "-": not run.
+        row += [v.get(p, "-") for p in peers]
+        if peers:
+            a = as_number(ours)
+            theirs = [(as_number(v.get(p, "")), p) for p in peers]
+            theirs = [(b, p) for b, p in theirs if b is not None]
+            ratio = "-"
+            if a is not None and theirs and "receiving" not in key[1] and "busy" not in key[1]:
+                pick = max if higher_is_better(key[1]) else min
+                b, p = pick(theirs)
+                if b != 0.0:
+                    ratio = f"{a / b:.2f}" + (f" ({labels[p].split()[0]})" if len(theirs) > 1 else "")
+            row.append(ratio)
         table.append(row)
     if args.format == "markdown":
         print("| " + " | ".join(head) + " |")
@@ -907,11 +923,12 @@ def cmd_table(args):
         print("  ".join("-" * w for w in widths))
         for row in table:
             print(fmt(row))
-    if with_peer:
+    if peers:
         print()
         print(
-            f"ratio = streamvisor / {labels['peer']}: for cpu, memory and times, below 1 is streamvisor"
-            " using less or being faster; for kbit/s, 1 is both delivering the whole stream"
+            "ratio = streamvisor / the best peer on that row (the lowest cost, or the most"
+            " kbit/s): below 1 is streamvisor using less or being faster; for kbit/s, 1 is"
+            " both delivering the whole stream. n/a: the peer cannot serve that workload."
         )
     return 0
 

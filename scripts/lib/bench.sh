@@ -36,11 +36,13 @@ PEER_VERSION=
 NO_BUILD=
 RESULTS=
 PRINT_CONFIG=
+PEER_ONLY=
 GO2RTC_SOURCE=flv
 
 BENCH_COMMON_USAGE="common options:
   --peer PATH          also run this go2rtc or MediaMTX binary on the same workload
   --peer-kind KIND     go2rtc or mediamtx, when the name and --version do not tell
+  --peer-only          run the peer alone (scripts/bench, for its second peer)
   --go2rtc-source S    flv (default): the same ffmpeg FLV-on-stdout as ours
                        (go2rtc exec: pipe); rtsp: ffmpeg publishes to go2rtc
   --codec C            h264 (default) or h265: the test file's video. With
@@ -65,6 +67,7 @@ bench_common_opt() {
     --ingest) [[ $# -ge 2 && ($2 == flv || $2 == rtsp) ]] || die "--ingest needs flv or rtsp"; INGEST=$2; BENCH_SHIFT=2 ;;
     --bin) [[ $# -ge 2 ]] || die "--bin needs a path"; BIN=$2; NO_BUILD=1; BENCH_SHIFT=2 ;;
     --no-build) NO_BUILD=1; BENCH_SHIFT=1 ;;
+    --peer-only) PEER_ONLY=1; BENCH_SHIFT=1 ;;
     --results) [[ $# -ge 2 ]] || die "--results needs a file"; RESULTS=$2; BENCH_SHIFT=2 ;;
     --print-config) PRINT_CONFIG=1; BENCH_SHIFT=1 ;;
     esac
@@ -569,12 +572,21 @@ bench_results_init() {
         RESULTS_OWN=1
     fi
     touch "$RESULTS"
-    if [[ -n $PEER ]] && ! grep -q "^#label	peer	" "$RESULTS"; then
-        printf '#label\tpeer\t%s\n' "$PEER_LABEL" >>"$RESULTS"
+    [[ -z $PEER_ONLY || -n $PEER ]] || die "--peer-only without --peer"
+    if [[ -n $PEER ]] && ! grep -q "^#label	$PEER_KIND	" "$RESULTS"; then
+        printf '#label\t%s\t%s\n' "$PEER_KIND" "$PEER_LABEL" >>"$RESULTS"
     fi
 }
-# bench_result SECTION METRIC ROLE VALUE
-bench_result() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+# bench_ours: whether this run measures streamvisor (not with --peer-only).
+bench_ours() { [[ -z $PEER_ONLY ]]; }
+# bench_result SECTION METRIC ROLE VALUE. ROLE ours or peer; a peer's row
+# is filed under its kind (go2rtc, mediamtx), so that one results file can
+# hold both peers (scripts/bench --peer A --peer B).
+bench_result() {
+    local role=$3
+    [[ $role == peer ]] && role=$PEER_KIND
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$role" "$4" >>"$RESULTS"
+}
 # This script's own rows, as a table.
 bench_table() {
     local tsv=$TMP/table.tsv
