@@ -623,3 +623,26 @@ bench_machine() {
     [[ -n $PEER ]] && echo "peer: $PEER_LABEL ($PEER)"
     return 0
 }
+
+# ---- latency (issue 17, point 0): a stream fed by the bench's own publisher ------
+
+# bench_publish_only: from here on, bench_write_config (so bench_server_start
+# and bench_print_configs) writes each server's usual config, but its stream
+# has no source: it takes an RTSP publisher at
+# rtsp://127.0.0.1:RTSP_PORT/$STREAM instead (streamvisor: a publish-only
+# stream; go2rtc: a stream with no source; MediaMTX: a path whose source is
+# `publisher`, its default). Used where the bench must write the frames
+# itself (scripts/bench-latency), so every server gets the same one hop.
+bench_publish_only() {
+    eval "bench_write_config_with_source() $(declare -f bench_write_config | tail -n +2)"
+    bench_write_config() {
+        bench_write_config_with_source "$@"
+        # The stream is the last entry of every config: cut from its line on.
+        sed -i "/^  $STREAM:/,\$d" "$SRV_CONFIG"
+        case $1 in
+        mediamtx) echo "  $STREAM: {}" >>"$SRV_CONFIG" ;;
+        *) echo "  $STREAM:" >>"$SRV_CONFIG" ;;
+        esac
+        ! grep -qF -- "$MEDIA" "$SRV_CONFIG" || die "bench_publish_only: $1's config still has a source"
+    }
+}
