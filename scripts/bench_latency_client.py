@@ -10,7 +10,7 @@ Subcommands:
                         last byte is written: "INDEX HASH MONOTONIC_NS".
                         Prints READY once RECORD is answered; ends on
                         SIGTERM, or when the server closes the connection.
-  probe --proto flv|rtsp -n K --writes FILE --seconds S
+  probe --proto flv|rtsp -n K --writes FILE --seconds S [--stagger]
                         K viewers (HTTP-FLV /api/stream.flv?src=NAME, or RTSP
                         over TCP) that take the time each frame's last byte
                         arrives, match it to the producer's log by the hash
@@ -502,28 +502,44 @@ def cmd_probe(args):
     sel = selectors.DefaultSelector()
     viewers = []
     port = args.rtsp_port if args.proto == "rtsp" else args.port
-    for k in range(args.n):
+
+    def open_viewer():
         v = RtspViewer(args) if args.proto == "rtsp" else FlvViewer(args)
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(v.start())
-        s.setblocking(False)
-        v.sock, v.k, v.frames, v.error = s, k, [], None
-        sel.register(s, selectors.EVENT_READ, v)
+        v.k, v.frames, v.error = len(viewers), [], None
         viewers.append(v)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(v.start())
+            s.setblocking(False)
+        except OSError as e:
+            v.error = f"connect: {e}"
+            return 0
+        v.sock = s
+        sel.register(s, selectors.EVENT_READ, v)
+        return 1
+
+    open_n = 0
+    if args.stagger:
+        # One viewer per "open" line on stdin, each announced (OPENED k)
+        # once it has a frame: the bench opens load readers in between, so
+        # the probes sit at the start, middle and end of the servers'
+        # viewer lists, not all at one end of the fan-out order.
+        sel.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
+    else:
+        for _ in range(args.n):
+            open_n += open_viewer()
 
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))
     cpu0 = time.process_time()
-    t_open = time.monotonic_ns()
     win0 = win1 = None
-    deadline = t_open + int(args.ready_timeout * 1e9)
-    open_n = len(viewers)
-    while not stop and open_n:
+    deadline = time.monotonic_ns() + int(args.ready_timeout * 1e9)
+    while not stop and (open_n or len(viewers) < args.n):
         now = time.monotonic_ns()
         if win0 is None:
-            if all(v.frames for v in viewers if v.error is None):
+            if len(viewers) == args.n and all(v.frames for v in viewers if v.error is None):
                 # Every viewer has had a frame: the window starts after the
                 # warm-up, which also lets the GOP a server hands a new
                 # viewer at once (written seconds ago) go by.
@@ -537,14 +553,26 @@ def cmd_probe(args):
             break
         for key, _ in sel.select(0.2):
             v = key.data
+            if v is None:
+                ctl = os.read(key.fd, 4096)
+                if not ctl:
+                    sel.unregister(key.fd)
+                for _ in range(ctl.count(b"open")):
+                    if len(viewers) < args.n:
+                        open_n += open_viewer()
+                        deadline = time.monotonic_ns() + int(args.ready_timeout * 1e9)
+                continue
             try:
                 data = v.sock.recv(262144)
                 t = time.monotonic_ns()
                 if not data:
                     raise ProtoError("server closed the connection")
+                had = len(v.frames)
                 reply = v.feed(data, t, v.frames)
                 if reply:
                     v.sock.sendall(reply)
+                if args.stagger and not had and v.frames:
+                    out(f"OPENED {v.k}")
             except (OSError, ProtoError, RtspError) as e:
                 v.error = str(e) if not isinstance(e, OSError) else f"socket: {e}"
                 sel.unregister(v.sock)
@@ -554,6 +582,10 @@ def cmd_probe(args):
     for v in viewers:
         if v.error is None:
             v.sock.close()
+    if len(viewers) < args.n:
+        out(f"RESULT error=not-opened viewers={args.n}")
+        log(f"only {len(viewers)} of {args.n} viewers were opened")
+        return 1
     if win0 is None:
         errs = "; ".join(f"viewer {v.k}: {v.error}" for v in viewers if v.error) or "no frame"
         out(f"RESULT error=no-window viewers={args.n}")
@@ -635,6 +667,7 @@ def main():
     pr.add_argument("--warmup", type=float, default=3.0)
     pr.add_argument("--grace", type=float, default=1.0, help="reading on after the window")
     pr.add_argument("--ready-timeout", type=float, default=20.0)
+    pr.add_argument("--stagger", action="store_true", help='open a viewer per "open" line on stdin')
     args = p.parse_args()
     if args.cmd == "publish":
         return cmd_publish(args)
