@@ -38,6 +38,7 @@ import argparse
 import base64
 import bisect
 import hashlib
+import math
 import os
 import selectors
 import signal
@@ -464,7 +465,7 @@ def percentile(xs, q):
     """Nearest-rank percentile of sorted xs."""
     if not xs:
         return float("nan")
-    k = max(0, min(len(xs) - 1, int(round(q / 100 * len(xs) + 0.5)) - 1))
+    k = max(0, min(len(xs) - 1, math.ceil(q / 100 * len(xs)) - 1))
     return xs[k]
 
 
@@ -481,7 +482,11 @@ def read_writes(path):
 def match(frames, writes):
     """Each (id, read time) to the first write of that id after the
     previous match: [(write index, read time)], and the reads that match
-    nothing after it (a frame out of order, repeated, or unknown)."""
+    nothing after it (a frame out of order, repeated, or unknown), as
+    (read time, the id's write before the previous match, the previous
+    match). A write after the read cannot be its match: the file loops
+    every 30 s, so a frame repeated or sent out of order would otherwise
+    pass for the next loop's copy."""
     where = {}
     for k, (_, fid, _) in enumerate(writes):
         where.setdefault(fid, []).append(k)
@@ -489,7 +494,7 @@ def match(frames, writes):
     for fid, t in frames:
         ks = where.get(fid)
         j = bisect.bisect_right(ks, last) if ks else 0
-        if not ks or j == len(ks):
+        if not ks or j == len(ks) or writes[ks[j]][2] > t:
             # The latest write of that id before the last match, if any.
             stray.append((t, writes[ks[j - 1]][0] if ks and j else None, writes[last][0] if last >= 0 else None))
             continue
@@ -630,7 +635,12 @@ def cmd_probe(args):
                     if stray
                     else ""
                 )
-                + (f"; {len(strays) - len(stray)} out of order before the window" if len(strays) > len(stray) else "")
+                + (
+                    f"; {len(strays) - len(stray)} out of order outside the window, e.g. frame"
+                    f" {next(x for x in strays if x not in stray)[1]} after {next(x for x in strays if x not in stray)[2]}"
+                    if len(strays) > len(stray)
+                    else ""
+                )
                 + (f"; {v.error}" if v.error else "")
             )
         else:
