@@ -18,6 +18,10 @@ Subcommands:
                         added latency (read time - write time) p50/p99/max
                         over the frames written in the S-second window, and
                         every frame a viewer missed or got out of order.
+  inside --port P --protocol http-flv|rtsp (--save FILE | --since FILE)
+                        streamvisor's own delivery-delay histogram
+                        (/api/metrics) over the same window: the bucket
+                        bounds holding p50 and p99, for every viewer.
 
 Both sides read CLOCK_MONOTONIC (time.monotonic_ns) on the same machine,
 so the difference is what the relay (and the loopback) added. The id of a
@@ -38,16 +42,18 @@ import argparse
 import base64
 import bisect
 import hashlib
+import json
 import math
 import os
+import re
 import selectors
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -659,6 +665,55 @@ def cmd_probe(args):
     return 0
 
 
+def delay_buckets(port, stream, protocol):
+    """streamvisor's own delivery-delay histogram for the stream's outputs
+    of one protocol (/api/metrics, Prometheus text): {le: cumulative count}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/metrics", timeout=5) as resp:
+        text = resp.read(8 << 20).decode()
+    pat = re.compile(r'^streamvisor_stream_delivery_delay_seconds_bucket\{([^}]*)\} (\S+)$')
+    want = {"stream": stream, "protocol": protocol}
+    buckets = {}
+    for line in text.splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        labels = dict(kv.split("=", 1) for kv in re.findall(r'\w+="[^"]*"', m.group(1)))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if all(labels.get(k) == v for k, v in want.items()):
+            le = labels["le"]
+            buckets[le] = buckets.get(le, 0) + float(m.group(2))
+    return buckets
+
+
+def cmd_inside(args):
+    """The server's own view of the same window: the difference of two
+    scrapes of its delivery-delay histogram, as the bucket bounds that
+    hold p50 and p99 (every viewer, not only the probes)."""
+    now = delay_buckets(args.port, args.stream, args.protocol)
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(now, f)
+        return 0
+    with open(args.since) as f:
+        before = json.load(f)
+    les = sorted(now, key=lambda le: float("inf") if le == "+Inf" else float(le))
+    # Prometheus buckets are cumulative (count <= le); +Inf is the total.
+    diffs = [now[le] - before.get(le, 0) for le in les]
+    total = diffs[-1] if diffs else 0
+    if not total:
+        out("INSIDE count=0")
+        return 0
+
+    def bound(q):
+        for le, d in zip(les, diffs):
+            if d >= q / 100 * total:
+                return "inf" if le == "+Inf" else f"{float(le) * 1000:g}"
+        return "inf"
+
+    out(f"INSIDE count={int(total)} p50_le={bound(50)} p99_le={bound(99)}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -678,7 +733,16 @@ def main():
     pr.add_argument("--grace", type=float, default=1.0, help="reading on after the window")
     pr.add_argument("--ready-timeout", type=float, default=20.0)
     pr.add_argument("--stagger", action="store_true", help='open a viewer per "open" line on stdin')
+    ins = sub.add_parser("inside")
+    ins.add_argument("--port", type=int, required=True, help="streamvisor's API port")
+    ins.add_argument("--stream", default="bench")
+    ins.add_argument("--protocol", required=True, help="http-flv or rtsp")
+    g = ins.add_mutually_exclusive_group(required=True)
+    g.add_argument("--save", help="write the histogram now to this file")
+    g.add_argument("--since", help="print the quantiles since this saved histogram")
     args = p.parse_args()
+    if args.cmd == "inside":
+        return cmd_inside(args)
     if args.cmd == "publish":
         return cmd_publish(args)
     return cmd_probe(args)
