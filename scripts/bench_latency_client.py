@@ -556,7 +556,7 @@ def cmd_probe(args):
                 # viewer at once (written seconds ago) go by.
                 win0 = now + int(args.warmup * 1e9)
                 win1 = win0 + int(args.seconds * 1e9)
-                cpu_w0 = time.process_time()
+                cpu_w0, wall_w0 = time.process_time(), now
                 out(f"WINDOW start_in={args.warmup}")
             elif now > deadline:
                 break
@@ -589,7 +589,7 @@ def cmd_probe(args):
                 sel.unregister(v.sock)
                 v.sock.close()
                 open_n -= 1
-    cpu1 = time.process_time()
+    cpu1, wall1 = time.process_time(), time.monotonic_ns()
     for v in viewers:
         if v.error is None:
             v.sock.close()
@@ -652,8 +652,7 @@ def cmd_probe(args):
         else:
             log(f"viewer {v.k}: no frame of the window" + (f" ({v.error})" if v.error else ""))
     lat.sort()
-    win_s = (win1 - win0) / 1e9
-    cpu_pct = (cpu1 - cpu_w0) / (win_s + args.grace) * 100
+    cpu_pct = (cpu1 - cpu_w0) / max((wall1 - wall_w0) / 1e9, 1e-3) * 100
     out(
         "RESULT"
         f" viewers={args.n} frames={hi - lo + 1} samples={len(lat)}"
