@@ -275,7 +275,10 @@ def cmd_publish(args):
             break
         lates.append(t - due)
         late_ns = max(late_ns, t - due)
-        logf.write(f"{i} {ids[i % len(aus)]} {t}\n")
+        # The fourth field: 1 for a keyframe (IDR), whose bytes are many
+        # times a P frame's and so take the fan-out longest.
+        key = int(any(n[0] & 0x1F == 5 for n in au))
+        logf.write(f"{i} {ids[i % len(aus)]} {t} {key}\n")
         i += 1
     logf.close()
     lates.sort()
@@ -480,8 +483,8 @@ def read_writes(path):
     with open(path) as f:
         for line in f:
             parts = line.split()
-            if len(parts) == 3:
-                writes.append((int(parts[0]), parts[1], int(parts[2])))
+            if len(parts) == 4:
+                writes.append((int(parts[0]), parts[1], int(parts[2]), parts[3] == "1"))
     return writes
 
 
@@ -494,7 +497,7 @@ def match(frames, writes):
     every 30 s, so a frame repeated or sent out of order would otherwise
     pass for the next loop's copy."""
     where = {}
-    for k, (_, fid, _) in enumerate(writes):
+    for k, (_, fid, _, _) in enumerate(writes):
         where.setdefault(fid, []).append(k)
     matched, stray, last = [], [], -1
     for fid, t in frames:
@@ -606,13 +609,14 @@ def cmd_probe(args):
         log("the window was cut short")
 
     writes = read_writes(args.writes)
-    in_window = [k for k, (_, _, tw) in enumerate(writes) if win0 <= tw <= win1]
+    in_window = [k for k, (_, _, tw, _) in enumerate(writes) if win0 <= tw <= win1]
     if not in_window:
         out(f"RESULT error=no-writes viewers={args.n}")
         log("the producer wrote nothing during the window")
         return 1
     lo, hi = in_window[0], in_window[-1]
     lat, missing_total, stray_total, bad = [], 0, 0, 0
+    lat_key, lat_other = [], []
     for v in viewers:
         matched, strays = match(v.frames, writes)
         # Reads outside the window are not judged: before it, the start a
@@ -627,6 +631,8 @@ def cmd_probe(args):
         missing = [writes[k][0] for k in range(lo, hi + 1) if k not in got]
         mine = sorted((t - writes[k][2]) / 1e6 for k, t in got.items())
         lat.extend(mine)
+        for k, t in got.items():
+            (lat_key if writes[k][3] else lat_other).append((t - writes[k][2]) / 1e6)
         missing_total += len(missing)
         stray_total += len(stray)
         if v.error or missing or stray:
@@ -653,6 +659,16 @@ def cmd_probe(args):
             log(f"viewer {v.k}: no frame of the window" + (f" ({v.error})" if v.error else ""))
     lat.sort()
     cpu_pct = (cpu1 - cpu_w0) / max((wall1 - wall_w0) / 1e9, 1e-3) * 100
+    lat_key.sort()
+    lat_other.sort()
+    # Where the tail comes from: a keyframe is several times a P frame's
+    # bytes, so it takes a fan-out to many viewers the longest.
+    if lat_key and lat_other:
+        log(
+            f"keyframes ({len(lat_key)} deliveries): added p50 {percentile(lat_key, 50):.2f}"
+            f" max {lat_key[-1]:.2f} ms; other frames: p50 {percentile(lat_other, 50):.2f}"
+            f" p99 {percentile(lat_other, 99):.2f} max {lat_other[-1]:.2f} ms"
+        )
     out(
         "RESULT"
         f" viewers={args.n} frames={hi - lo + 1} samples={len(lat)}"
