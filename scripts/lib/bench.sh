@@ -623,3 +623,26 @@ bench_machine() {
     [[ -n $PEER ]] && echo "peer: $PEER_LABEL ($PEER)"
     return 0
 }
+
+# ---- hls (issue 17 point 2: scripts/bench-hls) --------------------------------------
+
+# bench_env_set VAR=value...: after bench_write_config, sets each VAR in
+# SRV_ENV, replacing what the base config gave it. For a bench that needs
+# a listener the base config turns off (MediaMTX's HLS: MTX_HLS=yes).
+bench_env_set() {
+    local kv e env=()
+    for e in ${SRV_ENV[@]+"${SRV_ENV[@]}"}; do
+        for kv in "$@"; do [[ ${e%%=*} == "${kv%%=*}" ]] && continue 2; done
+        env+=("$e")
+    done
+    SRV_ENV=(${env[@]+"${env[@]}"} "$@")
+}
+
+# bench_ticks PID -> its utime+stime in clock ticks (its children's time
+# not included); -1 when it is gone.
+bench_ticks() {
+    local s f
+    s=$(proc_stat "$1") || { echo -1; return 0; }
+    read -ra f <<<"$s"
+    echo $((f[11] + f[12]))
+}
