@@ -45,6 +45,9 @@ import sys
 import time
 from urllib.parse import urljoin, urlsplit
 
+# Beside us in scripts/: its line printer (flushed, for the bench's polling).
+from bench_fanout_client import out
+
 # A response header larger than this is not the server we are measuring.
 MAX_HEAD = 16 * 1024
 # A playlist larger than this is not a live one.
@@ -58,11 +61,6 @@ TS_PACKET = 188
 # hls.js's liveSyncDurationCount: where a live stream starts, in target
 # durations behind the playlist's end.
 LIVE_SYNC_COUNT = 3
-
-
-def out(line):
-    # The bench script polls our stdout (a file): flush every line.
-    print(line, flush=True)
 
 
 def log(msg):
@@ -517,6 +515,7 @@ async def run_players(args):
             "RESULT"
             f" players={len(players)} receiving={receiving} played={played}"
             f" min={min(nbytes)} median={int(statistics.median(nbytes))} max={max(nbytes)}"
+            f" mean={int(statistics.mean(nbytes))}"
             f" segments={sum(x[1] for x in d)} missing={sum(x[2] for x in d)}"
             f" bad={sum(x[3] for x in d)} errors={sum(x[4] for x in d)}"
             f" window_segments={listed} window_bytes={wbytes} seconds={dt:.3f}"
