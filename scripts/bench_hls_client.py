@@ -33,6 +33,13 @@ window, SIGUSR2 closes it and prints RESULT; then the next stage's players
 join (the first ones keep playing) and the same repeats. SIGTERM ends.
 Starts are spread at random over --spread seconds, so that N players do
 not poll in lockstep (real viewers open the page at different times).
+
+RESULT, over the window: players, receiving (got bytes), played (got
+segments, none missing or broken); min/median/max/mean bytes per player
+(segments and init segments); segments, missing, bad, errors in all; and
+window_segments/window_bytes: what the first player's last playlist
+lists, summed over its renditions (sizes it did not fetch count as the
+mean of those it did).
 """
 
 import argparse
@@ -101,6 +108,10 @@ class Conn:
             except OSError as e:
                 self.close()
                 raise HttpError(f"GET {target}: {e.strerror or e}") from None
+            except ValueError as e:
+                # A status, length or chunk size that is not a number.
+                self.close()
+                raise HttpError(f"GET {target}: malformed response: {e}") from None
         raise AssertionError("unreachable")
 
     async def _get(self, target):
