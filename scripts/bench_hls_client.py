@@ -406,6 +406,7 @@ async def rendition(player, index, url, conn, stop, first=None):
                 # Segments left the playlist before we fetched them.
                 player.missing += pl.segments[0][0] - last - 1
                 player.fail(f"segments {last + 1}..{pl.segments[0][0] - 1} left the playlist unfetched")
+                last = pl.segments[0][0] - 1
             elif pl.last_seq < last:
                 player.fail(f"media sequence went back from {last} to {pl.last_seq}")
                 last = pl.last_seq
@@ -489,8 +490,8 @@ def summarize_errors(players):
     counts = {}
     for p in players:
         if p.error:
-            # The segment number varies: group by the words around it.
-            key = " ".join(w for w in p.error.split() if not w.rstrip(":").isdigit())
+            # Segment numbers vary: group by the words around them.
+            key = " ".join(w for w in p.error.split() if not any(c.isdigit() for c in w))
             counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{n}x {e}" for e, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
 
