@@ -148,6 +148,20 @@ machine_busy_now() {
     read -r b1 a1 < <(machine_ticks)
     awk -v b="$((b1 - b0))" -v t="$((a1 - a0))" 'BEGIN { printf "%.0f", (t > 0 ? b / t * 100 : 0) }'
 }
+ticks() { # PID -> utime+stime in clock ticks (its children's time not included); -1: gone
+    local s f
+    s=$(proc_stat "$1") || { echo -1; return 0; }
+    read -ra f <<<"$s"
+    echo $((f[11] + f[12]))
+}
+# key=value words of a client's line, into the associative array named $1.
+parse_kv() { # ARRAY LINE
+    local -n a=$1
+    local w
+    for w in $2; do [[ $w == *=* ]] && a[${w%%=*}]=${w#*=}; done
+    return 0
+}
+
 alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 # Wait up to $2 tenths of a second for PID $1 to be gone; false if it is not.
 wait_gone() {
@@ -645,4 +659,18 @@ bench_publish_only() {
         esac
         ! grep -qF -- "$MEDIA" "$SRV_CONFIG" || die "bench_publish_only: $1's config still has a source"
     }
+}
+
+# ---- hls (issue 17 point 2: scripts/bench-hls) --------------------------------------
+
+# bench_env_set VAR=value...: after bench_write_config, sets each VAR in
+# SRV_ENV, replacing what the base config gave it. For a bench that needs
+# a listener the base config turns off (MediaMTX's HLS: MTX_HLS=yes).
+bench_env_set() {
+    local kv e env=()
+    for e in ${SRV_ENV[@]+"${SRV_ENV[@]}"}; do
+        for kv in "$@"; do [[ ${e%%=*} == "${kv%%=*}" ]] && continue 2; done
+        env+=("$e")
+    done
+    SRV_ENV=(${env[@]+"${env[@]}"} "$@")
 }
