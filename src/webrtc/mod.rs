@@ -417,8 +417,9 @@ async fn run(
         let timeout = loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
+                // Sent together at the end of the poll (net's GSO).
                 Ok(Output::Transmit(t)) => {
-                    reg.send(t.proto, t.source, t.destination, &t.contents);
+                    reg.queue(t.proto, t.source, t.destination, t.contents.into());
                 }
                 Ok(Output::Event(e)) => match e {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -439,6 +440,7 @@ async fn run(
                 Err(e) => return format!("webrtc: {e}"),
             }
         };
+        reg.flush();
         if keyframe_wanted {
             if let Err(e) = repeat_keyframe(&mut rtc, &lines, &tracks, &mut video) {
                 return e;
