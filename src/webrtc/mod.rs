@@ -607,20 +607,21 @@ fn send(
         return; // the peer did not take this codec
     };
     let chunks = chunks(f, track);
+    let payloads = payloads(&chunks);
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return;
     };
     let time = (f.pts.max(0) as u128 * rate as u128 / TIMESCALE as u128) as u32;
     let now = std::time::Instant::now();
-    for c in chunks.iter() {
+    for (c, payload) in chunks.iter().zip(payloads.iter()) {
         tx.write_rtp(
             RtpWrite::new(
                 pt,
                 seq.0[kind].inc(),
                 time.wrapping_add(c.ts_offset),
                 now,
-                payload(c),
+                payload.clone(),
             )
             .marker(c.marker)
             // Video is kept for NACKs (RTX); audio is not worth resending.
@@ -656,6 +657,39 @@ fn chunks(f: &Frame, track: &TrackInfo) -> Arc<[Chunk]> {
         .clone()
 }
 
+/// How many frames' payloads [`payloads`] keeps: the frames being sent now, of
+/// every stream (one per stream and track at a time, a few more while a
+/// peer lags behind the others). A frame pushed out is only made again.
+const PAYLOAD_FRAMES: usize = 64;
+
+/// The payloads of the frames being sent now, made once for all peers:
+/// made per peer, the copy and allocation of every packet were 10 % of our
+/// CPU at 200 peers. A frame is known by its chunks' allocation (the
+/// frame's `Wire`, shared by its viewers), which cannot be reused while
+/// the entry's `Weak` holds it.
+static PAYLOADS: std::sync::Mutex<std::collections::VecDeque<PayloadEntry>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// A frame (its chunks' allocation) and its payloads.
+type PayloadEntry = (std::sync::Weak<[Chunk]>, Arc<[Arc<[u8]>]>);
+
+/// `chunks` as str0m takes them (one buffer each), made once per frame.
+fn payloads(chunks: &Arc<[Chunk]>) -> Arc<[Arc<[u8]>]> {
+    let mut cache = PAYLOADS.lock().unwrap_or_else(|e| e.into_inner());
+    let found = cache
+        .iter()
+        .find(|(key, _)| std::ptr::eq(key.as_ptr(), Arc::as_ptr(chunks)));
+    if let Some((_, bytes)) = found {
+        return bytes.clone();
+    }
+    let bytes: Arc<[Arc<[u8]>]> = chunks.iter().map(payload).collect();
+    if cache.len() >= PAYLOAD_FRAMES {
+        cache.pop_front();
+    }
+    cache.push_back((Arc::downgrade(chunks), bytes.clone()));
+    bytes
+}
+
 /// One RTP payload as str0m takes it: its prefix (an FU indicator and
 /// header) and the frame's slice, in one buffer.
 fn payload(c: &Chunk) -> Arc<[u8]> {
@@ -673,6 +707,29 @@ fn payload(c: &Chunk) -> Arc<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every peer of a frame gets the same payload buffers, made once:
+    /// prefix and body together.
+    #[test]
+    fn a_frames_payloads_are_made_once_and_shared() {
+        let chunk = |prefix: &'static [u8], body: &'static [u8]| Chunk {
+            prefix: bytes::Bytes::from_static(prefix),
+            body: bytes::Bytes::from_static(body),
+            marker: false,
+            ts_offset: 0,
+        };
+        let a: Arc<[Chunk]> = vec![chunk(&[0x7c, 0x85], b"abc"), chunk(&[], b"de")].into();
+        let first = payloads(&a);
+        assert_eq!(&*first[0], &[0x7c, 0x85, b'a', b'b', b'c']);
+        assert_eq!(&*first[1], b"de");
+        // The second peer of the frame: the same buffers.
+        assert!(Arc::ptr_eq(&first, &payloads(&a.clone())));
+        // Another frame with the same bytes is another frame.
+        let b: Arc<[Chunk]> = a.iter().cloned().collect::<Vec<_>>().into();
+        let other = payloads(&b);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(first, other);
+    }
 
     #[test]
     fn h265_in_an_offer_is_seen_whatever_its_case() {
