@@ -464,6 +464,10 @@ async fn run(
         reg.flush();
         if keyframe_wanted {
             repeat_keyframe(&mut rtc, &lines, &tracks, &mut seq, &mut video);
+            if let Err(e) = rtc.handle_input(Input::Timeout(std::time::Instant::now())) {
+                return format!("webrtc: {e}");
+            }
+            continue; // poll it out now, as a frame is
         }
         if !connected && started.elapsed() > CONNECT_TIMEOUT {
             return format!("not connected within {} s", CONNECT_TIMEOUT.as_secs());
@@ -508,6 +512,14 @@ async fn run(
                             }
                         }
                         send(&mut rtc, &lines, &tracks, &mut seq, &f);
+                        // str0m (RTP mode) sends what was written on its
+                        // next timeout, which it sets to "now": handled
+                        // here, the frame leaves on this turn's poll, not
+                        // after a trip through the timer wheel (≥ 1 ms, and
+                        // frames bunched up behind a late timer).
+                        if let Err(e) = rtc.handle_input(Input::Timeout(std::time::Instant::now())) {
+                            return format!("webrtc: {e}");
+                        }
                         // Payload bytes handed to the peer (str0m adds the
                         // RTP/SRTP overhead), for the API and metrics.
                         viewer
