@@ -140,6 +140,17 @@ pub struct Wire(Arc<WireForms>);
 struct WireForms {
     flv: OnceLock<Bytes>,
     rtp: OnceLock<Arc<[rtp::Chunk]>>,
+    joined: OnceLock<JoinedRtp>,
+}
+
+/// A frame's RTP payloads at most [`rtp::SAFE_PAYLOAD`] bytes long, each
+/// also as one buffer (prefix and body joined), as a WebRTC stack takes
+/// them: made once per frame and shared by every peer, and by each peer's
+/// retransmission history.
+#[derive(Debug, Clone, Default)]
+pub struct JoinedRtp {
+    pub chunks: Arc<[rtp::Chunk]>,
+    pub payloads: Arc<[Arc<[u8]>]>,
 }
 
 impl Wire {
@@ -152,6 +163,11 @@ impl Wire {
     /// by `make` on first use.
     pub fn rtp(&self, make: impl FnOnce() -> Arc<[rtp::Chunk]>) -> &Arc<[rtp::Chunk]> {
         self.0.rtp.get_or_init(make)
+    }
+
+    /// The WebRTC-sized RTP payloads, made by `make` on first use.
+    pub fn joined_rtp(&self, make: impl FnOnce() -> JoinedRtp) -> &JoinedRtp {
+        self.0.joined.get_or_init(make)
     }
 }
 

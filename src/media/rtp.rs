@@ -14,9 +14,16 @@ use super::h264::{self, AvcConfig};
 use super::h265::{self, HevcConfig};
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
-/// The largest RTP payload we send: fits a 1500-byte Ethernet MTU with IP,
-/// UDP, RTP and a little slack for tunnels.
+/// The largest RTP payload we send over RTSP: fits a 1500-byte Ethernet
+/// MTU with IP, UDP, RTP and a little slack for tunnels.
 pub const MAX_PAYLOAD: usize = 1400;
+
+/// The largest RTP payload we send over WebRTC, whose peers are often
+/// reached through a tunnel (Tailscale and WireGuard at their least carry
+/// 1280-byte IPv6 packets, RFC 8200 §5's minimum): 1100 bytes leave room
+/// for IPv6 (40), UDP (8), RTP (12), str0m's header extensions (up to
+/// about 24) and the SRTP tag (16), as browsers keep RTP under ~1200.
+pub const SAFE_PAYLOAD: usize = 1100;
 
 /// Dynamic payload types (RFC 3551 §6) for what has no static one.
 pub const PT_H264: u8 = 96;
@@ -123,14 +130,25 @@ impl TrackParams {
     }
 }
 
-/// Splits `frame` into RTP payloads.
+/// Splits `frame` into RTP payloads of at most [`MAX_PAYLOAD`] bytes.
 pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, String> {
+    packetize_max(frame, params, MAX_PAYLOAD)
+}
+
+/// Splits `frame` into RTP payloads of at most `max` bytes (at least 16,
+/// so that an FU carries some of its NAL unit).
+pub fn packetize_max(
+    frame: &Frame,
+    params: &TrackParams,
+    max: usize,
+) -> Result<Vec<Chunk>, String> {
+    let max = max.max(16);
     match params {
-        TrackParams::H264(cfg) => packetize_h264(frame, cfg),
-        TrackParams::H265(cfg) => packetize_h265(frame, cfg),
+        TrackParams::H264(cfg) => packetize_h264(frame, cfg, max),
+        TrackParams::H265(cfg) => packetize_h265(frame, cfg, max),
         // RFC 2435 §3.1: the marker ends the image.
         TrackParams::Jpeg => {
-            let mut out: Vec<Chunk> = super::jpeg::rfc2435::packetize(&frame.payload, MAX_PAYLOAD)?
+            let mut out: Vec<Chunk> = super::jpeg::rfc2435::packetize(&frame.payload, max)?
                 .into_iter()
                 .map(|(prefix, body)| Chunk {
                     prefix,
@@ -173,12 +191,10 @@ pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, Stri
             // RFC 3551 §4.5.14: one byte per sample, so the offset of a
             // piece in bytes is its offset in 8 kHz ticks.
             Ok((0..frame.payload.len())
-                .step_by(MAX_PAYLOAD)
+                .step_by(max)
                 .map(|at| Chunk {
                     prefix: Bytes::new(),
-                    body: frame
-                        .payload
-                        .slice(at..(at + MAX_PAYLOAD).min(frame.payload.len())),
+                    body: frame.payload.slice(at..(at + max).min(frame.payload.len())),
                     marker: false,
                     ts_offset: at as u32,
                 })
@@ -187,7 +203,7 @@ pub fn packetize(frame: &Frame, params: &TrackParams) -> Result<Vec<Chunk>, Stri
     }
 }
 
-fn packetize_h264(frame: &Frame, cfg: &AvcConfig) -> Result<Vec<Chunk>, String> {
+fn packetize_h264(frame: &Frame, cfg: &AvcConfig, max: usize) -> Result<Vec<Chunk>, String> {
     let mut nals = Vec::new();
     let mut has_sps = false;
     for nal in h264::nal_units(&frame.payload, cfg.length_size) {
@@ -211,7 +227,7 @@ fn packetize_h264(frame: &Frame, cfg: &AvcConfig) -> Result<Vec<Chunk>, String> 
     }
     let mut out = Vec::new();
     for nal in &nals {
-        if nal.len() <= MAX_PAYLOAD {
+        if nal.len() <= max {
             // RFC 6184 §5.6: single NAL unit packet.
             out.push(Chunk {
                 prefix: Bytes::new(),
@@ -226,7 +242,7 @@ fn packetize_h264(frame: &Frame, cfg: &AvcConfig) -> Result<Vec<Chunk>, String> 
         let indicator = (nal[0] & 0xe0) | 28;
         let kind = nal[0] & 0x1f;
         let body = nal.slice(1..);
-        let step = MAX_PAYLOAD - 2;
+        let step = max - 2;
         let mut at = 0;
         while at < body.len() {
             let end = (at + step).min(body.len());
@@ -252,7 +268,7 @@ fn packetize_h264(frame: &Frame, cfg: &AvcConfig) -> Result<Vec<Chunk>, String> 
     Ok(out)
 }
 
-fn packetize_h265(frame: &Frame, cfg: &HevcConfig) -> Result<Vec<Chunk>, String> {
+fn packetize_h265(frame: &Frame, cfg: &HevcConfig, max: usize) -> Result<Vec<Chunk>, String> {
     let mut nals = Vec::new();
     let mut has_vps = false;
     for nal in h264::nal_units(&frame.payload, cfg.length_size) {
@@ -284,7 +300,7 @@ fn packetize_h265(frame: &Frame, cfg: &HevcConfig) -> Result<Vec<Chunk>, String>
     }
     let mut out = Vec::new();
     for nal in &nals {
-        if nal.len() <= MAX_PAYLOAD {
+        if nal.len() <= max {
             // RFC 7798 §4.4.1: single NAL unit packet.
             out.push(Chunk {
                 prefix: Bytes::new(),
@@ -299,7 +315,7 @@ fn packetize_h265(frame: &Frame, cfg: &HevcConfig) -> Result<Vec<Chunk>, String>
         let header = [(nal[0] & 0x81) | (49 << 1), nal[1]];
         let kind = h265::nal_type(nal);
         let body = nal.slice(2..);
-        let step = MAX_PAYLOAD - 3;
+        let step = max - 3;
         let mut at = 0;
         while at < body.len() {
             let end = (at + step).min(body.len());
@@ -434,6 +450,22 @@ pub(crate) mod tests {
         assert_eq!(types, vec![7, 8, 5], "SPS, PPS, IDR; the AUD is dropped");
         assert_eq!(c.iter().filter(|c| c.marker).count(), 1);
         assert!(c.last().unwrap().marker);
+    }
+
+    #[test]
+    fn packetize_max_cuts_at_the_size_asked() {
+        let p = TrackParams::new(&h264_info()).unwrap();
+        let mut nal = vec![0x41u8];
+        nal.extend((0..5000u32).map(|i| i as u8));
+        let f = frame(Codec::H264, au(&[&nal]), false);
+        let small = packetize_max(&f, &p, SAFE_PAYLOAD).unwrap();
+        assert!(small.iter().all(|c| c.len() <= SAFE_PAYLOAD));
+        assert!(small.iter().any(|c| c.len() > MAX_PAYLOAD - 400));
+        assert!(small.len() > packetize(&f, &p).unwrap().len());
+        let g711 = frame(Codec::Pcma, Bytes::from(vec![0xd5; 2000]), true);
+        let c = packetize_max(&g711, &TrackParams::Pcma, SAFE_PAYLOAD).unwrap();
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), [1100, 900]);
+        assert_eq!(c[1].ts_offset, 1100);
     }
 
     #[test]

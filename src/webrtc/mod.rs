@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use crate::hub::fanout::{Delivery, H264_VIDEO};
 use crate::hub::{JoinRequest, Stream, StreamError, Viewer};
 use crate::media::rtp::{self, Chunk, TrackParams};
-use crate::media::{Codec, Frame, TrackInfo, TIMESCALE};
+use crate::media::{Codec, Frame, JoinedRtp, TrackInfo, TIMESCALE};
 use net::{Registration, Transport};
 
 /// A peer that has not connected (ICE) within this is given up.
@@ -618,8 +618,7 @@ fn send(
     let Some(pt) = payload_type(rtc, mid, codec) else {
         return; // the peer did not take this codec
     };
-    let chunks = chunks(f, track);
-    let payloads = payloads(&chunks);
+    let JoinedRtp { chunks, payloads } = joined(f, track);
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return;
@@ -653,53 +652,30 @@ fn payload_type(rtc: &Rtc, mid: Mid, codec: RtcCodec) -> Option<str0m::media::Pt
         .map(|p| p.pt())
 }
 
-/// A frame's RTP payloads, made once for every viewer of it (the frame's
-/// `Wire`, which RTSP sessions share): SPS/PPS (and VPS) before every
-/// keyframe, RFC 6184 FU-A or RFC 7798 FU cuts at `rtp::MAX_PAYLOAD`. A
-/// frame that cannot be cut is dropped for all of them, as RTSP drops it.
-fn chunks(f: &Frame, track: &TrackInfo) -> Arc<[Chunk]> {
+/// A frame's RTP payloads, made once for every peer of it (the frame's
+/// `Wire`): SPS/PPS (and VPS) before every keyframe, RFC 6184 FU-A or RFC
+/// 7798 FU cuts at `rtp::SAFE_PAYLOAD` (not RTSP's 1400: a peer behind a
+/// tunnel would get IP fragments), each also joined into one buffer as
+/// str0m takes it. Made per peer, the copy and allocation of every packet
+/// were 10 % of our CPU at 200 peers. A frame that cannot be cut is dropped
+/// for all of them, as RTSP drops it.
+fn joined(f: &Frame, track: &TrackInfo) -> JoinedRtp {
     f.wire
-        .rtp(|| match TrackParams::new(track).and_then(|p| rtp::packetize(f, &p)) {
-            Ok(c) => c.into(),
-            Err(e) => {
-                tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
-                Arc::from([])
+        .joined_rtp(|| {
+            match TrackParams::new(track)
+                .and_then(|p| rtp::packetize_max(f, &p, rtp::SAFE_PAYLOAD))
+            {
+                Ok(c) => JoinedRtp {
+                    payloads: c.iter().map(payload).collect(),
+                    chunks: c.into(),
+                },
+                Err(e) => {
+                    tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
+                    JoinedRtp::default()
+                }
             }
         })
         .clone()
-}
-
-/// How many frames' payloads [`payloads`] keeps: the frames being sent now, of
-/// every stream (one per stream and track at a time, a few more while a
-/// peer lags behind the others). A frame pushed out is only made again.
-const PAYLOAD_FRAMES: usize = 64;
-
-/// The payloads of the frames being sent now, made once for all peers:
-/// made per peer, the copy and allocation of every packet were 10 % of our
-/// CPU at 200 peers. A frame is known by its chunks' allocation (the
-/// frame's `Wire`, shared by its viewers), which cannot be reused while
-/// the entry's `Weak` holds it.
-static PAYLOADS: std::sync::Mutex<std::collections::VecDeque<PayloadEntry>> =
-    std::sync::Mutex::new(std::collections::VecDeque::new());
-
-/// A frame (its chunks' allocation) and its payloads.
-type PayloadEntry = (std::sync::Weak<[Chunk]>, Arc<[Arc<[u8]>]>);
-
-/// `chunks` as str0m takes them (one buffer each), made once per frame.
-fn payloads(chunks: &Arc<[Chunk]>) -> Arc<[Arc<[u8]>]> {
-    let mut cache = PAYLOADS.lock().unwrap_or_else(|e| e.into_inner());
-    let found = cache
-        .iter()
-        .find(|(key, _)| std::ptr::eq(key.as_ptr(), Arc::as_ptr(chunks)));
-    if let Some((_, bytes)) = found {
-        return bytes.clone();
-    }
-    let bytes: Arc<[Arc<[u8]>]> = chunks.iter().map(payload).collect();
-    if cache.len() >= PAYLOAD_FRAMES {
-        cache.pop_front();
-    }
-    cache.push_back((Arc::downgrade(chunks), bytes.clone()));
-    bytes
 }
 
 /// One RTP payload as str0m takes it: its prefix (an FU indicator and
@@ -720,27 +696,37 @@ fn payload(c: &Chunk) -> Arc<[u8]> {
 mod tests {
     use super::*;
 
-    /// Every peer of a frame gets the same payload buffers, made once:
-    /// prefix and body together.
+    /// Every peer of a frame gets the same payload buffers, made once,
+    /// prefix and body together, each within a tunnel's MTU.
     #[test]
-    fn a_frames_payloads_are_made_once_and_shared() {
-        let chunk = |prefix: &'static [u8], body: &'static [u8]| Chunk {
-            prefix: bytes::Bytes::from_static(prefix),
-            body: bytes::Bytes::from_static(body),
-            marker: false,
-            ts_offset: 0,
+    fn a_frames_payloads_are_made_once_shared_and_fit_a_tunnel() {
+        let track = TrackInfo {
+            codec: Codec::H264,
+            config: bytes::Bytes::from_static(&[
+                1, 66, 0xe0, 30, 0xff, 0xe1, 0, 4, 0x67, 66, 0xe0, 30, 1, 0, 2, 0x68, 0xce,
+            ]),
         };
-        let a: Arc<[Chunk]> = vec![chunk(&[0x7c, 0x85], b"abc"), chunk(&[], b"de")].into();
-        let first = payloads(&a);
-        assert_eq!(&*first[0], &[0x7c, 0x85, b'a', b'b', b'c']);
-        assert_eq!(&*first[1], b"de");
-        // The second peer of the frame: the same buffers.
-        assert!(Arc::ptr_eq(&first, &payloads(&a.clone())));
-        // Another frame with the same bytes is another frame.
-        let b: Arc<[Chunk]> = a.iter().cloned().collect::<Vec<_>>().into();
-        let other = payloads(&b);
-        assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(first, other);
+        let mut nal = vec![0x41u8];
+        nal.extend((0..5000u32).map(|i| i as u8));
+        let f = Frame::new(
+            Codec::H264,
+            0,
+            0,
+            false,
+            crate::media::h264::to_avcc(&[&nal]),
+        );
+        let first = joined(&f, &track);
+        assert!(first.chunks.len() >= 5);
+        assert_eq!(first.chunks.len(), first.payloads.len());
+        for (c, p) in first.chunks.iter().zip(first.payloads.iter()) {
+            assert!(p.len() <= rtp::SAFE_PAYLOAD, "{} bytes", p.len());
+            assert_eq!(&p[..c.prefix.len()], &c.prefix[..]);
+            assert_eq!(&p[c.prefix.len()..], &c.body[..]);
+        }
+        // The second peer of the frame (a clone shares its Wire): the same
+        // buffers, not made again.
+        let second = joined(&f.clone(), &track);
+        assert!(Arc::ptr_eq(&first.payloads, &second.payloads));
     }
 
     #[test]
