@@ -328,78 +328,15 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gives back memory that only start-up used (issue 17: 100 idle streams in
-/// ≤ 8.7 MB resident).
-///
-/// - The heap's free pages: parsing the config's YAML and building every
-///   stream leave freed blocks that glibc keeps mapped (`malloc_trim`
-///   returns whole free pages inside the heap too, not only its top).
-/// - Our code's pages that an idle server does not run: the YAML parser,
-///   clap, the routers' construction. The kernel maps a file's code in
-///   runs around each fault (fault-around, large page-cache folios), so
-///   start-up leaves about 5 MB of our 10 MB of code resident, of which an
-///   idle server runs well under 1 MB (scripts/bench-idle: 9.3 -> 4.8 MB
-///   with 100 streams). `MADV_DONTNEED` on the executable's code mapping unmaps its
-///   pages; they stay in the page cache, and whatever runs next maps them
-///   back with a minor fault (no read). Only the code mapping (`r-xp`),
-///   never written, so nothing is lost; a debugger's breakpoint set before
-///   this moment would be (gdb, uprobes write into the mapped page).
+/// Gives back the heap's free pages once start-up is over (issue 17: 100
+/// idle streams in ≤ 8.7 MB resident). Parsing the config's YAML and
+/// building every stream leave freed blocks that glibc keeps mapped;
+/// `malloc_trim(0)` returns whole free pages inside the heap too, not only
+/// its top, so the memory is really freed (not just unmapped from us).
 fn release_startup_memory() {
     // SAFETY: malloc_trim only releases free memory of glibc's allocator.
     let trimmed = unsafe { nix::libc::malloc_trim(0) } == 1;
-    let code = match executable_code() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot find our code mapping");
-            return;
-        }
-    };
-    let mut released = 0;
-    for (start, end) in code {
-        // SAFETY: the range is a whole mapping of our executable's code,
-        // read-only and never written: after MADV_DONTNEED its next access
-        // maps the same file pages again.
-        let r = unsafe {
-            nix::libc::madvise(
-                start as *mut nix::libc::c_void,
-                end - start,
-                nix::libc::MADV_DONTNEED,
-            )
-        };
-        if r == 0 {
-            released += end - start;
-        }
-    }
-    tracing::debug!(
-        heap_trimmed = trimmed,
-        code_kb = released / 1024,
-        "start-up memory released"
-    );
-}
-
-/// The address ranges of our executable's code (`r-xp` mappings of
-/// /proc/self/exe in /proc/self/maps).
-fn executable_code() -> std::io::Result<Vec<(usize, usize)>> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        // "start-end perms offset dev inode path" (proc(5)).
-        let mut f = line.split_whitespace();
-        let (Some(range), Some("r-xp"), Some(path)) = (f.next(), f.next(), f.nth(3)) else {
-            continue;
-        };
-        if std::path::Path::new(path) != exe {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-            out.push((a, b));
-        }
-    }
-    Ok(out)
+    tracing::debug!(heap_trimmed = trimmed, "start-up heap released");
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
