@@ -61,6 +61,17 @@ fn input_flags(scheme: UrlScheme) -> &'static [&'static str] {
 }
 
 const HEAD: &[&str] = &["-hide_banner", "-nostdin", "-loglevel", "error"];
+/// For children that copy video: a packet whose PTS the input lost gets its
+/// DTS as PTS. ffmpeg's RTSP reader (its H.264 parser) gives the first
+/// frame of a session no timestamp; `-c copy` then fills in only the DTS,
+/// and with B-frames (reordered, so PTS cannot be taken for DTS) the FLV
+/// and RTSP muxers refuse the packet: "Packet is missing PTS", exit 1, every
+/// time a viewer joins an RTSP source with B-frames (a camera relayed by
+/// another server, an encoder's default). `-fflags +genpts` does not help:
+/// it derives PTS from later packets' DTS, and this packet has neither.
+/// Packets that have a PTS pass unchanged. (setts: ffmpeg 4.4+; commas are
+/// escaped for `-bsf`'s list syntax.)
+const FILL_PTS: &[&str] = &["-bsf:v", r"setts=pts=if(eq(PTS\,NOPTS)\,DTS\,PTS)"];
 /// `-flush_packets 1`: every packet reaches the pipe at once (latency);
 /// `no_duration_filesize`: a pipe cannot be seeked back to patch the header.
 const TAIL: &[&str] = &[
@@ -370,6 +381,7 @@ pub fn command_with(
         SourceKind::Url { url, scheme } => {
             push(&mut args, input_flags(*scheme));
             push(&mut args, &["-i", url, "-c", "copy"]);
+            push(&mut args, FILL_PTS);
         }
         SourceKind::Ffmpeg {
             input,
@@ -430,7 +442,10 @@ pub fn command_with(
             // engine's (`h264/vaapi` …) with `#hardware`.
             match (video, vcodec) {
                 (None, _) => push(&mut args, &["-vn"]),
-                (Some(_), None) => push(&mut args, &["-c:v", "copy"]),
+                (Some(_), None) => {
+                    push(&mut args, FILL_PTS);
+                    push(&mut args, &["-c:v", "copy"]);
+                }
                 (Some(_), Some(name)) => {
                     let key = match engine {
                         Some(e) => format!("{name}/{}", e.name()),
