@@ -71,7 +71,21 @@ const HEAD: &[&str] = &["-hide_banner", "-nostdin", "-loglevel", "error"];
 /// it derives PTS from later packets' DTS, and this packet has neither.
 /// Packets that have a PTS pass unchanged. (setts: ffmpeg 4.4+; commas are
 /// escaped for `-bsf`'s list syntax.)
+///
+/// Never on a looped file (`-stream_loop -1`): ffmpeg 5.1 flushes the
+/// output's bitstream filters at the end of each pass ("A non-NULL packet
+/// sent after an EOF") and drops every video packet after it, so the
+/// picture stopped when the file first looped. A file's packets have their
+/// PTS anyway.
 const FILL_PTS: &[&str] = &["-bsf:v", r"setts=pts=if(eq(PTS\,NOPTS)\,DTS\,PTS)"];
+
+/// [`FILL_PTS`] for an input of `scheme`, or nothing for a looped file.
+fn fill_pts(scheme: Option<UrlScheme>) -> &'static [&'static str] {
+    match scheme {
+        Some(UrlScheme::File) => &[],
+        _ => FILL_PTS,
+    }
+}
 /// `-flush_packets 1`: every packet reaches the pipe at once (latency);
 /// `no_duration_filesize`: a pipe cannot be seeked back to patch the header.
 const TAIL: &[&str] = &[
@@ -381,7 +395,7 @@ pub fn command_with(
         SourceKind::Url { url, scheme } => {
             push(&mut args, input_flags(*scheme));
             push(&mut args, &["-i", url, "-c", "copy"]);
-            push(&mut args, FILL_PTS);
+            push(&mut args, fill_pts(Some(*scheme)));
         }
         SourceKind::Ffmpeg {
             input,
@@ -443,7 +457,11 @@ pub fn command_with(
             match (video, vcodec) {
                 (None, _) => push(&mut args, &["-vn"]),
                 (Some(_), None) => {
-                    push(&mut args, FILL_PTS);
+                    let scheme = match input {
+                        FfmpegInput::Url { scheme, .. } => Some(*scheme),
+                        FfmpegInput::Stream(_) => None,
+                    };
+                    push(&mut args, fill_pts(scheme));
                     push(&mut args, &["-c:v", "copy"]);
                 }
                 (Some(_), Some(name)) => {
@@ -543,6 +561,44 @@ mod tests {
             line.ends_with("-f flv -flvflags no_duration_filesize pipe:1"),
             "{line}"
         );
+    }
+
+    /// A missing PTS is filled from the DTS for a camera, never for a
+    /// looped file: ffmpeg flushes the filter when the file loops and drops
+    /// all video after it.
+    #[test]
+    fn a_lost_pts_is_filled_for_cameras_but_a_looped_file_keeps_its_video() {
+        let line = |url: &str, scheme| {
+            let kind = SourceKind::Url {
+                url: url.into(),
+                scheme,
+            };
+            command(&src(url, kind), &env(0)).unwrap().args.join(" ")
+        };
+        assert!(line("rtsp://h/s", UrlScheme::Rtsp).contains("-bsf:v setts="));
+        let file = line("/media/demo.mp4", UrlScheme::File);
+        assert!(file.contains("-stream_loop -1"), "{file}");
+        assert!(!file.contains("-bsf"), "{file}");
+        let ffmpeg_file = command(
+            &src(
+                "ffmpeg:/media/demo.mp4#video=copy",
+                SourceKind::Ffmpeg {
+                    input: FfmpegInput::Url {
+                        url: "/media/demo.mp4".into(),
+                        scheme: UrlScheme::File,
+                    },
+                    video: Some(VideoCodec::Copy),
+                    audio: None,
+                    hardware: None,
+                    templates: FfmpegTemplates::default(),
+                },
+            ),
+            &env(0),
+        )
+        .unwrap()
+        .args
+        .join(" ");
+        assert!(!ffmpeg_file.contains("-bsf"), "{ffmpeg_file}");
     }
 
     #[test]
