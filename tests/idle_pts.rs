@@ -31,15 +31,6 @@ fn bframe_camera(url: &str) -> std::process::Child {
         .unwrap()
 }
 
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_rtsp_source_with_b_frames_is_relayed() {
     let _permit = heavy();
@@ -48,7 +39,7 @@ fn an_rtsp_source_with_b_frames_is_relayed() {
         &format!("  a:\n  b: rtsp://127.0.0.1:{rtsp}/a\n"),
         &format!("rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\n"),
     );
-    let _camera = Kill(bframe_camera(&format!("rtsp://127.0.0.1:{rtsp}/a")));
+    let _camera = KillOnDrop(bframe_camera(&format!("rtsp://127.0.0.1:{rtsp}/a")));
     srv.wait_for("the camera publishing a", Duration::from_secs(20), || {
         srv.log()
             .lines()

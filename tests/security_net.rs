@@ -289,14 +289,7 @@ fn out_of_file_descriptors_is_waited_out_quietly() {
             setrlimit(Resource::RLIMIT_NOFILE, LIMIT, LIMIT).map_err(std::io::Error::from)
         });
     }
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Kill(cmd.spawn().unwrap());
+    let child = KillOnDrop(cmd.spawn().unwrap());
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let t = Instant::now();
     while !matches!(http_get(port, "/api"), Ok((200, _))) {

@@ -802,6 +802,17 @@ pub fn clip_sized(dir: &std::path::Path, size: &str) -> std::path::PathBuf {
     path
 }
 
+/// A child process killed and reaped when the test lets go of it, however
+/// the test ends (an assertion's panic included).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// ffmpeg publishing `clip` (looped) over RTSP into stream `pushed`.
 pub fn push(clip: &std::path::Path, rtsp: u16, transport: &str) -> std::process::Child {
     Command::new("ffmpeg")
