@@ -111,7 +111,6 @@ pub async fn serve(
                 buf: BytesMut::with_capacity(4096),
                 session: None,
                 publishing: None,
-                out: BytesMut::with_capacity(16 * 1024),
                 opened: now,
                 last_request: now,
                 authed: gate.exempt(Gate::is_loopback(peer)),
@@ -183,8 +182,6 @@ struct Conn {
     buf: BytesMut,
     session: Option<Session>,
     publishing: Option<publish::PublishSession>,
-    /// Interleaved headers of the batch being written.
-    out: BytesMut,
     opened: Instant,
     /// When the last request came (or the connection opened): see
     /// [`REQUEST_TIMEOUT`].
@@ -1160,74 +1157,92 @@ impl Conn {
                 },
             }
         }
-        self.out.clear();
-        // Where in `self.out` each packet's headers are, and its body.
-        let mut packets: Vec<(usize, usize, bytes::Bytes)> = Vec::new();
-        let mut sends: Vec<(usize, [u8; 12], Chunk)> = Vec::new();
-        for d in batch {
-            match d {
-                Delivery::Tracks { video, audio } => update_tracks(s, [video, audio]),
-                Delivery::Frame(f) => {
-                    let Some(i) = s
-                        .tracks
-                        .iter()
-                        .position(|t| t.codec == f.codec && t.transport.is_some())
-                    else {
-                        continue;
-                    };
-                    let t = &mut s.tracks[i];
-                    let chunks = chunks(&f, &t.params);
-                    let rtp_time = t.params.rtp_time(f.pts);
-                    for c in chunks.iter() {
-                        let h = t.sender.header(c, rtp_time, f.pts);
-                        match &t.transport {
-                            Some(Transport::Tcp { rtp, .. }) => {
-                                let at = self.out.len();
-                                self.out.put_u8(b'$');
-                                self.out.put_u8(*rtp);
-                                self.out.put_u16((12 + c.len()) as u16);
-                                self.out.put_slice(&h);
-                                // A prefix is 0 to 4 bytes: copying it
-                                // beats an iovec of its own.
-                                self.out.put_slice(&c.prefix);
-                                packets.push((at, 16 + c.prefix.len(), c.body.clone()));
-                            }
-                            Some(Transport::Udp { .. }) => sends.push((i, h, c.clone())),
-                            None => {}
-                        }
+        // Per viewer, only the RTP and interleave headers are made here:
+        // the payloads are the frame's, packetized once for every viewer
+        // (`Wire`) and borrowed, not cloned. A clone per packet was an
+        // atomic increment and decrement of the payload's one shared
+        // counter, by every viewer on both worker threads: a cache line
+        // that 500 viewers bounced between cores for every packet.
+        // The interleave and RTP headers of the batch, in a buffer made per
+        // write: the allocator hands back memory that is still in cache,
+        // where a buffer kept per connection is cold memory for each of
+        // 500 viewers in turn.
+        let mut out: Vec<u8> = Vec::with_capacity(1024);
+        // Where in `out` each TCP packet's headers are, and its body.
+        let mut packets: Vec<(usize, usize, &[u8])> = Vec::new();
+        let mut sent = 0;
+        for d in &batch {
+            let f = match d {
+                Delivery::Tracks { video, audio } => {
+                    update_tracks(s, [video.clone(), audio.clone()]);
+                    continue;
+                }
+                Delivery::Frame(f) => f,
+            };
+            let Some(t) = s
+                .tracks
+                .iter_mut()
+                .find(|t| t.codec == f.codec && t.transport.is_some())
+            else {
+                continue;
+            };
+            let rtp_time = t.params.rtp_time(f.pts);
+            for c in chunks(f, &t.params).iter() {
+                let h = t.sender.header(c, rtp_time, f.pts);
+                match &t.transport {
+                    Some(Transport::Tcp { rtp, .. }) => {
+                        // RFC 2326 §10.12: '$', channel, length, then the
+                        // packet. With the RTP header and the 0 to 4 byte
+                        // prefix, one copy beats iovecs of their own.
+                        let len = ((12 + c.len()) as u16).to_be_bytes();
+                        let mut head = [0u8; 16];
+                        head[..4].copy_from_slice(&[b'$', *rtp, len[0], len[1]]);
+                        head[4..].copy_from_slice(&h);
+                        let at = out.len();
+                        out.extend_from_slice(&head);
+                        out.extend_from_slice(&c.prefix);
+                        packets.push((at, 16 + c.prefix.len(), &c.body));
                     }
+                    Some(Transport::Udp { rtp, to_rtp, .. }) => {
+                        send_udp(rtp, *to_rtp, &[&h, &c.prefix, &c.body]);
+                        sent += h.len() + c.len();
+                    }
+                    None => {}
                 }
             }
         }
-        let mut sent = 0;
-        for (i, h, c) in &sends {
-            if let Some(Transport::Udp { rtp, to_rtp, .. }) = &s.tracks[*i].transport {
-                send_udp(rtp, *to_rtp, &[h, &c.prefix, &c.body]);
-                sent += h.len() + c.prefix.len() + c.body.len();
-            }
-        }
         // What the viewer was sent, for `/api/streams` and `/api/metrics`.
-        sent += self.out.len() + packets.iter().map(|p| p.2.len()).sum::<usize>();
-        s.viewer
-            .stats()
+        sent += out.len() + packets.iter().map(|p| p.2.len()).sum::<usize>();
+        let stats = s.viewer.stats();
+        stats
             .bytes
             .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         // The batch's delay (`/api/metrics`) ends when its last packet is
         // sent: UDP above, interleaved TCP below.
-        let stats = s.viewer.stats().clone();
         if packets.is_empty() {
             stats.delivered();
             return Ok(());
         }
-        let out = self.out.split().freeze();
-        let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 3);
+        let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 2);
         for (at, len, body) in &packets {
             slices.push(IoSlice::new(&out[*at..*at + *len]));
             slices.push(IoSlice::new(body));
         }
-        match tokio::time::timeout(WRITE_STALL, write_all_vectored(&mut self.sock, &mut slices))
-            .await
-        {
+        // A viewer keeping up has room in its socket for the whole batch:
+        // one non-blocking write, with no stall timer to arm (a clock read
+        // and a timer entry per write, 500 times a frame). Only a write the
+        // socket did not take whole waits, under WRITE_STALL.
+        let mut rest = &mut slices[..];
+        match self.sock.try_write_vectored(rest) {
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("write: {e}")),
+        }
+        if rest.is_empty() {
+            stats.delivered();
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_STALL, write_all_vectored(&mut self.sock, rest)).await {
             Ok(Ok(())) => {
                 stats.delivered();
                 Ok(())
@@ -1310,16 +1325,14 @@ async fn next_delivery(session: &mut Option<Session>) -> Result<Delivery, Ended>
 }
 
 /// A frame's RTP payloads, made once for all viewers (`Wire`).
-fn chunks(f: &Frame, params: &TrackParams) -> Arc<[Chunk]> {
-    f.wire
-        .rtp(|| match rtp::packetize(f, params) {
-            Ok(c) => c.into(),
-            Err(e) => {
-                tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
-                Arc::from([])
-            }
-        })
-        .clone()
+fn chunks<'f>(f: &'f Frame, params: &TrackParams) -> &'f [Chunk] {
+    f.wire.rtp(|| match rtp::packetize(f, params) {
+        Ok(c) => c.into(),
+        Err(e) => {
+            tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
+            Arc::from([])
+        }
+    })
 }
 
 /// New parameters (SPS/PPS, AAC config) for tracks the session already
