@@ -236,7 +236,7 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         None => None,
     };
     let deps = Arc::new(Deps {
-        spawner: Arc::new(OsSpawner),
+        spawner: Arc::new(OsSpawner::default()),
         ffmpeg_bin: cfg.ffmpeg_bin.clone(),
         // Our own readers (`ffmpeg:STREAM`) authenticate with a per-run
         // token (`internal_tokens`), never with the API password, which

@@ -313,7 +313,8 @@ impl Counter {
     }
 }
 
-/// The process-wide numbers (see [`crate::supervisor`]).
+/// The process-wide numbers: the children of the program's one spawner
+/// (see [`crate::supervisor::ChildCounts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Process {
     pub children_running: i64,
@@ -322,11 +323,11 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn now() -> Process {
+    pub fn of(children: &crate::supervisor::ChildCounts) -> Process {
         Process {
-            children_running: crate::supervisor::children_running(),
-            children_spawned: crate::supervisor::children_spawned(),
-            children_sigkill: crate::supervisor::children_sigkilled(),
+            children_running: children.running(),
+            children_spawned: children.spawned(),
+            children_sigkill: children.sigkilled(),
         }
     }
 }
@@ -336,7 +337,7 @@ pub async fn render(registry: &Registry) -> String {
     let streams = registry.all();
     let list: Vec<(&str, &StreamMetrics)> =
         streams.iter().map(|s| (s.name(), &**s.metrics())).collect();
-    render_text(&list, Process::now())
+    render_text(&list, Process::of(registry.deps().spawner.counts()))
 }
 
 /// The exposition text for `streams` (name, numbers) and `process`.

@@ -12,7 +12,7 @@
 //!   readers get [`DRAIN`] to finish and are then dropped.
 //! - A child that cannot be reaped in time is logged as abandoned and the
 //!   caller moves on; a background task reaps it if it ever exits (and it
-//!   counts in [`children_running`] until then).
+//!   counts in [`ChildCounts::running`] until then).
 //!
 //! Spawning sits behind [`Spawner`] so that the stream actor's tests can drive
 //! fake children under tokio's paused clock.
@@ -103,54 +103,67 @@ pub struct Spawned {
 
 pub trait Spawner: Send + Sync + 'static {
     fn spawn(&self, cmd: &CommandSpec) -> io::Result<Spawned>;
+    /// This spawner's children so far.
+    fn counts(&self) -> &ChildCounts;
 }
 
 /// The real thing: `tokio::process` with the child leading a new group.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OsSpawner;
+#[derive(Debug, Default, Clone)]
+pub struct OsSpawner {
+    counts: Arc<ChildCounts>,
+}
 
 struct OsChild {
     child: tokio::process::Child,
     pgid: Pid,
-    _running: Running,
+    /// Counts the child as running until it is dropped; its SIGKILLs
+    /// count with it.
+    running: Running,
 }
 
-// Process-wide counts of real children, for `/api/metrics`.
-static CHILDREN_RUNNING: AtomicI64 = AtomicI64::new(0);
-static CHILDREN_SPAWNED: AtomicU64 = AtomicU64::new(0);
-static CHILDREN_SIGKILLED: AtomicU64 = AtomicU64::new(0);
-
-/// Child processes spawned by [`OsSpawner`] whose handle is still held:
-/// from the spawn until [`supervise`] has reaped them (an abandoned child
-/// is waited for in the background, and counts until it is reaped).
-pub fn children_running() -> i64 {
-    CHILDREN_RUNNING.load(Ordering::Relaxed)
+/// One spawner's children, for `/api/metrics`. They belong to the spawner,
+/// not to the process, so that a test asserts on its own children: tests
+/// running beside it in the same process cannot move them.
+#[derive(Debug, Default)]
+pub struct ChildCounts {
+    running: AtomicI64,
+    spawned: AtomicU64,
+    sigkilled: AtomicU64,
 }
 
-/// Child processes [`OsSpawner`] has spawned.
-pub fn children_spawned() -> u64 {
-    CHILDREN_SPAWNED.load(Ordering::Relaxed)
+impl ChildCounts {
+    /// Children whose handle is still held: from the spawn until
+    /// [`supervise`] has reaped them (an abandoned child is waited for in
+    /// the background, and counts until it is reaped).
+    pub fn running(&self) -> i64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Children spawned.
+    pub fn spawned(&self) -> u64 {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Child process groups sent SIGKILL (and still there to receive it).
+    pub fn sigkilled(&self) -> u64 {
+        self.sigkilled.load(Ordering::Relaxed)
+    }
 }
 
-/// Child process groups sent SIGKILL (and still there to receive it).
-pub fn children_sigkilled() -> u64 {
-    CHILDREN_SIGKILLED.load(Ordering::Relaxed)
-}
-
-/// Counts one child in [`children_running`] while it lives.
-struct Running;
+/// Counts one child in [`ChildCounts::running`] while it lives.
+struct Running(Arc<ChildCounts>);
 
 impl Running {
-    fn new() -> Running {
-        CHILDREN_SPAWNED.fetch_add(1, Ordering::Relaxed);
-        CHILDREN_RUNNING.fetch_add(1, Ordering::Relaxed);
-        Running
+    fn new(counts: &Arc<ChildCounts>) -> Running {
+        counts.spawned.fetch_add(1, Ordering::Relaxed);
+        counts.running.fetch_add(1, Ordering::Relaxed);
+        Running(counts.clone())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        CHILDREN_RUNNING.fetch_sub(1, Ordering::Relaxed);
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -170,7 +183,7 @@ impl Spawner for OsSpawner {
             // kill of the leader alone.
             .kill_on_drop(false);
         let mut child = c.spawn()?;
-        let running = Running::new();
+        let running = Running::new(&self.counts);
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
@@ -196,9 +209,13 @@ impl Spawner for OsSpawner {
             child: Box::new(OsChild {
                 child,
                 pgid: Pid::from_raw(pid as i32),
-                _running: running,
+                running,
             }),
         })
+    }
+
+    fn counts(&self) -> &ChildCounts {
+        &self.counts
     }
 }
 
@@ -207,7 +224,7 @@ impl ChildProcess for OsChild {
         match killpg(self.pgid, sig) {
             Ok(()) => {
                 if sig == Signal::SIGKILL {
-                    CHILDREN_SIGKILLED.fetch_add(1, Ordering::Relaxed);
+                    self.running.0.sigkilled.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -583,7 +600,16 @@ mod tests {
         kill_timeout: Duration,
         stop_after: Option<Duration>,
     ) -> (Report, Vec<String>) {
-        let s = OsSpawner.spawn(&sh(script)).unwrap();
+        run_with(&OsSpawner::default(), script, kill_timeout, stop_after).await
+    }
+
+    async fn run_with(
+        spawner: &OsSpawner,
+        script: &str,
+        kill_timeout: Duration,
+        stop_after: Option<Duration>,
+    ) -> (Report, Vec<String>) {
+        let s = spawner.spawn(&sh(script)).unwrap();
         let pid = s.pid;
         let tail = Arc::new(StderrTail::default());
         let stop = CancellationToken::new();
@@ -640,9 +666,10 @@ mod tests {
 
     #[tokio::test]
     async fn kill_follows_a_child_that_ignores_term() {
-        let killed = children_sigkilled();
+        let spawner = OsSpawner::default();
         // The shell ignores TERM and keeps a grandchild that holds stdout.
-        let (r, _) = run(
+        let (r, _) = run_with(
+            &spawner,
             "trap 'echo ignoring TERM >&2' TERM; sleep 30 & while :; do sleep 0.1; done",
             Duration::from_millis(300),
             Some(Duration::from_millis(200)),
@@ -651,18 +678,21 @@ mod tests {
         assert_eq!(r.ended_by, EndedBy::Kill);
         assert_eq!(r.exit, Some(ExitKind::Signal(9)));
         assert!(r.stop_ms >= 300, "{r:?}");
-        // Other tests run alongside: the count only ever goes up.
-        assert!(children_sigkilled() > killed, "the SIGKILL was not counted");
+        assert_eq!(
+            spawner.counts().sigkilled(),
+            1,
+            "the SIGKILL was not counted"
+        );
+        assert_eq!(spawner.counts().spawned(), 1);
+        assert_eq!(spawner.counts().running(), 0, "reaped, so not running");
     }
 
     #[tokio::test]
     async fn children_are_counted_while_their_handle_lives() {
-        let spawned = children_spawned();
-        let s = OsSpawner.spawn(&sh("sleep 30")).unwrap();
-        // Other tests run alongside, so only bounds hold: the exact drop at
-        // the reap is checked end to end (tests/metrics.rs).
-        assert!(children_spawned() > spawned);
-        assert!(children_running() >= 1);
+        let spawner = OsSpawner::default();
+        let s = spawner.spawn(&sh("sleep 30")).unwrap();
+        let counts = spawner.counts();
+        assert_eq!((counts.spawned(), counts.running()), (1, 1));
         let stop = CancellationToken::new();
         stop.cancel();
         let r = supervise(
@@ -678,6 +708,8 @@ mod tests {
         )
         .await;
         assert_eq!(r.ended_by, EndedBy::Term);
+        assert_eq!(counts.running(), 0, "reaped, so no longer running");
+        assert_eq!(counts.sigkilled(), 0, "TERM was enough");
     }
 
     #[tokio::test]
@@ -692,7 +724,7 @@ mod tests {
         // setsid takes the grandchild out of our group: we cannot kill it,
         // but we must not wait for its end of stdout either (Go #23019).
         let script = "setsid sleep 3 & exit 0";
-        let s = OsSpawner.spawn(&sh(script)).unwrap();
+        let s = OsSpawner::default().spawn(&sh(script)).unwrap();
         let t = Instant::now();
         let r = supervise(
             s,

@@ -57,6 +57,8 @@ struct Spawn {
 #[derive(Default)]
 struct FakeSpawner {
     spawns: Mutex<Vec<Spawn>>,
+    /// Never moved: fake children are not counted.
+    counts: crate::supervisor::ChildCounts,
     ignore_term: bool,
     stderr: &'static [u8],
 }
@@ -81,6 +83,10 @@ impl Spawner for Arc<FakeSpawner> {
             stderr: Box::new(self.stderr),
             child: Box::new(FakeChild { exit: rx, ctl }),
         })
+    }
+
+    fn counts(&self) -> &crate::supervisor::ChildCounts {
+        &self.counts
     }
 }
 
