@@ -26,11 +26,11 @@ use tokio::net::TcpListener;
 use crate::hls::{HlsError, Variant};
 use crate::hub::fanout::Delivery;
 use crate::hub::{JoinRequest, Registry, Stream, StreamError, Viewer};
-use crate::media::flv::{self, Muxer};
-use crate::media::{ticks_to_ms, TrackInfo, TrackKind};
-use crate::net::{CappedListener, Refusal};
+use crate::media::flv;
+use crate::media::{ticks_to_ms, TrackKind};
 /// Re-exported from [`crate::net`], where the listener machinery lives.
-pub use crate::net::{PeerAddr, SEND_BUFFER, WRITE_STALL};
+use crate::net::PeerAddr;
+use crate::net::{CappedListener, Refusal};
 
 /// The go2rtc API level whose shape we implement.
 pub const GO2RTC_API_VERSION: &str = "1.9.14";
@@ -1532,19 +1532,13 @@ async fn hls_file(
 fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
     struct St {
         viewer: Viewer,
-        mux: Muxer,
+        session: flv::Session,
         queue: std::collections::VecDeque<Bytes>,
-        tracks: [Option<TrackInfo>; 2],
-        sent: [Option<TrackInfo>; 2],
-        started: bool,
     }
     let st = St {
         viewer,
-        mux: Muxer::new(),
+        session: flv::Session::default(),
         queue: Default::default(),
-        tracks: [None, None],
-        sent: [None, None],
-        started: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
@@ -1563,71 +1557,19 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                     tracing::debug!(error = %e, "http-flv viewer ended");
                     return None;
                 }
-                Ok(Delivery::Tracks { video, audio }) => {
-                    // Parameters changed mid-stream: each track's new
-                    // sequence header goes out before its next frame.
-                    st.tracks = [video, audio];
-                    forget_gone(&st.tracks, &mut st.sent);
-                }
+                Ok(Delivery::Tracks { video, audio }) => st.session.set_tracks(video, audio),
                 Ok(Delivery::Frame(f)) => {
-                    let ms = ticks_to_ms(f.dts).max(0);
-                    // All tracks' headers before the first frame; after
-                    // that, a changed track's before its next frame.
-                    let only = if st.started {
-                        Some(usize::from(f.kind() == TrackKind::Audio))
-                    } else {
-                        st.started = true;
-                        let h = st
-                            .mux
-                            .header(st.tracks[0].is_some(), st.tracks[1].is_some());
-                        st.queue.push_back(h);
-                        None
-                    };
-                    push_headers(
-                        &mut st.mux,
-                        &mut st.queue,
-                        &st.tracks,
-                        &mut st.sent,
-                        ms,
-                        only,
-                    );
+                    let before = st.session.before_frame(f.kind(), ticks_to_ms(f.dts).max(0));
+                    if before.first {
+                        st.queue.push_back(st.session.file_header());
+                    }
+                    st.queue
+                        .extend(before.headers.into_iter().flatten().flatten());
                     st.queue.push_back(flv::shared_tag(&f));
                 }
             }
         }
     })
-}
-
-/// A track that went away (its publisher or producer left) is sent its
-/// sequence header again when it comes back, even if unchanged: the next
-/// publisher starts afresh, and players expect to be told.
-pub fn forget_gone(tracks: &[Option<TrackInfo>; 2], sent: &mut [Option<TrackInfo>; 2]) {
-    for k in 0..2 {
-        if tracks[k].is_none() {
-            sent[k] = None;
-        }
-    }
-}
-
-fn push_headers(
-    mux: &mut Muxer,
-    q: &mut std::collections::VecDeque<Bytes>,
-    tracks: &[Option<TrackInfo>; 2],
-    sent: &mut [Option<TrackInfo>; 2],
-    ts: i64,
-    only: Option<usize>,
-) {
-    // A header is stamped with the time of the frame it precedes, so that
-    // each track's timestamps stay monotonic (audio runs a little ahead of
-    // or behind video).
-    for k in only.map_or(0..2, |k| k..k + 1) {
-        if let Some(t) = &tracks[k] {
-            if sent[k].as_ref() != Some(t) {
-                q.extend(mux.track(t, ts).into_iter().flatten());
-                sent[k] = Some(t.clone());
-            }
-        }
-    }
 }
 
 // ---- the listeners ------------------------------------------------------

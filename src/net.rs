@@ -29,6 +29,44 @@ use tokio::time::{Instant, Sleep};
 /// stream, keeping the cameras running) forever.
 pub const WRITE_STALL: Duration = Duration::from_secs(15);
 
+/// Writes every slice to a viewer's socket, or fails once the viewer has
+/// accepted no data for [`WRITE_STALL`] (an error of kind `TimedOut`).
+///
+/// A viewer keeping up has room in its socket for the whole batch: one
+/// non-blocking write does it, with no stall timer to arm (a clock read and
+/// a timer entry per write, 500 times a frame at 500 viewers). Only a
+/// write the socket did not take whole waits, under the deadline.
+pub async fn write_all_within(
+    sock: &mut TcpStream,
+    mut slices: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    match sock.try_write_vectored(slices) {
+        Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    if slices.is_empty() {
+        return Ok(());
+    }
+    let all = async {
+        while !slices.is_empty() {
+            let n = sock.write_vectored(slices).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(WRITE_STALL, all).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client accepted no data for {} s", WRITE_STALL.as_secs()),
+        )),
+    }
+}
+
 /// Per-connection socket send buffer (the kernel doubles it): about 4 s of
 /// a 2 Mbit/s stream, and 10 MB/s over a 100 ms path.
 pub const SEND_BUFFER: usize = 512 * 1024;

@@ -572,6 +572,77 @@ impl Muxer {
     }
 }
 
+/// One viewer's FLV session, the same for HTTP-FLV and RTMP play: the
+/// tracks it plays and the sequence headers (E.4.3.1's
+/// AVCDecoderConfigurationRecord, the AudioSpecificConfig) it has been
+/// sent. Every track's header goes before the first frame; afterwards a
+/// track's header goes again, before its next frame, whenever it changed.
+/// A track that went away (its publisher or producer left) is sent its
+/// header again when it comes back, even unchanged: the next publisher
+/// starts afresh, and players expect to be told.
+#[derive(Debug, Default)]
+pub struct Session {
+    mux: Muxer,
+    tracks: [Option<TrackInfo>; 2],
+    sent: [Option<TrackInfo>; 2],
+    started: bool,
+}
+
+/// What goes out before a frame, in this order.
+#[derive(Debug)]
+pub struct Before {
+    /// The session's first frame: the output's file header (or RTMP's
+    /// `onMetaData`) goes first, for [`Session::tracks`].
+    pub first: bool,
+    /// Sequence header tags ([`Muxer::track`]), video's then audio's.
+    pub headers: [Option<[Bytes; 3]>; 2],
+}
+
+impl Session {
+    /// The chosen tracks changed (the hub's `Delivery::Tracks`).
+    pub fn set_tracks(&mut self, video: Option<TrackInfo>, audio: Option<TrackInfo>) {
+        self.tracks = [video, audio];
+        for k in 0..2 {
+            if self.tracks[k].is_none() {
+                self.sent[k] = None;
+            }
+        }
+    }
+
+    /// Video's, then audio's.
+    pub fn tracks(&self) -> &[Option<TrackInfo>; 2] {
+        &self.tracks
+    }
+
+    /// The FLV file header (E.2), flagged with the tracks there are now.
+    pub fn file_header(&mut self) -> Bytes {
+        self.mux
+            .header(self.tracks[0].is_some(), self.tracks[1].is_some())
+    }
+
+    /// What must precede a frame of `kind` stamped `ts_ms`. A header is
+    /// stamped with the time of the frame it precedes, so that each
+    /// track's timestamps stay monotonic (audio runs a little ahead of or
+    /// behind video).
+    pub fn before_frame(&mut self, kind: TrackKind, ts_ms: i64) -> Before {
+        let first = !self.started;
+        self.started = true;
+        let mut headers = [None, None];
+        for (k, header) in headers.iter_mut().enumerate() {
+            let mine = k == usize::from(kind == TrackKind::Audio);
+            if !first && !mine {
+                continue;
+            }
+            let Some(t) = &self.tracks[k] else { continue };
+            if self.sent[k].as_ref() != Some(t) {
+                *header = self.mux.track(t, ts_ms);
+                self.sent[k] = Some(t.clone());
+            }
+        }
+        Before { first, headers }
+    }
+}
+
 /// The body of a whole tag (what an RTMP audio or video message carries):
 /// without its 11-byte header and 4-byte PreviousTagSize. A slice, not a
 /// copy.
@@ -701,6 +772,67 @@ mod tests {
         Bytes::from_static(&[
             1, 66, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 66, 0, 30, 1, 0, 2, 0x68, 0xce,
         ])
+    }
+
+    fn info(codec: Codec, config: &'static [u8]) -> TrackInfo {
+        TrackInfo {
+            codec,
+            config: Bytes::from_static(config),
+        }
+    }
+
+    /// Which kinds' headers a [`Before`] carries: (video, audio).
+    fn sent(b: &Before) -> (bool, bool) {
+        (b.headers[0].is_some(), b.headers[1].is_some())
+    }
+
+    #[test]
+    fn a_session_sends_each_header_first_and_again_only_on_a_change() {
+        let v = info(Codec::H264, &[1, 66, 0, 30]);
+        let a = info(Codec::Aac, &[0x12, 0x10]);
+        let mut s = Session::default();
+        s.set_tracks(Some(v.clone()), Some(a.clone()));
+        // The first frame (audio here) brings both headers, video's too.
+        let b = s.before_frame(TrackKind::Audio, 0);
+        assert!(b.first);
+        assert_eq!(sent(&b), (true, true));
+        let b = s.before_frame(TrackKind::Video, 40);
+        assert!(!b.first);
+        assert_eq!(sent(&b), (false, false));
+        // Audio's parameters change: its header goes before its next frame,
+        // not before a video frame.
+        s.set_tracks(Some(v.clone()), Some(info(Codec::Aac, &[0x11, 0x90])));
+        assert_eq!(sent(&s.before_frame(TrackKind::Video, 80)), (false, false));
+        let b = s.before_frame(TrackKind::Audio, 81);
+        assert_eq!(sent(&b), (false, true));
+        // The header is stamped with the frame's time.
+        let head = &b.headers[1].as_ref().unwrap()[0];
+        assert_eq!(head[4..7], [0, 0, 81]);
+        // The same parameters again are no change.
+        s.set_tracks(Some(v.clone()), Some(info(Codec::Aac, &[0x11, 0x90])));
+        assert_eq!(sent(&s.before_frame(TrackKind::Audio, 90)), (false, false));
+    }
+
+    #[test]
+    fn a_track_that_leaves_and_comes_back_is_sent_its_header_again() {
+        let v = info(Codec::H264, &[1, 66, 0, 30]);
+        let mut s = Session::default();
+        s.set_tracks(Some(v.clone()), None);
+        assert_eq!(sent(&s.before_frame(TrackKind::Video, 0)), (true, false));
+        s.set_tracks(None, None);
+        s.set_tracks(Some(v), None);
+        assert_eq!(sent(&s.before_frame(TrackKind::Video, 40)), (true, false));
+    }
+
+    #[test]
+    fn g711_has_no_header_and_the_file_header_flags_the_tracks() {
+        let mut s = Session::default();
+        s.set_tracks(None, Some(info(Codec::Pcma, &[])));
+        let h = s.file_header();
+        assert_eq!(h[4], 0b100, "audio only");
+        let b = s.before_frame(TrackKind::Audio, 0);
+        assert!(b.first);
+        assert_eq!(sent(&b), (false, false));
     }
 
     fn sample_stream() -> (Vec<Bytes>, Vec<Event>) {

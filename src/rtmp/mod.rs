@@ -9,7 +9,7 @@
 //!
 //! Every wait is bounded: the handshake, a silent peer (publisher:
 //! `publish.timeout`; before publish or play: [`IDLE_TIMEOUT`]) and a
-//! player's stalled socket ([`crate::api::WRITE_STALL`]).
+//! player's stalled socket ([`crate::net::WRITE_STALL`]).
 
 pub mod amf0;
 pub mod chunk;
@@ -23,14 +23,13 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::rtsp::write_all_vectored;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{self, Gate};
 use crate::hub::fanout::{Delivery, ANY_AUDIO};
 use crate::hub::{JoinRequest, Publisher, Registry, StreamError, Viewer};
-use crate::media::flv::{self, Muxer, TagParser};
-use crate::media::{ticks_to_ms, Codec, TrackInfo, TrackKind};
+use crate::media::flv::{self, TagParser};
+use crate::media::{ticks_to_ms, Codec, TrackKind};
 use amf0::{obj, s, Value};
 use chunk::{ChunkReader, ChunkWriter, Message};
 
@@ -236,19 +235,9 @@ impl Conn {
         }
         let out = std::mem::take(&mut self.out);
         let mut slices: Vec<IoSlice> = out.iter().map(|b| IoSlice::new(b)).collect();
-        match tokio::time::timeout(
-            crate::api::WRITE_STALL,
-            write_all_vectored(&mut self.sock, &mut slices),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write: {e}")),
-            Err(_) => Err(format!(
-                "write stalled for {} s",
-                crate::api::WRITE_STALL.as_secs()
-            )),
-        }
+        crate::net::write_all_within(&mut self.sock, &mut slices)
+            .await
+            .map_err(|e| format!("write: {e}"))
     }
 
     /// §5.4.3: acknowledge once the peer's window is used up.
@@ -597,12 +586,7 @@ impl Conn {
     /// Sends the stream to a player until it leaves, the stream ends, or
     /// its socket stalls.
     async fn play(&mut self, mut viewer: Viewer, stream: &str) -> Result<(), String> {
-        let mut p = Player {
-            mux: Muxer::new(),
-            tracks: [None, None],
-            sent: [None, None],
-            started: false,
-        };
+        let mut p = Player::default();
         loop {
             tokio::select! {
                 r = self.sock.read_buf(&mut self.buf) => {
@@ -642,31 +626,33 @@ impl Conn {
     }
 }
 
-/// One player's view of the stream: which sequence headers it has had.
+/// One player's view of the stream: the FLV session (which sequence
+/// headers it has had), shared with HTTP-FLV.
+#[derive(Default)]
 struct Player {
-    mux: Muxer,
-    tracks: [Option<TrackInfo>; 2],
-    sent: [Option<TrackInfo>; 2],
-    started: bool,
+    session: flv::Session,
 }
 
 impl Player {
     fn deliver(&mut self, d: Delivery, w: &mut ChunkWriter, out: &mut Vec<Bytes>) {
         match d {
-            Delivery::Tracks { video, audio } => {
-                // Each changed track's header goes before its next frame.
-                self.tracks = [video, audio];
-                crate::api::forget_gone(&self.tracks, &mut self.sent);
-            }
+            Delivery::Tracks { video, audio } => self.session.set_tracks(video, audio),
             Delivery::Frame(f) => {
                 let ms = ticks_to_ms(f.dts).max(0);
-                let k = usize::from(f.kind() == TrackKind::Audio);
-                if !self.started {
-                    self.started = true;
+                let before = self.session.before_frame(f.kind(), ms);
+                if before.first {
                     self.metadata(w, out);
-                    self.headers(w, out, ms, 0..2);
-                } else {
-                    self.headers(w, out, ms, k..k + 1);
+                }
+                for (k, tag) in before.headers.into_iter().enumerate() {
+                    let Some(tag) = tag else { continue };
+                    // Small, once per track change: one buffer is fine.
+                    let body = flv::tag_body(&tag.concat().into());
+                    let (csid, type_id) = if k == 0 {
+                        (CSID_VIDEO, chunk::VIDEO)
+                    } else {
+                        (CSID_AUDIO, chunk::AUDIO)
+                    };
+                    w.write(out, csid, ms as u32, type_id, MEDIA_STREAM, &body);
                 }
                 let (csid, type_id) = match f.kind() {
                     TrackKind::Video => (CSID_VIDEO, chunk::VIDEO),
@@ -684,11 +670,12 @@ impl Player {
     /// ffmpeg's FLV demuxer takes script data at any other time for a data
     /// track of its own.
     fn metadata(&self, w: &mut ChunkWriter, out: &mut Vec<Bytes>) {
+        let [video, audio] = self.session.tracks();
         let mut props = Vec::new();
-        if let Some(v) = &self.tracks[0] {
+        if let Some(v) = video {
             props.push(("videocodecid", Value::Number(codec_id(v.codec))));
         }
-        if let Some(a) = &self.tracks[1] {
+        if let Some(a) = audio {
             props.push(("audiocodecid", Value::Number(codec_id(a.codec))));
         }
         let mut b = BytesMut::new();
@@ -702,34 +689,6 @@ impl Player {
             MEDIA_STREAM,
             &b.freeze(),
         );
-    }
-
-    fn headers(
-        &mut self,
-        w: &mut ChunkWriter,
-        out: &mut Vec<Bytes>,
-        ms: i64,
-        kinds: std::ops::Range<usize>,
-    ) {
-        for k in kinds {
-            let Some(t) = self.tracks[k].clone() else {
-                continue;
-            };
-            if self.sent[k].as_ref() == Some(&t) {
-                continue;
-            }
-            if let Some(tag) = self.mux.track(&t, ms) {
-                // Small, once per track change: one buffer is fine.
-                let body = flv::tag_body(&tag.concat().into());
-                let (csid, type_id) = if k == 0 {
-                    (CSID_VIDEO, chunk::VIDEO)
-                } else {
-                    (CSID_AUDIO, chunk::AUDIO)
-                };
-                w.write(out, csid, ms as u32, type_id, MEDIA_STREAM, &body);
-            }
-            self.sent[k] = Some(t);
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use rtsp_types::headers::{
     RtpLowerTransport, Transport as RtspTransport, TransportMode, Transports,
 };
 use rtsp_types::{Method, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
@@ -46,8 +46,6 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often each track gets an RTCP sender report.
 pub const SR_INTERVAL: Duration = Duration::from_secs(5);
-/// A connection that accepts no bytes for this long is closed.
-pub const WRITE_STALL: Duration = crate::net::WRITE_STALL;
 /// How long DESCRIBE waits, once the stream is running, for the first frame
 /// that tells it the tracks.
 const TRACKS_WAIT: Duration = Duration::from_secs(10);
@@ -541,13 +539,7 @@ impl Conn {
         s += "\r\n";
         let mut bytes = s.into_bytes();
         bytes.extend_from_slice(&r.body);
-        match tokio::time::timeout(WRITE_STALL, self.sock.write_all(&bytes)).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client accepted no data",
-            )),
-        }
+        crate::net::write_all_within(&mut self.sock, &mut [IoSlice::new(&bytes)]).await
     }
 
     fn on_published_rtp(&mut self, track: usize, data: bytes::Bytes) -> Result<(), String> {
@@ -1228,30 +1220,12 @@ impl Conn {
             slices.push(IoSlice::new(&out[*at..*at + *len]));
             slices.push(IoSlice::new(body));
         }
-        // A viewer keeping up has room in its socket for the whole batch:
-        // one non-blocking write, with no stall timer to arm (a clock read
-        // and a timer entry per write, 500 times a frame). Only a write the
-        // socket did not take whole waits, under WRITE_STALL.
-        let mut rest = &mut slices[..];
-        match self.sock.try_write_vectored(rest) {
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("write: {e}")),
-        }
-        if rest.is_empty() {
-            stats.delivered();
-            return Ok(());
-        }
-        match tokio::time::timeout(WRITE_STALL, write_all_vectored(&mut self.sock, rest)).await {
-            Ok(Ok(())) => {
+        match crate::net::write_all_within(&mut self.sock, &mut slices).await {
+            Ok(()) => {
                 stats.delivered();
                 Ok(())
             }
-            Ok(Err(e)) => Err(format!("write: {e}")),
-            Err(_) => Err(format!(
-                "client accepted no data for {} s",
-                WRITE_STALL.as_secs()
-            )),
+            Err(e) => Err(format!("write: {e}")),
         }
     }
 
@@ -1305,11 +1279,9 @@ impl Conn {
         if tcp.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(WRITE_STALL, self.sock.write_all(&tcp)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write: {e}")),
-            Err(_) => Err("client accepted no data".into()),
-        }
+        crate::net::write_all_within(&mut self.sock, &mut [IoSlice::new(&tcp)])
+            .await
+            .map_err(|e| format!("write: {e}"))
     }
 }
 
@@ -1350,21 +1322,6 @@ fn update_tracks(s: &mut Session, infos: [Option<TrackInfo>; 2]) {
             t.params = p;
         }
     }
-}
-
-/// Writes every slice, however the kernel splits the writes.
-pub(crate) async fn write_all_vectored(
-    sock: &mut TcpStream,
-    mut slices: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    while !slices.is_empty() {
-        let n = sock.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
 }
 
 /// One datagram from pieces, without copying them together; a full socket
