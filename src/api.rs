@@ -177,15 +177,15 @@ async fn gate(
     ) || headers.contains_key(header::UPGRADE);
     if let Some(o) = origin {
         if changes && cors.is_none() && !same_origin(o, host) {
-            tracing::warn!(origin = %crate::hub::escape_controls(o), path = %req.uri().path(), "request from another site's page refused");
+            tracing::warn!(origin = %crate::redact::escape_controls(o), path = %req.uri().path(), "request from another site's page refused");
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "requests from pages of {} are not allowed (list the origin in api.origin)",
-                    crate::hub::escape_controls(o)
+                    crate::redact::escape_controls(o)
                 ),
             )
-            .with("origin", crate::hub::escape_controls(o).to_string())
+            .with("origin", crate::redact::escape_controls(o).to_string())
             .into_response();
         }
     }
@@ -206,7 +206,7 @@ async fn gate(
     if !st.gate.enabled() && !unix && !host.is_empty() && !crate::auth::host_is_lan_name(host) {
         let name = crate::auth::host_name(host);
         if !st.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-            let name = crate::hub::escape_controls(name).into_owned();
+            let name = crate::redact::escape_controls(name).into_owned();
             tracing::warn!(host = %name, path = %req.uri().path(), "request under a name that is not ours refused (DNS rebinding?)");
             return ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -466,7 +466,7 @@ fn mask_urls(v: &mut Value) {
     if let Some(ps) = v.get_mut("producers").and_then(Value::as_array_mut) {
         for p in ps {
             if let Some(u) = p.get("url").and_then(Value::as_str) {
-                p["url"] = crate::hub::redact(u).into();
+                p["url"] = crate::redact::redact(u).into();
             }
         }
     }

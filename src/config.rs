@@ -1844,7 +1844,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// author put it in the environment to keep it out of the file).
 pub fn env_secret(k: &str) -> Option<String> {
     let v = std::env::var(k).ok()?;
-    crate::hub::add_secret(&v);
+    crate::redact::add_secret(&v);
     Some(v)
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mp4;
 pub mod net;
 pub mod preload;
+pub mod redact;
 pub mod rtmp;
 pub mod rtsp;
 pub mod snapshot;

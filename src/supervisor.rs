@@ -551,7 +551,7 @@ async fn read_stderr(
         // A child may print its input URL (ffmpeg does on errors): no
         // password or `${VAR}` value reaches the log or the API, and no
         // control character forges a log line.
-        let s = crate::hub::clean(&s);
+        let s = crate::redact::clean(&s);
         // ffmpeg's progress and warnings are noise while it works; a failure
         // repeats the last lines at warn (see `supervise`).
         tracing::debug!(stream = %stream, source, pid, "stderr: {s}");

@@ -86,10 +86,10 @@ pub async fn serve(
             };
             match &c.role {
                 Role::Publishing { stream, .. } => {
-                    tracing::info!(stream = %stream, peer = %peer, reason = %crate::hub::escape_controls(&why), "rtmp publisher disconnected")
+                    tracing::info!(stream = %stream, peer = %peer, reason = %crate::redact::escape_controls(&why), "rtmp publisher disconnected")
                 }
                 _ => {
-                    tracing::debug!(peer = %peer, reason = %crate::hub::escape_controls(&why), "rtmp connection closed")
+                    tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtmp connection closed")
                 }
             }
         });
@@ -344,7 +344,7 @@ impl Conn {
         let tid = v.get(1).and_then(Value::as_number).unwrap_or(0.0);
         // Arguments after the command object.
         let arg = |i: usize| v.get(3 + i).and_then(Value::as_str).unwrap_or("");
-        tracing::debug!(peer = %self.peer, command = %crate::hub::escape_controls(&name), "rtmp command");
+        tracing::debug!(peer = %self.peer, command = %crate::redact::escape_controls(&name), "rtmp command");
         match name.as_str() {
             "connect" => {
                 let app = v
@@ -481,7 +481,7 @@ impl Conn {
                     | StreamError::BadName { .. } => "NetStream.Publish.BadName",
                     _ => "NetStream.Publish.Failed",
                 };
-                tracing::warn!(stream = %crate::hub::escape_controls(&name), peer = %self.peer, error = %crate::hub::escape_controls(&e.to_string()), "rtmp publish refused");
+                tracing::warn!(stream = %crate::redact::escape_controls(&name), peer = %self.peer, error = %crate::redact::escape_controls(&e.to_string()), "rtmp publish refused");
                 self.on_status("error", code, &e.to_string());
                 Next::Close(format!("publish refused: {e}"))
             }

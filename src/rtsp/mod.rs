@@ -116,7 +116,7 @@ pub async fn serve(
                 nonce: format!("{:032x}", rand::random::<u128>()),
             };
             let why = c.run().await;
-            tracing::debug!(peer = %peer, reason = %crate::hub::escape_controls(&why), "rtsp connection closed");
+            tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtsp connection closed");
         });
     }
 }
@@ -923,7 +923,7 @@ impl Conn {
         for note in &skipped {
             // The stream name is the request's percent-decoded path, not yet
             // checked: `%0D%0A` in it must not forge a log line.
-            tracing::warn!(stream = %crate::hub::escape_controls(&t.stream), peer = %self.peer, "publisher track ignored: {}", crate::hub::escape_controls(note));
+            tracing::warn!(stream = %crate::redact::escape_controls(&t.stream), peer = %self.peer, "publisher track ignored: {}", crate::redact::escape_controls(note));
         }
         if tracks.is_empty() {
             return Reply::error(
