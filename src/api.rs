@@ -455,9 +455,23 @@ async fn metrics(State(st): State<Shared>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&st.registry).await,
+        render_metrics(&st.registry),
     )
         .into_response()
+}
+
+/// The exposition text for every stream and the process.
+fn render_metrics(registry: &Registry) -> String {
+    let streams = registry.all();
+    let list: Vec<(&str, &crate::metrics::StreamMetrics)> =
+        streams.iter().map(|s| (s.name(), &**s.metrics())).collect();
+    let children = registry.deps().spawner.counts();
+    let process = crate::metrics::Process {
+        children_running: children.running(),
+        children_spawned: children.spawned(),
+        children_sigkill: children.sigkilled(),
+    };
+    crate::metrics::render_text(&list, process)
 }
 
 /// Masks the passwords in a stream's producer urls, for a client that may

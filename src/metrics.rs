@@ -31,8 +31,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use crate::hub::Registry;
-
 /// A stream's state, as the `state` label spells it.
 pub const STATES: [&str; 4] = ["idle", "starting", "running", "stopping"];
 
@@ -314,30 +312,12 @@ impl Counter {
 }
 
 /// The process-wide numbers: the children of the program's one spawner
-/// (see [`crate::supervisor::ChildCounts`]).
+/// (`supervisor::ChildCounts`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Process {
     pub children_running: i64,
     pub children_spawned: u64,
     pub children_sigkill: u64,
-}
-
-impl Process {
-    pub fn of(children: &crate::supervisor::ChildCounts) -> Process {
-        Process {
-            children_running: children.running(),
-            children_spawned: children.spawned(),
-            children_sigkill: children.sigkilled(),
-        }
-    }
-}
-
-/// The exposition text for every stream and the process.
-pub async fn render(registry: &Registry) -> String {
-    let streams = registry.all();
-    let list: Vec<(&str, &StreamMetrics)> =
-        streams.iter().map(|s| (s.name(), &**s.metrics())).collect();
-    render_text(&list, Process::of(registry.deps().spawner.counts()))
 }
 
 /// The exposition text for `streams` (name, numbers) and `process`.
