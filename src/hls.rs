@@ -352,7 +352,7 @@ async fn join(
                 // as FLAC, the way `stream.mp4` does.
                 audio: match variant {
                     Variant::Ts => &[Codec::Aac],
-                    Variant::Mp4 => crate::mp4::AUDIO,
+                    Variant::Mp4 => fmp4::MSE_AUDIO,
                 },
                 // H.265 in TS (stream type 0x24) and fMP4 (`hvc1`): Safari and
                 // ffmpeg play both (RFC 8216bis §3.2, §3.3).

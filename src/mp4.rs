@@ -12,14 +12,10 @@ use bytes::Bytes;
 use crate::hub::fanout::Delivery;
 use crate::media::flac::Converter;
 use crate::media::fmp4::Tracks;
-use crate::media::{Codec, Frame, TrackInfo, TrackKind, TIMESCALE};
+use crate::media::{Frame, TrackInfo, TrackKind, TIMESCALE};
 
-/// What `stream.mp4` carries: H.264 (what every MSE takes) or H.265
-/// (`hvc1`: Safari, and Chrome with a hardware decoder).
-pub const VIDEO: &[Codec] = crate::media::h265::H264_OR_H265;
-/// AAC first, then G.711, which goes out as FLAC (`media::flac`): MSE
-/// has no G.711, and Chromium, Firefox and Safari take FLAC in MP4.
-pub const AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
+/// What `stream.mp4` carries: what fMP4 for MSE carries.
+pub use crate::media::fmp4::{MSE_AUDIO as AUDIO, MSE_VIDEO as VIDEO};
 
 /// One viewer's fragmenter.
 #[derive(Default)]
@@ -154,7 +150,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::ms_to_ticks;
+    use crate::media::{ms_to_ticks, Codec};
 
     fn video() -> TrackInfo {
         TrackInfo {

@@ -18,6 +18,14 @@ use super::h264::AvcConfig;
 use super::h265::HevcConfig;
 use super::{Codec, Frame, TrackInfo, TIMESCALE};
 
+/// The video fMP4 for MSE carries (`stream.mp4`, HLS fMP4): H.264 (what
+/// every MSE takes) or H.265 (`hvc1`: Safari, and Chrome with a hardware
+/// decoder).
+pub const MSE_VIDEO: &[Codec] = super::h265::H264_OR_H265;
+/// AAC first, then G.711, which goes out as FLAC ([`flac`]): MSE has no
+/// G.711, and Chromium, Firefox and Safari take FLAC in MP4.
+pub const MSE_AUDIO: &[Codec] = &[Codec::Aac, Codec::Pcma, Codec::Pcmu];
+
 const VIDEO: u32 = 1;
 const AUDIO: u32 = 2;
 

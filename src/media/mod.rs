@@ -113,6 +113,13 @@ impl TrackInfo {
     }
 }
 
+/// The most media sections (m-lines) an SDP we are given may have: a
+/// WebRTC offer or an RTSP ANNOUNCE. Publishers send one video and one
+/// audio, browsers video, audio and data, Home Assistant 2-3; each section
+/// costs a depacketizer (or str0m a media and its codec tables), so the
+/// bound is small and the same for both.
+pub const MAX_SDP_MEDIA: usize = 8;
+
 /// One access unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {

@@ -50,9 +50,9 @@ pub type Offer = (Vec<(String, Depacketizer)>, Vec<String>);
 
 /// The most media sections an ANNOUNCE may have: a publisher sends one
 /// video and one audio (ffmpeg, OBS, GStreamer); the same bound as a
-/// WebRTC offer's ([`crate::webrtc::MAX_OFFER_MEDIA`]). Each section
+/// WebRTC offer's ([`crate::media::MAX_SDP_MEDIA`]). Each section
 /// costs a depacketizer and, over UDP, two sockets.
-pub const MAX_TRACKS: usize = crate::webrtc::MAX_OFFER_MEDIA;
+pub const MAX_TRACKS: usize = crate::media::MAX_SDP_MEDIA;
 
 /// The media sections of an ANNOUNCE's SDP (its size is bounded by the
 /// framer's `MAX_BODY`; the section count is checked before parsing).

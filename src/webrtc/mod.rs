@@ -82,7 +82,7 @@ pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 /// The most media sections (m-lines) an offer may have. We send one video
 /// and one audio line; a browser offers video, audio and data (3), Home
 /// Assistant 2-3. Each line costs str0m a media and its codec tables.
-pub const MAX_OFFER_MEDIA: usize = 8;
+pub const MAX_OFFER_MEDIA: usize = crate::media::MAX_SDP_MEDIA;
 /// The largest signalling message: a JSON-wrapped offer (`\r\n` escaped,
 /// so up to twice the SDP) on `POST /api/webrtc` or a `/api/ws` message.
 pub const MAX_SIGNAL_BYTES: usize = 2 * MAX_OFFER_BYTES;
