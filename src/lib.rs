@@ -1,6 +1,8 @@
 //! streamvisor: a process supervisor and live-stream relay.
 //!
-//! The layout follows the data flow (see `../shared/DESIGN.md`):
+//! The layout follows the data flow (docs/ARCHITECTURE.md in the
+//! repository: the parts, the trip of a frame, who owns what, and the
+//! rules between modules that `tests/layout.rs` checks):
 //! [`config`] → [`source`] (what to run) → [`supervisor`] (running it) →
 //! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
 //! (HTTP-FLV out and go2rtc's JSON API); [`rtsp`], [`rtmp`] and [`hls`] are
