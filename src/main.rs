@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use streamvisor::api::{self, AppState};
 use streamvisor::config::{Config, LogFormat};
 use streamvisor::hub::{Deps, Registry, Stream};
+use streamvisor::net::SHUTDOWN_GRACE;
 use streamvisor::supervisor::{OsSpawner, DRAIN};
 
 const USAGE: &str = "\
@@ -253,24 +254,33 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         .map(|s| Stream::spawn(s.clone(), deps.clone()))
         .collect();
     let registry = Arc::new(Registry::new(streams.clone(), deps.clone()));
+    // Shutdown: every listener stops accepting and ends its connections
+    // (`stop`), and is waited for (`listeners`), before the streams stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut listeners = Vec::new();
     if let (Some(l), Some(addr)) = (rtsp, rtsp_bound) {
         tracing::info!(listen = %addr, "rtsp server ready");
-        tokio::spawn(streamvisor::rtsp::serve(
+        listeners.push(tokio::spawn(streamvisor::rtsp::serve(
             l,
             registry.clone(),
             streamvisor::auth::Gate::new(cfg.rtsp_auth.as_ref(), cfg.api_auth.as_ref()),
             cfg.rtsp_max_connections,
-        ));
+            stopped(stop_rx.clone()),
+        )));
     }
     if let Some(l) = rtmp {
         tracing::info!(listen = %l.local_addr()?, "rtmp server ready");
         let gate = streamvisor::auth::Gate::either(cfg.api_auth.as_ref(), cfg.rtsp_auth.as_ref());
-        tokio::spawn(streamvisor::rtmp::serve(
+        listeners.push(tokio::spawn(streamvisor::rtmp::serve(
             l,
             registry.clone(),
             gate,
             cfg.rtmp_max_connections,
-        ));
+            stopped(stop_rx.clone()),
+        )));
     }
     let preloads = streamvisor::preload::Preloads::new(registry.clone());
     preloads.sync(&cfg.preload);
@@ -296,7 +306,6 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
             .to_string(),
         rtsp_listen: cfg.rtsp_listen,
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let (Some(l), Some(addr)) = (listener, bound) {
         if private {
             tracing::debug!(listen = %addr, "internal readers' loopback listener");
@@ -310,16 +319,13 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         } else {
             api::router(state.clone())
         };
-        let mut rx = stop_rx.clone();
+        let shutdown = stopped(stop_rx.clone());
         let max = cfg.api_max_connections;
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
+        listeners.push(tokio::spawn(async move {
             if let Err(e) = api::serve(l, router, max, shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
-        });
+        }));
     }
     if private && cfg.api_unix_listen.is_none() {
         tracing::info!(
@@ -331,17 +337,14 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         let l = api::bind_unix(&path)
             .with_context(|| format!("api.unix_listen: cannot listen on {}", path.display()))?;
         let router = api::router(state.clone());
-        let mut rx = stop_rx.clone();
+        let shutdown = stopped(stop_rx.clone());
         tracing::info!(listen = %path.display(), "api listening on a unix socket");
         let max = cfg.api_max_connections;
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
+        listeners.push(tokio::spawn(async move {
             if let Err(e) = api::serve_unix(l, router, max, shutdown).await {
                 tracing::error!(error = %e, path = %path.display(), "api.unix_listen failed");
             }
-        });
+        }));
     }
 
     // SIGHUP reloads streams.yaml, as `POST /api/restart` does.
@@ -366,7 +369,17 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down");
+    // In order (docs/ARCHITECTURE.md "Shutdown"): stop accepting and end
+    // the viewers, so that none is left to start a producer again; then
+    // stop the producers; then exit.
     let _ = stop_tx.send(true);
+    let ended = futures_util::future::join_all(listeners);
+    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(400), ended)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not end in time");
+    }
     // Every stream stops at once; each applies TERM → kill_timeout → KILL.
     // The config as last reloaded.
     let cfg = state.store.config().await;

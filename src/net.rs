@@ -67,6 +67,12 @@ pub async fn write_all_within(
     }
 }
 
+/// At shutdown, what an HTTP request in flight gets to finish before its
+/// connection is dropped (see [`serve_http`]). Short: the producers stop
+/// only after the viewers are gone, and a stop must stay within its
+/// kill_timeout and a second.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+
 /// Per-connection socket send buffer (the kernel doubles it): about 4 s of
 /// a 2 Mbit/s stream, and 10 MB/s over a 100 ms path.
 pub const SEND_BUFFER: usize = 512 * 1024;
@@ -448,6 +454,50 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     }
 }
 
+/// A listener's accept loop, for protocols whose connections are ours to
+/// run (RTSP, RTMP): each connection is `serve(io, peer)` on a task of its
+/// own, holding its slot of the cap. Once `shutdown` resolves, the loop
+/// stops accepting (the port is closed), every connection still open is
+/// ended (its future dropped: a viewer's lease on its stream goes with it),
+/// and this returns when all of them are gone. Ending them is what lets the
+/// producers stop next with no viewer left to restart them.
+pub async fn serve_conns<L, F, Fut>(
+    mut listener: CappedListener<L>,
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) where
+    L: Listen,
+    F: Fn(L::Io, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (io, peer, permit) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let conn = serve(io, peer);
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            let _permit = permit;
+            tokio::select! {
+                () = conn => {}
+                _ = stop.wait_for(|s| *s) => {
+                    tracing::debug!(peer = %peer, "connection ended: shutting down");
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+}
+
 /// Serves `router` over HTTP/1.1 on `listener`'s connections until `shutdown`
 /// resolves, then lets each connection finish its response (hyper's
 /// graceful shutdown) and returns when all have.
@@ -505,6 +555,12 @@ pub async fn serve_http<L: Listen>(
                     _ = stop.wait_for(|s| *s), if !stopping => {
                         stopping = true;
                         conn.as_mut().graceful_shutdown();
+                    }
+                    // An HTTP-FLV or MP4 body never finishes by itself: past
+                    // the grace, the viewer is ended, not waited for.
+                    () = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => {
+                        tracing::debug!(peer = %peer, "connection ended: shutting down");
+                        break;
                     }
                 }
             }

@@ -341,6 +341,108 @@ fn sigterm_leaves_no_children() {
     drop((a, b));
 }
 
+/// Reads a connection to its end, and says when that was.
+struct Closes {
+    at: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Closes {
+    fn new(mut s: std::net::TcpStream) -> Closes {
+        use std::io::Read;
+        let at = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (a, b) = (at.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            // Bounded: a server that never closes leaves this thread to
+            // the test's end, not forever.
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                b.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            *a.lock().unwrap() = Some(Instant::now());
+        });
+        Closes { at, bytes }
+    }
+
+    fn closed_at(&self) -> Option<Instant> {
+        *self.at.lock().unwrap()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Shutdown in order (issue 18): on SIGTERM every listener (HTTP, RTSP,
+/// RTMP) stops accepting and ends its connections, and only then do the
+/// producers stop, so that no viewer is left to start one again. The
+/// stubborn producer needs its whole kill_timeout (1 s) to go; the viewers
+/// and the ports are gone long before, and the exit keeps its bound.
+#[test]
+fn sigterm_ends_every_viewer_and_closes_every_port_before_the_producers_stop() {
+    let _p = heavy();
+    let (rtsp, rtmp) = (free_port(), free_port());
+    let mut srv = Server::start(
+        &format!("  x: {}\n", stubborn_source()),
+        &format!(
+            "rtsp: {{ listen: \"127.0.0.1:{rtsp}\" }}\nrtmp: {{ listen: \"127.0.0.1:{rtmp}\" }}\n"
+        ),
+    );
+    let flv = Closes::new(open_flv(srv.port, "x").1);
+    let player = RtspClient::play_tcp(rtsp, "x");
+    let rtsp_viewer = Closes::new(player.sock.try_clone().unwrap());
+    // A connection that has not even begun its handshake is ended too.
+    let rtmp_conn = Closes::new(std::net::TcpStream::connect(("127.0.0.1", rtmp)).unwrap());
+    srv.wait_for("both viewers' media", Duration::from_secs(20), || {
+        flv.bytes() > 5_000 && rtsp_viewer.bytes() > 5_000
+    });
+    let group = srv.producer_pids("x")[0];
+    let ports = [srv.port, rtsp, rtmp];
+    let watcher = std::thread::spawn(move || {
+        // Once all three connections are gone: is the producer still up,
+        // and does any port still take a connection?
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let all = [&flv, &rtsp_viewer, &rtmp_conn];
+        while all.iter().any(|c| c.closed_at().is_none()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ended: Vec<Option<Instant>> = all.iter().map(|c| c.closed_at()).collect();
+        let producer_alive = !group_members(group).is_empty();
+        let open: Vec<u16> = ports
+            .into_iter()
+            .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            .collect();
+        (ended, producer_alive, open)
+    });
+    let sent = Instant::now();
+    let (status, took) = srv.terminate(Duration::from_secs(10));
+    let (ended, producer_alive, open) = watcher.join().unwrap();
+    assert!(status.expect("server did not exit").success());
+    let ended: Vec<Duration> = ended
+        .iter()
+        .map(|t| {
+            t.expect("a connection outlived the server")
+                .duration_since(sent)
+        })
+        .collect();
+    assert!(
+        ended.iter().all(|d| *d < Duration::from_millis(800)),
+        "HTTP-FLV, RTSP and RTMP connections ended {ended:?} after SIGTERM\n{}",
+        srv.log()
+    );
+    assert!(
+        producer_alive,
+        "the producer was gone before the viewers were ended ({ended:?})"
+    );
+    assert!(open.is_empty(), "ports {open:?} still accepted connections");
+    // kill_timeout (1 s) + 1 s, as before.
+    assert!(took <= Duration::from_secs(2), "exit took {took:?}");
+    assert!(group_members(group).is_empty(), "the producer outlived us");
+    drop(player);
+}
+
 #[test]
 fn camera_pcma_is_transcoded_by_reading_the_stream_back() {
     let _p = heavy();

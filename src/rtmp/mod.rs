@@ -64,21 +64,20 @@ pub async fn serve(
     registry: Arc<Registry>,
     gate: Gate,
     max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
     let gate = Arc::new(gate);
-    let mut listener = crate::net::CappedListener::new(
+    let listener = crate::net::CappedListener::new(
         listener,
         "rtmp",
         max_connections,
         crate::net::Refusal::Close,
     );
-    loop {
-        // Nodelay and the send buffer are set by the listener.
-        let (sock, peer, permit) = listener.accept().await;
+    // Nodelay and the send buffer are set by the listener.
+    crate::net::serve_conns(listener, shutdown, |sock, peer| {
         let registry = registry.clone();
         let gate = gate.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             let mut c = Conn::new(sock, peer, registry, gate);
             let why = match c.run().await {
                 Ok(()) => "closed".to_string(),
@@ -92,8 +91,9 @@ pub async fn serve(
                     tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtmp connection closed")
                 }
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 enum Role {

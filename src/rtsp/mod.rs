@@ -84,22 +84,21 @@ pub async fn serve(
     registry: Arc<Registry>,
     gate: Gate,
     max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
     let gate = Arc::new(gate);
-    let mut listener = crate::net::CappedListener::new(
+    let listener = crate::net::CappedListener::new(
         listener,
         "rtsp",
         max_connections,
         crate::net::Refusal::Rtsp,
     );
-    loop {
-        // Nodelay and the send buffer are set by the listener.
-        let (sock, peer, permit) = listener.accept().await;
+    // Nodelay and the send buffer are set by the listener.
+    crate::net::serve_conns(listener, shutdown, |sock, peer| {
         let local = sock.local_addr().unwrap_or(peer);
         let registry = registry.clone();
         let gate = gate.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             let now = Instant::now();
             let mut c = Conn {
                 sock,
@@ -117,8 +116,9 @@ pub async fn serve(
             };
             let why = c.run().await;
             tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtsp connection closed");
-        });
-    }
+        }
+    })
+    .await;
 }
 
 enum Transport {
