@@ -110,6 +110,44 @@ impl From<StreamError> for Reply {
     }
 }
 
+/// Why a connection ended: the error of its loop (`Conn::run`), logged
+/// once with the peer when the task ends (issue 18). An I/O failure keeps
+/// its `io::Error`, so the log tells a reset peer from a stalled one
+/// (`TimedOut`, [`crate::net::write_all_within`]).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnError {
+    #[error("client closed the connection")]
+    Closed,
+    #[error("read: {0}")]
+    Read(#[source] io::Error),
+    #[error("write: {0}")]
+    Write(#[source] io::Error),
+    #[error("viewer ended: {0}")]
+    ViewerEnded(#[source] Ended),
+    #[error("session silent for {} s", SESSION_TIMEOUT.as_secs())]
+    Silent,
+    #[error("no request for {} s", REQUEST_TIMEOUT.as_secs())]
+    Idle,
+    #[error("interleaved data on channel {0} before SETUP")]
+    DataBeforeSetup(u8),
+    /// A framing error (answered 400 first): after one the stream cannot
+    /// be trusted to be in step.
+    #[error(transparent)]
+    Framing(#[from] wire::WireError),
+    #[error("stream {stream} no longer takes this publisher")]
+    PublisherGone { stream: String },
+}
+
+impl ConnError {
+    /// The kind of the I/O error that ended the connection, if one did.
+    pub(super) fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            ConnError::Read(e) | ConnError::Write(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
 enum Event {
     Read(io::Result<usize>),
     Media(Result<Delivery, Ended>),
@@ -126,7 +164,7 @@ impl Conn {
         self.opened.elapsed().as_millis() as u64
     }
 
-    pub(super) async fn run(&mut self) -> String {
+    pub(super) async fn run(&mut self) -> ConnError {
         let mut reports = tokio::time::interval(SR_INTERVAL);
         reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -171,17 +209,14 @@ impl Conn {
                 }
             };
             let step = match ev {
-                Event::Read(Ok(0)) => Err("client closed the connection".to_string()),
-                Event::Read(Err(e)) => Err(format!("read: {e}")),
+                Event::Read(Ok(0)) => Err(ConnError::Closed),
+                Event::Read(Err(e)) => Err(ConnError::Read(e)),
                 Event::Read(Ok(_)) => self.on_input().await,
                 Event::Media(Ok(d)) => self.on_media(d).await,
-                Event::Media(Err(e)) => Err(format!("viewer ended: {e}")),
+                Event::Media(Err(e)) => Err(ConnError::ViewerEnded(e)),
                 Event::Report => self.send_reports().await,
-                Event::Silent => Err(format!(
-                    "session silent for {} s",
-                    SESSION_TIMEOUT.as_secs()
-                )),
-                Event::Idle => Err(format!("no request for {} s", REQUEST_TIMEOUT.as_secs())),
+                Event::Silent => Err(ConnError::Silent),
+                Event::Idle => Err(ConnError::Idle),
                 Event::Udp(i, d) => self.on_published_rtp(i, d),
             };
             if let Err(why) = step {
@@ -190,7 +225,7 @@ impl Conn {
         }
     }
 
-    async fn on_input(&mut self) -> Result<(), String> {
+    async fn on_input(&mut self) -> Result<(), ConnError> {
         loop {
             match wire::next(&mut self.buf) {
                 Ok(None) => return Ok(()),
@@ -215,9 +250,7 @@ impl Conn {
                             .as_ref()
                             .is_some_and(|p| p.tracks.iter().any(|t| t.channel.is_some()));
                     if !set_up {
-                        return Err(format!(
-                            "interleaved data on channel {channel} before SETUP"
-                        ));
+                        return Err(ConnError::DataBeforeSetup(channel));
                     }
                     let now = self.now_ms();
                     if let Some(s) = &self.session {
@@ -235,7 +268,7 @@ impl Conn {
                     };
                     self.respond(cseq.as_deref(), reply)
                         .await
-                        .map_err(|e| format!("write: {e}"))?;
+                        .map_err(ConnError::Write)?;
                 }
                 Err(e) => {
                     // Answer, then close: after a framing error the stream
@@ -243,7 +276,7 @@ impl Conn {
                     let _ = self
                         .respond(None, Reply::error(400, "Bad Request", e.to_string()))
                         .await;
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
             }
         }
@@ -273,6 +306,15 @@ impl Conn {
         match (&self.session, &self.publishing) {
             (_, Some(p)) => Some(&p.id),
             (Some(s), None) => Some(&s.id),
+            (None, None) => None,
+        }
+    }
+
+    /// The stream this connection plays or publishes, for its log lines.
+    pub(super) fn stream(&self) -> Option<&str> {
+        match (&self.session, &self.publishing) {
+            (_, Some(p)) => Some(&p.stream),
+            (Some(s), None) => Some(&s.stream),
             (None, None) => None,
         }
     }
@@ -413,5 +455,25 @@ impl Conn {
             .as_ref()
             .map(|s| format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_the_io_kind_and_their_text() {
+        let e = ConnError::Write(io::ErrorKind::TimedOut.into());
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::TimedOut));
+        assert!(e.to_string().starts_with("write: "), "{e}");
+        let e = ConnError::Read(io::ErrorKind::ConnectionReset.into());
+        assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionReset));
+        assert_eq!(ConnError::Closed.io_kind(), None);
+        assert_eq!(ConnError::Silent.to_string(), "session silent for 60 s");
+        assert_eq!(
+            ConnError::DataBeforeSetup(3).to_string(),
+            "interleaved data on channel 3 before SETUP"
+        );
     }
 }

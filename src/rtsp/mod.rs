@@ -97,7 +97,13 @@ pub async fn serve(
                 nonce: format!("{:032x}", rand::random::<u128>()),
             };
             let why = c.run().await;
-            tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtsp connection closed");
+            tracing::debug!(
+                peer = %peer,
+                stream = c.stream(),
+                io = why.io_kind().map(tracing::field::debug),
+                reason = %crate::redact::escape_controls(&why.to_string()),
+                "rtsp connection closed"
+            );
         }
     })
     .await;

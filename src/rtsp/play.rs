@@ -15,7 +15,7 @@ use rtsp_types::headers::{Transport as RtspTransport, TransportMode, Transports}
 use rtsp_types::Request;
 use tokio::time::Instant;
 
-use super::conn::{Conn, Reply};
+use super::conn::{Conn, ConnError, Reply};
 use super::target::{audio_wanted, target, video_wanted, wanted, with_default_query, Target};
 use super::transport::{negotiate, send_udp, watch_rtcp, AbortOnDrop, Lower, Transport};
 use super::{sdp, AUDIO_WAIT, MAX_BATCH, SESSION_TIMEOUT, TRACKS_WAIT};
@@ -336,7 +336,7 @@ impl Conn {
     }
 
     /// Sends one delivery and every other one that is ready, in one write.
-    pub(super) async fn on_media(&mut self, first: Delivery) -> Result<(), String> {
+    pub(super) async fn on_media(&mut self, first: Delivery) -> Result<(), ConnError> {
         // Sender reports before the first packets: a player that gets media
         // first can only guess how the tracks line up, and re-bases its
         // timestamps when the reports come.
@@ -356,7 +356,7 @@ impl Conn {
                 Some(d) => batch.push(d),
                 None => match s.viewer.next().now_or_never() {
                     Some(Ok(d)) => batch.push(d),
-                    Some(Err(e)) => return Err(format!("viewer ended: {e}")),
+                    Some(Err(e)) => return Err(ConnError::ViewerEnded(e)),
                     None => break,
                 },
             }
@@ -437,11 +437,11 @@ impl Conn {
                 stats.delivered();
                 Ok(())
             }
-            Err(e) => Err(format!("write: {e}")),
+            Err(e) => Err(ConnError::Write(e)),
         }
     }
 
-    pub(super) async fn send_reports(&mut self) -> Result<(), String> {
+    pub(super) async fn send_reports(&mut self) -> Result<(), ConnError> {
         let Some(s) = &mut self.session else {
             return Ok(());
         };
@@ -493,7 +493,7 @@ impl Conn {
         }
         crate::net::write_all_within(&mut self.sock, &mut [IoSlice::new(&tcp)])
             .await
-            .map_err(|e| format!("write: {e}"))
+            .map_err(ConnError::Write)
     }
 }
 

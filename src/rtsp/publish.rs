@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use rtsp_types::headers::Transports;
 use rtsp_types::Request;
 
-use super::conn::{Conn, Reply};
+use super::conn::{Conn, ConnError, Reply};
 use super::target::target;
 use super::transport::{negotiate, watch_rtcp, AbortOnDrop, Lower};
 use super::SESSION_TIMEOUT;
@@ -246,15 +246,14 @@ impl Conn {
         &mut self,
         track: usize,
         data: bytes::Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConnError> {
         let now = self.now_ms();
         match &mut self.publishing {
             Some(p) => match p.on_rtp(track, data, now) {
                 true => Ok(()),
-                false => Err(format!(
-                    "stream {} no longer takes this publisher",
-                    p.stream
-                )),
+                false => Err(ConnError::PublisherGone {
+                    stream: p.stream.clone(),
+                }),
             },
             None => Ok(()),
         }
