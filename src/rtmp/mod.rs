@@ -14,7 +14,7 @@
 pub mod amf0;
 pub mod chunk;
 
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,12 +26,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{self, Gate};
-use crate::hub::fanout::{Delivery, ANY_AUDIO};
+use crate::hub::fanout::{Delivery, Ended, ANY_AUDIO};
 use crate::hub::{JoinRequest, Publisher, Registry, StreamError, Viewer};
 use crate::media::flv::{self, TagParser};
 use crate::media::{ticks_to_ms, Codec, TrackKind};
+use amf0::AmfError;
 use amf0::{obj, s, Value};
-use chunk::{ChunkReader, ChunkWriter, Message};
+use chunk::{ChunkError, ChunkReader, ChunkWriter, Message};
 
 /// The handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,21 +80,91 @@ pub async fn serve(
         let gate = gate.clone();
         async move {
             let mut c = Conn::new(sock, peer, registry, gate);
-            let why = match c.run().await {
+            let end = c.run().await;
+            let io = end
+                .as_ref()
+                .err()
+                .and_then(ConnError::io_kind)
+                .map(tracing::field::debug);
+            let why = match &end {
                 Ok(()) => "closed".to_string(),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
+            let why = crate::redact::escape_controls(&why);
             match &c.role {
                 Role::Publishing { stream, .. } => {
-                    tracing::info!(stream = %stream, peer = %peer, reason = %crate::redact::escape_controls(&why), "rtmp publisher disconnected")
+                    tracing::info!(stream = %stream, peer = %peer, io, reason = %why, "rtmp publisher disconnected")
                 }
                 _ => {
-                    tracing::debug!(peer = %peer, reason = %crate::redact::escape_controls(&why), "rtmp connection closed")
+                    tracing::debug!(peer = %peer, io, reason = %why, "rtmp connection closed")
                 }
             }
         }
     })
     .await;
+}
+
+/// Why a connection ended (issue 18): the error of its loop, logged once
+/// with the peer (and a publisher's stream) when its task ends. An I/O
+/// failure keeps its `io::Error`, so the log tells a reset peer from a
+/// stalled one (`TimedOut`, [`crate::net::write_all_within`]).
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("handshake: {0}")]
+    Handshake(#[source] io::Error),
+    #[error("handshake: version {0} (RTMP is 3; 6 is RTMPE, which we do not speak)")]
+    Version(u8),
+    #[error("no data for {} ms", .0.as_millis())]
+    Silent(Duration),
+    #[error("read: {0}")]
+    Read(#[source] io::Error),
+    #[error("write: {0}")]
+    Write(#[source] io::Error),
+    /// Bad chunking (§5.3), or a chunk size out of bounds.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("short Set Chunk Size")]
+    ShortSetChunkSize,
+    #[error("command: {0}")]
+    Command(#[source] AmfError),
+    #[error("stream {stream}: bad {track} message at byte {at}: {reason}")]
+    BadMedia {
+        stream: String,
+        track: &'static str,
+        at: u64,
+        reason: String,
+    },
+    /// `deleteStream` or `closeStream`: the peer is done.
+    #[error("{0}")]
+    PeerClosed(String),
+    #[error("second {0} on one connection")]
+    SecondRole(&'static str),
+    #[error("{0}: not authorized")]
+    NotAuthorized(&'static str),
+    #[error("{what} refused: {source}")]
+    Refused {
+        what: &'static str,
+        source: StreamError,
+    },
+    #[error("play: stream {0} not found")]
+    NotFound(String),
+    #[error("stream {stream} no longer takes this publisher (taken over or timed out)")]
+    PublisherGone { stream: String },
+    /// A player's stream ended (stopped, or the player fell behind).
+    #[error("stream {stream}: {source}")]
+    StreamEnded { stream: String, source: Ended },
+}
+
+impl ConnError {
+    /// The kind of the I/O error that ended the connection, if one did.
+    fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            ConnError::Handshake(e) | ConnError::Read(e) | ConnError::Write(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
 }
 
 enum Role {
@@ -134,7 +205,7 @@ struct Conn {
 /// What a command asks of the connection loop.
 enum Next {
     Continue,
-    Close(String),
+    Close(ConnError),
     Play(Box<Viewer>, String),
 }
 
@@ -158,10 +229,10 @@ impl Conn {
         }
     }
 
-    async fn run(&mut self) -> Result<(), String> {
+    async fn run(&mut self) -> Result<(), ConnError> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
             .await
-            .map_err(|_| "handshake timed out".to_string())??;
+            .map_err(|_| ConnError::HandshakeTimeout)??;
         let publish_timeout = self.registry.publish_config().timeout;
         loop {
             self.send().await?;
@@ -170,13 +241,13 @@ impl Conn {
                 Role::Idle | Role::Playing => IDLE_TIMEOUT,
             };
             match tokio::time::timeout(silence, self.sock.read_buf(&mut self.buf)).await {
-                Err(_) => return Err(format!("no data for {} ms", silence.as_millis())),
-                Ok(Err(e)) => return Err(format!("read: {e}")),
+                Err(_) => return Err(ConnError::Silent(silence)),
+                Ok(Err(e)) => return Err(ConnError::Read(e)),
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => self.received += n as u64,
             }
             self.maybe_ack();
-            while let Some(m) = self.reader.read(&mut self.buf).map_err(|e| e.to_string())? {
+            while let Some(m) = self.reader.read(&mut self.buf)? {
                 match self.on_message(m).await? {
                     Next::Continue => {}
                     Next::Close(why) => {
@@ -195,17 +266,14 @@ impl Conn {
     /// §5.2 simple handshake: C0+C1 in, S0+S1+S2 out, C2 in. S1's version
     /// field is zero, which tells ffmpeg and librtmp (OBS) not to expect
     /// the digest ("complex") handshake; S2 echoes C1, as they check.
-    async fn handshake(&mut self) -> Result<(), String> {
+    async fn handshake(&mut self) -> Result<(), ConnError> {
         let mut c0c1 = vec![0u8; 1 + chunk::HANDSHAKE_SIZE];
         self.sock
             .read_exact(&mut c0c1)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(ConnError::Handshake)?;
         if c0c1[0] != chunk::VERSION {
-            return Err(format!(
-                "handshake: version {} (RTMP is 3; 6 is RTMPE, which we do not speak)",
-                c0c1[0]
-            ));
+            return Err(ConnError::Version(c0c1[0]));
         }
         let mut s = BytesMut::with_capacity(1 + 2 * chunk::HANDSHAKE_SIZE);
         s.put_u8(chunk::VERSION);
@@ -219,17 +287,17 @@ impl Conn {
         self.sock
             .write_all(&s)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(ConnError::Handshake)?;
         let mut c2 = vec![0u8; chunk::HANDSHAKE_SIZE];
         self.sock
             .read_exact(&mut c2)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(ConnError::Handshake)?;
         Ok(())
     }
 
     /// Writes what is queued, bounded by the write-stall deadline.
-    async fn send(&mut self) -> Result<(), String> {
+    async fn send(&mut self) -> Result<(), ConnError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -237,7 +305,7 @@ impl Conn {
         let mut slices: Vec<IoSlice> = out.iter().map(|b| IoSlice::new(b)).collect();
         crate::net::write_all_within(&mut self.sock, &mut slices)
             .await
-            .map_err(|e| format!("write: {e}"))
+            .map_err(ConnError::Write)
     }
 
     /// §5.4.3: acknowledge once the peer's window is used up.
@@ -298,13 +366,11 @@ impl Conn {
         self.control(chunk::USER_CONTROL, &p);
     }
 
-    async fn on_message(&mut self, m: Message) -> Result<Next, String> {
+    async fn on_message(&mut self, m: Message) -> Result<Next, ConnError> {
         match m.type_id {
             chunk::SET_CHUNK_SIZE => {
-                let size = be_u32(&m.payload).ok_or("short Set Chunk Size")?;
-                self.reader
-                    .set_chunk_size(size)
-                    .map_err(|e| e.to_string())?;
+                let size = be_u32(&m.payload).ok_or(ConnError::ShortSetChunkSize)?;
+                self.reader.set_chunk_size(size)?;
             }
             chunk::ABORT => {
                 if let Some(csid) = be_u32(&m.payload) {
@@ -328,7 +394,7 @@ impl Conn {
                 } else {
                     &m.payload[..]
                 };
-                let v = amf0::decode_all(body).map_err(|e| format!("command: {e}"))?;
+                let v = amf0::decode_all(body).map_err(ConnError::Command)?;
                 return self.on_command(v).await;
             }
             chunk::AUDIO | chunk::VIDEO => return self.on_media(m),
@@ -339,7 +405,7 @@ impl Conn {
         Ok(Next::Continue)
     }
 
-    async fn on_command(&mut self, v: Vec<Value>) -> Result<Next, String> {
+    async fn on_command(&mut self, v: Vec<Value>) -> Result<Next, ConnError> {
         let name = v.first().and_then(Value::as_str).unwrap_or("").to_string();
         let tid = v.get(1).and_then(Value::as_number).unwrap_or(0.0);
         // Arguments after the command object.
@@ -401,7 +467,7 @@ impl Conn {
                     self.role = Role::Idle;
                 }
                 if name != "FCUnpublish" {
-                    return Ok(Next::Close(name));
+                    return Ok(Next::Close(ConnError::PeerClosed(name)));
                 }
             }
             // releaseStream, FCPublish, getStreamLength, _checkbw …: an
@@ -439,7 +505,7 @@ impl Conn {
                 "NetStream.Publish.BadName",
                 "this connection already publishes",
             );
-            return Next::Close("second publish on one connection".into());
+            return Next::Close(ConnError::SecondRole("publish"));
         }
         // Before the stream is looked up (or, with publish.auto_create,
         // made): a stranger learns nothing of which names exist.
@@ -450,7 +516,7 @@ impl Conn {
                 "NetStream.Publish.BadName",
                 "authentication failed: put ?user=USER&pass=PASSWORD after the stream key",
             );
-            return Next::Close("publish: not authorized".into());
+            return Next::Close(ConnError::NotAuthorized("publish"));
         }
         let held = match self.registry.for_publish(&name) {
             Ok(stream) => stream.publish("rtmp", Some(self.peer)).await,
@@ -483,7 +549,10 @@ impl Conn {
                 };
                 tracing::warn!(stream = %crate::redact::escape_controls(&name), peer = %self.peer, error = %crate::redact::escape_controls(&e.to_string()), "rtmp publish refused");
                 self.on_status("error", code, &e.to_string());
-                Next::Close(format!("publish refused: {e}"))
+                Next::Close(ConnError::Refused {
+                    what: "publish",
+                    source: e,
+                })
             }
         }
     }
@@ -496,7 +565,7 @@ impl Conn {
                 "NetStream.Play.Failed",
                 "this connection already publishes or plays",
             );
-            return Next::Close("second play on one connection".into());
+            return Next::Close(ConnError::SecondRole("play"));
         }
         if !self.authorized(key) {
             tracing::warn!(stream = %name, peer = %self.peer, "rtmp play refused: bad or no credentials");
@@ -505,7 +574,7 @@ impl Conn {
                 "NetStream.Play.Failed",
                 "authentication failed: add ?user=USER&pass=PASSWORD to the stream name",
             );
-            return Next::Close("play: not authorized".into());
+            return Next::Close(ConnError::NotAuthorized("play"));
         }
         let Some(stream) = self.registry.get(&name) else {
             self.on_status(
@@ -513,7 +582,7 @@ impl Conn {
                 "NetStream.Play.StreamNotFound",
                 &format!("stream {name}: not found"),
             );
-            return Next::Close(format!("play: stream {name} not found"));
+            return Next::Close(ConnError::NotFound(name));
         };
         let req = JoinRequest {
             protocol: "rtmp",
@@ -543,13 +612,16 @@ impl Conn {
                     _ => "NetStream.Play.Failed",
                 };
                 self.on_status("error", code, &e.to_string());
-                Next::Close(format!("play refused: {e}"))
+                Next::Close(ConnError::Refused {
+                    what: "play",
+                    source: e,
+                })
             }
         }
     }
 
     /// An audio or video message from a publisher: an FLV tag body.
-    fn on_media(&mut self, m: Message) -> Result<Next, String> {
+    fn on_media(&mut self, m: Message) -> Result<Next, ConnError> {
         let Role::Publishing {
             stream,
             publisher,
@@ -567,17 +639,17 @@ impl Conn {
         clock[k] = Some((m.timestamp, ts));
         let events = tags
             .parse(m.type_id, m.payload, ts)
-            .map_err(|(at, reason)| {
-                format!(
-                    "stream {stream}: bad {} message at byte {at}: {reason}",
-                    if k == 1 { "video" } else { "audio" }
-                )
+            .map_err(|(at, reason)| ConnError::BadMedia {
+                stream: stream.clone(),
+                track: if k == 1 { "video" } else { "audio" },
+                at,
+                reason,
             })?;
         for ev in events.into_iter().flatten() {
             if !publisher.publish(ev) {
-                return Ok(Next::Close(format!(
-                    "stream {stream} no longer takes this publisher (taken over or timed out)"
-                )));
+                return Ok(Next::Close(ConnError::PublisherGone {
+                    stream: stream.clone(),
+                }));
             }
         }
         Ok(Next::Continue)
@@ -585,18 +657,18 @@ impl Conn {
 
     /// Sends the stream to a player until it leaves, the stream ends, or
     /// its socket stalls.
-    async fn play(&mut self, mut viewer: Viewer, stream: &str) -> Result<(), String> {
+    async fn play(&mut self, mut viewer: Viewer, stream: &str) -> Result<(), ConnError> {
         let mut p = Player::default();
         loop {
             tokio::select! {
                 r = self.sock.read_buf(&mut self.buf) => {
                     match r {
-                        Err(e) => return Err(format!("read: {e}")),
+                        Err(e) => return Err(ConnError::Read(e)),
                         Ok(0) => return Ok(()),
                         Ok(n) => self.received += n as u64,
                     }
                     self.maybe_ack();
-                    while let Some(m) = self.reader.read(&mut self.buf).map_err(|e| e.to_string())? {
+                    while let Some(m) = self.reader.read(&mut self.buf)? {
                         if let Next::Close(why) = self.on_message(m).await? {
                             return Err(why);
                         }
@@ -607,7 +679,7 @@ impl Conn {
                         Err(e) => {
                             self.on_status("status", "NetStream.Play.UnpublishNotify", &format!("stream {stream} ended: {e}"));
                             self.send().await?;
-                            return Err(format!("stream {stream}: {e}"));
+                            return Err(ConnError::StreamEnded { stream: stream.to_string(), source: e });
                         }
                         Ok(d) => {
                             let before: usize = self.out.iter().map(Bytes::len).sum();
@@ -737,5 +809,30 @@ mod tests {
         assert_eq!(stream_name("cam", ""), "cam");
         assert_eq!(stream_name("cam/", "?token=1"), "cam");
         assert_eq!(stream_name("live", "cam?token=1"), "cam");
+    }
+
+    #[test]
+    fn errors_keep_the_io_kind_and_their_text() {
+        let e = ConnError::Write(std::io::ErrorKind::TimedOut.into());
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::TimedOut));
+        assert!(e.to_string().starts_with("write: "), "{e}");
+        let e = ConnError::Handshake(std::io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::UnexpectedEof));
+        assert!(e.to_string().starts_with("handshake: "), "{e}");
+        let e = ConnError::BadMedia {
+            stream: "cam".into(),
+            track: "video",
+            at: 5,
+            reason: "short".into(),
+        };
+        assert_eq!(e.io_kind(), None);
+        assert_eq!(
+            e.to_string(),
+            "stream cam: bad video message at byte 5: short"
+        );
+        assert_eq!(
+            ConnError::Silent(Duration::from_secs(30)).to_string(),
+            "no data for 30000 ms"
+        );
     }
 }

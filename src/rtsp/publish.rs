@@ -9,7 +9,13 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::AbortOnDrop;
+use rtsp_types::headers::Transports;
+use rtsp_types::Request;
+
+use super::conn::{Conn, ConnError, Reply};
+use super::target::target;
+use super::transport::{negotiate, watch_rtcp, AbortOnDrop, Lower};
+use super::SESSION_TIMEOUT;
 use crate::hub::Publisher;
 use crate::media::depack::{Depacketizer, Packet};
 
@@ -232,6 +238,172 @@ impl PublishSession {
             }
         }
         events.into_iter().all(|ev| self.publisher.publish(ev))
+    }
+}
+
+impl Conn {
+    pub(super) fn on_published_rtp(
+        &mut self,
+        track: usize,
+        data: bytes::Bytes,
+    ) -> Result<(), ConnError> {
+        let now = self.now_ms();
+        match &mut self.publishing {
+            Some(p) => match p.on_rtp(track, data, now) {
+                true => Ok(()),
+                false => Err(ConnError::PublisherGone {
+                    stream: p.stream.clone(),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+
+    pub(super) async fn announce(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        let Some(t) = req.request_uri().and_then(target) else {
+            return Reply::error(400, "Bad Request", "ANNOUNCE needs a stream URL");
+        };
+        // A run token is proved before anything else is looked at (the
+        // SDP included): until then this may be anyone on the host.
+        let by_token = match self.token_announce(req) {
+            None => None,
+            Some(token) => {
+                // Never `for_publish`: a child's stream exists while it
+                // runs, so a token never creates one (publish.auto_create).
+                let held = match self.registry.get(&t.stream) {
+                    Some(s) => s.publish_into(token).await.ok(),
+                    None => None,
+                };
+                match held {
+                    Some(p) => Some(p),
+                    // Not the current run token of a running `{output}`
+                    // child of this stream: the same answer whether the
+                    // stream exists or not, and with credentials on, the
+                    // same 401 as no credentials at all.
+                    None if !self.authed && self.gate.enabled() => return self.unauthorized(),
+                    None => {
+                        return Reply::error(
+                            404,
+                            "Not Found",
+                            format!(
+                                "stream {}: no running source of it has this publish_token",
+                                t.stream
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        let (tracks, skipped) = match parse_sdp(req.body()) {
+            Ok(x) => x,
+            Err(e) => return Reply::error(400, "Bad Request", e),
+        };
+        for note in &skipped {
+            // The stream name is the request's percent-decoded path, not yet
+            // checked: `%0D%0A` in it must not forge a log line.
+            tracing::warn!(stream = %crate::redact::escape_controls(&t.stream), peer = %self.peer, "publisher track ignored: {}", crate::redact::escape_controls(note));
+        }
+        if tracks.is_empty() {
+            return Reply::error(
+                415,
+                "Unsupported Media Type",
+                format!("no track we can take: {}", skipped.join("; ")),
+            );
+        }
+        // One role per connection: a new ANNOUNCE ends whatever was here
+        // (its publisher first, so a re-ANNOUNCE is not Busy with itself).
+        self.session = None;
+        self.publishing = None;
+        let publisher = match by_token {
+            Some(p) => {
+                self.authed = true; // the run token was the credential
+                p
+            }
+            None => {
+                // Only now, authorized and with an offer we can take: with
+                // publish.auto_create a bad ANNOUNCE must not leave a
+                // stream behind.
+                let stream = match self.registry.for_publish(&t.stream) {
+                    Ok(s) => s,
+                    Err(e) => return e.into(),
+                };
+                match stream.publish("rtsp", Some(self.peer)).await {
+                    Ok(p) => p,
+                    Err(e) => return e.into(),
+                }
+            }
+        };
+        let now = self.now_ms();
+        self.publishing = Some(PublishSession::new(t.stream, publisher, tracks, now));
+        Reply::ok()
+    }
+
+    pub(super) async fn setup_record(
+        &mut self,
+        req: &Request<Vec<u8>>,
+        transports: &Transports,
+    ) -> Reply {
+        let local_ip = self.local.ip();
+        let peer = self.peer;
+        let opened = self.opened;
+        let url = req.request_uri().map(|u| u.to_string()).unwrap_or_default();
+        let Some(p) = &mut self.publishing else {
+            return Reply::error(
+                455,
+                "Method Not Valid in This State",
+                "SETUP for record before ANNOUNCE",
+            );
+        };
+        let Some(i) = p.track_for(&url) else {
+            return Reply::error(
+                404,
+                "Not Found",
+                format!("no ANNOUNCEd track matches {url}"),
+            );
+        };
+        let lower = match negotiate(transports, i, local_ip).await {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let answer = format!("{};mode=record", lower.answer());
+        match lower {
+            Lower::Tcp { rtp, .. } => p.tracks[i].channel = Some(rtp),
+            Lower::Udp { rtp, rtcp, .. } => {
+                // The client's RTCP sender reports keep the session alive too.
+                let rtcp = AbortOnDrop(tokio::spawn(watch_rtcp(rtcp, p.last_seen.clone(), opened)));
+                p.listen_udp(i, rtp, rtcp, peer);
+            }
+        }
+        Reply::ok().header("Transport", answer).header(
+            "Session",
+            format!("{};timeout={}", p.id, SESSION_TIMEOUT.as_secs()),
+        )
+    }
+
+    /// RECORD (§10.11): the ANNOUNCEd and SET UP tracks start to publish.
+    pub(super) fn record(&mut self, req: &Request<Vec<u8>>) -> Reply {
+        match self.session_matches(req) {
+            Err(r) => r,
+            Ok(()) => match &mut self.publishing {
+                Some(p)
+                    if p.tracks
+                        .iter()
+                        .any(|t| t.channel.is_some() || t.udp.is_some()) =>
+                {
+                    p.recording = true;
+                    tracing::info!(stream = %p.stream, peer = %self.peer, session = %p.id, "rtsp record");
+                    Reply::ok().header(
+                        "Session",
+                        format!("{};timeout={}", p.id, SESSION_TIMEOUT.as_secs()),
+                    )
+                }
+                _ => Reply::error(
+                    455,
+                    "Method Not Valid in This State",
+                    "RECORD before ANNOUNCE and SETUP",
+                ),
+            },
+        }
     }
 }
 
