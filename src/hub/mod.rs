@@ -1440,7 +1440,6 @@ impl Actor {
         }
     }
 
-    /// What real viewers (and those waiting) want: (video, audio).
     /// What real viewers (and those waiting) want: video, and every audio
     /// codec any of them takes.
     fn demand(&self) -> Demand {
@@ -2166,7 +2165,6 @@ async fn drain(mut stdout: BoxRead) -> String {
     }
 }
 
-/// Reads a producer's stdout as FLV into the fan-out. Returns why it ended.
 /// What a producer's stdout carries: FLV (everything ffmpeg makes for us),
 /// or MJPEG, a run of JPEG images with no timestamps (stamped on arrival).
 enum StdoutDemux {
@@ -2218,6 +2216,8 @@ impl StdoutDemux {
     }
 }
 
+/// Reads a producer's stdout into the fan-out, as FLV or MJPEG (see
+/// [`StdoutDemux`]). Returns why it ended.
 #[allow(clippy::too_many_arguments)]
 async fn demux(
     mut stdout: BoxRead,
