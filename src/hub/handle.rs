@@ -199,7 +199,8 @@ impl Stream {
 pub struct Viewer {
     pub(super) selector: Selector,
     /// Deliveries looked at before the viewer's output got them (see
-    /// [`Registry::join_fitting`]): they come first.
+    /// [`Registry::join_fitting`](super::Registry::join_fitting)): they
+    /// come first.
     pub(super) pending: std::collections::VecDeque<Delivery>,
     pub(super) _lease: Lease,
 }
