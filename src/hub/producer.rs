@@ -18,12 +18,17 @@ use crate::metrics::StreamMetrics;
 use crate::redact::clean;
 use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spawner, StderrTail};
 
+/// How a producer run ended, as its task reports it to the actor
+/// (`Msg::ProducerEnded`).
 #[derive(Debug)]
 pub(super) enum Outcome {
     SpawnFailed(String),
     Ended(Report),
 }
 
+/// A source slot's counters, shared by whoever feeds it (the producer
+/// task, or a publisher) and the actor, which reads them for stall and
+/// half-open detection and for the API.
 #[derive(Default)]
 pub(super) struct ProducerStats {
     pub(super) pid: AtomicU32,
@@ -32,6 +37,8 @@ pub(super) struct ProducerStats {
     pub(super) last_frame_ms: AtomicU64,
 }
 
+/// A slot's `last_error` after a run ended: how it ended, why we stopped
+/// it, and its last stderr line.
 pub(super) fn describe_end(r: &Report, tail: &StderrTail) -> String {
     let how = match (r.exit, r.ended_by) {
         (_, EndedBy::Abandoned) => "could not be reaped (abandoned)".to_string(),
@@ -48,6 +55,8 @@ pub(super) fn describe_end(r: &Report, tail: &StderrTail) -> String {
     s
 }
 
+/// One run of one source: spawned by the actor (`Actor::start_slot`),
+/// it ends by sending `Msg::ProducerEnded` with its generation.
 pub(super) struct ProducerTask {
     pub(super) stream: String,
     pub(super) index: usize,
