@@ -1,16 +1,22 @@
 //! The stream actor under tokio's paused clock, with fake children: every
 //! deadline is exercised without waiting for it.
 
+use super::actor::Msg;
+use super::fanout::{Delivery, Ended};
 use super::*;
-use crate::config::{PublishConfig, SourceKind, Timeouts};
+use crate::config::{PublishConfig, SourceConfig, SourceKind, StreamConfig, Timeouts};
 use crate::media::{flv, flv::Muxer, ms_to_ticks, Codec, Frame, TrackInfo};
-use crate::supervisor::{BoxFuture, ChildProcess, ExitKind, Spawned};
+use crate::redact::redact;
+use crate::supervisor::{self, BoxFuture, ChildProcess, CommandSpec, ExitKind, Spawned, Spawner};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// A fake child: records signals, exits on TERM unless told to ignore it,
 /// always on KILL.

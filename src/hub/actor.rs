@@ -1,0 +1,1294 @@
+//! The stream actor: one task per stream owns all of that stream's state
+//! (the phases and their deadlines are drawn in the hub's module doc).
+//! Everything else sends it a [`Msg`]; it never awaits a child, a socket
+//! or a peer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::fanout::{Fanout, Generation, ReadyNotify, Selector, SourceId, ViewerStats};
+use super::handle::Lease;
+use super::producer::{describe_end, Outcome, ProducerStats, ProducerTask};
+use super::{
+    ConsumerInfo, Deps, JoinRequest, ProducerInfo, Publisher, SourceFailure, Stream, StreamError,
+    StreamInfo, TokenGuard, Viewer,
+};
+use crate::config::{SourceConfig, StreamConfig};
+use crate::metrics::StreamMetrics;
+use crate::redact::{clean, redact};
+use crate::supervisor::{self, EndedBy, StderrTail};
+
+// Every stream's mailbox allocates its first block of 32 messages when it is
+// created (tokio's mpsc), so the largest variant, times 32, is memory each
+// idle stream holds: the big payloads are boxed to keep `Msg` at 32 bytes
+// (was 96: 3 KB a stream, a third of what an idle stream costs; issue 17).
+// Only control messages go through here, never frames.
+pub(super) enum Msg {
+    Join {
+        req: Box<JoinRequest>,
+        reply: oneshot::Sender<Result<Viewer, StreamError>>,
+    },
+    Leave {
+        id: u64,
+    },
+    Ready {
+        run: u64,
+    },
+    Settled {
+        run: u64,
+    },
+    ProducerEnded {
+        index: usize,
+        generation: Generation,
+        outcome: Box<Outcome>,
+    },
+    Info {
+        reply: oneshot::Sender<StreamInfo>,
+    },
+    Publish(Box<PendingPublish>),
+    Unpublish {
+        generation: Generation,
+    },
+    PublishInto {
+        token: u64,
+        reply: oneshot::Sender<Result<Publisher, StreamError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Notify(mpsc::UnboundedSender<Msg>);
+
+impl ReadyNotify for Notify {
+    fn ready(&self, run: u64) {
+        let _ = self.0.send(Msg::Ready { run });
+    }
+    fn settled(&self, run: u64) {
+        let _ = self.0.send(Msg::Settled { run });
+    }
+}
+
+/// Starts a stream's actor task; [`Stream::spawn`].
+pub(super) fn spawn(cfg: StreamConfig, deps: Arc<Deps>) -> Stream {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // One slot per configured source, and the last for a publisher.
+    let fanout = Arc::new(Fanout::new(
+        &cfg.name,
+        cfg.sources.len() + 1,
+        Some(cfg.sources.len() as SourceId),
+        Box::new(Notify(tx.clone())),
+    ));
+    let max =
+        |f: fn(&SourceConfig) -> Duration| cfg.sources.iter().map(f).max().unwrap_or_default();
+    // A publish-only stream has no source to take a timeout from.
+    let start_timeout = match max(|s| s.timeouts.start_timeout) {
+        Duration::ZERO => crate::config::Timeouts::default().start_timeout,
+        t => t,
+    };
+    let stop_bound = max(|s| s.timeouts.kill_timeout)
+        + supervisor::REAP_GRACE
+        + supervisor::DRAIN
+        + Duration::from_secs(1);
+    let name: Arc<str> = cfg.name.as_str().into();
+    let metrics = fanout.metrics().clone();
+    let actor = Actor {
+        name: name.clone(),
+        metrics: metrics.clone(),
+        slots: cfg
+            .sources
+            .iter()
+            .map(|s| Slot {
+                cfg: s.clone(),
+                state: SlotState::Idle,
+                restarts: 0,
+                attempt: 0,
+                last_error: None,
+                tail: Default::default(),
+                stats: Default::default(),
+                started_at: None,
+                token: None,
+                read_token: None,
+                over_rtsp: false,
+            })
+            .collect(),
+        linger: max(|s| s.timeouts.linger),
+        start_timeout,
+        stop_bound,
+        deps,
+        fanout,
+        tx: tx.clone(),
+        phase: Phase::Idle,
+        consumers: BTreeMap::new(),
+        waiters: Vec::new(),
+        next_id: 0,
+        next_generation: 0,
+        linger_at: None,
+        origin: Instant::now(),
+        shutdown: Vec::new(),
+        run: 0,
+        settling: None,
+        publisher: None,
+        carry_until: None,
+        pending_publish: Vec::new(),
+        stall_check_at: Instant::now() + STALL_CHECK,
+    };
+    tokio::spawn(actor.run(rx));
+    Stream {
+        name,
+        tx,
+        join_timeout: start_timeout + stop_bound + Duration::from_secs(2),
+        metrics,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting { deadline: Instant },
+    Running,
+    Stopping { deadline: Instant },
+}
+
+impl Phase {
+    /// Its place in [`crate::metrics::STATES`] (and its name in
+    /// [`StreamInfo::state`]).
+    fn index(&self) -> usize {
+        match self {
+            Phase::Idle => 0,
+            Phase::Starting { .. } => 1,
+            Phase::Running => 2,
+            Phase::Stopping { .. } => 3,
+        }
+    }
+}
+
+enum SlotState {
+    Idle,
+    Running {
+        generation: Generation,
+        stop: CancellationToken,
+        since: Instant,
+    },
+    /// Stop requested; waiting for the producer task to report.
+    Stopping {
+        generation: Generation,
+    },
+    Backoff {
+        until: Instant,
+    },
+}
+
+struct Slot {
+    cfg: SourceConfig,
+    state: SlotState,
+    restarts: u32,
+    attempt: u32,
+    last_error: Option<String>,
+    tail: Arc<StderrTail>,
+    stats: Arc<ProducerStats>,
+    started_at: Option<SystemTime>,
+    /// The `{output}` token of the current run (see `Stream::publish_into`).
+    token: Option<u64>,
+    /// The current run's internal-reader token, for `ffmpeg:STREAM`.
+    read_token: Option<TokenGuard>,
+    /// This source sends a codec FLV cannot hold (H.265, Opus, G.711 at
+    /// 16 kHz: ffmpeg 5.1 refuses them in FLV), learnt from a run that
+    /// failed on it: from then on it publishes back over RTSP. Kept for
+    /// the life of the stream, so only a source's first start pays for
+    /// the discovery, and FLV stays the path wherever it works.
+    over_rtsp: bool,
+}
+
+struct Consumer {
+    /// What it wants: video, and the audio codecs it takes; for starting
+    /// only the producers someone needs.
+    wants: (
+        &'static [crate::media::Codec],
+        &'static [crate::media::Codec],
+    ),
+    protocol: &'static str,
+    remote_addr: Option<SocketAddr>,
+    internal: bool,
+    stats: Arc<ViewerStats>,
+}
+
+struct PublisherState {
+    generation: Generation,
+    protocol: &'static str,
+    remote_addr: Option<SocketAddr>,
+    since: SystemTime,
+    stats: Arc<ProducerStats>,
+}
+
+impl PublisherState {
+    fn describe(&self) -> String {
+        match self.remote_addr {
+            Some(a) => format!("{} from {a}", self.protocol),
+            None => self.protocol.to_string(),
+        }
+    }
+}
+
+/// A publisher that asked while the last run was still being torn down.
+pub(super) struct PendingPublish {
+    pub(super) protocol: &'static str,
+    pub(super) remote_addr: Option<SocketAddr>,
+    pub(super) reply: oneshot::Sender<Result<Publisher, StreamError>>,
+}
+
+struct Waiter {
+    req: JoinRequest,
+    reply: oneshot::Sender<Result<Viewer, StreamError>>,
+}
+
+struct Actor {
+    name: Arc<str>,
+    /// The fan-out's, shared with the [`Stream`] handles.
+    metrics: Arc<StreamMetrics>,
+    slots: Vec<Slot>,
+    linger: Duration,
+    start_timeout: Duration,
+    stop_bound: Duration,
+    deps: Arc<Deps>,
+    fanout: Arc<Fanout>,
+    tx: mpsc::UnboundedSender<Msg>,
+    phase: Phase,
+    consumers: BTreeMap<u64, Consumer>,
+    waiters: Vec<Waiter>,
+    next_id: u64,
+    next_generation: u64,
+    linger_at: Option<Instant>,
+    origin: Instant,
+    shutdown: Vec<oneshot::Sender<()>>,
+    /// Mirrors the fan-out's reset count (see [`ReadyNotify`]).
+    run: u64,
+    /// Who holds the publisher slot. While someone does, the stream stays
+    /// up whatever its viewers do.
+    publisher: Option<PublisherState>,
+    /// A publish-only stream whose publisher left while viewers watched:
+    /// they stay attached until then for the next publisher, and get a
+    /// clean end of stream if none comes.
+    carry_until: Option<Instant>,
+    /// Publishers waiting for the last run's teardown to finish.
+    pending_publish: Vec<PendingPublish>,
+    /// Running, but real viewers wait until every source has said what it
+    /// carries, or until this deadline. Internal readers do not wait: the
+    /// source that is slow to say is often one of them (a transcoder).
+    settling: Option<Instant>,
+    /// When running producers are next checked for a stall.
+    stall_check_at: Instant,
+}
+
+/// See [`Actor::demand`].
+#[derive(Debug, Default)]
+struct Demand {
+    video: Vec<crate::media::Codec>,
+    audio: Vec<crate::media::Codec>,
+}
+
+/// How long real viewers wait for every source to announce its tracks
+/// after the first keyframe. `[camera with PCMA, "ffmpeg:cam#audio=aac"]`
+/// would otherwise hand its first viewer G.711 and switch it to AAC a
+/// moment later, which players handle badly.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(3);
+
+/// Restart delay: 0.5 s doubling to 30 s, ±20 % jitter so that cameras on
+/// one flaky switch do not all reconnect in the same instant.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500)
+        .saturating_mul(1 << attempt.min(6))
+        .min(BACKOFF_CAP);
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+const STALL_CHECK: Duration = Duration::from_millis(500);
+/// Uptime after which a producer's restart backoff starts again at 0.5 s.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// The longest wait between restarts of a failing producer.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let deadline = self.next_deadline();
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))) => {
+                    self.on_timer();
+                    self.metrics.set_state(self.phase.index());
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            self.handle(msg);
+            self.metrics.set_state(self.phase.index());
+            if !self.shutdown.is_empty() && self.phase == Phase::Idle {
+                for r in self.shutdown.drain(..) {
+                    let _ = r.send(());
+                }
+                break;
+            }
+        }
+        tracing::debug!(stream = %self.name, "stream actor ended");
+    }
+
+    /// Every configured source is one we cannot run (see
+    /// [`crate::config::SourceKind::Unsupported`]).
+    fn all_unsupported(&self) -> bool {
+        !self.slots.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| s.cfg.kind.unsupported().is_some())
+    }
+
+    fn real_viewers(&self) -> usize {
+        self.consumers.values().filter(|c| !c.internal).count()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut add = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        match self.phase {
+            Phase::Starting { deadline } | Phase::Stopping { deadline } => add(deadline),
+            _ => {}
+        }
+        for t in [self.linger_at, self.settling, self.carry_until]
+            .into_iter()
+            .flatten()
+        {
+            add(t);
+        }
+        if let Some(p) = &self.publisher {
+            add(self.publisher_silent_at(p));
+        }
+        if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            for s in &self.slots {
+                match s.state {
+                    SlotState::Backoff { until } => add(until),
+                    // Absolute, not "now + interval": a stream busy with
+                    // messages (API polls, joins) must not starve it.
+                    SlotState::Running { .. } if self.phase == Phase::Running => {
+                        add(self.stall_check_at)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Join { req, reply } => self.on_join(*req, reply),
+            Msg::Leave { id } => {
+                if let Some(c) = self.consumers.remove(&id) {
+                    tracing::info!(
+                        stream = %self.name,
+                        viewer = id,
+                        protocol = c.protocol,
+                        bytes = c.stats.bytes.load(Ordering::Relaxed),
+                        drops = c.stats.drops.load(Ordering::Relaxed),
+                        "viewer left"
+                    );
+                    self.maybe_linger();
+                }
+            }
+            // A notice from a run that has since been reset is stale.
+            Msg::Ready { run } if run == self.run => self.on_ready(),
+            Msg::Settled { run } if run == self.run && self.settling.is_some() => self.on_settled(),
+            Msg::Ready { .. } | Msg::Settled { .. } => {}
+            Msg::ProducerEnded {
+                index,
+                generation,
+                outcome,
+            } => self.on_producer_ended(index, generation, *outcome),
+            Msg::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+            Msg::Publish(p) => {
+                if matches!(self.phase, Phase::Stopping { .. }) && self.shutdown.is_empty() {
+                    // The last run is still being torn down; its slots are
+                    // not free yet (the SRS lesson: never publishable
+                    // mid-teardown). The publisher waits for the stop,
+                    // which has a deadline of its own.
+                    self.pending_publish.push(*p);
+                } else {
+                    let r = self.on_publish(p.protocol, p.remote_addr);
+                    let _ = p.reply.send(r);
+                }
+            }
+            Msg::Unpublish { generation } => self.on_unpublish(generation),
+            Msg::PublishInto { token, reply } => {
+                let found = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, s)| match s.state {
+                        SlotState::Running { generation, .. } if s.token == Some(token) => {
+                            Some((i, generation, s.stats.clone()))
+                        }
+                        _ => None,
+                    });
+                let r = match found {
+                    Some((i, generation, stats)) => Ok(Publisher {
+                        fanout: self.fanout.clone(),
+                        source: i as SourceId,
+                        generation,
+                        tx: self.tx.clone(),
+                        stats,
+                        origin: self.origin,
+                    }),
+                    None => Err(StreamError::NotRunning {
+                        stream: self.name.to_string(),
+                    }),
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Shutdown { reply } => {
+                self.shutdown.push(reply);
+                for p in self.pending_publish.drain(..) {
+                    let _ = p.reply.send(Err(StreamError::ShuttingDown {
+                        stream: self.name.to_string(),
+                    }));
+                }
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Err(StreamError::ShuttingDown {
+                        stream: self.name.to_string(),
+                    }));
+                }
+                self.linger_at = None;
+                if !matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
+                    self.stop_all("shutdown");
+                }
+            }
+        }
+    }
+
+    fn on_join(&mut self, req: JoinRequest, reply: oneshot::Sender<Result<Viewer, StreamError>>) {
+        let stream = self.name.to_string();
+        if !self.shutdown.is_empty() {
+            let _ = reply.send(Err(StreamError::ShuttingDown { stream }));
+            return;
+        }
+        match self.phase {
+            Phase::Running if self.settling.is_some() && !req.internal => {
+                self.waiters.push(Waiter { req, reply });
+            }
+            Phase::Running => {
+                let v = self.subscribe(&req);
+                let _ = reply.send(Ok(v));
+            }
+            Phase::Idle | Phase::Stopping { .. } if req.internal => {
+                // Internal readers follow a stream; they never start one.
+                let _ = reply.send(Err(StreamError::NotRunning { stream }));
+            }
+            Phase::Idle if self.slots.is_empty() => {
+                let _ = reply.send(Err(StreamError::NoSource { stream }));
+            }
+            Phase::Idle if self.all_unsupported() => {
+                let reason = self.slots[0].cfg.kind.unsupported().unwrap_or_default();
+                let _ = reply.send(Err(StreamError::UnsupportedSource {
+                    stream,
+                    reason: reason.to_string(),
+                }));
+            }
+            Phase::Idle => {
+                self.waiters.push(Waiter { req, reply });
+                self.start_all();
+            }
+            Phase::Starting { .. } | Phase::Stopping { .. } => {
+                self.waiters.push(Waiter { req, reply })
+            }
+        }
+        // A running stream may now need a producer it left idle.
+        if matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            self.start_needed();
+        }
+        if self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal) {
+            self.linger_at = None;
+        }
+    }
+
+    fn subscribe(&mut self, req: &JoinRequest) -> Viewer {
+        let id = self.next_id;
+        self.next_id += 1;
+        let output = self.metrics.output(if req.internal {
+            crate::metrics::INTERNAL
+        } else {
+            req.protocol
+        });
+        let stats = Arc::new(ViewerStats::counted(&self.metrics, &output));
+        self.consumers.insert(
+            id,
+            Consumer {
+                wants: (req.video, req.audio),
+                protocol: req.protocol,
+                remote_addr: req.remote_addr,
+                internal: req.internal,
+                stats: stats.clone(),
+            },
+        );
+        tracing::info!(stream = %self.name, viewer = id, protocol = req.protocol, remote = ?req.remote_addr, internal = req.internal, "viewer joined");
+        Viewer {
+            pending: Default::default(),
+            selector: Selector::new(self.fanout.subscribe(), req.exclude, req.audio, stats)
+                .with_video(req.video),
+            _lease: Lease {
+                id,
+                _watching: crate::metrics::Watching::new(output),
+                tx: self.tx.clone(),
+            },
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        protocol: &'static str,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Publisher, StreamError> {
+        let stream = self.name.to_string();
+        if !self.shutdown.is_empty() {
+            return Err(StreamError::ShuttingDown { stream });
+        }
+        // A publisher on the LAN must not replace what a camera shows: a
+        // stream with configured sources takes one only when the config
+        // says so (`publish.replace_sources`).
+        if !self.slots.is_empty() && !self.deps.publish.may_replace(&self.name) {
+            tracing::warn!(stream = %self.name, protocol, remote = ?remote_addr, "publisher refused: the stream has configured sources");
+            return Err(StreamError::Forbidden {
+                stream,
+                reason: "has configured sources, which a publisher may not replace \
+                         (set publish.replace_sources to allow it)"
+                    .into(),
+            });
+        }
+        if let Some(p) = &self.publisher {
+            if self.deps.publish.takeover {
+                tracing::info!(stream = %self.name, old = %p.describe(), protocol, remote = ?remote_addr, "publisher taken over");
+                self.release_publisher("taken over by a new publisher");
+            } else {
+                return Err(StreamError::Busy {
+                    stream,
+                    by: format!("{}; publish.takeover is off", p.describe()),
+                });
+            }
+        }
+        debug_assert!(!matches!(self.phase, Phase::Stopping { .. }));
+        self.next_generation += 1;
+        let generation = Generation(self.next_generation);
+        let source = self.slots.len() as SourceId;
+        self.fanout.attach(source, generation);
+        let stats = Arc::new(ProducerStats::default());
+        // Silence is counted from the attach: a publisher that never sends
+        // a frame is released like one that stopped sending.
+        stats
+            .last_frame_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.publisher = Some(PublisherState {
+            generation,
+            protocol,
+            remote_addr,
+            since: SystemTime::now(),
+            stats: stats.clone(),
+        });
+        self.metrics.producer_up(self.slots.len());
+        self.linger_at = None;
+        self.carry_until = None;
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Starting {
+                deadline: Instant::now() + self.start_timeout,
+            };
+        }
+        tracing::info!(stream = %self.name, protocol, remote = ?remote_addr, generation = generation.0, "publisher attached");
+        Ok(Publisher {
+            fanout: self.fanout.clone(),
+            source,
+            generation,
+            tx: self.tx.clone(),
+            stats,
+            origin: self.origin,
+        })
+    }
+
+    /// A publisher hung up (its [`Publisher`] was dropped). Only the
+    /// current attachment can release the slot: a late detach from one
+    /// that was taken over or timed out is a no-op.
+    fn on_unpublish(&mut self, generation: Generation) {
+        if self
+            .publisher
+            .as_ref()
+            .is_none_or(|p| p.generation != generation)
+        {
+            tracing::debug!(stream = %self.name, generation = generation.0, "stale publisher detach ignored");
+            return;
+        }
+        self.release_publisher("disconnected");
+        self.after_publisher_left();
+    }
+
+    /// When the current publisher falls silent.
+    fn publisher_silent_at(&self, p: &PublisherState) -> Instant {
+        self.origin
+            + Duration::from_millis(p.stats.last_frame_ms.load(Ordering::Relaxed))
+            + self.deps.publish.timeout
+    }
+
+    /// Frees the publisher slot: the attachment's generation is detached,
+    /// so its connection's next publish fails and it hangs up.
+    fn release_publisher(&mut self, why: &str) {
+        let Some(p) = self.publisher.take() else {
+            return;
+        };
+        self.metrics.producer_down(self.slots.len());
+        self.fanout
+            .detach(self.slots.len() as SourceId, p.generation);
+        tracing::info!(stream = %self.name, publisher = %p.describe(), generation = p.generation.0, reason = why, "publisher left");
+    }
+
+    /// What the stream does without its publisher: sources carry on (if
+    /// anyone watches); a publish-only stream keeps its viewers for
+    /// `publish.timeout`, waiting for the next publisher.
+    fn after_publisher_left(&mut self) {
+        if !self.slots.is_empty() {
+            self.maybe_linger();
+            return;
+        }
+        if matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
+            return;
+        }
+        let watched = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
+        if watched {
+            // Viewers (or viewers still waiting for a first keyframe) wait
+            // for the next publisher.
+            tracing::info!(stream = %self.name, timeout_ms = self.deps.publish.timeout.as_millis() as u64, "viewers wait for a new publisher");
+            self.carry_until = Some(Instant::now() + self.deps.publish.timeout);
+        } else {
+            // Nothing else feeds the stream and nobody watches: free it at
+            // once, so the next publisher starts afresh.
+            self.stop_all("publisher left");
+        }
+    }
+
+    fn maybe_linger(&mut self) {
+        if self.publisher.is_some() {
+            return; // a publisher keeps its stream up
+        }
+        if self.carry_until.is_some()
+            && self.real_viewers() == 0
+            && !self.waiters.iter().any(|w| !w.req.internal)
+        {
+            // Nobody left to carry over to the next publisher.
+            self.carry_until = None;
+            self.stop_all("publisher left; no viewers");
+            return;
+        }
+        let wanted = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
+        if !wanted
+            && matches!(self.phase, Phase::Running | Phase::Starting { .. })
+            && self.linger_at.is_none()
+        {
+            tracing::debug!(stream = %self.name, linger_ms = self.linger.as_millis() as u64, "last viewer left");
+            self.linger_at = Some(Instant::now() + self.linger);
+        }
+    }
+
+    /// What real viewers (and those waiting) want: video, and every audio
+    /// codec any of them takes.
+    fn demand(&self) -> Demand {
+        let wants = self
+            .consumers
+            .values()
+            .filter(|c| !c.internal)
+            .map(|c| c.wants)
+            .chain(
+                self.waiters
+                    .iter()
+                    .filter(|w| !w.req.internal)
+                    .map(|w| (w.req.video, w.req.audio)),
+            );
+        let mut d = Demand::default();
+        for (video, audio) in wants {
+            for (k, (have, want)) in [(&mut d.video, video), (&mut d.audio, audio)]
+                .into_iter()
+                .enumerate()
+            {
+                for (rank, c) in want.iter().enumerate() {
+                    // MJPEG is a last resort of plain RTSP viewers (an MJPEG
+                    // camera plays to them): it starts a `#video=mjpeg`
+                    // transcoder only for a viewer that wants it first
+                    // (`stream.mjpeg`, `?video=mjpeg`). Home Assistant
+                    // registers one beside every camera.
+                    if k == 0 && *c == crate::media::Codec::Jpeg && rank > 0 {
+                        continue;
+                    }
+                    if !have.contains(c) {
+                        have.push(*c);
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// Whether slot `i` can deliver something someone wants: video, or
+    /// audio in a codec someone takes (an Opus transcoder is not started
+    /// for FLV viewers). With nothing wanted yet (only internal readers),
+    /// every source is.
+    fn needed(&self, i: usize, demand: &Demand) -> bool {
+        let kind = &self.slots[i].cfg.kind;
+        if demand.video.is_empty() && demand.audio.is_empty() {
+            return true;
+        }
+        let (pv, pa) = kind.provides();
+        let takes = |codec: Option<crate::media::Codec>, wanted: &[crate::media::Codec]| match codec
+        {
+            Some(c) => wanted.contains(&c),
+            None => !wanted.is_empty(),
+        };
+        (pv && takes(kind.video_codec(), &demand.video))
+            || (pa && takes(kind.audio_codec(), &demand.audio))
+    }
+
+    fn start_all(&mut self) {
+        tracing::info!(stream = %self.name, sources = self.slots.len(), "starting stream");
+        self.phase = Phase::Starting {
+            deadline: Instant::now() + self.start_timeout,
+        };
+        for s in &mut self.slots {
+            s.attempt = 0;
+            s.last_error = None;
+            s.tail.clear();
+        }
+        self.start_needed();
+    }
+
+    /// Starts the idle producers that some viewer needs: an RTSP viewer
+    /// asking `?video` does not start an audio-only transcoder.
+    fn start_needed(&mut self) {
+        let demand = self.demand();
+        // A source we cannot run is listed, never started.
+        let runnable = |i: &usize| self.slots[*i].cfg.kind.unsupported().is_none();
+        let mut wanted: Vec<usize> = (0..self.slots.len())
+            .filter(runnable)
+            .filter(|&i| self.needed(i, &demand))
+            .collect();
+        if wanted.is_empty() {
+            // Nothing provides what is asked: start everything we can, and
+            // let the start deadline say so if it stays that way.
+            wanted = (0..self.slots.len()).filter(runnable).collect();
+        }
+        for i in wanted {
+            if matches!(self.slots[i].state, SlotState::Idle) {
+                self.start_slot(i);
+            }
+        }
+    }
+
+    fn start_slot(&mut self, index: usize) {
+        self.next_generation += 1;
+        let generation = Generation(self.next_generation);
+        let name = self.name.to_string();
+        let slot = &mut self.slots[index];
+        // A fresh token per run: only this run's child may publish into
+        // this slot (see `Stream::publish_into`).
+        let publishes_back = slot.cfg.kind.publishes_back() || slot.over_rtsp;
+        slot.token = publishes_back.then(rand::random::<u64>);
+        let publish_url = match (&self.deps.rtsp_base, slot.token) {
+            (Some(base), Some(token)) => {
+                let path = percent_encoding::utf8_percent_encode(
+                    &name,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                Some(format!("{base}/{path}?publish_token={token:016x}"))
+            }
+            _ => None,
+        };
+        // Likewise a fresh read token per run for `ffmpeg:STREAM`: the old
+        // run's (if any) is revoked as its guard drops here.
+        slot.read_token = match &slot.cfg.kind {
+            crate::config::SourceKind::Ffmpeg {
+                input: crate::config::FfmpegInput::Stream(other),
+                ..
+            } => Some(self.deps.internal_tokens.issue(&name, other)),
+            _ => None,
+        };
+        let env = crate::source::Env {
+            ffmpeg_bin: &self.deps.ffmpeg_bin,
+            internal_base: self.deps.internal_base.as_deref(),
+            internal_rtsp: self.deps.rtsp_base.as_deref(),
+            internal_token: slot.read_token.as_ref().map(TokenGuard::token),
+            stream: &name,
+            index,
+            publish_url: publish_url.as_deref(),
+            over_rtsp: slot.over_rtsp,
+        };
+        let cmd = match crate::source::command(&slot.cfg, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                // A config that cannot run: report it like a failed spawn.
+                let _ = self.tx.send(Msg::ProducerEnded {
+                    index,
+                    generation,
+                    outcome: Box::new(Outcome::SpawnFailed(e.to_string())),
+                });
+                slot.state = SlotState::Running {
+                    generation,
+                    stop: CancellationToken::new(),
+                    since: Instant::now(),
+                };
+                return;
+            }
+        };
+        let stop = CancellationToken::new();
+        slot.state = SlotState::Running {
+            generation,
+            stop: stop.clone(),
+            since: Instant::now(),
+        };
+        slot.started_at = Some(SystemTime::now());
+        slot.stats
+            .last_frame_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.fanout.attach(index as SourceId, generation);
+        let task = ProducerTask {
+            stream: name,
+            index,
+            generation,
+            cmd,
+            kill_timeout: slot.cfg.timeouts.kill_timeout,
+            spawner: self.deps.spawner.clone(),
+            fanout: self.fanout.clone(),
+            stats: slot.stats.clone(),
+            tail: slot.tail.clone(),
+            stop,
+            tx: self.tx.clone(),
+            origin: self.origin,
+            metrics: self.metrics.clone(),
+            publishes_back,
+            mjpeg: slot.cfg.kind.outputs_mjpeg(),
+        };
+        tokio::spawn(task.run());
+    }
+
+    fn on_ready(&mut self) {
+        if !matches!(self.phase, Phase::Starting { .. }) {
+            return;
+        }
+        tracing::info!(stream = %self.name, "stream running");
+        self.phase = Phase::Running;
+        self.settling = Some(Instant::now() + SETTLE_GRACE);
+        // Internal readers now; real viewers once the sources have settled
+        // (for a single source that is the very next message).
+        let (internal, real) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.req.internal);
+        self.waiters = real;
+        self.admit(internal);
+    }
+
+    fn on_settled(&mut self) {
+        self.settling = None;
+        let waiters = std::mem::take(&mut self.waiters);
+        self.admit(waiters);
+    }
+
+    fn admit(&mut self, waiters: Vec<Waiter>) {
+        for w in waiters {
+            let v = self.subscribe(&w.req);
+            // A waiter that gave up drops its Viewer here, which sends Leave.
+            let _ = w.reply.send(Ok(v));
+        }
+        self.maybe_linger();
+    }
+
+    fn on_producer_ended(&mut self, index: usize, generation: Generation, outcome: Outcome) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let current = match slot.state {
+            SlotState::Running { generation: g, .. } | SlotState::Stopping { generation: g } => {
+                g == generation
+            }
+            _ => false,
+        };
+        if !current {
+            tracing::debug!(stream = %self.name, source = index, ?generation, "stale producer report ignored");
+            return;
+        }
+        self.fanout.detach(index as SourceId, generation);
+        // The run is over: its reader token goes with it.
+        slot.read_token = None;
+        slot.stats.pid.store(0, Ordering::Relaxed);
+        self.metrics.producer_down(index);
+        // A stop we asked for is no error (a stall recorded its own reason
+        // when it asked), unless the child would not even die.
+        let deliberate = matches!(slot.state, SlotState::Stopping { .. });
+        match &outcome {
+            Outcome::SpawnFailed(e) => slot.last_error = Some(clean(&format!("spawn failed: {e}"))),
+            Outcome::Ended(r) if deliberate && r.ended_by != EndedBy::Abandoned => {}
+            Outcome::Ended(r) => slot.last_error = Some(describe_end(r, &slot.tail)),
+        }
+        // A producer that ran a good while before it died starts its
+        // backoff afresh: yesterday's crashes say nothing about today's.
+        if matches!(&outcome, Outcome::Ended(r) if r.uptime >= BACKOFF_RESET_AFTER) {
+            slot.attempt = 0;
+        }
+        // ffmpeg 5.1 refuses at its header what FLV cannot hold ("Video
+        // codec hevc not compatible with flv", "FLV does not support sample
+        // rate 48000"): that is no failure of the camera, so the source
+        // moves to the RTSP publish-back at once, with no backoff.
+        let refused_by_flv =
+            !deliberate
+                && !slot.over_rtsp
+                && !slot.cfg.kind.publishes_back()
+                && matches!(&outcome, Outcome::Ended(_))
+                && slot.tail.lines().iter().any(|l| {
+                    l.contains("compatible with flv") || l.contains("FLV does not support")
+                });
+        let flv_refused = refused_by_flv && self.deps.rtsp_base.is_some();
+        if refused_by_flv && !flv_refused {
+            // Say what would fix it, rather than restart forever in silence.
+            let why = slot.last_error.take().unwrap_or_default();
+            slot.last_error = Some(format!(
+                "{why} (this source sends a codec FLV cannot carry; it needs the RTSP \
+                 publish-back, and rtsp.listen is off)"
+            ));
+        }
+        if flv_refused {
+            slot.over_rtsp = true;
+            slot.last_error = None;
+            tracing::info!(
+                stream = %self.name,
+                source = index,
+                "source sends a codec FLV cannot carry; it publishes back over RTSP from now on"
+            );
+        }
+        match self.phase {
+            Phase::Starting { .. } | Phase::Running if self.shutdown.is_empty() => {
+                if flv_refused {
+                    slot.state = SlotState::Backoff {
+                        until: Instant::now(),
+                    };
+                    return;
+                }
+                let delay = backoff(slot.attempt);
+                slot.attempt = slot.attempt.saturating_add(1);
+                slot.restarts += 1;
+                self.metrics.restarted(index);
+                tracing::warn!(
+                    stream = %self.name,
+                    source = index,
+                    error = slot.last_error.as_deref().unwrap_or(""),
+                    retry_ms = delay.as_millis() as u64,
+                    "producer ended while viewers remain; restarting"
+                );
+                slot.state = SlotState::Backoff {
+                    until: Instant::now() + delay,
+                };
+            }
+            _ => {
+                slot.state = SlotState::Idle;
+                self.maybe_finish_stop();
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Starting { deadline } if now >= deadline => {
+                let err = StreamError::StartFailed {
+                    stream: self.name.to_string(),
+                    timeout_ms: self.start_timeout.as_millis() as u64,
+                    sources: self
+                        .slots
+                        .iter()
+                        .map(|s| SourceFailure {
+                            // An error body, not the stream's listing:
+                            // no password in it.
+                            url: redact(&s.cfg.url),
+                            last_error: s.last_error.clone(),
+                            stderr_tail: s.tail.lines(),
+                        })
+                        .collect(),
+                };
+                tracing::warn!(stream = %self.name, "{err}");
+                for w in self.waiters.drain(..) {
+                    let _ = w.reply.send(Err(err.clone()));
+                }
+                if self.publisher.is_some() {
+                    // A publisher that has sent nothing decodable yet keeps
+                    // its hold; later viewers get the same bounded wait.
+                    self.phase = Phase::Starting {
+                        deadline: now + self.start_timeout,
+                    };
+                } else {
+                    self.stop_all("start timeout");
+                }
+                return;
+            }
+            Phase::Running if self.settling.is_some_and(|t| now >= t) => {
+                tracing::debug!(stream = %self.name, "not every source announced its tracks in time; admitting viewers");
+                self.on_settled();
+            }
+            Phase::Running | Phase::Starting { .. }
+                if self.carry_until.is_some_and(|t| now >= t) =>
+            {
+                self.carry_until = None;
+                if self.publisher.is_none() && self.slots.is_empty() {
+                    tracing::info!(stream = %self.name, "no publisher came back in time; ending the stream for its viewers");
+                    self.stop_all("publisher did not come back");
+                    return;
+                }
+            }
+            Phase::Stopping { deadline } if now >= deadline => {
+                for (i, s) in self.slots.iter_mut().enumerate() {
+                    if !matches!(s.state, SlotState::Idle) {
+                        tracing::error!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "producer did not report in time; abandoned");
+                        s.state = SlotState::Idle;
+                        s.read_token = None;
+                        self.metrics.producer_down(i);
+                    }
+                }
+                self.maybe_finish_stop();
+                return;
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.publisher {
+            if now >= self.publisher_silent_at(p) {
+                let why = format!(
+                    "half-open: no media for {} ms",
+                    self.deps.publish.timeout.as_millis()
+                );
+                tracing::warn!(stream = %self.name, publisher = %p.describe(), "{why}; releasing it");
+                self.release_publisher(&why);
+                self.after_publisher_left();
+                if !matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+                    return;
+                }
+            }
+        }
+        if let Some(t) = self.linger_at {
+            if now >= t {
+                self.linger_at = None;
+                if self.real_viewers() == 0
+                    && !self.waiters.iter().any(|w| !w.req.internal)
+                    && self.publisher.is_none()
+                {
+                    self.stop_all("no viewers");
+                    return;
+                }
+            }
+        }
+        if !matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
+            return;
+        }
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let check_stalls = now >= self.stall_check_at;
+        if check_stalls {
+            self.stall_check_at = now + STALL_CHECK;
+        }
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            match &s.state {
+                SlotState::Backoff { until } if now >= *until => self.start_slot(i),
+                SlotState::Running {
+                    generation,
+                    stop,
+                    since,
+                } if self.phase == Phase::Running && check_stalls => {
+                    let stall = s.cfg.timeouts.stall_timeout;
+                    let idle_ms =
+                        now_ms.saturating_sub(s.stats.last_frame_ms.load(Ordering::Relaxed));
+                    if now.duration_since(*since) >= stall && idle_ms >= stall.as_millis() as u64 {
+                        let msg = format!("stalled: no frame for {idle_ms} ms");
+                        tracing::warn!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "{msg}; restarting");
+                        stop.cancel();
+                        let generation = *generation;
+                        self.slots[i].last_error = Some(msg);
+                        self.slots[i].state = SlotState::Stopping { generation };
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops every producer at once, under one shared deadline.
+    fn stop_all(&mut self, why: &str) {
+        tracing::info!(stream = %self.name, reason = why, "stopping stream");
+        self.linger_at = None;
+        self.settling = None;
+        self.carry_until = None;
+        self.phase = Phase::Stopping {
+            deadline: Instant::now() + self.stop_bound,
+        };
+        for s in &mut self.slots {
+            s.state = match std::mem::replace(&mut s.state, SlotState::Idle) {
+                SlotState::Running {
+                    generation, stop, ..
+                } => {
+                    stop.cancel();
+                    SlotState::Stopping { generation }
+                }
+                SlotState::Stopping { generation } => SlotState::Stopping { generation },
+                SlotState::Idle | SlotState::Backoff { .. } => SlotState::Idle,
+            };
+        }
+        self.maybe_finish_stop();
+    }
+
+    fn maybe_finish_stop(&mut self) {
+        if !matches!(self.phase, Phase::Stopping { .. })
+            || !self
+                .slots
+                .iter()
+                .all(|s| matches!(s.state, SlotState::Idle))
+        {
+            return;
+        }
+        self.fanout.reset();
+        self.run += 1;
+        // A reset fan-out no longer knows the publisher's generation.
+        self.publisher = None;
+        self.metrics.producer_down(self.slots.len());
+        self.phase = Phase::Idle;
+        tracing::info!(stream = %self.name, "stream stopped");
+        // Publishers that came during the stop go first: each is attached
+        // in turn (with takeover, the last one wins; without, the first).
+        for p in std::mem::take(&mut self.pending_publish) {
+            let r = self.on_publish(p.protocol, p.remote_addr);
+            if let Err(Ok(publisher)) = p.reply.send(r) {
+                // It gave up waiting: let it go at once.
+                drop(publisher);
+                self.release_publisher("gave up waiting");
+            }
+        }
+        if self.publisher.is_some() {
+            if !self.slots.is_empty() && self.waiters.iter().any(|w| !w.req.internal) {
+                // Viewers waiting too: start the sources as well.
+                self.start_all();
+            }
+            return;
+        }
+        if self.shutdown.is_empty()
+            && !self.slots.is_empty()
+            && self.waiters.iter().any(|w| !w.req.internal)
+        {
+            // Viewers arrived during the stop: start afresh.
+            self.start_all();
+        } else if self.slots.is_empty() {
+            // Publish-only, and the publisher is gone.
+            for w in self.waiters.drain(..) {
+                let _ = w.reply.send(Err(StreamError::NoSource {
+                    stream: self.name.to_string(),
+                }));
+            }
+        } else {
+            for w in self.waiters.drain(..) {
+                let _ = w.reply.send(Err(StreamError::NotRunning {
+                    stream: self.name.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn info(&self) -> StreamInfo {
+        let unsupported = self.phase == Phase::Idle && self.all_unsupported();
+        StreamInfo {
+            state: if unsupported {
+                "unsupported"
+            } else {
+                crate::metrics::STATES[self.phase.index()]
+            },
+            reason: unsupported
+                .then(|| self.slots[0].cfg.kind.unsupported().map(str::to_string))
+                .flatten(),
+            producers: self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let unsupported = s.cfg.kind.unsupported();
+                    let state = match s.state {
+                        SlotState::Idle if unsupported.is_some() => "unsupported",
+                        SlotState::Idle => "idle",
+                        SlotState::Running { .. } if self.phase == Phase::Running => "running",
+                        SlotState::Running { .. } => "starting",
+                        SlotState::Stopping { .. } => "stopping",
+                        SlotState::Backoff { .. } => "backoff",
+                    };
+                    let pid = s.stats.pid.load(Ordering::Relaxed);
+                    let live = !matches!(s.state, SlotState::Idle);
+                    ProducerInfo {
+                        url: s.cfg.url.clone(),
+                        state,
+                        pid: (pid != 0).then_some(pid),
+                        started_at: s
+                            .started_at
+                            .filter(|_| live)
+                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                        restarts: s.restarts,
+                        last_error: s
+                            .last_error
+                            .clone()
+                            .or_else(|| unsupported.map(str::to_string)),
+                        stderr_tail: s.tail.lines(),
+                        bytes: s.stats.bytes.load(Ordering::Relaxed),
+                        codecs: self.fanout.codecs(i as SourceId),
+                        next_retry_at: match s.state {
+                            SlotState::Backoff { until } => {
+                                let at = SystemTime::now()
+                                    + until.saturating_duration_since(Instant::now());
+                                Some(humantime::format_rfc3339_millis(at).to_string())
+                            }
+                            _ => None,
+                        },
+                    }
+                })
+                .chain(self.publisher.as_ref().map(|p| ProducerInfo {
+                    url: format!(
+                        "{}://{} (publisher)",
+                        p.protocol,
+                        p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
+                    ),
+                    state: if self.phase == Phase::Running {
+                        "running"
+                    } else {
+                        "starting"
+                    },
+                    pid: None,
+                    started_at: Some(humantime::format_rfc3339_millis(p.since).to_string()),
+                    restarts: 0,
+                    last_error: None,
+                    stderr_tail: Vec::new(),
+                    bytes: p.stats.bytes.load(Ordering::Relaxed),
+                    codecs: self.fanout.codecs(self.slots.len() as SourceId),
+                    next_retry_at: None,
+                }))
+                .collect(),
+            consumers: self
+                .consumers
+                .values()
+                .map(|c| ConsumerInfo {
+                    protocol: c.protocol,
+                    remote_addr: c.remote_addr.map(|a| a.to_string()),
+                    bytes: c.stats.bytes.load(Ordering::Relaxed),
+                    drops: c.stats.drops.load(Ordering::Relaxed),
+                    internal: c.internal,
+                })
+                .collect(),
+        }
+    }
+}
