@@ -1,0 +1,241 @@
+//! HTTP-FLV's routes: `GET /api/stream.flv` (play; also on the internal
+//! listener for our own `ffmpeg:STREAM` readers) and `POST` (go2rtc's
+//! HTTP publish). The protocol is [`crate::http_flv`]'s; here are the
+//! query, the gate's token and the HTTP answers.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::auth::internal_token_ok;
+use super::{no_cache, ApiError, Shared};
+use crate::hub::fanout::Delivery;
+use crate::hub::{JoinRequest, Viewer};
+use crate::media::{flv, ticks_to_ms};
+use crate::net::PeerAddr;
+
+pub(super) async fn internal_stream_flv(
+    st: State<Shared>,
+    peer: ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if !matches!(q.get("internal").map(String::as_str), Some("1" | "true")) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
+    }
+    stream_flv(st, peer, Query(q)).await
+}
+
+pub(super) async fn stream_flv(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let name = q
+        .get("src")
+        .ok_or_else(|| ApiError::bad_param("src", "missing parameter: src"))?;
+    let internal = match q.get("internal").map(String::as_str) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::bad_param(
+                "internal",
+                format!("internal must be 0 or 1, not `{v}`"),
+            ))
+        }
+    };
+    if internal && !peer.0.ip().is_loopback() {
+        return Err(ApiError::bad_param(
+            "internal",
+            "internal readers must connect over loopback",
+        ));
+    }
+    // `internal=1` changes how a viewer counts (it does not keep a stream
+    // alive): only our own readers, with their run's token, may say so.
+    let token = q.get("token").map(String::as_str);
+    if internal && !internal_token_ok(&st, Some(name), token) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "internal=1 is for streamvisor's own readers: no valid token",
+        )
+        .with("parameter", "token"));
+    }
+    // And only a stream reading itself back is internal: another stream's
+    // transcoder (`cam_aac: ffmpeg:cam#audio=aac`) is an ordinary viewer
+    // that starts `cam` and keeps it up while it runs, as in go2rtc.
+    let internal =
+        internal && token.is_some_and(|t| st.registry.deps().internal_tokens.reads_itself(t, name));
+    let stream = st
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::unknown_stream(name))?;
+    let exclude = match q.get("exclude") {
+        None => None,
+        Some(v) => Some(v.parse::<u16>().map_err(|_| {
+            ApiError::bad_param(
+                "exclude",
+                format!("exclude must be a source index, not `{v}`"),
+            )
+        })?),
+    };
+    // An MJPEG camera (no FLV form) gets the stream's H.264 transcode.
+    let viewer = st
+        .registry
+        .join_fitting(
+            &stream,
+            JoinRequest {
+                protocol: "http-flv",
+                remote_addr: Some(peer.0),
+                internal,
+                exclude,
+                // FLV carries AAC and G.711.
+                audio: crate::hub::fanout::ANY_AUDIO,
+                // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
+                // OBS and go2rtc read it. Not for our own `ffmpeg:` readers:
+                // Debian's ffmpeg 5.1 takes an ExVideoTagHeader for FLV codec
+                // id 3 (Screen video), finds no audio stream either, and an
+                // `ffmpeg:cam#audio=aac` of an H.265 camera would then fail.
+                video: if internal {
+                    crate::hub::fanout::H264_VIDEO
+                } else {
+                    crate::media::h265::H264_OR_H265
+                },
+            },
+        )
+        .await?;
+    let body = Body::from_stream(flv_body(viewer));
+    Ok(no_cache("video/x-flv", body))
+}
+
+/// go2rtc's HTTP publish: `POST /api/stream.flv?dst=NAME` with an FLV body
+/// (`ffmpeg -re -i clip -c copy -f flv http://host:1984/api/stream.flv?dst=NAME`,
+/// chunked). The answer comes when the body ends: 200 with what was taken,
+/// or the reason the publisher was let go.
+pub(super) async fn publish_flv(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let name = q
+        .get("dst")
+        .ok_or_else(|| ApiError::bad_param("dst", "missing parameter: dst"))?;
+    let stream = st.registry.for_publish(name)?;
+    let publisher = stream.publish("http", Some(peer.0)).await?;
+    let silence = st.registry.publish_config().timeout;
+    tracing::info!(stream = %name, peer = %peer.0, "http publisher connected");
+    let mut data = body.into_data_stream();
+    let mut demux = flv::Demuxer::new();
+    let ended = loop {
+        let next = tokio::time::timeout(silence, data.next()).await;
+        let chunk = match next {
+            Err(_) => {
+                break Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no data for {} ms", silence.as_millis()),
+                ))
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => {
+                break Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        demux.push(&chunk);
+        let mut taken = false;
+        let bad = loop {
+            match demux.next_event() {
+                Ok(None) => break None,
+                Ok(Some(ev)) => {
+                    if !publisher.publish(ev) {
+                        taken = true;
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = bad {
+            break Err(ApiError::bad_param("body", format!("stream {name}: {e}"))
+                .with("stream", name.as_str())
+                .with("offset", e.offset));
+        }
+        if taken {
+            break Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("stream {name} no longer takes this publisher (taken over or timed out)"),
+            )
+            .with("stream", name.as_str()));
+        }
+    };
+    let offset = demux.offset();
+    drop(publisher); // frees the stream at once
+    match ended {
+        Ok(()) => {
+            tracing::info!(stream = %name, peer = %peer.0, bytes = offset, "http publisher finished");
+            Ok(Json(json!({ "stream": name, "bytes": offset })).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, peer = %peer.0, error = %e.body, "http publisher disconnected");
+            Err(e)
+        }
+    }
+}
+
+/// One viewer's FLV byte stream, one chunk per tag. Frame tags are the
+/// shared ones ([`flv::shared_tag`]): built once per frame for all viewers,
+/// stamped with the stream clock, so a viewer joining late starts at a
+/// non-zero time, as players expect of live FLV.
+fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
+    struct St {
+        viewer: Viewer,
+        session: flv::Session,
+        queue: std::collections::VecDeque<Bytes>,
+    }
+    let st = St {
+        viewer,
+        session: flv::Session::default(),
+        queue: Default::default(),
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(b) = st.queue.pop_front() {
+                st.viewer
+                    .stats()
+                    .bytes
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                return Some((Ok(b), st));
+            }
+            // Polled again with the queue empty: hyper took the last
+            // frame's tags, so that frame's delay ends here.
+            st.viewer.stats().delivered();
+            match st.viewer.next().await {
+                Err(e) => {
+                    tracing::debug!(error = %e, "http-flv viewer ended");
+                    return None;
+                }
+                Ok(Delivery::Tracks { video, audio }) => st.session.set_tracks(video, audio),
+                Ok(Delivery::Frame(f)) => {
+                    let before = st.session.before_frame(f.kind(), ticks_to_ms(f.dts).max(0));
+                    if before.first {
+                        st.queue.push_back(st.session.file_header());
+                    }
+                    st.queue
+                        .extend(before.headers.into_iter().flatten().flatten());
+                    st.queue.push_back(flv::shared_tag(&f));
+                }
+            }
+        }
+    })
+}
