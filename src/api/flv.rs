@@ -17,9 +17,8 @@ use serde_json::json;
 
 use super::auth::internal_token_ok;
 use super::{no_cache, ApiError, Shared};
-use crate::hub::fanout::Delivery;
-use crate::hub::{JoinRequest, Viewer};
-use crate::media::{flv, ticks_to_ms};
+use crate::http_flv;
+use crate::hub::Viewer;
 use crate::net::PeerAddr;
 
 pub(super) async fn internal_stream_flv(
@@ -88,27 +87,7 @@ pub(super) async fn stream_flv(
     // An MJPEG camera (no FLV form) gets the stream's H.264 transcode.
     let viewer = st
         .registry
-        .join_fitting(
-            &stream,
-            JoinRequest {
-                protocol: "http-flv",
-                remote_addr: Some(peer.0),
-                internal,
-                exclude,
-                // FLV carries AAC and G.711.
-                audio: crate::hub::fanout::ANY_AUDIO,
-                // H.265 as enhanced FLV (FourCC `hvc1`): mpegts.js, ffmpeg 6.1+,
-                // OBS and go2rtc read it. Not for our own `ffmpeg:` readers:
-                // Debian's ffmpeg 5.1 takes an ExVideoTagHeader for FLV codec
-                // id 3 (Screen video), finds no audio stream either, and an
-                // `ffmpeg:cam#audio=aac` of an H.265 camera would then fail.
-                video: if internal {
-                    crate::hub::fanout::H264_VIDEO
-                } else {
-                    crate::media::h265::H264_OR_H265
-                },
-            },
-        )
+        .join_fitting(&stream, http_flv::join_request(peer.0, internal, exclude))
         .await?;
     let body = Body::from_stream(flv_body(viewer));
     Ok(no_cache("video/x-flv", body))
@@ -124,7 +103,6 @@ pub(super) async fn publish_flv(
     Query(q): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    use futures_util::StreamExt;
     let name = q
         .get("dst")
         .ok_or_else(|| ApiError::bad_param("dst", "missing parameter: dst"))?;
@@ -132,54 +110,9 @@ pub(super) async fn publish_flv(
     let publisher = stream.publish("http", Some(peer.0)).await?;
     let silence = st.registry.publish_config().timeout;
     tracing::info!(stream = %name, peer = %peer.0, "http publisher connected");
-    let mut data = body.into_data_stream();
-    let mut demux = flv::Demuxer::new();
-    let ended = loop {
-        let next = tokio::time::timeout(silence, data.next()).await;
-        let chunk = match next {
-            Err(_) => {
-                break Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("no data for {} ms", silence.as_millis()),
-                ))
-            }
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => {
-                break Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the body: {e}"),
-                ))
-            }
-            Ok(Some(Ok(c))) => c,
-        };
-        demux.push(&chunk);
-        let mut taken = false;
-        let bad = loop {
-            match demux.next_event() {
-                Ok(None) => break None,
-                Ok(Some(ev)) => {
-                    if !publisher.publish(ev) {
-                        taken = true;
-                        break None;
-                    }
-                }
-                Err(e) => break Some(e),
-            }
-        };
-        if let Some(e) = bad {
-            break Err(ApiError::bad_param("body", format!("stream {name}: {e}"))
-                .with("stream", name.as_str())
-                .with("offset", e.offset));
-        }
-        if taken {
-            break Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("stream {name} no longer takes this publisher (taken over or timed out)"),
-            )
-            .with("stream", name.as_str()));
-        }
-    };
-    let offset = demux.offset();
+    let (ended, offset) =
+        http_flv::publish(&publisher, name, silence, body.into_data_stream()).await;
+    let ended = ended.map_err(|e| publish_error(name, e));
     drop(publisher); // frees the stream at once
     match ended {
         Ok(()) => {
@@ -193,19 +126,32 @@ pub(super) async fn publish_flv(
     }
 }
 
-/// One viewer's FLV byte stream, one chunk per tag. Frame tags are the
-/// shared ones ([`flv::shared_tag`]): built once per frame for all viewers,
-/// stamped with the stream clock, so a viewer joining late starts at a
-/// non-zero time, as players expect of live FLV.
+/// The HTTP answer to a publisher let go: what went wrong, with the
+/// stream, and for a body that is not FLV, the offset of the bad tag.
+fn publish_error(name: &str, e: http_flv::PublishError) -> ApiError {
+    use http_flv::PublishError as E;
+    let msg = e.to_string();
+    match e {
+        E::Silence(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, msg),
+        E::Read(_) => ApiError::new(StatusCode::BAD_REQUEST, msg),
+        E::Flv { error, .. } => ApiError::bad_param("body", msg)
+            .with("stream", name)
+            .with("offset", error.offset),
+        E::TakenOver { .. } => ApiError::new(StatusCode::CONFLICT, msg).with("stream", name),
+    }
+}
+
+/// One viewer's FLV byte stream, one chunk per tag (see
+/// [`http_flv::Play`]).
 fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
     struct St {
         viewer: Viewer,
-        session: flv::Session,
+        play: http_flv::Play,
         queue: std::collections::VecDeque<Bytes>,
     }
     let st = St {
         viewer,
-        session: flv::Session::default(),
+        play: http_flv::Play::default(),
         queue: Default::default(),
     };
     futures_util::stream::unfold(st, |mut st| async move {
@@ -225,16 +171,7 @@ fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io
                     tracing::debug!(error = %e, "http-flv viewer ended");
                     return None;
                 }
-                Ok(Delivery::Tracks { video, audio }) => st.session.set_tracks(video, audio),
-                Ok(Delivery::Frame(f)) => {
-                    let before = st.session.before_frame(f.kind(), ticks_to_ms(f.dts).max(0));
-                    if before.first {
-                        st.queue.push_back(st.session.file_header());
-                    }
-                    st.queue
-                        .extend(before.headers.into_iter().flatten().flatten());
-                    st.queue.push_back(flv::shared_tag(&f));
-                }
+                Ok(d) => st.play.encode(d, &mut st.queue),
             }
         }
     })

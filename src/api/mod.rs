@@ -1,5 +1,5 @@
-//! HTTP: go2rtc's `/api` shape (Home Assistant's go2rtc client speaks it)
-//! and HTTP-FLV out.
+//! HTTP: go2rtc's `/api` shape (Home Assistant's go2rtc client speaks it),
+//! with the HTTP outputs' routes (HTTP-FLV's protocol is [`crate::http_flv`]).
 //!
 //! Every error is JSON with a 4xx/5xx status and names the stream or the
 //! parameter at fault. Our extra state rides in extra fields; go2rtc's
