@@ -3,22 +3,20 @@
 //! HTTP publish). The protocol is [`crate::http_flv`]'s; here are the
 //! query, the gate's token and the HTTP answers.
 
-use std::collections::HashMap;
-use std::io;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde_json::json;
 
 use super::auth::internal_token_ok;
+use super::body::body;
 use super::{no_cache, ApiError, Shared};
 use crate::http_flv;
-use crate::hub::Viewer;
 use crate::net::PeerAddr;
 
 pub(super) async fn internal_stream_flv(
@@ -89,7 +87,11 @@ pub(super) async fn stream_flv(
         .registry
         .join_fitting(&stream, http_flv::join_request(peer.0, internal, exclude))
         .await?;
-    let body = Body::from_stream(flv_body(viewer));
+    let mut play = http_flv::Play::default();
+    let body = body("http-flv", viewer, VecDeque::new(), move |d, out| {
+        play.encode(d, out);
+        ControlFlow::Continue(())
+    });
     Ok(no_cache("video/x-flv", body))
 }
 
@@ -139,40 +141,4 @@ fn publish_error(name: &str, e: http_flv::PublishError) -> ApiError {
             .with("offset", error.offset),
         E::TakenOver { .. } => ApiError::new(StatusCode::CONFLICT, msg).with("stream", name),
     }
-}
-
-/// One viewer's FLV byte stream, one chunk per tag (see
-/// [`http_flv::Play`]).
-fn flv_body(viewer: Viewer) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
-    struct St {
-        viewer: Viewer,
-        play: http_flv::Play,
-        queue: std::collections::VecDeque<Bytes>,
-    }
-    let st = St {
-        viewer,
-        play: http_flv::Play::default(),
-        queue: Default::default(),
-    };
-    futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(b) = st.queue.pop_front() {
-                st.viewer
-                    .stats()
-                    .bytes
-                    .fetch_add(b.len() as u64, Ordering::Relaxed);
-                return Some((Ok(b), st));
-            }
-            // Polled again with the queue empty: hyper took the last
-            // frame's tags, so that frame's delay ends here.
-            st.viewer.stats().delivered();
-            match st.viewer.next().await {
-                Err(e) => {
-                    tracing::debug!(error = %e, "http-flv viewer ended");
-                    return None;
-                }
-                Ok(d) => st.play.encode(d, &mut st.queue),
-            }
-        }
-    })
 }

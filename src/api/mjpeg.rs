@@ -1,15 +1,15 @@
 //! `GET /api/stream.mjpeg`: MJPEG as `multipart/x-mixed-replace`.
 
-use std::io;
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 
+use super::body::body;
 use super::{no_cache, stream_of, ApiError, Shared};
 use crate::hub::fanout::Delivery;
 use crate::hub::JoinRequest;
@@ -39,7 +39,7 @@ pub(super) async fn stream_mjpeg(
         .stream(name)
         .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
     use crate::media::Codec;
-    fn part(queue: &mut std::collections::VecDeque<Bytes>, jpeg: Bytes) {
+    fn part(queue: &mut VecDeque<Bytes>, jpeg: Bytes) {
         queue.push_back(Bytes::from(format!(
             "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             jpeg.len()
@@ -63,7 +63,7 @@ pub(super) async fn stream_mjpeg(
             },
         })
         .await?;
-    let mut queue = std::collections::VecDeque::<Bytes>::new();
+    let mut queue = VecDeque::<Bytes>::new();
     if !has_mjpeg {
         // The stream's first video says: an MJPEG camera's JPEGs go out as
         // they are; anything else needs the transcode.
@@ -93,28 +93,12 @@ pub(super) async fn stream_mjpeg(
             .with("stream", name));
         }
     }
-    let body =
-        futures_util::stream::unfold((viewer, queue), |(mut viewer, mut queue)| async move {
-            loop {
-                if let Some(b) = queue.pop_front() {
-                    viewer
-                        .stats()
-                        .bytes
-                        .fetch_add(b.len() as u64, Ordering::Relaxed);
-                    return Some((Ok::<_, io::Error>(b), (viewer, queue)));
-                }
-                match viewer.next().await {
-                    Err(e) => {
-                        tracing::debug!(error = %e, "mjpeg viewer ended");
-                        return None;
-                    }
-                    Ok(Delivery::Frame(f)) if f.codec == Codec::Jpeg => part(&mut queue, f.payload),
-                    Ok(_) => {}
-                }
-            }
-        });
-    Ok(no_cache(
-        "multipart/x-mixed-replace; boundary=frame",
-        Body::from_stream(body),
-    ))
+    let body = body("mjpeg", viewer, queue, |d, out| {
+        match d {
+            Delivery::Frame(f) if f.codec == Codec::Jpeg => part(out, f.payload),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    Ok(no_cache("multipart/x-mixed-replace; boundary=frame", body))
 }

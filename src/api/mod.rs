@@ -11,9 +11,11 @@
 //! `streams.rs`, `preload.rs`, `reload.rs` (config changes reaching the
 //! running streams), `webrtc.rs` (signalling), the outputs' routes
 //! (`flv.rs`, `mp4.rs`, `mjpeg.rs`, `snapshot.rs`, `hls.rs`), `info.rs`
-//! (`/api`, schemes, metrics); `listen.rs`: the TCP and unix listeners.
+//! (`/api`, schemes, metrics); `body.rs`: the one per-viewer body loop of
+//! HTTP-FLV, MP4 and MJPEG; `listen.rs`: the TCP and unix listeners.
 
 mod auth;
+mod body;
 mod error;
 mod flv;
 mod hls;

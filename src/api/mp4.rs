@@ -1,13 +1,12 @@
 //! `GET /api/stream.mp4`: progressive fragmented MP4 (see [`crate::mp4`]).
 
-use std::io;
-use std::sync::atomic::Ordering;
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
-use bytes::Bytes;
 
+use super::body::body;
 use super::{no_cache, one_of, stream_of, ApiError, Shared};
 use crate::hub::JoinRequest;
 use crate::net::PeerAddr;
@@ -48,33 +47,13 @@ pub(super) async fn stream_mp4(
             ))
         }
     };
-    let state = (
-        viewer,
-        crate::mp4::Writer::default(),
-        std::collections::VecDeque::<Bytes>::new(),
-    );
-    let body = futures_util::stream::unfold(state, |(mut viewer, mut w, mut queue)| async move {
-        loop {
-            if let Some(b) = queue.pop_front() {
-                viewer
-                    .stats()
-                    .bytes
-                    .fetch_add(b.len() as u64, Ordering::Relaxed);
-                return Some((Ok::<Bytes, io::Error>(b), (viewer, w, queue)));
-            }
-            match viewer.next().await {
-                Err(e) => {
-                    tracing::debug!(error = %e, "mp4 viewer ended");
-                    return None;
-                }
-                Ok(d) => {
-                    if w.deliver(d, &mut queue).is_err() {
-                        tracing::info!("mp4 viewer ended: the stream's tracks changed");
-                        return None;
-                    }
-                }
-            }
+    let mut w = crate::mp4::Writer::default();
+    let body = body("mp4", viewer, VecDeque::new(), move |d, out| {
+        if w.deliver(d, out).is_err() {
+            tracing::info!("mp4 viewer ended: the stream's tracks changed");
+            return ControlFlow::Break(());
         }
+        ControlFlow::Continue(())
     });
-    Ok(no_cache("video/mp4", Body::from_stream(body)))
+    Ok(no_cache("video/mp4", body))
 }
