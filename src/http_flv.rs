@@ -138,3 +138,53 @@ pub async fn publish<E: std::fmt::Display>(
     };
     (ended, demux.offset())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{ms_to_ticks, Codec, Frame, TrackInfo};
+
+    fn frame(codec: Codec, ms: i64) -> Frame {
+        Frame {
+            codec,
+            dts: ms_to_ticks(ms),
+            pts: ms_to_ticks(ms),
+            keyframe: true,
+            payload: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+            wire: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_viewer_gets_the_file_header_and_sequence_headers_once_then_the_shared_tags() {
+        let mut play = Play::default();
+        let mut out = VecDeque::new();
+        play.encode(
+            Delivery::Tracks {
+                video: Some(TrackInfo {
+                    codec: Codec::H264,
+                    // version 1, profile 66, level 30, 1 SPS of 4 bytes, 1 PPS of 2.
+                    config: Bytes::from_static(&[
+                        1, 66, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 66, 0, 30, 1, 0, 2, 0x68, 0xce,
+                    ]),
+                }),
+                audio: None,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "tracks alone write nothing");
+        let f = frame(Codec::H264, 1000);
+        play.encode(Delivery::Frame(f.clone()), &mut out);
+        // The file header, the AVC sequence header, then the frame.
+        assert!(out.len() >= 3, "{out:?}");
+        assert_eq!(&out[0][..3], b"FLV");
+        // The frame's tag is the one every viewer shares, not a copy.
+        let tag = flv::shared_tag(&f);
+        assert_eq!(out.back().unwrap().as_ptr(), tag.as_ptr());
+        out.clear();
+        let g = frame(Codec::H264, 1040);
+        play.encode(Delivery::Frame(g.clone()), &mut out);
+        assert_eq!(out.len(), 1, "no header again");
+        assert_eq!(out[0], flv::shared_tag(&g));
+    }
+}
