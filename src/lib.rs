@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod hls;
+pub mod http_flv;
 pub mod hub;
 pub mod media;
 pub mod metrics;

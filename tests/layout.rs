@@ -9,8 +9,11 @@ use std::path::Path;
 
 /// The outputs: each turns the hub's deliveries into one protocol, and
 /// none may reach into another (what two of them share goes to `net`,
-/// `media` or the hub).
-const OUTPUTS: &[&str] = &["hls", "mp4", "rtmp", "rtsp", "snapshot", "webrtc"];
+/// `media` or the hub). `http_flv` (HTTP-FLV play and publish) is one,
+/// though only the API's router mounts it.
+const OUTPUTS: &[&str] = &[
+    "hls", "http_flv", "mp4", "rtmp", "rtsp", "snapshot", "webrtc",
+];
 
 /// What an output may import: the hub it reads, the pure media code, the
 /// socket helpers, config, and the shared services (credentials, metrics
