@@ -28,7 +28,7 @@ fn main() {
 /// run. The kernel maps an executable's pages 64 KB around each fault
 /// (fault-around) and keeps what a process touched: left in the compiler's
 /// order, those 1.2 MB of functions are spread over the 10 MB of code, and
-/// 100 idle streams kept 5 MB of it resident; together, 1.6 MB (issue 17,
+/// 100 idle streams kept 5 MB of it resident; together, 1.5 MB (issue 17,
 /// point 4, scripts/bench-idle). On a disk with the usual 128 KB readahead
 /// a cold start also reads half as much of the file.
 ///
