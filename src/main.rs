@@ -347,6 +347,10 @@ async fn run(cfg: Config, text: String) -> anyhow::Result<()> {
         }));
     }
 
+    // The store has its own copy (`state.store.config()`): this one would
+    // stay in this future's state, unused, for as long as the server runs.
+    drop(cfg);
+
     // SIGHUP reloads streams.yaml, as `POST /api/restart` does.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing SIGHUP handler")?;
