@@ -5,7 +5,8 @@
 //! rules between modules that `tests/layout.rs` checks):
 //! [`config`] → [`source`] (what to run) → [`supervisor`] (running it) →
 //! [`media::flv`] (demux) → [`hub`] (the stream actor and fan-out) → [`api`]
-//! (HTTP-FLV out and go2rtc's JSON API); [`rtsp`], [`rtmp`] and [`hls`] are
+//! (go2rtc's JSON API, the router that mounts the HTTP outputs) and
+//! [`http_flv`] (HTTP-FLV out and in); [`rtsp`], [`rtmp`] and [`hls`] are
 //! the other ways in and out. Every way in passes [`auth`] (one credential
 //! model) and [`net`] (connection caps and deadlines) first. A producer
 //! whose codecs FLV cannot hold (H.265, Opus, MJPEG) publishes back over
