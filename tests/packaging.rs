@@ -648,6 +648,44 @@ fn sections(file: &Path) -> String {
     run(Command::new("readelf").args(["-S", "--wide"]).arg(file), 30)
 }
 
+/// Issue 17: the release link orders the code that start-up and an idle
+/// server run (build.rs, packaging/symbol-order.txt). The container builds
+/// must have both files, and the Rust release that made the list: its names
+/// carry that rustc's hashes, so with another one the order is mostly lost
+/// (the build only warns).
+#[test]
+fn the_image_builds_have_the_link_order_and_the_rust_that_made_it() {
+    let order = std::fs::read_to_string(root().join("packaging/symbol-order.txt")).unwrap();
+    let made_by = order
+        .lines()
+        .find_map(|l| l.strip_prefix("# rustc "))
+        .expect("symbol-order.txt names the rustc that made it");
+    // "1.95.0 (…)" -> the image tag's "1.95".
+    let minor: String = made_by.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert!(
+        order.lines().filter(|l| !l.starts_with('#')).count() > 100,
+        "the order lists the functions"
+    );
+    for file in [
+        "packaging/Containerfile",
+        "packaging/homeassistant/Dockerfile",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for needed in ["build.rs", "packaging/symbol-order.txt"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start().starts_with("COPY") && l.contains(needed)),
+                "{file} does not copy {needed}"
+            );
+        }
+        let rust = format!("FROM rust:{minor}-");
+        assert!(
+            text.contains(&rust),
+            "{file} does not build with rustc {minor}, which made the link order ({rust})"
+        );
+    }
+}
+
 /// Issue 17: the container image copied the release binary with its debug
 /// info (`debug = 1`: 144 MB). Its build stage now splits that off with
 /// packaging/strip-debug and fails past 15 MB with packaging/check-size;
