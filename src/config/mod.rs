@@ -3062,7 +3062,7 @@ streams:
 
     #[test]
     fn a_go2rtc_config_from_the_field_loads() {
-        let text = include_str!("../testdata/go2rtc_field.yaml");
+        let text = include_str!("../../testdata/go2rtc_field.yaml");
         let c = Config::parse(Path::new("go2rtc.yaml"), text, &|_| None).unwrap();
         assert_eq!(c.streams.len(), 12);
         let unsupported: Vec<&str> = c
