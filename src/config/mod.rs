@@ -11,6 +11,11 @@
 //! true; a column after an expansion on the same line is off by the length
 //! difference.
 
+mod env;
+
+pub use env::env_secret;
+pub(crate) use env::expand_env;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -1292,7 +1297,6 @@ fn set_timeout(t: &mut Timeouts, key: &str, d: Duration) {
     }
 }
 
-/// go2rtc's listen syntax: `":1984"` is every interface, `""` disables.
 /// `webrtc:`, checked: every mistake names its line and column.
 /// `ffmpeg:`: `bin`, and go2rtc's templates. A key we honour must be a
 /// valid argument list (it is split as a shell would, without one); a key
@@ -1467,6 +1471,7 @@ fn split_host_port(v: &str) -> Result<(String, Option<u16>), String> {
     }
 }
 
+/// go2rtc's listen syntax: `":1984"` is every interface, `""` disables.
 pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
     if s.is_empty() {
         return Ok(None);
@@ -1837,61 +1842,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// The process environment, as `${VAR}`s see it. Every value looked up
-/// is kept out of logs and `last_error` from then on (issue 15: the file
-/// author put it in the environment to keep it out of the file).
-pub fn env_secret(k: &str) -> Option<String> {
-    let v = std::env::var(k).ok()?;
-    crate::redact::add_secret(&v);
-    Some(v)
-}
-
-/// `${VAR}` and `${VAR:default}` in config text, from `env`. Only the file
-/// is expanded, never API input (see [`check_api_source`]).
-pub(crate) fn expand_env(
-    file: &str,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let col = (line.len() - rest.len() + start + 1) as u64;
-            let err = |message: String| ConfigError {
-                file: file.to_string(),
-                line: lineno as u64 + 1,
-                col,
-                message,
-            };
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                return Err(err("unterminated `${`".into()));
-            };
-            let inner = &after[..end];
-            let (name, default) = match inner.split_once(':') {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            let value = match (env(name), default) {
-                (Some(v), _) => v,
-                (None, Some(d)) => d.to_string(),
-                (None, None) => return Err(err(format!("environment variable `{name}` is not set (write ${{{name}:default}} to give a default)"))),
-            };
-            if value.contains('\n') {
-                return Err(err(format!(
-                    "environment variable `{name}` contains a newline"
-                )));
-            }
-            out.push_str(&value);
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-    }
-    Ok(out)
 }
 
 // ---- raw, span-carrying structs -------------------------------------------
@@ -2328,7 +2278,7 @@ impl<'de> Deserialize<'de> for SubKeys {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("s.yaml"), text, &|k| {
             (k == "CAM_IP").then(|| "10.0.0.9".to_string())
         })
@@ -2394,17 +2344,6 @@ streams:
                 scheme: UrlScheme::Rtsp
             }
         );
-    }
-
-    #[test]
-    fn env_expansion() {
-        let c = parse("streams:\n  cam: rtsp://${CAM_IP}/s\n  other: rtsp://${NOPE:1.2.3.4}/s\n")
-            .unwrap();
-        assert_eq!(c.streams[0].sources[0].url, "rtsp://10.0.0.9/s");
-        assert_eq!(c.streams[1].sources[0].url, "rtsp://1.2.3.4/s");
-        let e = parse("streams:\n  cam: rtsp://${MISSING}/s\n").unwrap_err();
-        assert_eq!((e.line, e.col), (2, 15), "{e}");
-        assert!(e.message.contains("MISSING"));
     }
 
     #[test]
@@ -2783,7 +2722,7 @@ streams:
         assert!(e.col > 0, "{e}");
     }
 
-    fn ffmpeg_kind(c: &Config, stream: usize) -> &SourceKind {
+    pub(super) fn ffmpeg_kind(c: &Config, stream: usize) -> &SourceKind {
         &c.streams[stream].sources[0].kind
     }
 
