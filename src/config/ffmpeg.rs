@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::raw::RawFfmpeg;
 use super::ConfigError;
-use super::RawFfmpeg;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {

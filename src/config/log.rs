@@ -1,8 +1,8 @@
 //! `log:`: go2rtc's format, level and per-module levels, as a `tracing`
 //! filter.
 
+use super::raw::RawLog;
 use super::ConfigError;
-use super::RawLog;
 
 /// `log:` (go2rtc's section): the format, the level, and a level per
 /// module, e.g. `log: {level: info, rtsp: debug, format: json}`.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::RawWebRtc;
+use super::raw::RawWebRtc;
 use super::{parse_listen, ConfigError};
 
 /// `webrtc:`: where WebRTC peers reach us (go2rtc's section).
