@@ -1,10 +1,11 @@
 //! `streams.yaml`: go2rtc's config syntax, plus our own `supervisor:` knobs.
 //!
 //! Parsing happens in two steps. serde-saphyr turns the text into raw
-//! structs whose interesting values are [`Spanned`](serde_saphyr::Spanned), so that every later
-//! check (a bad duration, an unknown source scheme) can still name the
-//! file:line:col it came from. Then [`Config::from_raw`] validates and builds
-//! the typed config the rest of the program uses.
+//! structs whose interesting values are
+//! [`Spanned`](serde_saphyr::Spanned), so that every later check (a bad
+//! duration, an unknown source scheme) can still name the file:line:col it
+//! came from. Then [`Config::from_raw`] validates and builds the typed
+//! config the rest of the program uses.
 //!
 //! `${VAR}` and `${VAR:default}` expand from the environment before parsing,
 //! as in go2rtc. Expansion never adds lines, so line numbers in errors stay
