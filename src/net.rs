@@ -470,7 +470,7 @@ pub async fn serve_conns<L, F, Fut>(
     F: Fn(L::Io, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stops = Stops::default();
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
@@ -479,23 +479,43 @@ pub async fn serve_conns<L, F, Fut>(
             () = &mut shutdown => break,
         };
         let conn = serve(io, peer);
-        let mut stop = stop_rx.clone();
+        let stop = stops.add();
         let done = done_rx.clone();
         tokio::spawn(async move {
             let _done = done;
             let _permit = permit;
             tokio::select! {
                 () = conn => {}
-                _ = stop.wait_for(|s| *s) => {
+                _ = stop => {
                     tracing::debug!(peer = %peer, "connection ended: shutting down");
                 }
             }
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    drop(stops);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// How a listener tells each of its connections to stop: a oneshot per
+/// connection, resolved (by its sender's drop) when the `Stops` is dropped.
+/// Not one shared `watch`: a connection's task polls its stop signal at
+/// every wake-up, once per frame for a viewer, and a `watch` receiver's
+/// wait takes the channel's one waiter lock on each poll; 500 viewers on
+/// two threads contended for it on every frame. A oneshot's poll touches
+/// only its own connection's state.
+#[derive(Default)]
+struct Stops(Vec<tokio::sync::oneshot::Sender<()>>);
+
+impl Stops {
+    /// A new connection's stop signal; forgets those of connections gone.
+    fn add(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        self.0.retain(|s| !s.is_closed());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.push(tx);
+        rx
+    }
 }
 
 /// Serves `router` over HTTP/1.1 on `listener`'s connections until `shutdown`
@@ -514,9 +534,9 @@ pub async fn serve_http<L: Listen>(
     use hyper::server::conn::http1;
     use hyper_util::rt::{TokioIo, TokioTimer};
 
-    // Each connection's task holds a receiver of `stop` (to be told to
-    // finish) and of `done` (so that we can wait for it).
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each connection's task holds its stop signal (to be told to finish)
+    // and a receiver of `done` (so that we can wait for it).
+    let mut stops = Stops::default();
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
@@ -531,7 +551,7 @@ pub async fn serve_http<L: Listen>(
                 req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
                 hyper::service::Service::call(&tower, req)
             });
-        let mut stop = stop_rx.clone();
+        let mut stop = stops.add();
         let done = done_rx.clone();
         let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
         tokio::spawn(async move {
@@ -552,7 +572,7 @@ pub async fn serve_http<L: Listen>(
                         }
                         break;
                     }
-                    _ = stop.wait_for(|s| *s), if !stopping => {
+                    _ = &mut stop, if !stopping => {
                         stopping = true;
                         conn.as_mut().graceful_shutdown();
                     }
@@ -567,7 +587,7 @@ pub async fn serve_http<L: Listen>(
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    drop(stops);
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
@@ -576,6 +596,23 @@ pub async fn serve_http<L: Listen>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_stops_tells_every_connection_and_gone_ones_are_forgotten() {
+        let mut stops = Stops::default();
+        let a = stops.add();
+        let gone = stops.add();
+        drop(gone);
+        let b = stops.add();
+        assert_eq!(stops.0.len(), 2, "the gone connection's sender was kept");
+        drop(stops);
+        for rx in [a, b] {
+            tokio::time::timeout(Duration::from_secs(1), rx)
+                .await
+                .expect("a connection was not told to stop")
+                .unwrap_err();
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_a_second_and_speaks_once_per_episode() {
