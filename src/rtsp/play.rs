@@ -367,10 +367,10 @@ impl Conn {
         // atomic increment and decrement of the payload's one shared
         // counter, by every viewer on both worker threads: a cache line
         // that 500 viewers bounced between cores for every packet.
-        // The interleave and RTP headers of the batch, in a buffer made per
-        // write: the allocator hands back memory that is still in cache,
-        // where a buffer kept per connection is cold memory for each of
-        // 500 viewers in turn.
+        //
+        // The headers go into a buffer made per write: the allocator hands
+        // back memory that is still in cache, where a buffer kept per
+        // connection is cold memory for each of 500 viewers in turn.
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         // Where in `out` each TCP packet's headers are, and its body.
         let mut packets: Vec<(usize, usize, &[u8])> = Vec::new();
