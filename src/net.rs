@@ -454,6 +454,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     }
 }
 
+/// The one accept loop under [`serve_conns`] and [`serve_http`]: each
+/// connection runs `start(io, peer, permit, stop)` on a task of its own.
+/// Once `shutdown` resolves, the port is closed, every connection's `stop`
+/// resolves, and this returns when all their tasks have ended.
+async fn accept_loop<L, F, Fut>(
+    mut listener: CappedListener<L>,
+    shutdown: impl Future<Output = ()>,
+    mut start: F,
+) where
+    L: Listen,
+    F: FnMut(L::Io, SocketAddr, OwnedSemaphorePermit, Stop) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut stops = Stops::default();
+    // Each task holds a receiver of `done`, so that we can wait for them.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (io, peer, permit) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let conn = start(io, peer, permit, stops.add());
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            conn.await;
+        });
+    }
+    drop(listener);
+    drop(stops);
+    drop(done_rx);
+    done_tx.closed().await;
+}
+
 /// A listener's accept loop, for protocols whose connections are ours to
 /// run (RTSP, RTMP): each connection is `serve(io, peer)` on a task of its
 /// own, holding its slot of the cap. Once `shutdown` resolves, the loop
@@ -462,7 +497,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
 /// and this returns when all of them are gone. Ending them is what lets the
 /// producers stop next with no viewer left to restart them.
 pub async fn serve_conns<L, F, Fut>(
-    mut listener: CappedListener<L>,
+    listener: CappedListener<L>,
     shutdown: impl Future<Output = ()>,
     serve: F,
 ) where
@@ -470,19 +505,9 @@ pub async fn serve_conns<L, F, Fut>(
     F: Fn(L::Io, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut stops = Stops::default();
-    let (done_tx, done_rx) = tokio::sync::watch::channel(());
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (io, peer, permit) = tokio::select! {
-            c = listener.accept() => c,
-            () = &mut shutdown => break,
-        };
+    accept_loop(listener, shutdown, |io, peer, permit, stop| {
         let conn = serve(io, peer);
-        let stop = stops.add();
-        let done = done_rx.clone();
-        tokio::spawn(async move {
-            let _done = done;
+        async move {
             let _permit = permit;
             tokio::select! {
                 () = conn => {}
@@ -490,13 +515,14 @@ pub async fn serve_conns<L, F, Fut>(
                     tracing::debug!(peer = %peer, "connection ended: shutting down");
                 }
             }
-        });
-    }
-    drop(listener);
-    drop(stops);
-    drop(done_rx);
-    done_tx.closed().await;
+        }
+    })
+    .await;
 }
+
+/// A connection's stop signal: resolves (with an error: its sender was
+/// dropped) when the listener shuts down.
+type Stop = tokio::sync::oneshot::Receiver<()>;
 
 /// How a listener tells each of its connections to stop: a oneshot per
 /// connection, resolved (by its sender's drop) when the `Stops` is dropped.
@@ -510,7 +536,7 @@ struct Stops(Vec<tokio::sync::oneshot::Sender<()>>);
 
 impl Stops {
     /// A new connection's stop signal; forgets those of connections gone.
-    fn add(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+    fn add(&mut self) -> Stop {
         self.0.retain(|s| !s.is_closed());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.0.push(tx);
@@ -520,30 +546,22 @@ impl Stops {
 
 /// Serves `router` over HTTP/1.1 on `listener`'s connections until `shutdown`
 /// resolves, then lets each connection finish its response (hyper's
-/// graceful shutdown) and returns when all have.
+/// graceful shutdown, for at most [`SHUTDOWN_GRACE`]) and returns when all
+/// have.
 ///
 /// Not `axum::serve`: it cannot set hyper's header-read timeout, so a
 /// client that never finishes a request head (or a keep-alive connection
 /// left idle) would hold its socket forever. Every connection has
 /// [`HEADER_READ_TIMEOUT`] for each head and [`WRITE_STALL`] for each write.
 pub async fn serve_http<L: Listen>(
-    mut listener: CappedListener<L>,
+    listener: CappedListener<L>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     use hyper::server::conn::http1;
     use hyper_util::rt::{TokioIo, TokioTimer};
 
-    // Each connection's task holds its stop signal (to be told to finish)
-    // and a receiver of `done` (so that we can wait for it).
-    let mut stops = Stops::default();
-    let (done_tx, done_rx) = tokio::sync::watch::channel(());
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (io, peer, permit) = tokio::select! {
-            c = listener.accept() => c,
-            () = &mut shutdown => break,
-        };
+    accept_loop(listener, shutdown, |io, peer, permit, mut stop| {
         tracing::trace!(peer = %peer, "accepted");
         let tower = hyper_util::service::TowerToHyperService::new(router.clone());
         let svc =
@@ -551,11 +569,8 @@ pub async fn serve_http<L: Listen>(
                 req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
                 hyper::service::Service::call(&tower, req)
             });
-        let mut stop = stops.add();
-        let done = done_rx.clone();
         let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
-        tokio::spawn(async move {
-            let _done = done;
+        async move {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -584,12 +599,9 @@ pub async fn serve_http<L: Listen>(
                     }
                 }
             }
-        });
-    }
-    drop(listener);
-    drop(stops);
-    drop(done_rx);
-    done_tx.closed().await;
+        }
+    })
+    .await;
     Ok(())
 }
 
