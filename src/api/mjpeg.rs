@@ -32,12 +32,7 @@ pub(super) async fn stream_mjpeg(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let (name, stream) = stream_of(&st, &q)?;
-    let has_mjpeg = st
-        .store
-        .config()
-        .await
-        .stream(name)
-        .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
+    let has_mjpeg = super::has_mjpeg_source(&st, name).await;
     use crate::media::Codec;
     fn part(queue: &mut VecDeque<Bytes>, jpeg: Bytes) {
         queue.push_back(Bytes::from(format!(

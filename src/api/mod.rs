@@ -146,6 +146,17 @@ fn stream_of<'a>(st: &AppState, q: &'a [(String, String)]) -> Result<(&'a str, S
     Ok((name, stream))
 }
 
+/// Whether a stream has a source that sends MJPEG (`#video=mjpeg`, a
+/// JPEG camera): the MJPEG stream and snapshots read it as it is, instead
+/// of a transcode.
+async fn has_mjpeg_source(st: &AppState, name: &str) -> bool {
+    st.store
+        .config()
+        .await
+        .stream(name)
+        .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()))
+}
+
 /// The values of every `key` in a query, in order (`src` may repeat).
 fn all_of<'a>(q: &'a [(String, String)], key: &str) -> Vec<&'a str> {
     q.iter()

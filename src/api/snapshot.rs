@@ -54,12 +54,7 @@ pub(super) async fn frame_jpeg(
             let deps = st.registry.deps();
             // An `ffmpeg:…#video=mjpeg` source is not started for a
             // snapshot (see snapshot::VIDEO).
-            let has_mjpeg = st
-                .store
-                .config()
-                .await
-                .stream(name)
-                .is_some_and(|s| s.sources.iter().any(|x| x.kind.outputs_mjpeg()));
+            let has_mjpeg = super::has_mjpeg_source(&st, name).await;
             let j = crate::snapshot::jpeg(
                 &stream,
                 size,

@@ -104,6 +104,24 @@ impl Stream {
         &self.metrics
     }
 
+    /// The actor's answer to a join or a publish, within the join timeout:
+    /// an actor that is gone, or does not answer in time, is an error.
+    async fn answer<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, StreamError>>,
+    ) -> Result<T, StreamError> {
+        match tokio::time::timeout(self.join_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StreamError::ShuttingDown {
+                stream: self.name.to_string(),
+            }),
+            Err(_) => Err(StreamError::Timeout {
+                stream: self.name.to_string(),
+                timeout_ms: self.join_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
     /// Joins as a viewer: starts the stream if needed and waits (bounded) for
     /// its first keyframe.
     pub async fn join(&self, req: JoinRequest) -> Result<Viewer, StreamError> {
@@ -117,14 +135,7 @@ impl Stream {
                 reply,
             })
             .map_err(|_| gone())?;
-        match tokio::time::timeout(self.join_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => Err(StreamError::Timeout {
-                stream: self.name.to_string(),
-                timeout_ms: self.join_timeout.as_millis() as u64,
-            }),
-        }
+        self.answer(rx).await
     }
 
     /// Takes the stream's publisher slot; one publisher at a time. With
@@ -148,14 +159,7 @@ impl Stream {
                 reply,
             })))
             .map_err(|_| gone())?;
-        match tokio::time::timeout(self.join_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => Err(StreamError::Timeout {
-                stream: self.name.to_string(),
-                timeout_ms: self.join_timeout.as_millis() as u64,
-            }),
-        }
+        self.answer(rx).await
     }
 
     /// Lets an `exec:… {output}` child publish into its own source slot;
