@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod mp4;
 pub mod net;
 pub mod preload;
+pub mod pump;
 pub mod redact;
 pub mod rtmp;
 pub mod rtsp;

@@ -16,8 +16,8 @@ const OUTPUTS: &[&str] = &[
 ];
 
 /// What an output may import: the hub it reads, the pure media code, the
-/// socket helpers, config, and the shared services (credentials, metrics
-/// types, log cleaning). `supervisor`: the JPEG snapshot runs an ffmpeg
+/// socket helpers, the output pump, config, and the shared services
+/// (credentials, metrics types, log cleaning). `supervisor`: the JPEG snapshot runs an ffmpeg
 /// decoder as a child, through the same supervisor as the producers.
 const OUTPUT_MAY_USE: &[&str] = &[
     "auth",
@@ -26,6 +26,7 @@ const OUTPUT_MAY_USE: &[&str] = &[
     "media",
     "metrics",
     "net",
+    "pump",
     "redact",
     "supervisor",
 ];
@@ -53,6 +54,8 @@ fn allowed(module: &str) -> Option<Option<&'static [&'static str]>> {
             "source",
             "supervisor",
         ]),
+        // The one output pump: a viewer's batches to its socket.
+        "pump" => Some(&["hub", "net"]),
         // The config file's editor (the API's stream edits).
         "store" => Some(&["config", "hub", "redact"]),
         m if OUTPUTS.contains(&m) => Some(OUTPUT_MAY_USE),

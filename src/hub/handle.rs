@@ -220,6 +220,19 @@ impl Viewer {
     pub fn stats(&self) -> &Arc<ViewerStats> {
         self.selector.stats()
     }
+
+    /// Keeps `d` to be delivered again, after what is already kept and
+    /// before anything new: what an output looked at to describe the
+    /// stream before it plays it (RTSP's DESCRIBE learns the tracks from
+    /// the first deliveries; PLAY sends them).
+    pub fn set_aside(&mut self, d: Delivery) {
+        self.pending.push_back(d);
+    }
+
+    /// What is kept and not yet delivered again, in order.
+    pub fn set_aside_items(&self) -> impl Iterator<Item = &Delivery> {
+        self.pending.iter()
+    }
 }
 
 /// A publisher's hold on a stream: media it publishes goes to the

@@ -44,4 +44,6 @@ pub use registry::{check_name, Deps, Registry, MAX_NAME};
 pub use tokens::{InternalTokens, TokenGuard};
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! RTMP play: a player's loop and its FLV session (the same sequence
 //! header tracking as HTTP-FLV, [`flv::Session`]).
 
-use std::sync::atomic::Ordering;
+use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -13,6 +13,7 @@ use crate::hub::fanout::Delivery;
 use crate::hub::Viewer;
 use crate::media::flv;
 use crate::media::{ticks_to_ms, Codec, TrackKind};
+use crate::pump::Pump;
 
 use super::conn::{Conn, ConnError, Next};
 use super::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM};
@@ -20,8 +21,10 @@ use super::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM};
 impl Conn {
     /// Sends the stream to a player until it leaves, the stream ends, or
     /// its socket stalls.
-    pub(super) async fn play(&mut self, mut viewer: Viewer, stream: &str) -> Result<(), ConnError> {
+    pub(super) async fn play(&mut self, viewer: Viewer, stream: &str) -> Result<(), ConnError> {
         let mut p = Player::default();
+        let mut pump = Pump::new(viewer);
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 r = self.sock.read_buf(&mut self.buf) => {
@@ -36,27 +39,25 @@ impl Conn {
                             return Err(why);
                         }
                     }
+                    self.send().await?;
                 }
-                d = viewer.next() => {
-                    match d {
-                        Err(e) => {
-                            self.on_status("status", "NetStream.Play.UnpublishNotify", &format!("stream {stream} ended: {e}"));
-                            self.send().await?;
-                            return Err(ConnError::StreamEnded { stream: stream.to_string(), source: e });
-                        }
-                        Ok(d) => {
-                            let before: usize = self.out.iter().map(Bytes::len).sum();
-                            p.deliver(d, &mut self.writer, &mut self.out);
-                            let after: usize = self.out.iter().map(Bytes::len).sum();
-                            viewer.stats().bytes.fetch_add((after - before) as u64, Ordering::Relaxed);
-                        }
+                r = pump.next_batch(&mut batch) => {
+                    if let Err(e) = r {
+                        self.on_status("status", "NetStream.Play.UnpublishNotify", &format!("stream {stream} ended: {e}"));
+                        self.send().await?;
+                        return Err(ConnError::StreamEnded { stream: stream.to_string(), source: e });
                     }
+                    // What the read branch queued went out with it: the
+                    // chunks here are this batch's alone.
+                    debug_assert!(self.out.is_empty());
+                    for d in batch.drain(..) {
+                        p.deliver(d, &mut self.writer, &mut self.out);
+                    }
+                    let out = std::mem::take(&mut self.out);
+                    let mut slices: Vec<IoSlice> = out.iter().map(|b| IoSlice::new(b)).collect();
+                    pump.write(&mut self.sock, &mut slices).await.map_err(ConnError::Write)?;
                 }
             }
-            self.send().await?;
-            // The frame's delay (`/api/metrics`) ends with its write;
-            // after a read there is none to record.
-            viewer.stats().delivered();
         }
     }
 }

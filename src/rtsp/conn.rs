@@ -14,12 +14,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::play::{next_delivery, Session};
+use super::play::{next_batch, Session};
 use super::target::target;
 use super::transport::Transport;
 use super::{auth, publish, wire, PUBLIC, REQUEST_TIMEOUT, SESSION_TIMEOUT, SR_INTERVAL};
 use crate::auth::Gate;
-use crate::hub::fanout::{Delivery, Ended};
+use crate::hub::fanout::Ended;
 use crate::hub::{Registry, StreamError};
 
 /// The next datagram of a UDP publisher, or never.
@@ -150,7 +150,7 @@ impl ConnError {
 
 enum Event {
     Read(io::Result<usize>),
-    Media(Result<Delivery, Ended>),
+    Media(Result<(), Ended>),
     Report,
     Silent,
     /// No request for [`REQUEST_TIMEOUT`], and nothing else to keep it.
@@ -201,7 +201,7 @@ impl Conn {
                 } = &mut *self;
                 tokio::select! {
                     r = sock.read_buf(buf) => Event::Read(r),
-                    d = next_delivery(session), if playing => Event::Media(d),
+                    r = next_batch(session), if playing => Event::Media(r),
                     _ = reports.tick(), if playing => Event::Report,
                     _ = sleep_until_lazy(silent_at), if watch => Event::Silent,
                     _ = sleep_until_lazy(idle_at), if idle => Event::Idle,
@@ -212,7 +212,7 @@ impl Conn {
                 Event::Read(Ok(0)) => Err(ConnError::Closed),
                 Event::Read(Err(e)) => Err(ConnError::Read(e)),
                 Event::Read(Ok(_)) => self.on_input().await,
-                Event::Media(Ok(d)) => self.on_media(d).await,
+                Event::Media(Ok(())) => self.on_media().await,
                 Event::Media(Err(e)) => Err(ConnError::ViewerEnded(e)),
                 Event::Report => self.send_reports().await,
                 Event::Silent => Err(ConnError::Silent),

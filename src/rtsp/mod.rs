@@ -50,8 +50,6 @@ const TRACKS_WAIT: Duration = Duration::from_secs(10);
 /// How long DESCRIBE waits, after the first frame, for an audio track
 /// that has not shown itself yet.
 const AUDIO_WAIT: Duration = Duration::from_secs(2);
-/// Deliveries taken per wake-up: a batch from the hub is written at once.
-const MAX_BATCH: usize = 256;
 
 const PUBLIC: &str =
     "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";

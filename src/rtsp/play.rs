@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BufMut;
-use futures_util::FutureExt;
 use rtsp_types::headers::{Transport as RtspTransport, TransportMode, Transports};
 use rtsp_types::Request;
 use tokio::time::Instant;
@@ -18,11 +17,12 @@ use tokio::time::Instant;
 use super::conn::{Conn, ConnError, Reply};
 use super::target::{audio_wanted, target, video_wanted, wanted, with_default_query, Target};
 use super::transport::{negotiate, send_udp, watch_rtcp, AbortOnDrop, Lower, Transport};
-use super::{sdp, AUDIO_WAIT, MAX_BATCH, SESSION_TIMEOUT, TRACKS_WAIT};
+use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, TRACKS_WAIT};
 use crate::hub::fanout::{Delivery, Ended};
-use crate::hub::{JoinRequest, Viewer};
+use crate::hub::JoinRequest;
 use crate::media::rtp::{self, Chunk, Sender, TrackParams};
 use crate::media::{Codec, Frame, TrackInfo, TrackKind};
+use crate::pump::Pump;
 
 /// One track of a session.
 pub(super) struct Out {
@@ -38,9 +38,11 @@ pub(super) struct Out {
 pub(super) struct Session {
     pub(super) id: String,
     pub(super) stream: String,
-    pub(super) viewer: Viewer,
-    /// Deliveries taken to learn the tracks, still to be sent.
-    pub(super) pending: VecDeque<Delivery>,
+    /// The viewer; the deliveries DESCRIBE took to learn the tracks are
+    /// set aside in it, to be sent after PLAY.
+    pub(super) pump: Pump,
+    /// The batch being sent (kept for its allocation).
+    pub(super) batch: Vec<Delivery>,
     pub(super) tracks: Vec<Out>,
     pub(super) playing: bool,
     /// The pts that maps to rtptime in RTP-Info: the first frame sent.
@@ -168,11 +170,14 @@ impl Conn {
                 format!("stream {} has no track matching the request", t.stream),
             ));
         }
+        for d in pending {
+            viewer.set_aside(d);
+        }
         self.session = Some(Session {
             id: format!("{:016X}", rand::random::<u64>()),
             stream: t.stream.clone(),
-            viewer,
-            pending,
+            pump: Pump::new(viewer),
+            batch: Vec::new(),
             tracks: out,
             playing: false,
             first_pts: None,
@@ -296,7 +301,7 @@ impl Conn {
         // RTP-Info (§12.33): the first packet of each track will carry
         // this seq and rtptime; both derive from the first pending frame.
         let first = s.first_pts.or_else(|| {
-            s.pending.iter().find_map(|d| match d {
+            s.pump.viewer().set_aside_items().find_map(|d| match d {
                 Delivery::Frame(f) => Some(f.pts),
                 _ => None,
             })
@@ -335,8 +340,8 @@ impl Conn {
             .header("RTP-Info", info.join(","))
     }
 
-    /// Sends one delivery and every other one that is ready, in one write.
-    pub(super) async fn on_media(&mut self, first: Delivery) -> Result<(), ConnError> {
+    /// Sends the batch [`next_batch`] took, in one write.
+    pub(super) async fn on_media(&mut self) -> Result<(), ConnError> {
         // Sender reports before the first packets: a player that gets media
         // first can only guess how the tracks line up, and re-bases its
         // timestamps when the reports come.
@@ -350,17 +355,7 @@ impl Conn {
         let Some(s) = &mut self.session else {
             return Ok(());
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match s.pending.pop_front() {
-                Some(d) => batch.push(d),
-                None => match s.viewer.next().now_or_never() {
-                    Some(Ok(d)) => batch.push(d),
-                    Some(Err(e)) => return Err(ConnError::ViewerEnded(e)),
-                    None => break,
-                },
-            }
-        }
+        let batch = std::mem::take(&mut s.batch);
         // Per viewer, only the RTP and interleave headers are made here:
         // the payloads are the frame's, packetized once for every viewer
         // (`Wire`) and borrowed, not cloned. A clone per packet was an
@@ -415,30 +410,26 @@ impl Conn {
                 }
             }
         }
-        // What the viewer was sent, for `/api/streams` and `/api/metrics`.
-        sent += out.len() + packets.iter().map(|p| p.2.len()).sum::<usize>();
-        let stats = s.viewer.stats();
-        stats
-            .bytes
-            .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         // The batch's delay (`/api/metrics`) ends when its last packet is
-        // sent: UDP above, interleaved TCP below.
-        if packets.is_empty() {
-            stats.delivered();
-            return Ok(());
-        }
-        let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 2);
-        for (at, len, body) in &packets {
-            slices.push(IoSlice::new(&out[*at..*at + *len]));
-            slices.push(IoSlice::new(body));
-        }
-        match crate::net::write_all_within(&mut self.sock, &mut slices).await {
-            Ok(()) => {
-                stats.delivered();
-                Ok(())
+        // sent: UDP above, interleaved TCP below (the pump counts those).
+        s.pump.sent(sent);
+        let written = if packets.is_empty() {
+            s.pump.delivered();
+            Ok(())
+        } else {
+            let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 2);
+            for (at, len, body) in &packets {
+                slices.push(IoSlice::new(&out[*at..*at + *len]));
+                slices.push(IoSlice::new(body));
             }
-            Err(e) => Err(ConnError::Write(e)),
-        }
+            s.pump.write(&mut self.sock, &mut slices).await
+        };
+        drop(packets);
+        // Kept for its allocation; the deliveries go now.
+        let mut batch = batch;
+        batch.clear();
+        s.batch = batch;
+        written.map_err(ConnError::Write)
     }
 
     pub(super) async fn send_reports(&mut self) -> Result<(), ConnError> {
@@ -497,15 +488,13 @@ impl Conn {
     }
 }
 
-/// The next delivery of a playing session: what DESCRIBE set aside first.
-pub(super) async fn next_delivery(session: &mut Option<Session>) -> Result<Delivery, Ended> {
+/// The next batch of a playing session (what DESCRIBE set aside comes
+/// first), into the session's `batch` for [`Conn::on_media`].
+pub(super) async fn next_batch(session: &mut Option<Session>) -> Result<(), Ended> {
     let Some(s) = session else {
         return std::future::pending().await;
     };
-    if let Some(d) = s.pending.pop_front() {
-        return Ok(d);
-    }
-    s.viewer.next().await
+    s.pump.next_batch(&mut s.batch).await
 }
 
 /// A frame's RTP payloads, made once for all viewers (`Wire`).
