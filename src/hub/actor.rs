@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -15,15 +15,13 @@ use tokio::time::Instant;
 use super::fanout::{Fanout, Generation, ReadyNotify, Selector, SourceId, ViewerStats};
 use super::handle::Lease;
 use super::producer::Outcome;
-use super::{
-    ConsumerInfo, Deps, JoinRequest, ProducerInfo, Publisher, SourceFailure, Stream, StreamError,
-    StreamInfo, Viewer,
-};
+use super::{Deps, JoinRequest, Publisher, SourceFailure, Stream, StreamError, StreamInfo, Viewer};
 use crate::config::{SourceConfig, StreamConfig};
 use crate::metrics::StreamMetrics;
 use crate::redact::redact;
 use crate::supervisor;
 
+mod info;
 mod publish;
 mod slots;
 pub(super) use publish::PendingPublish;
@@ -709,94 +707,6 @@ impl Actor {
                     stream: self.name.to_string(),
                 }));
             }
-        }
-    }
-
-    fn info(&self) -> StreamInfo {
-        let unsupported = self.phase == Phase::Idle && self.all_unsupported();
-        StreamInfo {
-            state: if unsupported {
-                "unsupported"
-            } else {
-                crate::metrics::STATES[self.phase.index()]
-            },
-            reason: unsupported
-                .then(|| self.slots[0].cfg.kind.unsupported().map(str::to_string))
-                .flatten(),
-            producers: self
-                .slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let unsupported = s.cfg.kind.unsupported();
-                    let state = match s.state {
-                        SlotState::Idle if unsupported.is_some() => "unsupported",
-                        SlotState::Idle => "idle",
-                        SlotState::Running { .. } if self.phase == Phase::Running => "running",
-                        SlotState::Running { .. } => "starting",
-                        SlotState::Stopping { .. } => "stopping",
-                        SlotState::Backoff { .. } => "backoff",
-                    };
-                    let pid = s.stats.pid.load(Ordering::Relaxed);
-                    let live = !matches!(s.state, SlotState::Idle);
-                    ProducerInfo {
-                        url: s.cfg.url.clone(),
-                        state,
-                        pid: (pid != 0).then_some(pid),
-                        started_at: s
-                            .started_at
-                            .filter(|_| live)
-                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                        restarts: s.restarts,
-                        last_error: s
-                            .last_error
-                            .clone()
-                            .or_else(|| unsupported.map(str::to_string)),
-                        stderr_tail: s.tail.lines(),
-                        bytes: s.stats.bytes.load(Ordering::Relaxed),
-                        codecs: self.fanout.codecs(i as SourceId),
-                        next_retry_at: match s.state {
-                            SlotState::Backoff { until } => {
-                                let at = SystemTime::now()
-                                    + until.saturating_duration_since(Instant::now());
-                                Some(humantime::format_rfc3339_millis(at).to_string())
-                            }
-                            _ => None,
-                        },
-                    }
-                })
-                .chain(self.publisher.as_ref().map(|p| ProducerInfo {
-                    url: format!(
-                        "{}://{} (publisher)",
-                        p.protocol,
-                        p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
-                    ),
-                    state: if self.phase == Phase::Running {
-                        "running"
-                    } else {
-                        "starting"
-                    },
-                    pid: None,
-                    started_at: Some(humantime::format_rfc3339_millis(p.since).to_string()),
-                    restarts: 0,
-                    last_error: None,
-                    stderr_tail: Vec::new(),
-                    bytes: p.stats.bytes.load(Ordering::Relaxed),
-                    codecs: self.fanout.codecs(self.slots.len() as SourceId),
-                    next_retry_at: None,
-                }))
-                .collect(),
-            consumers: self
-                .consumers
-                .values()
-                .map(|c| ConsumerInfo {
-                    protocol: c.protocol,
-                    remote_addr: c.remote_addr.map(|a| a.to_string()),
-                    bytes: c.stats.bytes.load(Ordering::Relaxed),
-                    drops: c.stats.drops.load(Ordering::Relaxed),
-                    internal: c.internal,
-                })
-                .collect(),
         }
     }
 }
