@@ -348,30 +348,7 @@ impl Actor {
             }
             Msg::Unpublish { generation } => self.on_unpublish(generation),
             Msg::PublishInto { token, reply } => {
-                let found = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, s)| match s.state {
-                        SlotState::Running { generation, .. } if s.token == Some(token) => {
-                            Some((i, generation, s.stats.clone()))
-                        }
-                        _ => None,
-                    });
-                let r = match found {
-                    Some((i, generation, stats)) => Ok(Publisher {
-                        fanout: self.fanout.clone(),
-                        source: i as SourceId,
-                        generation,
-                        tx: self.tx.clone(),
-                        stats,
-                        origin: self.origin,
-                    }),
-                    None => Err(StreamError::NotRunning {
-                        stream: self.name.to_string(),
-                    }),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.publish_into(token));
             }
             Msg::Shutdown { reply } => {
                 self.shutdown.push(reply);

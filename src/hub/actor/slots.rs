@@ -3,8 +3,9 @@
 //! asking `?video` does not start an audio-only transcoder), starting a
 //! run (its tokens, its command, its [`ProducerTask`]), the end of a run
 //! (restart with backoff, the move to the RTSP publish-back when FLV
-//! cannot carry a codec) and the stall check. The phases they run under
-//! are the core's (`actor.rs`).
+//! cannot carry a codec), the stall check, and which child may publish
+//! back into its slot (its run's token). The phases they run under are
+//! the core's (`actor.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::{Actor, Msg, Phase};
 use crate::config::SourceConfig;
 use crate::hub::fanout::{Generation, SourceId};
 use crate::hub::producer::{describe_end, Outcome, ProducerStats, ProducerTask};
-use crate::hub::TokenGuard;
+use crate::hub::{Publisher, StreamError, TokenGuard};
 use crate::redact::clean;
 use crate::supervisor::{EndedBy, StderrTail};
 
@@ -342,6 +343,36 @@ impl Actor {
                 slot.state = SlotState::Idle;
                 self.maybe_finish_stop();
             }
+        }
+    }
+
+    /// A run's child publishing back into its own slot (an `exec:…
+    /// {output}` command, or ffmpeg over RTSP; see `Stream::publish_into`):
+    /// the token is that run's, so only the slot's current run gets a
+    /// [`Publisher`].
+    pub(super) fn publish_into(&self, token: u64) -> Result<Publisher, StreamError> {
+        let found = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| match s.state {
+                SlotState::Running { generation, .. } if s.token == Some(token) => {
+                    Some((i, generation, s.stats.clone()))
+                }
+                _ => None,
+            });
+        match found {
+            Some((i, generation, stats)) => Ok(Publisher {
+                fanout: self.fanout.clone(),
+                source: i as SourceId,
+                generation,
+                tx: self.tx.clone(),
+                stats,
+                origin: self.origin,
+            }),
+            None => Err(StreamError::NotRunning {
+                stream: self.name.to_string(),
+            }),
         }
     }
 
