@@ -2,6 +2,14 @@
 //! (the phases and their deadlines are drawn in the hub's module doc).
 //! Everything else sends it a [`Msg`]; it never awaits a child, a socket
 //! or a peer.
+//!
+//! Here: the message loop, the phases and every deadline (start, settle,
+//! linger, carry-over, stop), the viewers who join, wait and leave. The
+//! rest of the actor's `impl`, by concern:
+//! - `slots.rs`: the configured sources' slots, starting and restarting
+//!   their producers, stalls, and publishing back into a slot;
+//! - `publish.rs`: the publisher slot (its lease, takeover, silence);
+//! - `info.rs`: the snapshot the API lists ([`StreamInfo`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
