@@ -2,29 +2,39 @@
 //! (the phases and their deadlines are drawn in the hub's module doc).
 //! Everything else sends it a [`Msg`]; it never awaits a child, a socket
 //! or a peer.
+//!
+//! Here: the message loop, the phases and every deadline (start, settle,
+//! linger, carry-over, stop), the viewers who join, wait and leave. The
+//! rest of the actor's `impl`, by concern:
+//! - `slots.rs`: the configured sources' slots, starting and restarting
+//!   their producers, stalls, and publishing back into a slot;
+//! - `publish.rs`: the publisher slot (its lease, takeover, silence);
+//! - `info.rs`: the snapshot the API lists ([`StreamInfo`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::fanout::{Fanout, Generation, ReadyNotify, Selector, SourceId, ViewerStats};
 use super::handle::Lease;
-use super::producer::{describe_end, Outcome, ProducerStats, ProducerTask};
-use super::{
-    ConsumerInfo, Deps, JoinRequest, ProducerInfo, Publisher, SourceFailure, Stream, StreamError,
-    StreamInfo, TokenGuard, Viewer,
-};
+use super::producer::Outcome;
+use super::{Deps, JoinRequest, Publisher, SourceFailure, Stream, StreamError, StreamInfo, Viewer};
 use crate::config::{SourceConfig, StreamConfig};
 use crate::metrics::StreamMetrics;
-use crate::redact::{clean, redact};
-use crate::supervisor::{self, EndedBy, StderrTail};
+use crate::redact::redact;
+use crate::supervisor;
+
+mod info;
+mod publish;
+mod slots;
+pub(super) use publish::PendingPublish;
+use publish::PublisherState;
+use slots::{Slot, SlotState, STALL_CHECK};
 
 // Every stream's mailbox allocates its first block of 32 messages when it is
 // created (tokio's mpsc), so the largest variant, times 32, is memory each
@@ -171,43 +181,6 @@ impl Phase {
     }
 }
 
-enum SlotState {
-    Idle,
-    Running {
-        generation: Generation,
-        stop: CancellationToken,
-        since: Instant,
-    },
-    /// Stop requested; waiting for the producer task to report.
-    Stopping {
-        generation: Generation,
-    },
-    Backoff {
-        until: Instant,
-    },
-}
-
-struct Slot {
-    cfg: SourceConfig,
-    state: SlotState,
-    restarts: u32,
-    attempt: u32,
-    last_error: Option<String>,
-    tail: Arc<StderrTail>,
-    stats: Arc<ProducerStats>,
-    started_at: Option<SystemTime>,
-    /// The `{output}` token of the current run (see `Stream::publish_into`).
-    token: Option<u64>,
-    /// The current run's internal-reader token, for `ffmpeg:STREAM`.
-    read_token: Option<TokenGuard>,
-    /// This source sends a codec FLV cannot hold (H.265, Opus, G.711 at
-    /// 16 kHz: ffmpeg 5.1 refuses them in FLV), learnt from a run that
-    /// failed on it: from then on it publishes back over RTSP. Kept for
-    /// the life of the stream, so only a source's first start pays for
-    /// the discovery, and FLV stays the path wherever it works.
-    over_rtsp: bool,
-}
-
 struct Consumer {
     /// What it wants: video, and the audio codecs it takes; for starting
     /// only the producers someone needs.
@@ -219,30 +192,6 @@ struct Consumer {
     remote_addr: Option<SocketAddr>,
     internal: bool,
     stats: Arc<ViewerStats>,
-}
-
-struct PublisherState {
-    generation: Generation,
-    protocol: &'static str,
-    remote_addr: Option<SocketAddr>,
-    since: SystemTime,
-    stats: Arc<ProducerStats>,
-}
-
-impl PublisherState {
-    fn describe(&self) -> String {
-        match self.remote_addr {
-            Some(a) => format!("{} from {a}", self.protocol),
-            None => self.protocol.to_string(),
-        }
-    }
-}
-
-/// A publisher that asked while the last run was still being torn down.
-pub(super) struct PendingPublish {
-    pub(super) protocol: &'static str,
-    pub(super) remote_addr: Option<SocketAddr>,
-    pub(super) reply: oneshot::Sender<Result<Publisher, StreamError>>,
 }
 
 struct Waiter {
@@ -288,33 +237,11 @@ struct Actor {
     stall_check_at: Instant,
 }
 
-/// See [`Actor::demand`].
-#[derive(Debug, Default)]
-struct Demand {
-    video: Vec<crate::media::Codec>,
-    audio: Vec<crate::media::Codec>,
-}
-
 /// How long real viewers wait for every source to announce its tracks
 /// after the first keyframe. `[camera with PCMA, "ffmpeg:cam#audio=aac"]`
 /// would otherwise hand its first viewer G.711 and switch it to AAC a
 /// moment later, which players handle badly.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(3);
-
-/// Restart delay: 0.5 s doubling to 30 s, ±20 % jitter so that cameras on
-/// one flaky switch do not all reconnect in the same instant.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(1 << attempt.min(6))
-        .min(BACKOFF_CAP);
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-const STALL_CHECK: Duration = Duration::from_millis(500);
-/// Uptime after which a producer's restart backoff starts again at 0.5 s.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
-/// The longest wait between restarts of a failing producer.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -429,30 +356,7 @@ impl Actor {
             }
             Msg::Unpublish { generation } => self.on_unpublish(generation),
             Msg::PublishInto { token, reply } => {
-                let found = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, s)| match s.state {
-                        SlotState::Running { generation, .. } if s.token == Some(token) => {
-                            Some((i, generation, s.stats.clone()))
-                        }
-                        _ => None,
-                    });
-                let r = match found {
-                    Some((i, generation, stats)) => Ok(Publisher {
-                        fanout: self.fanout.clone(),
-                        source: i as SourceId,
-                        generation,
-                        tx: self.tx.clone(),
-                        stats,
-                        origin: self.origin,
-                    }),
-                    None => Err(StreamError::NotRunning {
-                        stream: self.name.to_string(),
-                    }),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.publish_into(token));
             }
             Msg::Shutdown { reply } => {
                 self.shutdown.push(reply);
@@ -551,134 +455,6 @@ impl Actor {
         }
     }
 
-    fn on_publish(
-        &mut self,
-        protocol: &'static str,
-        remote_addr: Option<SocketAddr>,
-    ) -> Result<Publisher, StreamError> {
-        let stream = self.name.to_string();
-        if !self.shutdown.is_empty() {
-            return Err(StreamError::ShuttingDown { stream });
-        }
-        // A publisher on the LAN must not replace what a camera shows: a
-        // stream with configured sources takes one only when the config
-        // says so (`publish.replace_sources`).
-        if !self.slots.is_empty() && !self.deps.publish.may_replace(&self.name) {
-            tracing::warn!(stream = %self.name, protocol, remote = ?remote_addr, "publisher refused: the stream has configured sources");
-            return Err(StreamError::Forbidden {
-                stream,
-                reason: "has configured sources, which a publisher may not replace \
-                         (set publish.replace_sources to allow it)"
-                    .into(),
-            });
-        }
-        if let Some(p) = &self.publisher {
-            if self.deps.publish.takeover {
-                tracing::info!(stream = %self.name, old = %p.describe(), protocol, remote = ?remote_addr, "publisher taken over");
-                self.release_publisher("taken over by a new publisher");
-            } else {
-                return Err(StreamError::Busy {
-                    stream,
-                    by: format!("{}; publish.takeover is off", p.describe()),
-                });
-            }
-        }
-        debug_assert!(!matches!(self.phase, Phase::Stopping { .. }));
-        self.next_generation += 1;
-        let generation = Generation(self.next_generation);
-        let source = self.slots.len() as SourceId;
-        self.fanout.attach(source, generation);
-        let stats = Arc::new(ProducerStats::default());
-        // Silence is counted from the attach: a publisher that never sends
-        // a frame is released like one that stopped sending.
-        stats
-            .last_frame_ms
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.publisher = Some(PublisherState {
-            generation,
-            protocol,
-            remote_addr,
-            since: SystemTime::now(),
-            stats: stats.clone(),
-        });
-        self.metrics.producer_up(self.slots.len());
-        self.linger_at = None;
-        self.carry_until = None;
-        if self.phase == Phase::Idle {
-            self.phase = Phase::Starting {
-                deadline: Instant::now() + self.start_timeout,
-            };
-        }
-        tracing::info!(stream = %self.name, protocol, remote = ?remote_addr, generation = generation.0, "publisher attached");
-        Ok(Publisher {
-            fanout: self.fanout.clone(),
-            source,
-            generation,
-            tx: self.tx.clone(),
-            stats,
-            origin: self.origin,
-        })
-    }
-
-    /// A publisher hung up (its [`Publisher`] was dropped). Only the
-    /// current attachment can release the slot: a late detach from one
-    /// that was taken over or timed out is a no-op.
-    fn on_unpublish(&mut self, generation: Generation) {
-        if self
-            .publisher
-            .as_ref()
-            .is_none_or(|p| p.generation != generation)
-        {
-            tracing::debug!(stream = %self.name, generation = generation.0, "stale publisher detach ignored");
-            return;
-        }
-        self.release_publisher("disconnected");
-        self.after_publisher_left();
-    }
-
-    /// When the current publisher falls silent.
-    fn publisher_silent_at(&self, p: &PublisherState) -> Instant {
-        self.origin
-            + Duration::from_millis(p.stats.last_frame_ms.load(Ordering::Relaxed))
-            + self.deps.publish.timeout
-    }
-
-    /// Frees the publisher slot: the attachment's generation is detached,
-    /// so its connection's next publish fails and it hangs up.
-    fn release_publisher(&mut self, why: &str) {
-        let Some(p) = self.publisher.take() else {
-            return;
-        };
-        self.metrics.producer_down(self.slots.len());
-        self.fanout
-            .detach(self.slots.len() as SourceId, p.generation);
-        tracing::info!(stream = %self.name, publisher = %p.describe(), generation = p.generation.0, reason = why, "publisher left");
-    }
-
-    /// What the stream does without its publisher: sources carry on (if
-    /// anyone watches); a publish-only stream keeps its viewers for
-    /// `publish.timeout`, waiting for the next publisher.
-    fn after_publisher_left(&mut self) {
-        if !self.slots.is_empty() {
-            self.maybe_linger();
-            return;
-        }
-        if matches!(self.phase, Phase::Idle | Phase::Stopping { .. }) {
-            return;
-        }
-        let watched = self.real_viewers() > 0 || self.waiters.iter().any(|w| !w.req.internal);
-        if watched {
-            // Viewers (or viewers still waiting for a first keyframe) wait
-            // for the next publisher.
-            tracing::info!(stream = %self.name, timeout_ms = self.deps.publish.timeout.as_millis() as u64, "viewers wait for a new publisher");
-            self.carry_until = Some(Instant::now() + self.deps.publish.timeout);
-        } else {
-            // Nothing else feeds the stream and nobody watches: free it at
-            // once, so the next publisher starts afresh.
-            self.stop_all("publisher left");
-        }
-    }
-
     fn maybe_linger(&mut self) {
         if self.publisher.is_some() {
             return; // a publisher keeps its stream up
@@ -702,63 +478,6 @@ impl Actor {
         }
     }
 
-    /// What real viewers (and those waiting) want: video, and every audio
-    /// codec any of them takes.
-    fn demand(&self) -> Demand {
-        let wants = self
-            .consumers
-            .values()
-            .filter(|c| !c.internal)
-            .map(|c| c.wants)
-            .chain(
-                self.waiters
-                    .iter()
-                    .filter(|w| !w.req.internal)
-                    .map(|w| (w.req.video, w.req.audio)),
-            );
-        let mut d = Demand::default();
-        for (video, audio) in wants {
-            for (k, (have, want)) in [(&mut d.video, video), (&mut d.audio, audio)]
-                .into_iter()
-                .enumerate()
-            {
-                for (rank, c) in want.iter().enumerate() {
-                    // MJPEG is a last resort of plain RTSP viewers (an MJPEG
-                    // camera plays to them): it starts a `#video=mjpeg`
-                    // transcoder only for a viewer that wants it first
-                    // (`stream.mjpeg`, `?video=mjpeg`). Home Assistant
-                    // registers one beside every camera.
-                    if k == 0 && *c == crate::media::Codec::Jpeg && rank > 0 {
-                        continue;
-                    }
-                    if !have.contains(c) {
-                        have.push(*c);
-                    }
-                }
-            }
-        }
-        d
-    }
-
-    /// Whether slot `i` can deliver something someone wants: video, or
-    /// audio in a codec someone takes (an Opus transcoder is not started
-    /// for FLV viewers). With nothing wanted yet (only internal readers),
-    /// every source is.
-    fn needed(&self, i: usize, demand: &Demand) -> bool {
-        let kind = &self.slots[i].cfg.kind;
-        if demand.video.is_empty() && demand.audio.is_empty() {
-            return true;
-        }
-        let (pv, pa) = kind.provides();
-        let takes = |codec: Option<crate::media::Codec>, wanted: &[crate::media::Codec]| match codec
-        {
-            Some(c) => wanted.contains(&c),
-            None => !wanted.is_empty(),
-        };
-        (pv && takes(kind.video_codec(), &demand.video))
-            || (pa && takes(kind.audio_codec(), &demand.audio))
-    }
-
     fn start_all(&mut self) {
         tracing::info!(stream = %self.name, sources = self.slots.len(), "starting stream");
         self.phase = Phase::Starting {
@@ -770,114 +489,6 @@ impl Actor {
             s.tail.clear();
         }
         self.start_needed();
-    }
-
-    /// Starts the idle producers that some viewer needs: an RTSP viewer
-    /// asking `?video` does not start an audio-only transcoder.
-    fn start_needed(&mut self) {
-        let demand = self.demand();
-        // A source we cannot run is listed, never started.
-        let runnable = |i: &usize| self.slots[*i].cfg.kind.unsupported().is_none();
-        let mut wanted: Vec<usize> = (0..self.slots.len())
-            .filter(runnable)
-            .filter(|&i| self.needed(i, &demand))
-            .collect();
-        if wanted.is_empty() {
-            // Nothing provides what is asked: start everything we can, and
-            // let the start deadline say so if it stays that way.
-            wanted = (0..self.slots.len()).filter(runnable).collect();
-        }
-        for i in wanted {
-            if matches!(self.slots[i].state, SlotState::Idle) {
-                self.start_slot(i);
-            }
-        }
-    }
-
-    fn start_slot(&mut self, index: usize) {
-        self.next_generation += 1;
-        let generation = Generation(self.next_generation);
-        let name = self.name.to_string();
-        let slot = &mut self.slots[index];
-        // A fresh token per run: only this run's child may publish into
-        // this slot (see `Stream::publish_into`).
-        let publishes_back = slot.cfg.kind.publishes_back() || slot.over_rtsp;
-        slot.token = publishes_back.then(rand::random::<u64>);
-        let publish_url = match (&self.deps.rtsp_base, slot.token) {
-            (Some(base), Some(token)) => {
-                let path = percent_encoding::utf8_percent_encode(
-                    &name,
-                    percent_encoding::NON_ALPHANUMERIC,
-                );
-                Some(format!("{base}/{path}?publish_token={token:016x}"))
-            }
-            _ => None,
-        };
-        // Likewise a fresh read token per run for `ffmpeg:STREAM`: the old
-        // run's (if any) is revoked as its guard drops here.
-        slot.read_token = match &slot.cfg.kind {
-            crate::config::SourceKind::Ffmpeg {
-                input: crate::config::FfmpegInput::Stream(other),
-                ..
-            } => Some(self.deps.internal_tokens.issue(&name, other)),
-            _ => None,
-        };
-        let env = crate::source::Env {
-            ffmpeg_bin: &self.deps.ffmpeg_bin,
-            internal_base: self.deps.internal_base.as_deref(),
-            internal_rtsp: self.deps.rtsp_base.as_deref(),
-            internal_token: slot.read_token.as_ref().map(TokenGuard::token),
-            stream: &name,
-            index,
-            publish_url: publish_url.as_deref(),
-            over_rtsp: slot.over_rtsp,
-        };
-        let cmd = match crate::source::command(&slot.cfg, &env) {
-            Ok(c) => c,
-            Err(e) => {
-                // A config that cannot run: report it like a failed spawn.
-                let _ = self.tx.send(Msg::ProducerEnded {
-                    index,
-                    generation,
-                    outcome: Box::new(Outcome::SpawnFailed(e.to_string())),
-                });
-                slot.state = SlotState::Running {
-                    generation,
-                    stop: CancellationToken::new(),
-                    since: Instant::now(),
-                };
-                return;
-            }
-        };
-        let stop = CancellationToken::new();
-        slot.state = SlotState::Running {
-            generation,
-            stop: stop.clone(),
-            since: Instant::now(),
-        };
-        slot.started_at = Some(SystemTime::now());
-        slot.stats
-            .last_frame_ms
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.fanout.attach(index as SourceId, generation);
-        let task = ProducerTask {
-            stream: name,
-            index,
-            generation,
-            cmd,
-            kill_timeout: slot.cfg.timeouts.kill_timeout,
-            spawner: self.deps.spawner.clone(),
-            fanout: self.fanout.clone(),
-            stats: slot.stats.clone(),
-            tail: slot.tail.clone(),
-            stop,
-            tx: self.tx.clone(),
-            origin: self.origin,
-            metrics: self.metrics.clone(),
-            publishes_back,
-            mjpeg: slot.cfg.kind.outputs_mjpeg(),
-        };
-        tokio::spawn(task.run());
     }
 
     fn on_ready(&mut self) {
@@ -909,98 +520,6 @@ impl Actor {
             let _ = w.reply.send(Ok(v));
         }
         self.maybe_linger();
-    }
-
-    fn on_producer_ended(&mut self, index: usize, generation: Generation, outcome: Outcome) {
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        let current = match slot.state {
-            SlotState::Running { generation: g, .. } | SlotState::Stopping { generation: g } => {
-                g == generation
-            }
-            _ => false,
-        };
-        if !current {
-            tracing::debug!(stream = %self.name, source = index, ?generation, "stale producer report ignored");
-            return;
-        }
-        self.fanout.detach(index as SourceId, generation);
-        // The run is over: its reader token goes with it.
-        slot.read_token = None;
-        slot.stats.pid.store(0, Ordering::Relaxed);
-        self.metrics.producer_down(index);
-        // A stop we asked for is no error (a stall recorded its own reason
-        // when it asked), unless the child would not even die.
-        let deliberate = matches!(slot.state, SlotState::Stopping { .. });
-        match &outcome {
-            Outcome::SpawnFailed(e) => slot.last_error = Some(clean(&format!("spawn failed: {e}"))),
-            Outcome::Ended(r) if deliberate && r.ended_by != EndedBy::Abandoned => {}
-            Outcome::Ended(r) => slot.last_error = Some(describe_end(r, &slot.tail)),
-        }
-        // A producer that ran a good while before it died starts its
-        // backoff afresh: yesterday's crashes say nothing about today's.
-        if matches!(&outcome, Outcome::Ended(r) if r.uptime >= BACKOFF_RESET_AFTER) {
-            slot.attempt = 0;
-        }
-        // ffmpeg 5.1 refuses at its header what FLV cannot hold ("Video
-        // codec hevc not compatible with flv", "FLV does not support sample
-        // rate 48000"): that is no failure of the camera, so the source
-        // moves to the RTSP publish-back at once, with no backoff.
-        let refused_by_flv =
-            !deliberate
-                && !slot.over_rtsp
-                && !slot.cfg.kind.publishes_back()
-                && matches!(&outcome, Outcome::Ended(_))
-                && slot.tail.lines().iter().any(|l| {
-                    l.contains("compatible with flv") || l.contains("FLV does not support")
-                });
-        let flv_refused = refused_by_flv && self.deps.rtsp_base.is_some();
-        if refused_by_flv && !flv_refused {
-            // Say what would fix it, rather than restart forever in silence.
-            let why = slot.last_error.take().unwrap_or_default();
-            slot.last_error = Some(format!(
-                "{why} (this source sends a codec FLV cannot carry; it needs the RTSP \
-                 publish-back, and rtsp.listen is off)"
-            ));
-        }
-        if flv_refused {
-            slot.over_rtsp = true;
-            slot.last_error = None;
-            tracing::info!(
-                stream = %self.name,
-                source = index,
-                "source sends a codec FLV cannot carry; it publishes back over RTSP from now on"
-            );
-        }
-        match self.phase {
-            Phase::Starting { .. } | Phase::Running if self.shutdown.is_empty() => {
-                if flv_refused {
-                    slot.state = SlotState::Backoff {
-                        until: Instant::now(),
-                    };
-                    return;
-                }
-                let delay = backoff(slot.attempt);
-                slot.attempt = slot.attempt.saturating_add(1);
-                slot.restarts += 1;
-                self.metrics.restarted(index);
-                tracing::warn!(
-                    stream = %self.name,
-                    source = index,
-                    error = slot.last_error.as_deref().unwrap_or(""),
-                    retry_ms = delay.as_millis() as u64,
-                    "producer ended while viewers remain; restarting"
-                );
-                slot.state = SlotState::Backoff {
-                    until: Instant::now() + delay,
-                };
-            }
-            _ => {
-                slot.state = SlotState::Idle;
-                self.maybe_finish_stop();
-            }
-        }
     }
 
     fn on_timer(&mut self) {
@@ -1094,35 +613,7 @@ impl Actor {
         if !matches!(self.phase, Phase::Starting { .. } | Phase::Running) {
             return;
         }
-        let now_ms = self.origin.elapsed().as_millis() as u64;
-        let check_stalls = now >= self.stall_check_at;
-        if check_stalls {
-            self.stall_check_at = now + STALL_CHECK;
-        }
-        for i in 0..self.slots.len() {
-            let s = &self.slots[i];
-            match &s.state {
-                SlotState::Backoff { until } if now >= *until => self.start_slot(i),
-                SlotState::Running {
-                    generation,
-                    stop,
-                    since,
-                } if self.phase == Phase::Running && check_stalls => {
-                    let stall = s.cfg.timeouts.stall_timeout;
-                    let idle_ms =
-                        now_ms.saturating_sub(s.stats.last_frame_ms.load(Ordering::Relaxed));
-                    if now.duration_since(*since) >= stall && idle_ms >= stall.as_millis() as u64 {
-                        let msg = format!("stalled: no frame for {idle_ms} ms");
-                        tracing::warn!(stream = %self.name, source = i, pid = s.stats.pid.load(Ordering::Relaxed), "{msg}; restarting");
-                        stop.cancel();
-                        let generation = *generation;
-                        self.slots[i].last_error = Some(msg);
-                        self.slots[i].state = SlotState::Stopping { generation };
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.tick_slots(now);
     }
 
     /// Stops every producer at once, under one shared deadline.
@@ -1201,94 +692,6 @@ impl Actor {
                     stream: self.name.to_string(),
                 }));
             }
-        }
-    }
-
-    fn info(&self) -> StreamInfo {
-        let unsupported = self.phase == Phase::Idle && self.all_unsupported();
-        StreamInfo {
-            state: if unsupported {
-                "unsupported"
-            } else {
-                crate::metrics::STATES[self.phase.index()]
-            },
-            reason: unsupported
-                .then(|| self.slots[0].cfg.kind.unsupported().map(str::to_string))
-                .flatten(),
-            producers: self
-                .slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let unsupported = s.cfg.kind.unsupported();
-                    let state = match s.state {
-                        SlotState::Idle if unsupported.is_some() => "unsupported",
-                        SlotState::Idle => "idle",
-                        SlotState::Running { .. } if self.phase == Phase::Running => "running",
-                        SlotState::Running { .. } => "starting",
-                        SlotState::Stopping { .. } => "stopping",
-                        SlotState::Backoff { .. } => "backoff",
-                    };
-                    let pid = s.stats.pid.load(Ordering::Relaxed);
-                    let live = !matches!(s.state, SlotState::Idle);
-                    ProducerInfo {
-                        url: s.cfg.url.clone(),
-                        state,
-                        pid: (pid != 0).then_some(pid),
-                        started_at: s
-                            .started_at
-                            .filter(|_| live)
-                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                        restarts: s.restarts,
-                        last_error: s
-                            .last_error
-                            .clone()
-                            .or_else(|| unsupported.map(str::to_string)),
-                        stderr_tail: s.tail.lines(),
-                        bytes: s.stats.bytes.load(Ordering::Relaxed),
-                        codecs: self.fanout.codecs(i as SourceId),
-                        next_retry_at: match s.state {
-                            SlotState::Backoff { until } => {
-                                let at = SystemTime::now()
-                                    + until.saturating_duration_since(Instant::now());
-                                Some(humantime::format_rfc3339_millis(at).to_string())
-                            }
-                            _ => None,
-                        },
-                    }
-                })
-                .chain(self.publisher.as_ref().map(|p| ProducerInfo {
-                    url: format!(
-                        "{}://{} (publisher)",
-                        p.protocol,
-                        p.remote_addr.map(|a| a.to_string()).unwrap_or_default()
-                    ),
-                    state: if self.phase == Phase::Running {
-                        "running"
-                    } else {
-                        "starting"
-                    },
-                    pid: None,
-                    started_at: Some(humantime::format_rfc3339_millis(p.since).to_string()),
-                    restarts: 0,
-                    last_error: None,
-                    stderr_tail: Vec::new(),
-                    bytes: p.stats.bytes.load(Ordering::Relaxed),
-                    codecs: self.fanout.codecs(self.slots.len() as SourceId),
-                    next_retry_at: None,
-                }))
-                .collect(),
-            consumers: self
-                .consumers
-                .values()
-                .map(|c| ConsumerInfo {
-                    protocol: c.protocol,
-                    remote_addr: c.remote_addr.map(|a| a.to_string()),
-                    bytes: c.stats.bytes.load(Ordering::Relaxed),
-                    drops: c.stats.drops.load(Ordering::Relaxed),
-                    internal: c.internal,
-                })
-                .collect(),
         }
     }
 }
