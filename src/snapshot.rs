@@ -49,6 +49,26 @@ pub enum SnapshotError {
         reason: String,
         stderr_tail: Vec<String>,
     },
+    /// The keyframe could not be put in Annex B form for the decoder.
+    #[error("stream {stream}: decoding the keyframe failed: {source}")]
+    AnnexB {
+        stream: String,
+        #[source]
+        source: AnnexBError,
+    },
+}
+
+/// Why a keyframe could not be put in Annex B form: the track's codec,
+/// and which part was bad.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnexBError {
+    /// The track's decoder configuration (avcC, hvcC) does not parse, so
+    /// there are no parameter sets to put first.
+    #[error("{codec:?} parameter sets: {reason}")]
+    ParameterSets { codec: Codec, reason: String },
+    /// A NAL unit's length runs past the frame.
+    #[error("{codec:?} keyframe: {reason}")]
+    Frame { codec: Codec, reason: String },
 }
 
 /// Size asked for: either side alone keeps the aspect ratio.
@@ -154,10 +174,12 @@ async fn keyframe(
 
 /// Annex B: the parameter sets (H.264: SPS, PPS; H.265: VPS, SPS, PPS),
 /// then the frame's NAL units, each after a start code.
-pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
-    let (sets, length_size) = match track.codec {
+pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, AnnexBError> {
+    let codec = track.codec;
+    let sets_err = |reason| AnnexBError::ParameterSets { codec, reason };
+    let (sets, length_size) = match codec {
         Codec::H265 => {
-            let c = HevcConfig::parse(&track.config)?;
+            let c = HevcConfig::parse(&track.config).map_err(sets_err)?;
             (
                 c.vps
                     .iter()
@@ -169,7 +191,7 @@ pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
             )
         }
         _ => {
-            let c = AvcConfig::parse(&track.config)?;
+            let c = AvcConfig::parse(&track.config).map_err(sets_err)?;
             (c.sps.iter().chain(&c.pps).cloned().collect(), c.length_size)
         }
     };
@@ -180,7 +202,7 @@ pub fn annex_b(track: &TrackInfo, frame: &Bytes) -> Result<Bytes, String> {
     }
     for nal in nal_units(frame, length_size) {
         out.put_slice(&[0, 0, 0, 1]);
-        out.put_slice(&nal?);
+        out.put_slice(&nal.map_err(|reason| AnnexBError::Frame { codec, reason })?);
     }
     Ok(out.freeze())
 }
@@ -215,10 +237,9 @@ pub async fn jpeg(
     let es = if track.codec == Codec::Jpeg {
         frame
     } else {
-        annex_b(&track, &frame).map_err(|reason| SnapshotError::Decode {
+        annex_b(&track, &frame).map_err(|source| SnapshotError::AnnexB {
             stream: name.clone(),
-            reason,
-            stderr_tail: Vec::new(),
+            source,
         })?
     };
     let mut args: Vec<String> = [
@@ -349,7 +370,24 @@ mod tests {
             &es[..],
             &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 9]
         );
-        assert!(annex_b(&track, &Bytes::from_static(&[0, 0, 0, 9, 0x65])).is_err());
+        assert_eq!(
+            annex_b(&track, &Bytes::from_static(&[0, 0, 0, 9, 0x65])),
+            Err(AnnexBError::Frame {
+                codec: Codec::H264,
+                reason: "NAL unit of 9 bytes runs past the access unit (5 bytes)".into()
+            })
+        );
+        let bad = TrackInfo {
+            codec: Codec::H265,
+            config: Bytes::from_static(&[1, 2]),
+        };
+        assert!(matches!(
+            annex_b(&bad, &frame),
+            Err(AnnexBError::ParameterSets {
+                codec: Codec::H265,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -37,13 +37,71 @@ pub struct Env<'a> {
     pub over_rtsp: bool,
 }
 
+/// Why a source gets no command line: the source boundary's error, with
+/// the stream, the source's index and its URL. The actor reports it like
+/// a failed spawn.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stream {stream}: source {index} ({url}): {reason}")]
 pub struct SourceError {
     pub stream: String,
     pub index: usize,
     pub url: String,
-    pub reason: String,
+    #[source]
+    pub reason: Unrunnable,
+}
+
+/// What about a source makes it unrunnable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrunnable {
+    /// A kind we do not run (a go2rtc scheme we lack): the config says why.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A server the command must reach is disabled; the text names it and
+    /// its setting.
+    #[error("{0}")]
+    ServerDisabled(&'static str),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// An `ffmpeg:` template (`ffmpeg.<name>` in the config, or go2rtc's
+/// default) that cannot be used: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("no ffmpeg template `{name}`")]
+    Missing { name: String },
+    /// Its words do not split as a shell would split them.
+    #[error("ffmpeg.{name}: {source}")]
+    Words {
+        name: String,
+        source: shell_words::ParseError,
+    },
+}
+
+/// Why `#hardware` leaves a transcode in software (a warning: the source
+/// still runs, on the CPU). Names the engine where one was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HardwareError {
+    #[error("#hardware picks no engine for H.265 (as go2rtc); name one, e.g. #hardware=vaapi")]
+    AutoH265,
+    #[error("no hardware encoder found (NVidia, VAAPI, V4L2 M2M, Rockchip)")]
+    NoneFound,
+    #[error("#hardware={}: {source}", .source.engine.name())]
+    Absent {
+        #[source]
+        source: NoDevice,
+    },
+    #[error("go2rtc has no {codec} encoder for {}", engine.name())]
+    NoEncoder { codec: String, engine: HwEngine },
+}
+
+/// A hardware engine whose device this machine lacks, and what was looked
+/// for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{missing}")]
+pub struct NoDevice {
+    pub engine: HwEngine,
+    pub missing: String,
 }
 
 /// Microseconds: ffmpeg gives up on a silent camera after this, instead of
@@ -155,8 +213,8 @@ pub fn internal_rtsp_url(
 /// Where a hardware engine's device would be. Behind a trait so a test can
 /// say what is there: this machine, like most CI, has no GPU.
 pub trait Devices {
-    /// `Err(why)` if `engine` cannot run here.
-    fn present(&self, engine: HwEngine) -> Result<(), String>;
+    /// `Err(what is missing)` if `engine` cannot run here.
+    fn present(&self, engine: HwEngine) -> Result<(), NoDevice>;
 }
 
 /// The devices of this machine, looked for in /dev and /sys. go2rtc runs a
@@ -166,7 +224,7 @@ pub trait Devices {
 pub struct SystemDevices;
 
 impl Devices for SystemDevices {
-    fn present(&self, engine: HwEngine) -> Result<(), String> {
+    fn present(&self, engine: HwEngine) -> Result<(), NoDevice> {
         let exists = |p: &str| std::path::Path::new(p).exists();
         let any_in = |dir: &str, f: &dyn Fn(&std::fs::DirEntry) -> bool| {
             std::fs::read_dir(dir)
@@ -205,47 +263,50 @@ impl Devices for SystemDevices {
         if ok {
             Ok(())
         } else {
-            Err(missing.to_string())
+            Err(NoDevice {
+                engine,
+                missing: missing.to_string(),
+            })
         }
     }
 }
 
 /// The engine `#hardware` gets for the video template `codec` (`h264`,
 /// `h265`, `mjpeg`), or why it stays in software.
-pub fn choose_engine(hw: Hardware, codec: &str, devices: &dyn Devices) -> Result<HwEngine, String> {
-    let engine =
-        match hw {
-            // go2rtc: "temporary disable probe for H265" (a GPU may decode
-            // HEVC and not encode it): auto stays in software for H.265.
-            Hardware::Auto if codec == "h265" => return Err(
-                "#hardware picks no engine for H.265 (as go2rtc); name one, e.g. #hardware=vaapi"
-                    .into(),
-            ),
-            // go2rtc's probe order on x86 (CUDA, then VAAPI), then ARM's.
-            Hardware::Auto => [
-                HwEngine::Cuda,
-                HwEngine::Vaapi,
-                HwEngine::V4l2m2m,
-                HwEngine::Rkmpp,
-            ]
-            .into_iter()
-            .find(|e| devices.present(*e).is_ok())
-            .ok_or("no hardware encoder found (NVidia, VAAPI, V4L2 M2M, Rockchip)")?,
-            Hardware::Engine(e) => {
-                devices
-                    .present(e)
-                    .map_err(|why| format!("#hardware={}: {why}", e.name()))?;
-                e
-            }
-        };
+pub fn choose_engine(
+    hw: Hardware,
+    codec: &str,
+    devices: &dyn Devices,
+) -> Result<HwEngine, HardwareError> {
+    let engine = match hw {
+        // go2rtc: "temporary disable probe for H265" (a GPU may decode
+        // HEVC and not encode it): auto stays in software for H.265.
+        Hardware::Auto if codec == "h265" => return Err(HardwareError::AutoH265),
+        // go2rtc's probe order on x86 (CUDA, then VAAPI), then ARM's.
+        Hardware::Auto => [
+            HwEngine::Cuda,
+            HwEngine::Vaapi,
+            HwEngine::V4l2m2m,
+            HwEngine::Rkmpp,
+        ]
+        .into_iter()
+        .find(|e| devices.present(*e).is_ok())
+        .ok_or(HardwareError::NoneFound)?,
+        Hardware::Engine(e) => {
+            devices
+                .present(e)
+                .map_err(|source| HardwareError::Absent { source })?;
+            e
+        }
+    };
     if FfmpegTemplates::default()
         .get(&format!("{codec}/{}", engine.name()))
         .is_none()
     {
-        return Err(format!(
-            "go2rtc has no {codec} encoder for {}",
-            engine.name()
-        ));
+        return Err(HardwareError::NoEncoder {
+            codec: codec.to_string(),
+            engine,
+        });
     }
     Ok(engine)
 }
@@ -299,7 +360,7 @@ fn hardware_filter(engine: HwEngine, codec: &str) -> Option<String> {
 
 /// The (stream, source) pairs already warned about a hardware fallback:
 /// a producer restarts, the warning comes once.
-fn warn_fallback_once(stream: &str, index: usize, why: &str) {
+fn warn_fallback_once(stream: &str, index: usize, why: &HardwareError) {
     static WARNED: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
     let mut w = WARNED.lock().unwrap_or_else(|e| e.into_inner());
     let key = (stream.to_string(), index);
@@ -310,11 +371,14 @@ fn warn_fallback_once(stream: &str, index: usize, why: &str) {
 }
 
 /// A template's words (it is split as a shell would, without one).
-fn template_words(templates: &FfmpegTemplates, name: &str) -> Result<Vec<String>, String> {
-    let t = templates
-        .get(name)
-        .ok_or_else(|| format!("no ffmpeg template `{name}`"))?;
-    shell_words::split(t).map_err(|e| format!("ffmpeg.{name}: {e}"))
+fn template_words(templates: &FfmpegTemplates, name: &str) -> Result<Vec<String>, TemplateError> {
+    let t = templates.get(name).ok_or_else(|| TemplateError::Missing {
+        name: name.to_string(),
+    })?;
+    shell_words::split(t).map_err(|source| TemplateError::Words {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// The input of an `ffmpeg:URL` source: the file's input template for its
@@ -324,7 +388,7 @@ fn ffmpeg_url_input(
     templates: &FfmpegTemplates,
     url: &str,
     scheme: UrlScheme,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, TemplateError> {
     let secs: u64 = templates
         .get("timeout")
         .and_then(|t| t.parse().ok())
@@ -366,22 +430,26 @@ pub fn command_with(
     env: &Env<'_>,
     devices: &dyn Devices,
 ) -> Result<CommandSpec, SourceError> {
-    let err = |reason: &str| SourceError {
+    let err = |reason: Unrunnable| SourceError {
         stream: env.stream.to_string(),
         index: env.index,
         url: src.url.clone(),
-        reason: reason.to_string(),
+        reason,
     };
+    let disabled = |what: &'static str| err(Unrunnable::ServerDisabled(what));
+    let template = |e: TemplateError| err(e.into());
     let mut args: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
     let push = |args: &mut Vec<String>, xs: &[&str]| args.extend(xs.iter().map(|s| s.to_string()));
     match &src.kind {
-        SourceKind::Unsupported { reason, .. } => return Err(err(reason)),
+        SourceKind::Unsupported { reason, .. } => {
+            return Err(err(Unrunnable::Unsupported(reason.clone())))
+        }
         SourceKind::Exec { argv } => {
             let mut argv = argv.clone();
             if src.kind.publishes_back() {
                 let url = env
                     .publish_url
-                    .ok_or_else(|| err("exec with {output} publishes to our RTSP server, but it is disabled (rtsp.listen)"))?;
+                    .ok_or_else(|| disabled("exec with {output} publishes to our RTSP server, but it is disabled (rtsp.listen)"))?;
                 for a in &mut argv {
                     *a = a.replace(crate::config::OUTPUT, url);
                 }
@@ -406,7 +474,7 @@ pub fn command_with(
         } => {
             // `ffmpeg.global` replaces go2rtc's `-hide_banner`; our log
             // level follows, as go2rtc appends its `-v`.
-            args = template_words(templates, "global").map_err(|e| err(&e))?;
+            args = template_words(templates, "global").map_err(template)?;
             push(&mut args, &HEAD[1..]);
             let vcodec = video.and_then(VideoCodec::template);
             let engine = match (hardware, vcodec) {
@@ -424,7 +492,7 @@ pub fn command_with(
             }
             match input {
                 FfmpegInput::Url { url, scheme } => {
-                    args.extend(ffmpeg_url_input(templates, url, *scheme).map_err(|e| err(&e))?);
+                    args.extend(ffmpeg_url_input(templates, url, *scheme).map_err(template)?);
                 }
                 FfmpegInput::Stream(name) => {
                     let exclude = (name == env.stream).then_some(env.index);
@@ -442,7 +510,7 @@ pub fn command_with(
                     } else {
                         let base = env
                             .internal_base
-                            .ok_or_else(|| err("ffmpeg:STREAM reads our own RTSP or HTTP-FLV output, but both servers are disabled (rtsp.listen, api.listen)"))?;
+                            .ok_or_else(|| disabled("ffmpeg:STREAM reads our own RTSP or HTTP-FLV output, but both servers are disabled (rtsp.listen, api.listen)"))?;
                         let url = internal_url(base, name, exclude, env.internal_token);
                         push(
                             &mut args,
@@ -469,7 +537,7 @@ pub fn command_with(
                         Some(e) => format!("{name}/{}", e.name()),
                         None => name.to_string(),
                     };
-                    args.extend(template_words(templates, &key).map_err(|e| err(&e))?);
+                    args.extend(template_words(templates, &key).map_err(template)?);
                     if let Some(f) = engine.and_then(|e| hardware_filter(e, name)) {
                         push(&mut args, &["-vf", &f]);
                     }
@@ -481,7 +549,7 @@ pub fn command_with(
                 }
                 None => push(&mut args, &["-an"]),
                 Some(name) => {
-                    args.extend(template_words(templates, name).map_err(|e| err(&e))?);
+                    args.extend(template_words(templates, name).map_err(template)?);
                 }
             }
         }
@@ -490,7 +558,7 @@ pub fn command_with(
         // Opus, H.265 (ffmpeg 5.1) cannot go in FLV: publish RTSP back
         // into this source's slot, which carries every codec we take.
         let url = env.publish_url.ok_or_else(|| {
-            err("this source publishes to our RTSP server, but it is disabled (rtsp.listen)")
+            disabled("this source publishes to our RTSP server, but it is disabled (rtsp.listen)")
         })?;
         push(&mut args, &["-f", "rtsp", "-rtsp_transport", "tcp", url]);
         return Ok(CommandSpec {
@@ -721,11 +789,14 @@ mod tests {
     struct Have(&'static [HwEngine]);
 
     impl Devices for Have {
-        fn present(&self, e: HwEngine) -> Result<(), String> {
+        fn present(&self, e: HwEngine) -> Result<(), NoDevice> {
             if self.0.contains(&e) {
                 Ok(())
             } else {
-                Err(format!("no {} device", e.name()))
+                Err(NoDevice {
+                    engine: e,
+                    missing: format!("no {} device", e.name()),
+                })
             }
         }
     }
@@ -903,7 +974,8 @@ mod tests {
         assert!(!l.contains("hwaccel") && !l.contains("vaapi"), "{l}");
         assert!(l.contains("-c:v libx264 -g 50"), "{l}");
         assert_eq!(
-            choose_engine(Hardware::Engine(HwEngine::Vaapi), "h264", &Have(&[])),
+            choose_engine(Hardware::Engine(HwEngine::Vaapi), "h264", &Have(&[]))
+                .map_err(|e| e.to_string()),
             Err("#hardware=vaapi: no vaapi device".into())
         );
         assert!(choose_engine(Hardware::Auto, "h264", &Have(&[])).is_err());
@@ -913,7 +985,8 @@ mod tests {
             Hardware::Engine(HwEngine::Cuda),
             "mjpeg",
             &Have(HwEngine::ALL),
-        );
+        )
+        .map_err(|e| e.to_string());
         assert_eq!(e, Err("go2rtc has no mjpeg encoder for cuda".into()));
         // This machine's own look (no GPU here, nor on CI): never Windows'
         // or macOS' engines on Linux.
@@ -948,6 +1021,31 @@ mod tests {
         assert!(
             e.to_string().contains("`tapo:` source is not supported"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_source_the_template_and_the_engine() {
+        // A template whose quotes do not close: the source's error names
+        // the stream, the source and the template.
+        let t = FfmpegTemplates::with([("h264".to_string(), "-c:v 'libx264".to_string())].into());
+        let s = ffmpeg("ffmpeg:x", camera(), Some(VideoCodec::H264), None, None, t);
+        let e = command_with(&s, &env(1), &Have(&[])).unwrap_err();
+        assert_eq!((e.stream.as_str(), e.index), ("cam 2", 1));
+        assert!(
+            matches!(&e.reason, Unrunnable::Template(TemplateError::Words { name, .. }) if name == "h264"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .ends_with("ffmpeg.h264: missing closing quote"),
+            "{e}"
+        );
+        // The engine asked for, and what was not there.
+        let e = choose_engine(Hardware::Engine(HwEngine::Cuda), "h264", &Have(&[])).unwrap_err();
+        assert!(
+            matches!(&e, HardwareError::Absent { source } if source.engine == HwEngine::Cuda),
+            "{e:?}"
         );
     }
 }

@@ -20,9 +20,10 @@
 //! not contain `${` at all, since the file expands it when next loaded.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, Layout, StreamConfig};
+use crate::config::{Config, ConfigError, Layout, StreamConfig, Unreadable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,12 +32,31 @@ pub enum StoreError {
     Invalid { param: &'static str, reason: String },
     #[error("stream not found: {stream}")]
     NotFound { stream: String },
-    /// The file could not be written; nothing changed (500).
-    #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
+    /// The file could not be written (a full or failing disk, a
+    /// directory we may not write in); nothing changed (500).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The operator made the file read-only: it is left alone (500).
+    #[error("cannot write {}: the file is read-only", path.display())]
+    ReadOnly { path: PathBuf },
+    /// Writing would expand `${VAR}`s the file keeps as references (500).
+    #[error("cannot write {}: {source}", path.display())]
+    References {
+        path: PathBuf,
+        #[source]
+        source: ReferenceError,
+    },
     /// A reload found the file unreadable: nothing changed.
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
+    #[error("cannot read {}: {reason}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        reason: Unreadable,
+    },
     /// A reload found the file invalid: nothing changed.
     #[error("{0}")]
     Config(ConfigError),
@@ -171,10 +191,10 @@ impl Store {
         preload: &BTreeMap<String, String>,
     ) -> Result<Committed<'a>, StoreError> {
         let old_names: Vec<String> = snap.config.streams.iter().map(|s| s.name.clone()).collect();
-        let refs = references(&snap.text, &snap.config.layout, &self.env).map_err(|reason| {
-            StoreError::Write {
-                path: self.path.display().to_string(),
-                reason,
+        let refs = references(&snap.text, &snap.config.layout, &self.env).map_err(|source| {
+            StoreError::References {
+                path: self.path.clone(),
+                source,
             }
         })?;
         let text = rewrite(
@@ -204,12 +224,10 @@ impl Store {
         let body = text.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, &body))
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-            .map_err(|reason| StoreError::Write {
-                path: self.path.display().to_string(),
-                reason,
-            })?;
+            .map_err(|e| StoreError::Write {
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            })??;
         tracing::info!(config = %self.path.display(), "config written");
         let old = std::mem::replace(&mut snap.config, new.clone());
         snap.text = text;
@@ -230,11 +248,15 @@ impl Store {
         // network mount must not hold the store (and the API) forever.
         let read = tokio::task::spawn_blocking(move || crate::config::read_config(&path));
         let text = match tokio::time::timeout(READ_TIMEOUT, read).await {
-            Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
-            Ok(r) => r.map_err(|e| e.to_string()).and_then(|r| r),
+            Err(_) => Err(Unreadable::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", READ_TIMEOUT.as_secs()),
+            ))),
+            Ok(Err(e)) => Err(Unreadable::Io(io::Error::other(e))),
+            Ok(Ok(r)) => r.map_err(|e| e.reason),
         }
         .map_err(|reason| StoreError::Read {
-            path: self.path.display().to_string(),
+            path: self.path.clone(),
             reason,
         })?;
         let new = Config::parse(&self.path, &text, &self.env).map_err(StoreError::Config)?;
@@ -274,6 +296,17 @@ fn no_reference(param: &'static str, v: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A section of the file whose `${VAR}` references could not be read
+/// back unexpanded: writing it afresh would put their values in the file.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the `{section}:` section holds `${{VAR}}` references that could not be \
+     kept as written; edit the file by hand"
+)]
+pub struct ReferenceError {
+    pub section: &'static str,
+}
+
 /// Expanded value → the text the file wrote, for every name, source and
 /// preload query in `streams:` and `preload:` that holds a `${VAR}`: what
 /// [`rewrite`] writes instead of the value. The sections are read again
@@ -284,7 +317,7 @@ pub fn references(
     text: &str,
     layout: &Layout,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, ReferenceError> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut refs = BTreeMap::new();
     for section in ["streams", "preload"] {
@@ -295,12 +328,7 @@ pub fn references(
         if !body.contains("${") {
             continue;
         }
-        let unreadable = || {
-            format!(
-                "the `{section}:` section holds `${{VAR}}` references that could not be \
-                 kept as written; edit the file by hand"
-            )
-        };
+        let unreadable = || ReferenceError { section };
         let raw: serde_json::Value = serde_saphyr::from_str(&body).map_err(|_| unreadable())?;
         let mut scalars = Vec::new();
         collect_strings(&raw, &mut scalars);
@@ -355,12 +383,18 @@ fn entries_of(cfg: &Config) -> Vec<Entry> {
 /// `path` (following a symlink to the real file), keeping its permissions.
 /// A file with no write permission is left alone even for root: the
 /// operator made it read-only on purpose.
-fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
     use std::io::Write;
+    let failed = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let meta = std::fs::metadata(&target).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(&target).map_err(failed)?;
     if meta.permissions().readonly() {
-        return Err("the file is read-only".into());
+        return Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+        });
     }
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
@@ -377,7 +411,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
+        return Err(failed(e));
     }
     Ok(())
 }
@@ -703,7 +737,7 @@ mod tests {
         let text = "streams: {a: rtsp://u:${PASS}@h/s}\n";
         let cfg = parse(text);
         let e = references(text, &cfg.layout, &|_| Some("secret".into())).unwrap_err();
-        assert!(e.contains("streams"), "{e}");
+        assert!(e.to_string().contains("streams"), "{e}");
         // Without a reference there is nothing to keep.
         let text = "streams: {a: rtsp://u:p@h/s}\n";
         assert!(references(text, &parse(text).layout, &|_| None)
@@ -723,6 +757,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_names_the_file_and_keeps_the_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone").join("streams.yaml");
+        match write_atomically(&gone, "streams: {}\n") {
+            Err(StoreError::Write { path, source }) => {
+                assert_eq!(path, gone);
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        let ro = dir.path().join("ro.yaml");
+        std::fs::write(&ro, "streams: {}\n").unwrap();
+        let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+        perm.set_readonly(true);
+        std::fs::set_permissions(&ro, perm).unwrap();
+        let e = write_atomically(&ro, "streams:\n  a:\n").unwrap_err();
+        assert!(
+            matches!(&e, StoreError::ReadOnly { path } if *path == ro),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("cannot write {}: the file is read-only", ro.display())
+        );
+    }
+
+    #[test]
     fn a_reload_reads_only_a_bounded_regular_file() {
         use crate::config::{read_config, MAX_CONFIG};
         let dir = tempfile::tempdir().unwrap();
@@ -734,16 +795,18 @@ mod tests {
             .success());
         // Returns at once, with no writer on the FIFO.
         let e = read_config(&fifo).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         assert!(read_config(dir.path())
             .unwrap_err()
+            .to_string()
             .contains("not a regular file"));
         assert!(read_config(Path::new("/dev/zero"))
             .unwrap_err()
+            .to_string()
             .contains("not a regular file"));
         let big = dir.path().join("big.yaml");
         std::fs::write(&big, vec![b'#'; MAX_CONFIG as usize + 1]).unwrap();
-        assert!(read_config(&big).unwrap_err().contains("bytes"));
+        assert!(read_config(&big).unwrap_err().to_string().contains("bytes"));
         let ok = dir.path().join("ok.yaml");
         std::fs::write(&ok, "streams: {}\n").unwrap();
         assert_eq!(read_config(&ok).unwrap(), "streams: {}\n");

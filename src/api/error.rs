@@ -93,9 +93,11 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             E::Invalid { param, .. } => ApiError::bad_param(param, msg),
             E::NotFound { stream } => ApiError::unknown_stream(&stream),
-            E::Write { path, .. } | E::Read { path, .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg).with("config", path)
-            }
+            E::Write { path, .. }
+            | E::ReadOnly { path }
+            | E::References { path, .. }
+            | E::Read { path, .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg)
+                .with("config", path.display().to_string()),
             // The file an operator edited is wrong: say where.
             E::Config(c) => ApiError::new(StatusCode::BAD_REQUEST, msg)
                 .with("config", c.file)

@@ -85,6 +85,12 @@ pub(super) async fn frame_jpeg(
                 } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                     .with("stream", stream.as_str())
                     .with("stderr_tail", json!(stderr_tail)),
+                // No decoder ran: its stderr tail is empty.
+                SnapshotError::AnnexB { ref stream, .. } => {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .with("stream", stream.as_str())
+                        .with("stderr_tail", json!([]))
+                }
             })?;
             st.snapshots.put(name, size, j.clone());
             j

@@ -58,10 +58,37 @@ pub struct ConfigError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read config {path}: {reason}")]
-    Read { path: String, reason: String },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("{0}")]
     Invalid(#[from] ConfigError),
+}
+
+/// The config file could not be read (see [`read_config`]): its path, and
+/// why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read config {}: {reason}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    #[source]
+    pub reason: Unreadable,
+}
+
+/// Why a config file is not read: the I/O error, or what about the file
+/// we refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file (a FIFO, device or directory is not read)")]
+    NotAFile,
+    #[error("{len} bytes is more than a config file may be ({MAX_CONFIG})")]
+    TooBig { len: u64 },
+    /// It grew past [`MAX_CONFIG`] between the size check and the read.
+    #[error("more than {MAX_CONFIG} bytes")]
+    Grew,
+    #[error("not UTF-8")]
+    NotUtf8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,33 +280,34 @@ pub const MAX_CONFIG: u64 = 1024 * 1024;
 /// [`MAX_CONFIG`] bytes. It is opened non-blocking and checked with fstat
 /// before any read: a FIFO put at the path would otherwise block the
 /// open (and then the read) until a writer came, forever (issue 15).
-pub fn read_config(path: &Path) -> Result<String, String> {
+pub fn read_config(path: &Path) -> Result<String, ReadError> {
+    read_file(path).map_err(|reason| ReadError {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, Unreadable> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
+        .open(path)?;
+    let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err("not a regular file (a FIFO, device or directory is not read)".into());
+        return Err(Unreadable::NotAFile);
     }
     if meta.len() > MAX_CONFIG {
-        return Err(format!(
-            "{} bytes is more than a config file may be ({MAX_CONFIG})",
-            meta.len()
-        ));
+        return Err(Unreadable::TooBig { len: meta.len() });
     }
     let mut buf = Vec::new();
     // The file may grow between fstat and read: the cap holds regardless.
-    f.take(MAX_CONFIG + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
+    f.take(MAX_CONFIG + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > MAX_CONFIG {
-        return Err(format!("more than {MAX_CONFIG} bytes"));
+        return Err(Unreadable::Grew);
     }
-    String::from_utf8(buf).map_err(|_| "not UTF-8".into())
+    String::from_utf8(buf).map_err(|_| Unreadable::NotUtf8)
 }
 
 impl Config {
@@ -289,10 +317,7 @@ impl Config {
 
     /// As [`Config::load`], with the text read (for [`crate::store`]).
     pub fn load_with_text(path: &Path) -> Result<(Config, String), LoadError> {
-        let text = read_config(path).map_err(|reason| LoadError::Read {
-            path: path.display().to_string(),
-            reason,
-        })?;
+        let text = read_config(path)?;
         let cfg = Config::parse(path, &text, &env_secret)?;
         Ok((cfg, text))
     }

@@ -2,6 +2,7 @@
 //! supervisor, and reads its stdout into the fan-out (FLV, or MJPEG);
 //! then tells the actor how it ended.
 
+use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Msg;
 use super::fanout::{Fanout, Generation, SourceId};
-use crate::media::flv;
+use crate::media::{flv, jpeg};
 use crate::metrics::StreamMetrics;
 use crate::redact::clean;
 use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spawner, StderrTail};
@@ -24,6 +25,53 @@ use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spa
 pub(super) enum Outcome {
     SpawnFailed(String),
     Ended(Report),
+}
+
+/// Why a producer's stdout stopped being read: the producer boundary's
+/// error. Its text becomes the run's stop reason (`StopReason::Output`),
+/// and so the slot's `last_error` in the API.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OutputError {
+    /// EOF: the child closed its stdout (it usually exits next).
+    #[error("stdout closed")]
+    Closed,
+    #[error("reading stdout: {0}")]
+    Read(#[source] io::Error),
+    /// A newer run of the same source took its place in the fan-out.
+    #[error("superseded by a newer run")]
+    Superseded,
+    /// The child wrote something that is not the FLV or MJPEG we asked
+    /// for: `offset` is where the bad input starts, counted from the first
+    /// byte of its stdout, so it can be found in a capture of it.
+    #[error("garbage on stdout: {cause}")]
+    Garbage {
+        stream: String,
+        /// The source's index in its stream (the log's `source=`).
+        index: usize,
+        offset: u64,
+        #[source]
+        cause: DemuxError,
+    },
+}
+
+/// The demuxer's own error, FLV or JPEG framing: each says where in the
+/// stdout it is.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DemuxError {
+    #[error(transparent)]
+    Flv(#[from] flv::FlvError),
+    #[error(transparent)]
+    Jpeg(#[from] jpeg::JpegError),
+}
+
+impl DemuxError {
+    /// The byte offset in the child's stdout where the bad input starts.
+    fn offset(&self) -> u64 {
+        match self {
+            DemuxError::Flv(e) => e.offset,
+            DemuxError::Jpeg(e) => e.offset,
+        }
+    }
 }
 
 /// A source slot's counters, shared by whoever feeds it (the producer
@@ -114,14 +162,15 @@ impl ProducerTask {
                     self.stop,
                     self.tail,
                     move |stdout| async move {
-                        if self.publishes_back {
+                        let ended = if self.publishes_back {
                             drain(stdout).await
                         } else {
                             demux(
                                 stdout, format, fanout, stats, origin, stream, index, generation,
                             )
                             .await
-                        }
+                        };
+                        ended.to_string()
                     },
                 )
                 .await;
@@ -138,13 +187,13 @@ impl ProducerTask {
 
 /// Reads and discards the stdout of a child that publishes its media by
 /// other means, so it cannot block on a full pipe. Returns at EOF.
-async fn drain(mut stdout: BoxRead) -> String {
+async fn drain(mut stdout: BoxRead) -> OutputError {
     let mut buf = vec![0u8; 8192];
     loop {
         match stdout.read(&mut buf).await {
-            Ok(0) => return "stdout closed".into(),
+            Ok(0) => return OutputError::Closed,
             Ok(_) => {}
-            Err(e) => return format!("reading stdout: {e}"),
+            Err(e) => return OutputError::Read(e),
         }
     }
 }
@@ -168,9 +217,9 @@ impl StdoutDemux {
         }
     }
 
-    fn next_event(&mut self) -> Result<Option<flv::Event>, String> {
+    fn next_event(&mut self) -> Result<Option<flv::Event>, DemuxError> {
         match self {
-            StdoutDemux::Flv(d) => d.next_event().map_err(|e| e.to_string()),
+            StdoutDemux::Flv(d) => Ok(d.next_event()?),
             StdoutDemux::Mjpeg {
                 split,
                 announced,
@@ -184,7 +233,7 @@ impl StdoutDemux {
                         config: bytes::Bytes::new(),
                     })));
                 }
-                let Some(img) = split.next_image().map_err(|e| e.to_string())? else {
+                let Some(img) = split.next_image()? else {
                     return Ok(None);
                 };
                 let ts = crate::media::ms_to_ticks(start.elapsed().as_millis() as i64);
@@ -201,7 +250,7 @@ impl StdoutDemux {
 }
 
 /// Reads a producer's stdout into the fan-out, as FLV or MJPEG (see
-/// [`StdoutDemux`]). Returns why it ended.
+/// [`StdoutDemux`]). Returns why it ended: it ends only so.
 #[allow(clippy::too_many_arguments)]
 async fn demux(
     mut stdout: BoxRead,
@@ -212,7 +261,7 @@ async fn demux(
     stream: String,
     index: usize,
     generation: Generation,
-) -> String {
+) -> OutputError {
     loop {
         loop {
             match d.next_event() {
@@ -225,17 +274,23 @@ async fn demux(
                     // Queued: what this read brought goes as one batch.
                     if !fanout.queue(index as SourceId, generation, ev) {
                         fanout.flush();
-                        return "superseded by a newer run".into();
+                        return OutputError::Superseded;
                     }
                 }
                 Ok(None) => {
                     fanout.flush();
                     break;
                 }
-                Err(e) => {
+                Err(cause) => {
                     fanout.flush();
-                    tracing::error!(stream = %stream, source = index, "producer sent garbage: {e}");
-                    return format!("garbage on stdout: {e}");
+                    let offset = cause.offset();
+                    tracing::error!(stream = %stream, source = index, offset, error = %cause, "producer sent garbage");
+                    return OutputError::Garbage {
+                        stream,
+                        index,
+                        offset,
+                        cause,
+                    };
                 }
             }
         }
@@ -244,11 +299,70 @@ async fn demux(
             buf.reserve(64 * 1024);
         }
         match stdout.read_buf(buf).await {
-            Ok(0) => return "stdout closed".into(),
+            Ok(0) => return OutputError::Closed,
             Ok(n) => {
                 stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e) => return format!("reading stdout: {e}"),
+            Err(e) => return OutputError::Read(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fanout::ReadyNotify;
+    use super::*;
+
+    struct Quiet;
+    impl ReadyNotify for Quiet {
+        fn ready(&self, _run: u64) {}
+        fn settled(&self, _run: u64) {}
+    }
+
+    #[tokio::test]
+    async fn garbage_names_the_stream_the_source_and_the_offset() {
+        // A valid FLV header and PreviousTagSize0 (13 bytes), then a tag of
+        // no type FLV has (E.4.1: 8, 9 or 18).
+        let mut out = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        out.extend([0x42; 11]);
+        let e = demux(
+            Box::new(std::io::Cursor::new(out)),
+            StdoutDemux::Flv(flv::Demuxer::new()),
+            Arc::new(Fanout::new("cam", 2, None, Box::new(Quiet))),
+            Arc::default(),
+            Instant::now(),
+            "cam".into(),
+            1,
+            Generation(1),
+        )
+        .await;
+        match &e {
+            OutputError::Garbage {
+                stream,
+                index,
+                offset,
+                cause: DemuxError::Flv(_),
+            } => assert_eq!((stream.as_str(), *index, *offset), ("cam", 1, 13)),
+            _ => panic!("{e:?}"),
+        }
+        // The text the slot's `last_error` has always had; the FLV error
+        // stays reachable as the source.
+        assert_eq!(
+            e.to_string(),
+            "garbage on stdout: FLV at byte offset 13: unknown tag type 2"
+        );
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            cause.as_deref(),
+            Some("FLV at byte offset 13: unknown tag type 2")
+        );
+    }
+
+    #[tokio::test]
+    async fn eof_and_read_errors_keep_their_words() {
+        let e = drain(Box::new(std::io::Cursor::new(vec![0u8; 100]))).await;
+        assert_eq!(e.to_string(), "stdout closed");
+        let e = OutputError::Read(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(e.to_string().starts_with("reading stdout: "), "{e}");
     }
 }
