@@ -23,11 +23,15 @@
 //! - `handle.rs`: what others hold, [`Stream`], [`Viewer`], [`Publisher`],
 //!   and what they ask and are told ([`JoinRequest`], [`StreamInfo`]);
 //! - `registry.rs`: every stream, the hidden transcodes, `reconcile`;
-//! - `actor.rs`: the state machine above;
+//! - `actor.rs`: the state machine above; `actor/slots.rs` the sources'
+//!   producers, `actor/publish.rs` the publisher slot, `actor/info.rs` the
+//!   API's snapshot;
 //! - `producer.rs`: one producer run and its stdout demux;
 //! - `tokens.rs`: the tokens of our own `ffmpeg:STREAM` readers;
 //! - `fanout.rs`: the track table, the GOP cache, the ring, each viewer's
-//!   selector.
+//!   selector;
+//! - `testing.rs` (tests only): a publish-only stream with a viewer, for
+//!   other modules' unit tests (the pump's).
 
 mod actor;
 mod error;
