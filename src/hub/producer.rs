@@ -23,8 +23,27 @@ use crate::supervisor::{self, BoxRead, CommandSpec, EndedBy, Labels, Report, Spa
 /// (`Msg::ProducerEnded`).
 #[derive(Debug)]
 pub(super) enum Outcome {
-    SpawnFailed(String),
+    SpawnFailed(StartError),
     Ended(Report),
+}
+
+/// Why a producer run never started: the producer boundary's error before
+/// there is a child. Its text is the slot's `last_error` ("spawn failed:
+/// …"), as a child's end is.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StartError {
+    /// The source's config cannot run (an unsupported kind, a disabled
+    /// server, a bad template).
+    #[error(transparent)]
+    Unrunnable(#[from] crate::source::SourceError),
+    /// The program could not be started (not found, not executable, out of
+    /// processes).
+    #[error("{program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Why a producer's stdout stopped being read: the producer boundary's
@@ -131,7 +150,10 @@ impl ProducerTask {
         let outcome = match self.spawner.spawn(&self.cmd) {
             Err(e) => {
                 tracing::warn!(stream = %self.stream, source = index, cmd = %clean(&self.cmd.to_string()), error = %e, "producer spawn failed");
-                Outcome::SpawnFailed(format!("{}: {e}", self.cmd.program))
+                Outcome::SpawnFailed(StartError::Spawn {
+                    program: self.cmd.program.clone(),
+                    source: e,
+                })
             }
             Ok(spawned) => {
                 self.stats.pid.store(spawned.pid, Ordering::Relaxed);

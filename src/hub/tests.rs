@@ -333,6 +333,46 @@ async fn start_timeout_reports_stderr_tail_and_kills() {
     assert_eq!(s.info().await.unwrap().producers[0].state, "idle");
 }
 
+/// A program that cannot be started (not installed, not executable).
+struct NoSuchProgram(crate::supervisor::ChildCounts);
+
+impl Spawner for NoSuchProgram {
+    fn spawn(&self, _cmd: &CommandSpec) -> io::Result<Spawned> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn counts(&self) -> &crate::supervisor::ChildCounts {
+        &self.0
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_program_that_cannot_start_is_named_with_the_io_error() {
+    let s = Stream::spawn(
+        StreamConfig {
+            name: "cam".into(),
+            sources: vec![source(500)],
+        },
+        Arc::new(Deps {
+            spawner: Arc::new(NoSuchProgram(Default::default())),
+            ffmpeg_bin: "ffmpeg".into(),
+            internal_base: None,
+            rtsp_base: None,
+            publish: PublishConfig::default(),
+            internal_tokens: Default::default(),
+            ffmpeg_templates: Default::default(),
+        }),
+    );
+    let err = s.join(viewer()).await.err().expect("must fail");
+    let StreamError::StartFailed { sources, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        sources[0].last_error.as_deref(),
+        Some("spawn failed: fake: entity not found"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn crashed_producer_restarts_with_backoff_and_viewer_resumes() {
     let spawner = Arc::new(FakeSpawner::default());

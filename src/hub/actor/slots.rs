@@ -208,7 +208,7 @@ impl Actor {
                 let _ = self.tx.send(Msg::ProducerEnded {
                     index,
                     generation,
-                    outcome: Box::new(Outcome::SpawnFailed(e.to_string())),
+                    outcome: Box::new(Outcome::SpawnFailed(e.into())),
                 });
                 slot.state = SlotState::Running {
                     generation,
