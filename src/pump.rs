@@ -29,7 +29,6 @@
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 
-use futures_util::FutureExt;
 use tokio::net::TcpStream;
 
 use crate::hub::fanout::{Delivery, Ended};
@@ -77,7 +76,7 @@ impl Pump {
         }
         batch.push(self.viewer.next().await?);
         while batch.len() < MAX_BATCH {
-            match self.viewer.next().now_or_never() {
+            match self.viewer.try_next() {
                 Some(Ok(d)) => batch.push(d),
                 Some(Err(e)) => {
                     self.ended = Some(e);

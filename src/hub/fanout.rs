@@ -139,6 +139,9 @@ pub struct Fanout {
     stream: Box<str>,
     /// The newest frame's dts: how far behind a viewer is.
     latest: Arc<AtomicI64>,
+    /// Batches sent into the ring, over every run: a cursor that has taken
+    /// as many has nothing to read (see [`Cursor::try_next`]).
+    sent: Arc<AtomicU64>,
     notify: Box<dyn ReadyNotify>,
     unsupported_logged: AtomicBool,
     /// The source whose tracks win over every other's while it has them:
@@ -177,6 +180,7 @@ impl Fanout {
             }),
             stream: stream.into(),
             latest: Arc::new(AtomicI64::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
             notify,
             unsupported_logged: AtomicBool::new(false),
             preferred,
@@ -212,7 +216,7 @@ impl Fanout {
             self.cache(st, item);
         }
         if let Some(tx) = &st.tx {
-            let _ = tx.send((crate::metrics::now_us(), items.into()));
+            self.send(tx, items.into());
         }
         let announced =
             |s: &SourceState| s.generation.is_none() || s.video.is_some() || s.audio.is_some();
@@ -299,8 +303,16 @@ impl Fanout {
         // Cursors still read the Eos from a dropped sender's ring (then
         // Closed); the ring itself goes with the last of them.
         if let Some(tx) = st.tx.take() {
-            let _ = tx.send((crate::metrics::now_us(), Arc::new([Item::Eos])));
+            self.send(&tx, Arc::new([Item::Eos]));
         }
+    }
+
+    /// Every send into the ring goes through here, so that the count the
+    /// cursors read stays their ring position.
+    fn send(&self, tx: &broadcast::Sender<Sent>, batch: Batch) {
+        let _ = tx.send((crate::metrics::now_us(), batch));
+        // After the send: a cursor that sees the count can read the batch.
+        self.sent.fetch_add(1, Ordering::Release);
     }
 
     /// The codecs `source` has announced (video first), for the API.
@@ -493,6 +505,10 @@ impl Fanout {
             backlog,
             batch: None,
             sent_at: 0,
+            // Under the lock that flushes: the ring position and the count
+            // agree.
+            taken: self.sent.load(Ordering::Relaxed),
+            sent: self.sent.clone(),
             latest: self.latest.clone(),
             live: false,
             preferred: self.preferred,
@@ -507,6 +523,10 @@ pub struct Cursor {
     batch: Option<(Batch, usize)>,
     /// When the current batch was sent; 0 while in the join snapshot.
     sent_at: u64,
+    /// The fan-out's count of batches sent, and how many of them this
+    /// cursor has read or skipped (its ring position).
+    sent: Arc<AtomicU64>,
+    taken: u64,
     /// The newest dts published (the live edge), shared with the fan-out.
     latest: Arc<AtomicI64>,
     /// Whether the last item came from the ring (not the join snapshot,
@@ -536,27 +556,61 @@ impl Cursor {
     }
 
     pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(n) = self.try_next() {
+                return n;
+            }
+            match self.rx.recv().await {
+                Ok((at, b)) => {
+                    self.taken += 1;
+                    self.sent_at = at;
+                    self.batch = Some((b, 0));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.taken += n;
+                    return Next::Lagged(n);
+                }
+                Err(broadcast::error::RecvError::Closed) => return Next::Closed,
+            }
+        }
+    }
+
+    /// [`Cursor::next`] if something is ready, without waiting: `None`
+    /// when the ring has nothing new. A viewer asks after every batch it
+    /// takes, and mostly nothing is there: the count answers that from one
+    /// shared atomic. Asking the ring itself takes the lock every viewer of
+    /// the stream shares (`try_recv` once, or a `recv` polled once and
+    /// dropped twice: to register as a waiter, then to leave).
+    pub fn try_next(&mut self) -> Option<Next> {
         if let Some(i) = self.backlog.pop_front() {
             self.live = false;
             self.sent_at = 0;
-            return Next::Item(i);
+            return Some(Next::Item(i));
         }
         self.live = true;
         loop {
             if let Some((b, i)) = &mut self.batch {
                 if let Some(item) = b.get(*i) {
                     *i += 1;
-                    return Next::Item(item.clone());
+                    return Some(Next::Item(item.clone()));
                 }
                 self.batch = None;
             }
-            match self.rx.recv().await {
+            if self.sent.load(Ordering::Acquire) == self.taken {
+                return None;
+            }
+            match self.rx.try_recv() {
                 Ok((at, b)) => {
+                    self.taken += 1;
                     self.sent_at = at;
                     self.batch = Some((b, 0));
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => return Next::Lagged(n),
-                Err(broadcast::error::RecvError::Closed) => return Next::Closed,
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.taken += n;
+                    return Some(Next::Lagged(n));
+                }
+                Err(broadcast::error::TryRecvError::Closed) => return Some(Next::Closed),
             }
         }
     }

@@ -217,6 +217,15 @@ impl Viewer {
         self.selector.next().await
     }
 
+    /// [`Viewer::next`] if a delivery is ready now, without waiting (and
+    /// without registering for a wake-up): `None` when nothing is.
+    pub fn try_next(&mut self) -> Option<Result<Delivery, Ended>> {
+        if let Some(d) = self.pending.pop_front() {
+            return Some(Ok(d));
+        }
+        self.selector.try_next()
+    }
+
     pub fn stats(&self) -> &Arc<ViewerStats> {
         self.selector.stats()
     }

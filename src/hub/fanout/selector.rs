@@ -150,87 +150,109 @@ impl Selector {
         })
     }
 
+    /// The viewer's next delivery, waiting for the fan-out when nothing
+    /// is ready.
     pub async fn next(&mut self) -> Result<Delivery, Ended> {
         loop {
-            let item = match self.cursor.next().await {
-                Next::Item(i) => i,
-                Next::Closed => return Err(Ended::Stopped),
-                Next::Lagged(n) => {
-                    self.stats.drops.fetch_add(n, Ordering::Relaxed);
+            let n = self.cursor.next().await;
+            if let Some(r) = self.take(n) {
+                return r;
+            }
+        }
+    }
+
+    /// What is ready now, or `None`. Unlike polling [`Selector::next`]
+    /// once, it never registers for a wake-up: a viewer draining what is
+    /// ready would otherwise take and give back its place in the ring's
+    /// waiter list (one lock that every viewer of the stream shares) each
+    /// time it finds the ring empty.
+    pub fn try_next(&mut self) -> Option<Result<Delivery, Ended>> {
+        loop {
+            let n = self.cursor.try_next()?;
+            if let Some(r) = self.take(n) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// One item from the cursor: what it gives the viewer, or `None` for
+    /// nothing (an item of another source, a frame skipped while waiting
+    /// for a keyframe).
+    fn take(&mut self, n: Next) -> Option<Result<Delivery, Ended>> {
+        let item = match n {
+            Next::Item(i) => i,
+            Next::Closed => return Some(Err(Ended::Stopped)),
+            Next::Lagged(n) => {
+                self.stats.drops.fetch_add(n, Ordering::Relaxed);
+                self.lags_in_a_row += 1;
+                if self.lags_in_a_row >= MAX_LAGS_IN_A_ROW {
+                    return Some(Err(Ended::TooSlow(self.lags_in_a_row)));
+                }
+                // Skip ahead: nothing until the next keyframe.
+                self.need_keyframe = true;
+                return None;
+            }
+        };
+        match item {
+            Item::Eos => Some(Err(Ended::Stopped)),
+            Item::Track { source, info } => {
+                let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
+                    let i = source as usize;
+                    if t.len() <= i {
+                        t.resize(i + 1, [None, None]);
+                    }
+                    let k = kind_idx(info.kind());
+                    t[i][k] = Some(info);
+                };
+                self.update_tracks(change).map(Ok)
+            }
+            Item::SourceGone { source } => {
+                let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
+                    if let Some(t) = t.get_mut(source as usize) {
+                        *t = [None, None];
+                    }
+                };
+                self.update_tracks(change).map(Ok)
+            }
+            Item::Frame { source, frame } => {
+                let k = kind_idx(frame.kind());
+                if self.chosen[k] != Some(source) {
+                    return None;
+                }
+                let behind = self.cursor.behind(frame.dts);
+                if behind > MAX_BEHIND && !self.need_keyframe {
+                    // Too far behind the live edge (a slow socket): skip
+                    // ahead as after a lag, and count it.
+                    self.stats.drops.fetch_add(1, Ordering::Relaxed);
                     self.lags_in_a_row += 1;
                     if self.lags_in_a_row >= MAX_LAGS_IN_A_ROW {
-                        return Err(Ended::TooSlow(self.lags_in_a_row));
+                        return Some(Err(Ended::TooSlow(self.lags_in_a_row)));
                     }
-                    // Skip ahead: nothing until the next keyframe.
                     self.need_keyframe = true;
-                    continue;
+                    return None;
                 }
-            };
-            match item {
-                Item::Eos => return Err(Ended::Stopped),
-                Item::Track { source, info } => {
-                    let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
-                        let i = source as usize;
-                        if t.len() <= i {
-                            t.resize(i + 1, [None, None]);
+                if self.need_keyframe {
+                    // With video, a viewer starts (and restarts after a lag)
+                    // on a video keyframe; audio alone starts anywhere.
+                    let starts = self.chosen[0].is_none() || (k == 0 && frame.keyframe);
+                    if !starts {
+                        // Waiting for the first picture is not a drop;
+                        // skipping ahead after a lag is.
+                        if self.lags_in_a_row > 0 {
+                            self.stats.drops.fetch_add(1, Ordering::Relaxed);
                         }
-                        let k = kind_idx(info.kind());
-                        t[i][k] = Some(info);
-                    };
-                    if let Some(d) = self.update_tracks(change) {
-                        return Ok(d);
+                        return None;
                     }
-                }
-                Item::SourceGone { source } => {
-                    let change = |t: &mut Vec<[Option<TrackInfo>; 2]>| {
-                        if let Some(t) = t.get_mut(source as usize) {
-                            *t = [None, None];
-                        }
-                    };
-                    if let Some(d) = self.update_tracks(change) {
-                        return Ok(d);
+                    self.need_keyframe = false;
+                    // Caught up only if this keyframe is near the edge.
+                    if behind <= MAX_BEHIND {
+                        self.lags_in_a_row = 0;
                     }
                 }
-                Item::Frame { source, frame } => {
-                    let k = kind_idx(frame.kind());
-                    if self.chosen[k] != Some(source) {
-                        continue;
-                    }
-                    let behind = self.cursor.behind(frame.dts);
-                    if behind > MAX_BEHIND && !self.need_keyframe {
-                        // Too far behind the live edge (a slow socket): skip
-                        // ahead as after a lag, and count it.
-                        self.stats.drops.fetch_add(1, Ordering::Relaxed);
-                        self.lags_in_a_row += 1;
-                        if self.lags_in_a_row >= MAX_LAGS_IN_A_ROW {
-                            return Err(Ended::TooSlow(self.lags_in_a_row));
-                        }
-                        self.need_keyframe = true;
-                        continue;
-                    }
-                    if self.need_keyframe {
-                        // With video, a viewer starts (and restarts after a lag)
-                        // on a video keyframe; audio alone starts anywhere.
-                        let starts = self.chosen[0].is_none() || (k == 0 && frame.keyframe);
-                        if !starts {
-                            // Waiting for the first picture is not a drop;
-                            // skipping ahead after a lag is.
-                            if self.lags_in_a_row > 0 {
-                                self.stats.drops.fetch_add(1, Ordering::Relaxed);
-                            }
-                            continue;
-                        }
-                        self.need_keyframe = false;
-                        // Caught up only if this keyframe is near the edge.
-                        if behind <= MAX_BEHIND {
-                            self.lags_in_a_row = 0;
-                        }
-                    }
-                    self.stats
-                        .arrived
-                        .store(self.cursor.sent_at, Ordering::Relaxed);
-                    return Ok(Delivery::Frame(frame));
-                }
+                self.stats
+                    .arrived
+                    .store(self.cursor.sent_at, Ordering::Relaxed);
+                Some(Ok(Delivery::Frame(frame)))
             }
         }
     }

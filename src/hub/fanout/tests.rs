@@ -498,3 +498,43 @@ async fn the_ring_lives_only_while_a_run_has_viewers() {
     let got = frames(&mut sel, 2).await;
     assert!(matches!(&got[1], Delivery::Frame(v) if v.keyframe));
 }
+
+#[tokio::test]
+async fn try_next_takes_what_is_ready_and_never_loses_or_invents_a_batch() {
+    let (f, _) = fanout(1);
+    let g = Generation(1);
+    f.attach(0, g);
+    publish(&f, 0, g, vtrack());
+    publish(&f, 0, g, vframe(0, true));
+    let stats = Arc::new(ViewerStats::default());
+    let mut sel = Selector::new(f.subscribe(), None, ANY_AUDIO, stats.clone());
+    // The join snapshot is ready at once; then nothing is.
+    assert!(matches!(sel.try_next(), Some(Ok(Delivery::Tracks { .. }))));
+    assert!(matches!(sel.try_next(), Some(Ok(Delivery::Frame(_)))));
+    assert!(sel.try_next().is_none());
+    // Every published frame, in order, whether taken by waiting or not.
+    for ms in [40, 80] {
+        publish(&f, 0, g, vframe(ms, false));
+    }
+    let dts = |d: Option<Result<Delivery, Ended>>| match d {
+        Some(Ok(Delivery::Frame(fr))) => fr.dts,
+        other => panic!("{other:?}"),
+    };
+    let a = dts(sel.try_next());
+    let b = dts(Some(sel.next().await));
+    assert!(b > a);
+    assert!(sel.try_next().is_none(), "nothing more was sent");
+    publish(&f, 0, g, vframe(120, false));
+    assert!(dts(sel.try_next()) > b);
+    // A lag is told, counted, and the viewer waits for a keyframe.
+    for i in 0..(RING as i64 + 10) {
+        publish(&f, 0, g, vframe(200 + i, false));
+    }
+    assert!(sel.try_next().is_none(), "skipping to the next keyframe");
+    assert!(stats.drops.load(Ordering::Relaxed) > 0);
+    publish(&f, 0, g, vframe(5_000, true));
+    assert!(matches!(sel.try_next(), Some(Ok(Delivery::Frame(fr))) if fr.keyframe));
+    // The stream's end reaches a viewer that never waits, too.
+    f.reset();
+    assert_eq!(sel.try_next().map(|r| r.err()), Some(Some(Ended::Stopped)));
+}
