@@ -42,6 +42,9 @@ use crate::net;
 /// ring would say "not ready" anyway.)
 pub const MAX_BATCH: usize = 64;
 
+/// The capacity of a batch kept from one wake-up to the next.
+const KEEP: usize = 8;
+
 /// One viewer's side of an output: see the module doc.
 pub struct Pump {
     viewer: Viewer,
@@ -70,7 +73,15 @@ impl Pump {
     /// that is ready (up to [`MAX_BATCH`]) into `batch`, which it clears
     /// first. Cancel-safe: it takes nothing until its one wait is over.
     pub async fn next_batch(&mut self, batch: &mut Vec<Delivery>) -> Result<(), Ended> {
-        batch.clear();
+        // A viewer keeping up takes one or two at a time: keep room for
+        // that, but give back what a burst grew (64 deliveries kept by
+        // each of 500 viewers was 3 MB of RSS; a new vector per burst
+        // costs nothing measurable).
+        if batch.capacity() > KEEP {
+            *batch = Vec::new();
+        } else {
+            batch.clear();
+        }
         if let Some(e) = self.ended.take() {
             return Err(e);
         }
@@ -174,6 +185,7 @@ mod tests {
             first.push(marks(&batch)[0]);
         }
         assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 10]);
+        assert!(batch.capacity() < MAX_BATCH, "a burst's room is given back");
         let m = MAX_BATCH as u8;
         assert_eq!(first, [Some(1), Some(m + 1), Some(2 * m + 1)], "in order");
         assert_eq!(pump.viewer().stats().drops.load(Ordering::Relaxed), 0);
