@@ -43,7 +43,7 @@ use crate::net;
 pub const MAX_BATCH: usize = 64;
 
 /// The capacity of a batch kept from one wake-up to the next.
-const KEEP: usize = 8;
+const KEEP: usize = 4;
 
 /// One viewer's side of an output: see the module doc.
 pub struct Pump {
