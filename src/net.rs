@@ -454,13 +454,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<S> {
     }
 }
 
+/// How [`accept_loop`] ends its connections at shutdown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Each connection's `stop` resolves, and the connection ends itself
+    /// (HTTP: hyper's graceful shutdown, within [`SHUTDOWN_GRACE`]).
+    Signal,
+    /// Each connection's task is aborted: its future is dropped where it
+    /// waits, and its `stop` is never looked at. A viewer's connection task
+    /// wakes for every frame, and a stop signal in its `select!` is polled
+    /// each time (a cache miss on the signal's own allocation, 500 times a
+    /// frame); an abort costs nothing until it is used.
+    Abort,
+}
+
 /// The one accept loop under [`serve_conns`] and [`serve_http`]: each
 /// connection runs `start(io, peer, permit, stop)` on a task of its own.
-/// Once `shutdown` resolves, the port is closed, every connection's `stop`
-/// resolves, and this returns when all their tasks have ended.
+/// Once `shutdown` resolves, the port is closed, every connection is ended
+/// as `ending` says, and this returns when all their tasks have ended.
 async fn accept_loop<L, F, Fut>(
     mut listener: CappedListener<L>,
     shutdown: impl Future<Output = ()>,
+    ending: Ending,
     mut start: F,
 ) where
     L: Listen,
@@ -468,6 +483,7 @@ async fn accept_loop<L, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut stops = Stops::default();
+    let mut tasks: Vec<tokio::task::AbortHandle> = Vec::new();
     // Each task holds a receiver of `done`, so that we can wait for them.
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
@@ -476,15 +492,34 @@ async fn accept_loop<L, F, Fut>(
             c = listener.accept() => c,
             () = &mut shutdown => break,
         };
-        let conn = start(io, peer, permit, stops.add());
+        let stop = match ending {
+            Ending::Signal => stops.add(),
+            // Never resolves: the task is aborted instead.
+            Ending::Abort => tokio::sync::oneshot::channel().1,
+        };
+        let conn = start(io, peer, permit, stop);
         let done = done_rx.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _done = done;
             conn.await;
         });
+        if ending == Ending::Abort {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task.abort_handle());
+        }
     }
     drop(listener);
     drop(stops);
+    tasks.retain(|t| !t.is_finished());
+    if !tasks.is_empty() {
+        tracing::debug!(
+            connections = tasks.len(),
+            "shutting down: connections ended"
+        );
+    }
+    for t in &tasks {
+        t.abort();
+    }
     drop(done_rx);
     done_tx.closed().await;
 }
@@ -505,16 +540,11 @@ pub async fn serve_conns<L, F, Fut>(
     F: Fn(L::Io, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    accept_loop(listener, shutdown, |io, peer, permit, stop| {
+    accept_loop(listener, shutdown, Ending::Abort, |io, peer, permit, _| {
         let conn = serve(io, peer);
         async move {
             let _permit = permit;
-            tokio::select! {
-                () = conn => {}
-                _ = stop => {
-                    tracing::debug!(peer = %peer, "connection ended: shutting down");
-                }
-            }
+            conn.await;
         }
     })
     .await;
@@ -561,46 +591,52 @@ pub async fn serve_http<L: Listen>(
     use hyper::server::conn::http1;
     use hyper_util::rt::{TokioIo, TokioTimer};
 
-    accept_loop(listener, shutdown, |io, peer, permit, mut stop| {
-        tracing::trace!(peer = %peer, "accepted");
-        let tower = hyper_util::service::TowerToHyperService::new(router.clone());
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
-                hyper::service::Service::call(&tower, req)
-            });
-        let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
-        async move {
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(io), svc)
-                // /api/ws: axum's WebSocketUpgrade takes the connection over.
-                .with_upgrades();
-            let mut conn = pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(peer = %peer, error = %e, "http connection ended");
+    accept_loop(
+        listener,
+        shutdown,
+        Ending::Signal,
+        |io, peer, permit, mut stop| {
+            tracing::trace!(peer = %peer, "accepted");
+            let tower = hyper_util::service::TowerToHyperService::new(router.clone());
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+                    hyper::service::Service::call(&tower, req)
+                },
+            );
+            let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
+            async move {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(io), svc)
+                    // /api/ws: axum's WebSocketUpgrade takes the connection over.
+                    .with_upgrades();
+                let mut conn = pin!(conn);
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(peer = %peer, error = %e, "http connection ended");
+                            }
+                            break;
                         }
-                        break;
-                    }
-                    _ = &mut stop, if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    // An HTTP-FLV or MP4 body never finishes by itself: past
-                    // the grace, the viewer is ended, not waited for.
-                    () = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => {
-                        tracing::debug!(peer = %peer, "connection ended: shutting down");
-                        break;
+                        _ = &mut stop, if !stopping => {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        // An HTTP-FLV or MP4 body never finishes by itself: past
+                        // the grace, the viewer is ended, not waited for.
+                        () = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => {
+                            tracing::debug!(peer = %peer, "connection ended: shutting down");
+                            break;
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }
