@@ -393,3 +393,58 @@ fn rtsp_viewers_choose_between_the_cameras_pcma_and_the_transcoded_aac() {
     );
     drop(srv);
 }
+
+/// RFC 3550 §6.4.1: a sender reports while it sends. Each track's RTCP
+/// channel gets sender reports again after the first ones (every
+/// `SR_INTERVAL`, 5 s), with the media, over interleaved TCP.
+#[test]
+fn sender_reports_keep_coming_on_every_track_while_media_flows() {
+    let (srv, rtsp) = server();
+    let _p = heavy();
+    let mut c = RtspClient::play_tcp(rtsp, "demo");
+    let played = Instant::now();
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // channel -> when its sender reports came (s since PLAY); RTP packets
+    // seen per channel.
+    let mut reports: [Vec<f64>; 4] = Default::default();
+    let mut packets = [0usize; 4];
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while played.elapsed() < Duration::from_millis(6500) {
+        let n = c.sock.read(&mut chunk).expect("media keeps coming");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        // RFC 2326 §10.12: '$', channel, 16-bit length, then the packet.
+        while buf.len() >= 4 {
+            assert_eq!(buf[0], b'$', "interleaved data only after PLAY");
+            let ch = buf[1] as usize;
+            let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            let p = &buf[4..4 + len];
+            assert!(ch < 4, "channel {ch}");
+            if ch % 2 == 1 {
+                // RTCP: a compound packet that starts with the SR (PT 200).
+                assert!(p.len() >= 28 && p[0] >> 6 == 2, "{p:?}");
+                if p[1] == 200 {
+                    reports[ch].push(played.elapsed().as_secs_f64());
+                }
+            } else {
+                packets[ch] += 1;
+            }
+            buf.drain(..4 + len);
+        }
+    }
+    assert!(packets[0] > 100 && packets[2] > 100, "{packets:?}");
+    for ch in [1, 3] {
+        assert!(
+            reports[ch].iter().any(|t| *t >= 4.0),
+            "channel {ch}: sender reports at {:?} s after PLAY, none after the first ones",
+            reports[ch]
+        );
+    }
+    drop(srv);
+}

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::play::{next_batch, Session};
 use super::target::target;
 use super::transport::Transport;
-use super::{auth, publish, wire, PUBLIC, REQUEST_TIMEOUT, SESSION_TIMEOUT, SR_INTERVAL};
+use super::{auth, publish, wire, PUBLIC, REQUEST_TIMEOUT, SESSION_TIMEOUT};
 use crate::auth::Gate;
 use crate::hub::fanout::Ended;
 use crate::hub::{Registry, StreamError};
@@ -151,7 +151,6 @@ impl ConnError {
 enum Event {
     Read(io::Result<usize>),
     Media(Result<(), Ended>),
-    Report,
     Silent,
     /// No request for [`REQUEST_TIMEOUT`], and nothing else to keep it.
     Idle,
@@ -165,8 +164,6 @@ impl Conn {
     }
 
     pub(super) async fn run(&mut self) -> ConnError {
-        let mut reports = tokio::time::interval(SR_INTERVAL);
-        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let playing = self.session.as_ref().is_some_and(|s| s.playing);
             let udp = self.session.as_ref().is_some_and(|s| {
@@ -185,7 +182,9 @@ impl Conn {
                 Some(t) => {
                     self.opened + Duration::from_millis(t.load(Ordering::Relaxed)) + SESSION_TIMEOUT
                 }
-                None => Instant::now() + SESSION_TIMEOUT,
+                // Not watched: the branch is off and never polled; no clock
+                // read at each of a viewer's wake-ups for it.
+                None => self.opened,
             };
             // Playing over TCP, or watched for signs of life above: kept.
             // Anything else must keep sending requests.
@@ -202,7 +201,6 @@ impl Conn {
                 tokio::select! {
                     r = sock.read_buf(buf) => Event::Read(r),
                     r = next_batch(session), if playing => Event::Media(r),
-                    _ = reports.tick(), if playing => Event::Report,
                     _ = sleep_until_lazy(silent_at), if watch => Event::Silent,
                     _ = sleep_until_lazy(idle_at), if idle => Event::Idle,
                     Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
@@ -214,7 +212,6 @@ impl Conn {
                 Event::Read(Ok(_)) => self.on_input().await,
                 Event::Media(Ok(())) => self.on_media().await,
                 Event::Media(Err(e)) => Err(ConnError::ViewerEnded(e)),
-                Event::Report => self.send_reports().await,
                 Event::Silent => Err(ConnError::Silent),
                 Event::Idle => Err(ConnError::Idle),
                 Event::Udp(i, d) => self.on_published_rtp(i, d),

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::conn::{Conn, ConnError, Reply};
 use super::target::{audio_wanted, target, video_wanted, wanted, with_default_query, Target};
 use super::transport::{negotiate, send_udp, watch_rtcp, AbortOnDrop, Lower, Transport};
-use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, TRACKS_WAIT};
+use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, SR_INTERVAL, TRACKS_WAIT};
 use crate::hub::fanout::{Delivery, Ended};
 use crate::hub::JoinRequest;
 use crate::media::rtp::{self, Chunk, Sender, TrackParams};
@@ -54,6 +54,10 @@ pub(super) struct Session {
     pub(super) wall_ref: Option<(SystemTime, i64)>,
     /// Last sign of life of a UDP client (ms since the connection opened).
     pub(super) last_seen: Arc<AtomicU64>,
+    /// When the next RTCP sender reports are due (RFC 3550 §6.2: an
+    /// active sender reports periodically; with no media there is nothing
+    /// to map, so they go with the media, checked once per batch).
+    pub(super) next_report: Instant,
 }
 
 impl Conn {
@@ -183,6 +187,7 @@ impl Conn {
             first_pts: None,
             wall_ref: None,
             last_seen: Arc::new(AtomicU64::new(self.now_ms())),
+            next_report: Instant::now() + SR_INTERVAL,
         });
         Ok(())
     }
@@ -344,13 +349,22 @@ impl Conn {
     pub(super) async fn on_media(&mut self) -> Result<(), ConnError> {
         // Sender reports before the first packets: a player that gets media
         // first can only guess how the tracks line up, and re-bases its
-        // timestamps when the reports come.
+        // timestamps when the reports come. Then every SR_INTERVAL, with
+        // the media: a timer polled at each of a viewer's wake-ups (one per
+        // frame) cost more than this one clock read per batch.
+        let now = Instant::now();
         if self.session.as_ref().is_some_and(|s| {
-            s.tracks
-                .iter()
-                .any(|t| t.transport.is_some() && !t.reported)
+            now >= s.next_report
+                || s.tracks
+                    .iter()
+                    .any(|t| t.transport.is_some() && !t.reported)
         }) {
             self.send_reports().await?;
+            if let Some(s) = &mut self.session {
+                if now >= s.next_report {
+                    s.next_report = now + SR_INTERVAL;
+                }
+            }
         }
         let Some(s) = &mut self.session else {
             return Ok(());
