@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -494,8 +495,8 @@ async fn accept_loop<L, F, Fut>(
         };
         let stop = match ending {
             Ending::Signal => stops.add(),
-            // Never resolves: the task is aborted instead.
-            Ending::Abort => tokio::sync::oneshot::channel().1,
+            // Never looked at: the task is aborted instead.
+            Ending::Abort => Stop::unused(),
         };
         let conn = start(io, peer, permit, stop);
         let done = done_rx.clone();
@@ -550,27 +551,76 @@ pub async fn serve_conns<L, F, Fut>(
     .await;
 }
 
-/// A connection's stop signal: resolves (with an error: its sender was
-/// dropped) when the listener shuts down.
-type Stop = tokio::sync::oneshot::Receiver<()>;
+/// A connection's stop signal: resolves when the listener shuts down.
+///
+/// An HTTP connection's task polls it at every wake-up, once per frame for
+/// a viewer. Its first poll registers the task with its own oneshot; after
+/// that it looks only at the listener's one shared flag, which stays in
+/// every core's cache until shutdown, instead of loading the oneshot's own
+/// state (a cache miss per viewer per frame). [`Stops`] sets the flag
+/// before it drops the senders, and the drop wakes each task.
+struct Stop {
+    rx: tokio::sync::oneshot::Receiver<()>,
+    stopping: Arc<AtomicBool>,
+    registered: bool,
+}
+
+impl Stop {
+    /// For a connection that is aborted instead (see [`Ending::Abort`]).
+    fn unused() -> Stop {
+        Stop {
+            rx: tokio::sync::oneshot::channel().1,
+            stopping: Arc::new(AtomicBool::new(true)),
+            registered: false,
+        }
+    }
+}
+
+impl Future for Stop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered, and no shutdown yet: the oneshot still holds this
+        // task's waker (a task's waker wakes the task, whichever thread
+        // polls it), so there is nothing to ask it.
+        if self.registered && !self.stopping.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        Pin::new(&mut self.rx).poll(cx).map(|_| ())
+    }
+}
 
 /// How a listener tells each of its connections to stop: a oneshot per
-/// connection, resolved (by its sender's drop) when the `Stops` is dropped.
-/// Not one shared `watch`: a connection's task polls its stop signal at
-/// every wake-up, once per frame for a viewer, and a `watch` receiver's
-/// wait takes the channel's one waiter lock on each poll; 500 viewers on
-/// two threads contended for it on every frame. A oneshot's poll touches
-/// only its own connection's state.
+/// connection, resolved (by its sender's drop) when the `Stops` is dropped,
+/// and one flag they all read (see [`Stop`]). Not one shared `watch`: a
+/// `watch` receiver's wait takes the channel's one waiter lock on each
+/// poll, and 500 viewers on two threads contended for it on every frame.
 #[derive(Default)]
-struct Stops(Vec<tokio::sync::oneshot::Sender<()>>);
+struct Stops {
+    senders: Vec<tokio::sync::oneshot::Sender<()>>,
+    stopping: Arc<AtomicBool>,
+}
 
 impl Stops {
     /// A new connection's stop signal; forgets those of connections gone.
     fn add(&mut self) -> Stop {
-        self.0.retain(|s| !s.is_closed());
+        self.senders.retain(|s| !s.is_closed());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.0.push(tx);
-        rx
+        self.senders.push(tx);
+        Stop {
+            rx,
+            stopping: self.stopping.clone(),
+            registered: false,
+        }
+    }
+}
+
+impl Drop for Stops {
+    fn drop(&mut self) {
+        // Before the senders go (after this function): a task woken by
+        // their drop must see the flag.
+        self.stopping.store(true, Ordering::Release);
     }
 }
 
@@ -648,18 +698,31 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_stops_tells_every_connection_and_gone_ones_are_forgotten() {
         let mut stops = Stops::default();
-        let a = stops.add();
+        let mut a = stops.add();
         let gone = stops.add();
         drop(gone);
         let b = stops.add();
-        assert_eq!(stops.0.len(), 2, "the gone connection's sender was kept");
+        assert_eq!(
+            stops.senders.len(),
+            2,
+            "the gone connection's sender was kept"
+        );
+        // `a` waits as a connection's task does: polled (and registered)
+        // before the shutdown, then only woken by it.
+        let waiting = tokio::spawn(async move {
+            assert!(futures_util::poll!(&mut a).is_pending());
+            assert!(futures_util::poll!(&mut a).is_pending(), "no shutdown yet");
+            (&mut a).await;
+        });
+        tokio::task::yield_now().await;
         drop(stops);
-        for rx in [a, b] {
-            tokio::time::timeout(Duration::from_secs(1), rx)
-                .await
-                .expect("a connection was not told to stop")
-                .unwrap_err();
-        }
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a registered connection was not woken to stop")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), b)
+            .await
+            .expect("a connection was not told to stop");
     }
 
     #[test]
