@@ -22,9 +22,11 @@
 //!
 //! The connection loops stay the protocols' own, because each also reads
 //! its peer while it plays (RTSP requests and RTCP, RTMP acknowledgements,
-//! HTTP nothing). The encoders differ in one way on purpose: RTSP and RTMP
-//! borrow the shared payloads into their writes, where the HTTP outputs
-//! hand hyper owned `Bytes`.
+//! HTTP nothing). The encoders differ in one way on purpose: RTSP borrows
+//! the shared RTP payloads into its writes (a clone per packet was an
+//! atomic counter bounced between the cores by 500 viewers), where RTMP
+//! and the HTTP outputs queue `Bytes` that share the frame's FLV tag (hyper
+//! needs owned chunks).
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
@@ -37,9 +39,7 @@ use crate::net;
 
 /// Deliveries taken per wake-up. A viewer that is keeping up finds one or
 /// two; the bound keeps one late viewer's write (and the time its task
-/// holds a worker thread) short, and leaves the rest for the next. (Below
-/// tokio's cooperative budget of 128 operations per poll, past which the
-/// ring would say "not ready" anyway.)
+/// holds a worker thread) short, and leaves the rest for the next.
 pub const MAX_BATCH: usize = 64;
 
 /// The capacity of a batch kept from one wake-up to the next.
@@ -71,7 +71,8 @@ impl Pump {
 
     /// Waits for the viewer's next delivery, then takes every other one
     /// that is ready (up to [`MAX_BATCH`]) into `batch`, which it clears
-    /// first. Cancel-safe: it takes nothing until its one wait is over.
+    /// first. Cancel-safe: it takes nothing from the viewer until its one
+    /// wait is over, and nothing after it waits.
     pub async fn next_batch(&mut self, batch: &mut Vec<Delivery>) -> Result<(), Ended> {
         // A viewer keeping up takes one or two at a time: keep room for
         // that, but give back what a burst grew (64 deliveries kept by
