@@ -10,7 +10,21 @@ use bytes::Bytes;
 use super::{fanout, Deps, JoinRequest, Publisher, Stream, Viewer};
 use crate::config::{PublishConfig, StreamConfig};
 use crate::media::{flv::Event, ms_to_ticks, Codec, Frame, TrackInfo};
-use crate::supervisor::OsSpawner;
+use crate::supervisor::{OsSpawner, Spawner};
+
+/// A stream's dependencies for a test: `spawner`'s children, `publish`'s
+/// rules, and no listener of ours to read back from.
+pub fn deps(spawner: Arc<dyn Spawner>, publish: PublishConfig) -> Arc<Deps> {
+    Arc::new(Deps {
+        spawner,
+        ffmpeg_bin: "ffmpeg".into(),
+        internal_base: None,
+        rtsp_base: None,
+        publish,
+        internal_tokens: Default::default(),
+        ffmpeg_templates: Default::default(),
+    })
+}
 
 /// A publish-only stream `name` (it never spawns a child), its publisher,
 /// and a viewer who has joined and been given the tracks and the first
@@ -21,15 +35,7 @@ pub async fn published(name: &str) -> (Stream, Publisher, Viewer) {
             name: name.into(),
             sources: vec![],
         },
-        Arc::new(Deps {
-            spawner: Arc::new(OsSpawner::default()),
-            ffmpeg_bin: "ffmpeg".into(),
-            internal_base: None,
-            rtsp_base: None,
-            publish: PublishConfig::default(),
-            internal_tokens: Default::default(),
-            ffmpeg_templates: Default::default(),
-        }),
+        deps(Arc::new(OsSpawner::default()), PublishConfig::default()),
     );
     let p = s.publish("test", None).await.expect("a publisher");
     let join = tokio::spawn({

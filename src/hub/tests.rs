@@ -129,15 +129,7 @@ fn stream_with(
             name: "cam".into(),
             sources,
         },
-        Arc::new(Deps {
-            spawner: Arc::new(spawner),
-            ffmpeg_bin: "ffmpeg".into(),
-            internal_base: None,
-            rtsp_base: None,
-            publish,
-            internal_tokens: Default::default(),
-            ffmpeg_templates: Default::default(),
-        }),
+        testing::deps(Arc::new(spawner), publish),
     )
 }
 
@@ -356,15 +348,10 @@ async fn a_program_that_cannot_start_is_named_with_the_io_error() {
             name: "cam".into(),
             sources: vec![source(500)],
         },
-        Arc::new(Deps {
-            spawner: Arc::new(NoSuchProgram(Default::default())),
-            ffmpeg_bin: "ffmpeg".into(),
-            internal_base: None,
-            rtsp_base: None,
-            publish: PublishConfig::default(),
-            internal_tokens: Default::default(),
-            ffmpeg_templates: Default::default(),
-        }),
+        testing::deps(
+            Arc::new(NoSuchProgram(Default::default())),
+            PublishConfig::default(),
+        ),
     );
     let err = s.join(viewer()).await.err().expect("must fail");
     let StreamError::StartFailed { sources, .. } = &err else {
