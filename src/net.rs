@@ -38,7 +38,7 @@ pub const WRITE_STALL: Duration = Duration::from_secs(15);
 /// a timer entry per write, 500 times a frame at 500 viewers). Only a
 /// write the socket did not take whole waits, under the deadline.
 pub async fn write_all_within(
-    sock: &mut TcpStream,
+    sock: &TcpStream,
     mut slices: &mut [io::IoSlice<'_>],
 ) -> io::Result<()> {
     match sock.try_write_vectored(slices) {
@@ -51,10 +51,13 @@ pub async fn write_all_within(
     }
     let all = async {
         while !slices.is_empty() {
-            let n = sock.write_vectored(slices).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            sock.writable().await?;
+            let n = match sock.try_write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
             io::IoSlice::advance_slices(&mut slices, n);
         }
         Ok(())

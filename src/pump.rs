@@ -1,7 +1,9 @@
 //! The one output pump (issue 18): what every byte-stream output does the
 //! same way between a viewer and its socket. An output is a per-viewer
-//! encoder (its protocol: FLV tags, RTMP chunks, RTP packets, fMP4
-//! fragments, multipart JPEG) around a [`Pump`], which does the rest:
+//! encoder (its protocol: FLV tags, RTMP chunks, fMP4 fragments,
+//! multipart JPEG) around a [`Pump`], which does the rest. RTSP play uses
+//! only its counting: the fan-out offers it each batch in the producer's
+//! task (`rtsp/sink.rs`, issue 17), so it never waits in `next_batch`.
 //!
 //! - **the queueing:** [`Pump::next_batch`] waits for the viewer's next
 //!   delivery and takes every other one already waiting, so a viewer that
@@ -13,7 +15,7 @@
 //! - **the byte counting and the delivery delay** of `/api/streams` and
 //!   `/api/metrics` ([`Pump::write`], or [`Pump::sent`] and
 //!   [`Pump::delivered`] where something else writes: hyper for the HTTP
-//!   outputs, a UDP socket per packet for RTSP over UDP);
+//!   outputs, RTSP's sink);
 //! - **the end:** a viewer ends when its stream stops or it falls behind
 //!   for good ([`Ended`]); what it had already taken is still sent first.
 //!   A connection's own end (shutdown, the peer hanging up) is its task's:
@@ -21,11 +23,8 @@
 //!   lease with it.
 //!
 //! The connection loops stay the protocols' own, because each also reads
-//! its peer while it plays (RTSP requests and RTCP, RTMP acknowledgements,
-//! HTTP nothing). The encoders differ in one way on purpose: RTSP borrows
-//! the shared RTP payloads into its writes (a clone per packet was an
-//! atomic counter bounced between the cores by 500 viewers), where RTMP
-//! and the HTTP outputs queue `Bytes` that share the frame's FLV tag (hyper
+//! its peer while it plays (RTMP acknowledgements, HTTP nothing). RTMP and
+//! the HTTP outputs queue `Bytes` that share the frame's FLV tag (hyper
 //! needs owned chunks).
 
 use std::io::{self, IoSlice};

@@ -16,6 +16,12 @@
 //! 100 ms window batched frames to save wake-ups and writes; it added
 //! 48 ms (p99 102 ms) to every frame.
 //!
+//! Outputs that own their socket can also take each batch as it is sent,
+//! in the producer's task ([`Direct`]): a frame then reaches 500 viewers
+//! as 500 non-blocking writes from one task, not 500 task wake-ups (issue
+//! 17). A viewer whose socket is full goes back to its own task until it
+//! has caught up.
+//!
 //! The short `std::sync::Mutex` here guards only in-memory bookkeeping and is
 //! never held across an `.await`.
 
@@ -133,8 +139,66 @@ pub trait ReadyNotify: Send + Sync {
     fn settled(&self, run: u64);
 }
 
+/// A viewer whose output writes its frames itself, from the producer's
+/// side: after each batch goes into the ring, the fan-out calls
+/// [`Direct::offer`] on every registered one ([`Cursor::go_direct`]), in
+/// the task that published it. `offer` takes what its viewer's cursor has
+/// ready and writes it without waiting (a full socket is handed to the
+/// viewer's own task). Nothing in it may wait: it runs once per viewer per
+/// batch, on the producer's time.
+pub trait Direct: Send + Sync {
+    /// A batch was sent; `now` is when (read once for every viewer).
+    fn offer(&self, now: Instant);
+}
+
+/// The viewers that take batches from the producer's side. The list is
+/// copied on change (a join or a leave), so each batch costs one clone
+/// of it, not a lock held while the writes go out.
+#[derive(Default)]
+pub struct Directs {
+    list: Mutex<Arc<[Arc<dyn Direct>]>>,
+}
+
+impl Directs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<[Arc<dyn Direct>]>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn offer(&self) {
+        let list = self.lock().clone();
+        if list.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for d in list.iter() {
+            d.offer(now);
+        }
+    }
+}
+
+/// A [`Direct`]'s registration: dropping it stops the offers (one already
+/// under way may still come).
+pub struct DirectGuard {
+    directs: Arc<Directs>,
+    sink: Arc<dyn Direct>,
+}
+
+impl Drop for DirectGuard {
+    fn drop(&mut self) {
+        let mut list = self.directs.lock();
+        let me = Arc::as_ptr(&self.sink) as *const ();
+        *list = list
+            .iter()
+            .filter(|d| Arc::as_ptr(d) as *const () != me)
+            .cloned()
+            .collect();
+    }
+}
+
 pub struct Fanout {
     state: Mutex<State>,
+    /// Viewers that take each batch in the producer's task.
+    directs: Arc<Directs>,
     /// For log lines.
     stream: Box<str>,
     /// The newest frame's dts: how far behind a viewer is.
@@ -178,6 +242,7 @@ impl Fanout {
                 settled: false,
                 tx: None,
             }),
+            directs: Arc::default(),
             stream: stream.into(),
             latest: Arc::new(AtomicI64::new(0)),
             sent: Arc::new(AtomicU64::new(0)),
@@ -207,29 +272,37 @@ impl Fanout {
 
     /// Sends what is pending, caching it for late joiners as it goes out
     /// (so a join snapshot never holds an item the ring will still bring).
-    fn flush_locked(&self, st: &mut State) {
+    /// Returns whether anything went into the ring: then, with the lock
+    /// released, [`Directs::offer`].
+    fn flush_locked(&self, st: &mut State) -> bool {
         if st.pending.is_empty() {
-            return;
+            return false;
         }
         let items = std::mem::take(&mut st.pending);
         for item in &items {
             self.cache(st, item);
         }
-        if let Some(tx) = &st.tx {
+        let sent = if let Some(tx) = &st.tx {
             self.send(tx, items.into());
-        }
+            true
+        } else {
+            false
+        };
         let announced =
             |s: &SourceState| s.generation.is_none() || s.video.is_some() || s.audio.is_some();
         if st.ready && !st.settled && st.sources.iter().all(announced) {
             st.settled = true;
             self.notify.settled(st.run);
         }
+        sent
     }
 
     /// Sends what [`Fanout::queue`] queued, as one batch.
     pub fn flush(&self) {
-        let mut st = self.lock();
-        self.flush_locked(&mut st);
+        let sent = self.flush_locked(&mut self.lock());
+        if sent {
+            self.directs.offer();
+        }
     }
 
     /// Attaches a new producer run for `source`.
@@ -280,7 +353,10 @@ impl Fanout {
             }
         }
         st.pending.push(Item::SourceGone { source });
-        self.flush_locked(&mut st);
+        if self.flush_locked(&mut st) {
+            drop(st);
+            self.directs.offer();
+        }
     }
 
     /// Ends the current run of the stream: cursors end, state resets.
@@ -304,6 +380,8 @@ impl Fanout {
         // Closed); the ring itself goes with the last of them.
         if let Some(tx) = st.tx.take() {
             self.send(&tx, Arc::new([Item::Eos]));
+            drop(st);
+            self.directs.offer();
         }
     }
 
@@ -339,7 +417,10 @@ impl Fanout {
     pub fn publish(&self, source: SourceId, generation: Generation, ev: Event) -> bool {
         let mut st = self.lock();
         let ok = self.queue_locked(&mut st, source, generation, ev);
-        self.flush_locked(&mut st);
+        if self.flush_locked(&mut st) {
+            drop(st);
+            self.directs.offer();
+        }
         ok
     }
 
@@ -512,6 +593,7 @@ impl Fanout {
             latest: self.latest.clone(),
             live: false,
             preferred: self.preferred,
+            directs: self.directs.clone(),
         }
     }
 }
@@ -534,6 +616,7 @@ pub struct Cursor {
     live: bool,
     /// See [`Fanout`]'s field of that name.
     preferred: Option<SourceId>,
+    directs: Arc<Directs>,
 }
 
 pub enum Next {
@@ -552,6 +635,17 @@ impl Cursor {
             self.latest.load(Ordering::Relaxed) - dts
         } else {
             0
+        }
+    }
+
+    /// From now on, `sink` is offered each batch the fan-out sends, in
+    /// the producer's task, until the guard is dropped.
+    pub fn go_direct(&self, sink: Arc<dyn Direct>) -> DirectGuard {
+        let mut list = self.directs.lock();
+        *list = list.iter().cloned().chain([sink.clone()]).collect();
+        DirectGuard {
+            directs: self.directs.clone(),
+            sink,
         }
     }
 

@@ -230,6 +230,13 @@ impl Viewer {
         self.selector.stats()
     }
 
+    /// From now on, `sink` takes this viewer's deliveries in the
+    /// producer's task ([`Direct`](super::fanout::Direct)), until the guard
+    /// is dropped. Its own task then waits for `sink`'s word, not the ring.
+    pub fn go_direct(&self, sink: Arc<dyn super::fanout::Direct>) -> super::fanout::DirectGuard {
+        self.selector.go_direct(sink)
+    }
+
     /// Keeps `d` to be delivered again, after what is already kept and
     /// before anything new: what an output looked at to describe the
     /// stream before it plays it (RTSP's DESCRIBE learns the tracks from

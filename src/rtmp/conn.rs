@@ -229,7 +229,7 @@ impl Conn {
         }
         let out = std::mem::take(&mut self.out);
         let mut slices: Vec<IoSlice> = out.iter().map(|b| IoSlice::new(b)).collect();
-        crate::net::write_all_within(&mut self.sock, &mut slices)
+        crate::net::write_all_within(&self.sock, &mut slices)
             .await
             .map_err(ConnError::Write)
     }

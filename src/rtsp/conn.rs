@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rtsp_types::{Method, Request};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::play::{next_batch, Session};
+use super::play::Session;
 use super::target::target;
 use super::transport::Transport;
 use super::{auth, publish, wire, PUBLIC, REQUEST_TIMEOUT, SESSION_TIMEOUT};
@@ -30,6 +29,27 @@ async fn recv_udp(p: &mut Option<publish::PublishSession>) -> Option<(usize, byt
     }
 }
 
+/// A read into `buf`. The socket is shared with the session's media path
+/// ([`super::sink`]), which writes from the fan-out's side.
+async fn read_buf(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match sock.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// The session's word that its media path has something for this task to
+/// write (the rest of a write the socket did not take), or never.
+async fn media_wake(session: &Option<Session>) {
+    match session {
+        Some(s) => s.sink.wake.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `sleep_until`, made only when first polled. `select!` builds every
 /// branch's future on each turn of the connection loop, disabled ones too:
 /// a playing connection turns once per frame, and a timer made and dropped
@@ -39,7 +59,8 @@ async fn sleep_until_lazy(at: Instant) {
 }
 
 pub(super) struct Conn {
-    pub(super) sock: TcpStream,
+    /// Shared with the playing session's media path (its writes).
+    pub(super) sock: Arc<TcpStream>,
     pub(super) peer: SocketAddr,
     pub(super) local: SocketAddr,
     pub(super) registry: Arc<Registry>,
@@ -150,7 +171,7 @@ impl ConnError {
 
 enum Event {
     Read(io::Result<usize>),
-    Media(Result<(), Ended>),
+    Media,
     Silent,
     /// No request for [`REQUEST_TIMEOUT`], and nothing else to keep it.
     Idle,
@@ -167,7 +188,9 @@ impl Conn {
         loop {
             let playing = self.session.as_ref().is_some_and(|s| s.playing);
             let udp = self.session.as_ref().is_some_and(|s| {
-                s.tracks
+                s.sink
+                    .lock()
+                    .tracks
                     .iter()
                     .any(|t| matches!(t.transport, Some(Transport::Udp { .. })))
             });
@@ -199,8 +222,8 @@ impl Conn {
                     ..
                 } = &mut *self;
                 tokio::select! {
-                    r = sock.read_buf(buf) => Event::Read(r),
-                    r = next_batch(session), if playing => Event::Media(r),
+                    r = read_buf(sock, buf) => Event::Read(r),
+                    _ = media_wake(session), if playing => Event::Media,
                     _ = sleep_until_lazy(silent_at), if watch => Event::Silent,
                     _ = sleep_until_lazy(idle_at), if idle => Event::Idle,
                     Some((i, d)) = recv_udp(publishing) => Event::Udp(i, d),
@@ -210,8 +233,7 @@ impl Conn {
                 Event::Read(Ok(0)) => Err(ConnError::Closed),
                 Event::Read(Err(e)) => Err(ConnError::Read(e)),
                 Event::Read(Ok(_)) => self.on_input().await,
-                Event::Media(Ok(())) => self.on_media().await,
-                Event::Media(Err(e)) => Err(ConnError::ViewerEnded(e)),
+                Event::Media => self.on_media().await,
                 Event::Silent => Err(ConnError::Silent),
                 Event::Idle => Err(ConnError::Idle),
                 Event::Udp(i, d) => self.on_published_rtp(i, d),
@@ -238,14 +260,12 @@ impl Conn {
                     }
                     // RTCP receiver reports from a TCP client are its sign
                     // of life; data before any SETUP is a protocol error.
-                    let set_up = self
-                        .session
+                    let set_up = self.session.as_ref().is_some_and(|s| {
+                        s.sink.lock().tracks.iter().any(|t| t.transport.is_some())
+                    }) || self
+                        .publishing
                         .as_ref()
-                        .is_some_and(|s| s.tracks.iter().any(|t| t.transport.is_some()))
-                        || self
-                            .publishing
-                            .as_ref()
-                            .is_some_and(|p| p.tracks.iter().any(|t| t.channel.is_some()));
+                        .is_some_and(|p| p.tracks.iter().any(|t| t.channel.is_some()));
                     if !set_up {
                         return Err(ConnError::DataBeforeSetup(channel));
                     }
@@ -263,9 +283,8 @@ impl Conn {
                         None => Reply::error(400, "Bad Request", "missing CSeq"),
                         Some(_) => self.handle(&req).await,
                     };
-                    self.respond(cseq.as_deref(), reply)
-                        .await
-                        .map_err(ConnError::Write)?;
+                    self.respond(cseq.as_deref(), reply).await?;
+                    self.start_media().await?;
                 }
                 Err(e) => {
                     // Answer, then close: after a framing error the stream
@@ -279,7 +298,31 @@ impl Conn {
         }
     }
 
-    async fn respond(&mut self, cseq: Option<&str>, r: Reply) -> io::Result<()> {
+    /// After PLAY's answer: the fan-out offers the session each batch from
+    /// now on, and what is already waiting goes now.
+    async fn start_media(&mut self) -> Result<(), ConnError> {
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        if !s.playing || s.direct.is_some() {
+            return Ok(());
+        }
+        let guard = s.sink.lock().pump.viewer().go_direct(s.sink.clone());
+        s.direct = Some(guard);
+        // A batch sent before the registration was offered to nobody.
+        let sink = s.sink.clone();
+        sink.flush().await
+    }
+
+    /// The media path needs this task: the rest of a write, or its end.
+    async fn on_media(&mut self) -> Result<(), ConnError> {
+        match &self.session {
+            Some(s) => s.sink.clone().flush().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn respond(&mut self, cseq: Option<&str>, r: Reply) -> Result<(), ConnError> {
         let mut s = format!("RTSP/1.0 {} {}\r\n", r.status, r.reason);
         if let Some(c) = cseq {
             s += &format!("CSeq: {c}\r\n");
@@ -295,7 +338,13 @@ impl Conn {
         s += "\r\n";
         let mut bytes = s.into_bytes();
         bytes.extend_from_slice(&r.body);
-        crate::net::write_all_within(&mut self.sock, &mut [IoSlice::new(&bytes)]).await
+        match &self.session {
+            // After what the media path has pending: never inside a packet.
+            Some(s) => s.sink.clone().reply(&bytes).await,
+            None => crate::net::write_all_within(&self.sock, &mut [IoSlice::new(&bytes)])
+                .await
+                .map_err(ConnError::Write),
+        }
     }
 
     /// The id of this connection's session, playing or publishing.
@@ -415,6 +464,8 @@ impl Conn {
                 Ok(()) => {
                     if let Some(s) = &mut self.session {
                         s.playing = false;
+                        s.sink.lock().playing = false;
+                        s.direct = None;
                     }
                     Reply::ok().header("Session", self.session_header())
                 }

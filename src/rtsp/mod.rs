@@ -1,14 +1,17 @@
 //! RTSP server (RFC 2326): every stream to RTSP players, over TCP
 //! (interleaved, §10.12) and UDP.
 //!
-//! One task per connection owns everything of it: the socket, the parse
-//! buffer, the session and its viewer. It waits on the socket and on the
-//! viewer at once and never holds a lock. An RTSP viewer is a consumer like
-//! any other: DESCRIBE (or the first SETUP) joins the stream, TEARDOWN or a
-//! closed connection leaves it.
+//! One task per connection owns it: the socket, the parse buffer, the
+//! session. Once a session plays, its media path ([`sink`]) is shared with
+//! the fan-out, which writes each batch from the producer's task; the
+//! connection's task reads requests and RTCP, and writes only what a full
+//! socket left over. An RTSP viewer is a consumer like any other: DESCRIBE
+//! (or the first SETUP) joins the stream, TEARDOWN or a closed connection
+//! leaves it.
 //!
 //! The parts: [`conn`] (the connection task: its request loop, dispatch
-//! and the answers), [`play`] (DESCRIBE/SETUP/PLAY and the media path),
+//! and the answers), [`play`] (DESCRIBE/SETUP/PLAY), [`sink`] (the media
+//! path),
 //! [`publish`] (ANNOUNCE/RECORD and the publish session), [`transport`]
 //! (interleaved channels and UDP port pairs), [`target`] (what a request
 //! URL names), [`wire`] (framing), [`sdp`], [`auth`].
@@ -18,6 +21,7 @@ mod conn;
 mod play;
 mod publish;
 pub mod sdp;
+mod sink;
 mod target;
 mod transport;
 pub mod wire;
@@ -81,7 +85,7 @@ pub async fn serve(
         async move {
             let now = Instant::now();
             let mut c = Conn {
-                sock,
+                sock: Arc::new(sock),
                 peer,
                 local,
                 registry,

@@ -1,63 +1,48 @@
 //! Playing (RFC 2326 §10.2 DESCRIBE, §10.4 SETUP, §10.5 PLAY): a
-//! connection's viewer, its tracks, and the media path that sends them as
-//! RTP with RTCP sender reports.
+//! connection's viewer and its tracks, up to the media path ([`super::sink`]).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::BufMut;
 use rtsp_types::headers::{Transport as RtspTransport, TransportMode, Transports};
 use rtsp_types::Request;
 use tokio::time::Instant;
 
-use super::conn::{Conn, ConnError, Reply};
+use super::conn::{Conn, Reply};
+use super::sink::{Out, Sink};
 use super::target::{audio_wanted, target, video_wanted, wanted, with_default_query, Target};
-use super::transport::{negotiate, send_udp, watch_rtcp, AbortOnDrop, Lower, Transport};
-use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, SR_INTERVAL, TRACKS_WAIT};
-use crate::hub::fanout::{Delivery, Ended};
+use super::transport::{negotiate, watch_rtcp, AbortOnDrop, Lower, Transport};
+use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, TRACKS_WAIT};
+use crate::hub::fanout::{Delivery, DirectGuard};
 use crate::hub::JoinRequest;
-use crate::media::rtp::{self, Chunk, Sender, TrackParams};
-use crate::media::{Codec, Frame, TrackInfo, TrackKind};
+use crate::media::rtp::{Sender, TrackParams};
+use crate::media::TrackInfo;
 use crate::pump::Pump;
 
-/// One track of a session.
-pub(super) struct Out {
-    pub(super) kind: TrackKind,
-    pub(super) codec: Codec,
-    pub(super) params: TrackParams,
-    pub(super) sender: Sender,
-    pub(super) transport: Option<Transport>,
-    /// A sender report went out since this track's first packet.
-    pub(super) reported: bool,
-}
-
+/// A session of a connection: DESCRIBE (or the first SETUP) made it, and
+/// TEARDOWN, a new DESCRIBE or the connection's end drops it.
 pub(super) struct Session {
     pub(super) id: String,
     pub(super) stream: String,
-    /// The viewer; the deliveries DESCRIBE took to learn the tracks are
-    /// set aside in it, to be sent after PLAY.
-    pub(super) pump: Pump,
-    /// The batch being sent (kept for its allocation).
-    pub(super) batch: Vec<Delivery>,
-    pub(super) tracks: Vec<Out>,
+    /// The media path, shared with the fan-out while playing.
+    pub(super) sink: Arc<Sink>,
+    /// PLAY answered, and no PAUSE since.
     pub(super) playing: bool,
-    /// The pts that maps to rtptime in RTP-Info: the first frame sent.
-    pub(super) first_pts: Option<i64>,
-    /// Wall time at PLAY, paired with `first_pts`: every track's sender
-    /// reports map the stream clock to NTP through this one pair, so the
-    /// player aligns the tracks exactly as the stream clock does (RFC 3550
-    /// §6.4.1), however bursty each track's packets were.
-    pub(super) wall_ref: Option<(SystemTime, i64)>,
+    /// The sink's registration with the fan-out, while playing.
+    pub(super) direct: Option<DirectGuard>,
     /// Last sign of life of a UDP client (ms since the connection opened).
     pub(super) last_seen: Arc<AtomicU64>,
-    /// When the next RTCP sender reports are due (RFC 3550 §6.2: an
-    /// active sender reports periodically; with no media there is nothing
-    /// to map, so they go with the media, checked once per batch).
-    pub(super) next_report: Instant,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Before the registration goes (with the fields): an offer under
+        // way when the session ends writes nothing more.
+        self.sink.lock().playing = false;
+    }
 }
 
 impl Conn {
@@ -177,17 +162,20 @@ impl Conn {
         for d in pending {
             viewer.set_aside(d);
         }
+        let id = format!("{:016X}", rand::random::<u64>());
         self.session = Some(Session {
-            id: format!("{:016X}", rand::random::<u64>()),
+            sink: Arc::new(Sink::new(
+                &t.stream,
+                &id,
+                Pump::new(viewer),
+                out,
+                self.sock.clone(),
+            )),
+            id,
             stream: t.stream.clone(),
-            pump: Pump::new(viewer),
-            batch: Vec::new(),
-            tracks: out,
             playing: false,
-            first_pts: None,
-            wall_ref: None,
+            direct: None,
             last_seen: Arc::new(AtomicU64::new(self.now_ms())),
-            next_report: Instant::now() + SR_INTERVAL,
         });
         Ok(())
     }
@@ -207,7 +195,13 @@ impl Conn {
         let Some(s) = &self.session else {
             return Reply::error(500, "Internal Server Error", "no session");
         };
-        let params: Vec<TrackParams> = s.tracks.iter().map(|t| t.params.clone()).collect();
+        let params: Vec<TrackParams> = s
+            .sink
+            .lock()
+            .tracks
+            .iter()
+            .map(|t| t.params.clone())
+            .collect();
         let body = sdp::describe(&params, rand::random::<u32>() as u64).into_bytes();
         let mut base = url.clone();
         base.set_query(None);
@@ -253,12 +247,12 @@ impl Conn {
         }
         let local_ip = self.local.ip();
         let peer_ip = self.peer.ip();
-        let Some(s) = &mut self.session else {
+        let Some(s) = &self.session else {
             return Reply::error(500, "Internal Server Error", "no session");
         };
         let index = t.track.unwrap_or(0);
-        let n = s.tracks.len();
-        let Some(track) = s.tracks.get_mut(index) else {
+        let n = s.sink.lock().tracks.len();
+        if index >= n {
             return Reply::error(
                 404,
                 "Not Found",
@@ -267,11 +261,14 @@ impl Conn {
                     t.stream
                 ),
             );
-        };
+        }
+        // Not under the sink's lock: a UDP port pair is bound here.
         let lower = match negotiate(&transports, index, local_ip).await {
             Ok(l) => l,
             Err(r) => return r,
         };
+        let mut m = s.sink.lock();
+        let track = &mut m.tracks[index];
         let answer = format!("{};ssrc={:08X}", lower.answer(), track.sender.ssrc);
         track.transport = Some(match lower {
             Lower::Tcp { rtp, rtcp } => Transport::Tcp { rtp, rtcp },
@@ -300,20 +297,21 @@ impl Conn {
         let Some(s) = &mut self.session else {
             return Reply::error(454, "Session Not Found", "no session");
         };
-        if !s.tracks.iter().any(|t| t.transport.is_some()) {
+        let mut m = s.sink.lock();
+        if !m.tracks.iter().any(|t| t.transport.is_some()) {
             return Reply::error(455, "Method Not Valid in This State", "PLAY before SETUP");
         }
         // RTP-Info (§12.33): the first packet of each track will carry
         // this seq and rtptime; both derive from the first pending frame.
-        let first = s.first_pts.or_else(|| {
-            s.pump.viewer().set_aside_items().find_map(|d| match d {
+        let first = m.first_pts.or_else(|| {
+            m.pump.viewer().set_aside_items().find_map(|d| match d {
                 Delivery::Frame(f) => Some(f.pts),
                 _ => None,
             })
         });
         let base = req.request_uri().map(|u| u.to_string()).unwrap_or_default();
         let base = base.trim_end_matches('/');
-        let info: Vec<String> = s
+        let info: Vec<String> = m
             .tracks
             .iter()
             .enumerate()
@@ -330,10 +328,14 @@ impl Conn {
                 )
             })
             .collect();
-        s.first_pts = first;
+        m.first_pts = first;
         if let Some(p) = first {
-            s.wall_ref.get_or_insert((SystemTime::now(), p));
+            m.wall_ref.get_or_insert((SystemTime::now(), p));
         }
+        // Media goes out after this reply (`Sink::reply`), and from the
+        // fan-out's offers once the connection registers the sink.
+        m.playing = true;
+        drop(m);
         s.playing = true;
         tracing::info!(stream = %s.stream, peer = %self.peer, session = %s.id, "rtsp play");
         Reply::ok()
@@ -343,198 +345,5 @@ impl Conn {
             )
             .header("Range", "npt=0.000-")
             .header("RTP-Info", info.join(","))
-    }
-
-    /// Sends the batch [`next_batch`] took, in one write.
-    pub(super) async fn on_media(&mut self) -> Result<(), ConnError> {
-        // Sender reports before the first packets: a player that gets media
-        // first can only guess how the tracks line up, and re-bases its
-        // timestamps when the reports come. Then every SR_INTERVAL, with
-        // the media: a timer polled at each of a viewer's wake-ups (one per
-        // frame) cost more than this one clock read per batch.
-        let now = Instant::now();
-        if self.session.as_ref().is_some_and(|s| {
-            now >= s.next_report
-                || s.tracks
-                    .iter()
-                    .any(|t| t.transport.is_some() && !t.reported)
-        }) {
-            self.send_reports().await?;
-            if let Some(s) = &mut self.session {
-                if now >= s.next_report {
-                    s.next_report = now + SR_INTERVAL;
-                }
-            }
-        }
-        let Some(s) = &mut self.session else {
-            return Ok(());
-        };
-        let batch = std::mem::take(&mut s.batch);
-        // Per viewer, only the RTP and interleave headers are made here:
-        // the payloads are the frame's, packetized once for every viewer
-        // (`Wire`) and borrowed, not cloned. A clone per packet was an
-        // atomic increment and decrement of the payload's one shared
-        // counter, by every viewer on both worker threads: a cache line
-        // that 500 viewers bounced between cores for every packet.
-        //
-        // The headers go into a buffer made per write: the allocator hands
-        // back memory that is still in cache, where a buffer kept per
-        // connection is cold memory for each of 500 viewers in turn.
-        let mut out: Vec<u8> = Vec::with_capacity(1024);
-        // Where in `out` each TCP packet's headers are, and its body.
-        let mut packets: Vec<(usize, usize, &[u8])> = Vec::new();
-        let mut sent = 0;
-        for d in &batch {
-            let f = match d {
-                Delivery::Tracks { video, audio } => {
-                    update_tracks(s, [video.clone(), audio.clone()]);
-                    continue;
-                }
-                Delivery::Frame(f) => f,
-            };
-            let Some(t) = s
-                .tracks
-                .iter_mut()
-                .find(|t| t.codec == f.codec && t.transport.is_some())
-            else {
-                continue;
-            };
-            let rtp_time = t.params.rtp_time(f.pts);
-            for c in chunks(f, &t.params).iter() {
-                let h = t.sender.header(c, rtp_time, f.pts);
-                match &t.transport {
-                    Some(Transport::Tcp { rtp, .. }) => {
-                        // RFC 2326 §10.12: '$', channel, length, then the
-                        // packet. With the RTP header and the 0 to 4 byte
-                        // prefix, one copy beats iovecs of their own.
-                        let len = ((12 + c.len()) as u16).to_be_bytes();
-                        let mut head = [0u8; 16];
-                        head[..4].copy_from_slice(&[b'$', *rtp, len[0], len[1]]);
-                        head[4..].copy_from_slice(&h);
-                        let at = out.len();
-                        out.extend_from_slice(&head);
-                        out.extend_from_slice(&c.prefix);
-                        packets.push((at, 16 + c.prefix.len(), &c.body));
-                    }
-                    Some(Transport::Udp { rtp, to_rtp, .. }) => {
-                        send_udp(rtp, *to_rtp, &[&h, &c.prefix, &c.body]);
-                        sent += h.len() + c.len();
-                    }
-                    None => {}
-                }
-            }
-        }
-        // The batch's delay (`/api/metrics`) ends when its last packet is
-        // sent: UDP above, interleaved TCP below (the pump counts those).
-        s.pump.sent(sent);
-        let written = if packets.is_empty() {
-            s.pump.delivered();
-            Ok(())
-        } else {
-            let mut slices: Vec<IoSlice> = Vec::with_capacity(packets.len() * 2);
-            for (at, len, body) in &packets {
-                slices.push(IoSlice::new(&out[*at..*at + *len]));
-                slices.push(IoSlice::new(body));
-            }
-            s.pump.write(&mut self.sock, &mut slices).await
-        };
-        drop(packets);
-        // Kept for its allocation; the deliveries go now.
-        let mut batch = batch;
-        batch.clear();
-        s.batch = batch;
-        written.map_err(ConnError::Write)
-    }
-
-    pub(super) async fn send_reports(&mut self) -> Result<(), ConnError> {
-        let Some(s) = &mut self.session else {
-            return Ok(());
-        };
-        let wall_ref = s.wall_ref;
-        let mut tcp = Vec::new();
-        for t in &mut s.tracks {
-            // The NTP time of the track's last packet, by the stream clock.
-            let ntp = match (wall_ref, t.sender.last) {
-                (Some((wall, ref_pts)), Some((_, pts))) => {
-                    let d = pts - ref_pts;
-                    let span = Duration::from_micros(
-                        (d.unsigned_abs() as u128 * 1_000_000 / crate::media::TIMESCALE as u128)
-                            as u64,
-                    );
-                    if d >= 0 {
-                        wall + span
-                    } else {
-                        wall - span
-                    }
-                }
-                _ => SystemTime::now(),
-            };
-            let sr = match (t.sender.last, wall_ref) {
-                (Some(_), _) => t.sender.sender_report(ntp),
-                // Nothing sent yet: report where the first frame will be.
-                (None, Some((wall, ref_pts))) => Some(t.sender.sender_report_at(
-                    t.sender.ts_base.wrapping_add(t.params.rtp_time(ref_pts)),
-                    wall,
-                )),
-                (None, None) => None,
-            };
-            let Some(sr) = sr else {
-                continue;
-            };
-            t.reported = true;
-            match &t.transport {
-                Some(Transport::Tcp { rtcp, .. }) => {
-                    tcp.put_u8(b'$');
-                    tcp.put_u8(*rtcp);
-                    tcp.put_u16(sr.len() as u16);
-                    tcp.put_slice(&sr);
-                }
-                Some(Transport::Udp { rtcp, to_rtcp, .. }) => send_udp(rtcp, *to_rtcp, &[&sr]),
-                None => {}
-            }
-        }
-        if tcp.is_empty() {
-            return Ok(());
-        }
-        crate::net::write_all_within(&mut self.sock, &mut [IoSlice::new(&tcp)])
-            .await
-            .map_err(ConnError::Write)
-    }
-}
-
-/// The next batch of a playing session (what DESCRIBE set aside comes
-/// first), into the session's `batch` for [`Conn::on_media`].
-pub(super) async fn next_batch(session: &mut Option<Session>) -> Result<(), Ended> {
-    let Some(s) = session else {
-        return std::future::pending().await;
-    };
-    s.pump.next_batch(&mut s.batch).await
-}
-
-/// A frame's RTP payloads, made once for all viewers (`Wire`).
-fn chunks<'f>(f: &'f Frame, params: &TrackParams) -> &'f [Chunk] {
-    f.wire.rtp(|| match rtp::packetize(f, params) {
-        Ok(c) => c.into(),
-        Err(e) => {
-            tracing::warn!(codec = ?f.codec, error = %e, "frame cannot be sent over RTP; dropped");
-            Arc::from([])
-        }
-    })
-}
-
-/// New parameters (SPS/PPS, AAC config) for tracks the session already
-/// has; the SDP cannot change mid-session, so a codec change is dropped.
-fn update_tracks(s: &mut Session, infos: [Option<TrackInfo>; 2]) {
-    for info in infos.into_iter().flatten() {
-        let Some(t) = s.tracks.iter_mut().find(|t| t.kind == info.kind()) else {
-            continue;
-        };
-        if t.codec != info.codec {
-            tracing::warn!(stream = %s.stream, session = %s.id, from = ?t.codec, to = ?info.codec, "codec changed mid-session; that track stops");
-            continue;
-        }
-        if let Ok(p) = TrackParams::new(&info) {
-            t.params = p;
-        }
     }
 }

@@ -103,6 +103,11 @@ impl Selector {
         &self.stats
     }
 
+    /// See [`Cursor::go_direct`].
+    pub fn go_direct(&self, sink: Arc<dyn super::Direct>) -> super::DirectGuard {
+        self.cursor.go_direct(sink)
+    }
+
     fn chosen_info(&self, k: usize) -> Option<TrackInfo> {
         self.chosen[k]
             .and_then(|s| self.tracks.get(s as usize))
