@@ -36,6 +36,8 @@ use crate::hub::fanout::{Delivery, Ended};
 use crate::hub::Viewer;
 use crate::net;
 
+pub mod sink;
+
 /// Deliveries taken per wake-up. A viewer that is keeping up finds one or
 /// two; the bound keeps one late viewer's write (and the time its task
 /// holds a worker thread) short, and leaves the rest for the next.

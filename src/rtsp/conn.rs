@@ -45,7 +45,7 @@ async fn read_buf(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
 /// write (the rest of a write the socket did not take), or never.
 async fn media_wake(session: &Option<Session>) {
     match session {
-        Some(s) => s.sink.wake.notified().await,
+        Some(s) => std::future::poll_fn(|cx| s.sink.poll_wake(cx)).await,
         None => std::future::pending().await,
     }
 }
@@ -190,6 +190,7 @@ impl Conn {
             let udp = self.session.as_ref().is_some_and(|s| {
                 s.sink
                     .lock()
+                    .enc
                     .tracks
                     .iter()
                     .any(|t| matches!(t.transport, Some(Transport::Udp { .. })))
@@ -261,7 +262,12 @@ impl Conn {
                     // RTCP receiver reports from a TCP client are its sign
                     // of life; data before any SETUP is a protocol error.
                     let set_up = self.session.as_ref().is_some_and(|s| {
-                        s.sink.lock().tracks.iter().any(|t| t.transport.is_some())
+                        s.sink
+                            .lock()
+                            .enc
+                            .tracks
+                            .iter()
+                            .any(|t| t.transport.is_some())
                     }) || self
                         .publishing
                         .as_ref()
@@ -307,17 +313,16 @@ impl Conn {
         if !s.playing || s.direct.is_some() {
             return Ok(());
         }
-        let guard = s.sink.lock().pump.viewer().go_direct(s.sink.clone());
-        s.direct = Some(guard);
+        s.direct = Some(s.sink.go_direct());
         // A batch sent before the registration was offered to nobody.
         let sink = s.sink.clone();
-        sink.flush().await
+        Ok(sink.flush().await?)
     }
 
     /// The media path needs this task: the rest of a write, or its end.
     async fn on_media(&mut self) -> Result<(), ConnError> {
         match &self.session {
-            Some(s) => s.sink.clone().flush().await,
+            Some(s) => Ok(s.sink.clone().flush().await?),
             None => Ok(()),
         }
     }
@@ -340,7 +345,7 @@ impl Conn {
         bytes.extend_from_slice(&r.body);
         match &self.session {
             // After what the media path has pending: never inside a packet.
-            Some(s) => s.sink.clone().reply(&bytes).await,
+            Some(s) => Ok(s.sink.clone().write_own(&bytes).await?),
             None => crate::net::write_all_within(&self.sock, &mut [IoSlice::new(&bytes)])
                 .await
                 .map_err(ConnError::Write),

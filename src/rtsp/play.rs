@@ -12,7 +12,7 @@ use rtsp_types::Request;
 use tokio::time::Instant;
 
 use super::conn::{Conn, Reply};
-use super::sink::{Out, Sink};
+use super::sink::{Media, Out, Sink};
 use super::target::{audio_wanted, target, video_wanted, wanted, with_default_query, Target};
 use super::transport::{negotiate, watch_rtcp, AbortOnDrop, Lower, Transport};
 use super::{sdp, AUDIO_WAIT, SESSION_TIMEOUT, TRACKS_WAIT};
@@ -20,6 +20,7 @@ use crate::hub::fanout::{Delivery, DirectGuard};
 use crate::hub::JoinRequest;
 use crate::media::rtp::{Sender, TrackParams};
 use crate::media::TrackInfo;
+use crate::pump::sink::Framing;
 use crate::pump::Pump;
 
 /// A session of a connection: DESCRIBE (or the first SETUP) made it, and
@@ -165,11 +166,10 @@ impl Conn {
         let id = format!("{:016X}", rand::random::<u64>());
         self.session = Some(Session {
             sink: Arc::new(Sink::new(
-                &t.stream,
-                &id,
+                Media::new(&t.stream, &id, out),
                 Pump::new(viewer),
-                out,
                 self.sock.clone(),
+                Framing::Raw,
             )),
             id,
             stream: t.stream.clone(),
@@ -198,6 +198,7 @@ impl Conn {
         let params: Vec<TrackParams> = s
             .sink
             .lock()
+            .enc
             .tracks
             .iter()
             .map(|t| t.params.clone())
@@ -251,7 +252,7 @@ impl Conn {
             return Reply::error(500, "Internal Server Error", "no session");
         };
         let index = t.track.unwrap_or(0);
-        let n = s.sink.lock().tracks.len();
+        let n = s.sink.lock().enc.tracks.len();
         if index >= n {
             return Reply::error(
                 404,
@@ -268,7 +269,7 @@ impl Conn {
             Err(r) => return r,
         };
         let mut m = s.sink.lock();
-        let track = &mut m.tracks[index];
+        let track = &mut m.enc.tracks[index];
         let answer = format!("{};ssrc={:08X}", lower.answer(), track.sender.ssrc);
         track.transport = Some(match lower {
             Lower::Tcp { rtp, rtcp } => Transport::Tcp { rtp, rtcp },
@@ -298,12 +299,12 @@ impl Conn {
             return Reply::error(454, "Session Not Found", "no session");
         };
         let mut m = s.sink.lock();
-        if !m.tracks.iter().any(|t| t.transport.is_some()) {
+        if !m.enc.tracks.iter().any(|t| t.transport.is_some()) {
             return Reply::error(455, "Method Not Valid in This State", "PLAY before SETUP");
         }
         // RTP-Info (§12.33): the first packet of each track will carry
         // this seq and rtptime; both derive from the first pending frame.
-        let first = m.first_pts.or_else(|| {
+        let first = m.enc.first_pts.or_else(|| {
             m.pump.viewer().set_aside_items().find_map(|d| match d {
                 Delivery::Frame(f) => Some(f.pts),
                 _ => None,
@@ -312,6 +313,7 @@ impl Conn {
         let base = req.request_uri().map(|u| u.to_string()).unwrap_or_default();
         let base = base.trim_end_matches('/');
         let info: Vec<String> = m
+            .enc
             .tracks
             .iter()
             .enumerate()
@@ -328,9 +330,9 @@ impl Conn {
                 )
             })
             .collect();
-        m.first_pts = first;
+        m.enc.first_pts = first;
         if let Some(p) = first {
-            m.wall_ref.get_or_insert((SystemTime::now(), p));
+            m.enc.wall_ref.get_or_insert((SystemTime::now(), p));
         }
         // Media goes out after this reply (`Sink::reply`), and from the
         // fan-out's offers once the connection registers the sink.

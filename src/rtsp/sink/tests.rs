@@ -1,12 +1,16 @@
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::hub::fanout::{DirectGuard, Ended};
 use crate::hub::testing::{event, published};
 use crate::media::ms_to_ticks;
+use crate::pump::sink::Framing;
+use crate::pump::Pump;
 
 /// An avcC with one SPS and one PPS (ISO 14496-15 §5.3.3.1), 4-byte NAL
 /// lengths.
@@ -56,18 +60,15 @@ fn playing(viewer: crate::hub::Viewer, sock: TcpStream) -> (Arc<Sink>, DirectGua
         reported: false,
     };
     let sink = Arc::new(Sink::new(
-        "cam",
-        "S",
+        Media::new("cam", "S", vec![out]),
         Pump::new(viewer),
-        vec![out],
         Arc::new(sock),
+        Framing::Raw,
     ));
     sink.lock().playing = true;
-    let guard = sink.lock().pump.viewer().go_direct(sink.clone());
+    let guard = sink.go_direct();
     (sink, guard)
 }
-
-use crate::hub::fanout::DirectGuard;
 
 /// What a client read: RTP packets of channel 0 as (seq, rtp time,
 /// marker), and where among them each RTSP response came.
@@ -128,9 +129,9 @@ fn conn_task(
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = sink.wake.notified() => sink.flush().await.unwrap(),
+                _ = std::future::poll_fn(|cx| sink.poll_wake(cx)) => sink.flush().await.unwrap(),
                 r = rx.recv() => match r {
-                    Some(reply) => sink.reply(reply).await.unwrap(),
+                    Some(reply) => sink.write_own(reply).await.unwrap(),
                     None => return,
                 },
             }
@@ -157,8 +158,8 @@ async fn a_full_socket_hands_the_rest_to_the_task_and_the_wire_stays_whole_and_i
     }
     {
         let m = sink.lock();
-        assert!(m.writing, "a full socket hands over to the task");
-        assert!(!m.pending.is_empty(), "with the rest of the write");
+        assert!(m.handed_over(), "a full socket hands over to the task");
+        assert!(m.owed() > 0, "with the rest of the write");
     }
     let (replies, task) = conn_task(sink.clone());
     replies
@@ -205,7 +206,7 @@ async fn a_full_socket_hands_the_rest_to_the_task_and_the_wire_stays_whole_and_i
         assert_eq!(pair[1].wrapping_sub(pair[0]), 40 * 90, "frames in order");
     }
     // Caught up: the offers write again, and the viewer lost nothing.
-    assert!(!sink.lock().writing);
+    assert!(!sink.lock().handed_over());
     assert_eq!(
         sink.lock()
             .pump
@@ -230,15 +231,18 @@ async fn a_socket_that_keeps_up_is_written_by_the_offers_alone() {
     let mut chunk = vec![0u8; 65536];
     for i in 1..=5 {
         assert!(p.publish(event(slice(i * 40, 300))));
-        assert!(!sink.lock().writing);
+        assert!(!sink.lock().handed_over());
         while w.rtp.iter().filter(|r| r.2).count() < i as usize {
             let n = client.read(&mut chunk).await.unwrap();
             buf.extend_from_slice(&chunk[..n]);
             parse(&mut buf, &mut w);
         }
     }
-    let mut notified = std::pin::pin!(sink.wake.notified());
-    assert!(futures_util::poll!(notified.as_mut()).is_pending());
+    let mut woken = std::pin::pin!(std::future::poll_fn(|cx| sink.poll_wake(cx)));
+    assert!(
+        futures_util::poll!(woken.as_mut()).is_pending(),
+        "the task is not needed"
+    );
     // Unregistered (PAUSE, TEARDOWN): publishing writes nothing more.
     drop(guard);
     assert!(p.publish(event(slice(240, 300))));
@@ -258,9 +262,12 @@ async fn the_streams_end_is_told_to_the_task() {
     let (sink, _guard) = playing(v, server);
     sink.flush().await.unwrap();
     s.shutdown().await;
-    tokio::time::timeout(Duration::from_secs(5), sink.wake.notified())
-        .await
-        .expect("the task is told");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        std::future::poll_fn(|cx| sink.poll_wake(cx)),
+    )
+    .await
+    .expect("the task is told");
     let e = sink.flush().await.unwrap_err();
-    assert!(matches!(e, ConnError::ViewerEnded(Ended::Stopped)), "{e}");
+    assert!(matches!(e, End::Viewer(Ended::Stopped)), "{e:?}");
 }
