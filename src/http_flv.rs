@@ -15,7 +15,9 @@ use bytes::Bytes;
 
 use crate::hub::fanout::{Delivery, SourceId};
 use crate::hub::{JoinRequest, Publisher};
-use crate::media::{flv, ticks_to_ms};
+use crate::media::{flv, ticks_to_ms, Frame};
+use crate::pump::sink::{Encoder, Part};
+use tokio::time::Instant;
 
 /// What an HTTP-FLV viewer joins with. `internal`: one of our own
 /// `ffmpeg:STREAM` readers reading its stream back (it does not keep the
@@ -57,16 +59,48 @@ impl Play {
         match d {
             Delivery::Tracks { video, audio } => self.session.set_tracks(video, audio),
             Delivery::Frame(f) => {
-                let before = self
-                    .session
-                    .before_frame(f.kind(), ticks_to_ms(f.dts).max(0));
-                if before.first {
-                    out.push_back(self.session.file_header());
-                }
-                out.extend(before.headers.into_iter().flatten().flatten());
+                out.extend(self.before(&f));
                 out.push_back(flv::shared_tag(&f));
             }
         }
+    }
+
+    /// What this viewer needs before `f`: the file header before its
+    /// first frame, then the sequence headers it has not had.
+    fn before(&mut self, f: &Frame) -> impl Iterator<Item = Bytes> {
+        let before = self
+            .session
+            .before_frame(f.kind(), ticks_to_ms(f.dts).max(0));
+        let header = before.first.then(|| self.session.file_header());
+        header
+            .into_iter()
+            .chain(before.headers.into_iter().flatten().flatten())
+    }
+}
+
+/// The same for a sink that writes from the producer's side (an HTTP-FLV
+/// viewer on a TCP connection: `api/body.rs`): the frame's tag is
+/// borrowed, not counted.
+impl Encoder for Play {
+    fn encode<'b>(
+        &mut self,
+        batch: &'b [Delivery],
+        _now: Instant,
+        _own: &mut Vec<u8>,
+        parts: &mut Vec<Part<'b>>,
+    ) -> usize {
+        for d in batch {
+            match d {
+                Delivery::Tracks { video, audio } => {
+                    self.session.set_tracks(video.clone(), audio.clone())
+                }
+                Delivery::Frame(f) => {
+                    parts.extend(self.before(f).map(Part::Bytes));
+                    parts.push(Part::Shared(flv::shared_tag_ref(f)));
+                }
+            }
+        }
+        0
     }
 }
 

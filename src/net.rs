@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+pub mod handoff;
+
 /// A client that accepts no bytes for this long is disconnected. Without it
 /// a stalled HTTP-FLV viewer would hold its socket (and its lease on the
 /// stream, keeping the cameras running) forever.
@@ -124,10 +126,19 @@ pub trait Listen: Send + 'static {
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
     /// Socket options for a connection we keep.
     fn tune(_io: &Self::Io) {}
+    /// The connection as a TCP socket, if it is one: an HTTP response can
+    /// then take its socket over ([`handoff`]).
+    fn into_tcp(io: Self::Io) -> Result<TcpStream, Self::Io> {
+        Err(io)
+    }
 }
 
 impl Listen for TcpListener {
     type Io = TcpStream;
+
+    fn into_tcp(io: TcpStream) -> Result<TcpStream, TcpStream> {
+        Ok(io)
+    }
 
     async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         TcpListener::accept(self).await
@@ -357,6 +368,61 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, answer: &[u8]) {
     while let Ok(n) = s.read(&mut sink).await {
         if n == 0 {
             break;
+        }
+    }
+}
+
+/// One HTTP connection, until it ends or, once `stop` resolves, within
+/// [`SHUTDOWN_GRACE`]. `handed`: the socket and its hand-over, given to
+/// every request's handlers as an extension.
+async fn serve_http_conn<I>(
+    io: I,
+    router: Router,
+    peer: SocketAddr,
+    handed: Option<handoff::HttpConn>,
+    permit: OwnedSemaphorePermit,
+    mut stop: Stop,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let tower = hyper_util::service::TowerToHyperService::new(router);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        if let Some(h) = &handed {
+            req.extensions_mut().insert(h.clone());
+        }
+        hyper::service::Service::call(&tower, req)
+    });
+    let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        // /api/ws: axum's WebSocketUpgrade takes the connection over.
+        .with_upgrades();
+    let mut conn = pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %peer, error = %e, "http connection ended");
+                }
+                break;
+            }
+            _ = &mut stop, if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // An HTTP-FLV or MP4 body never finishes by itself: past
+            // the grace, the viewer is ended, not waited for.
+            () = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => {
+                tracing::debug!(peer = %peer, "connection ended: shutting down");
+                break;
+            }
         }
     }
 }
@@ -641,53 +707,32 @@ pub async fn serve_http<L: Listen>(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-
     accept_loop(
         listener,
         shutdown,
         Ending::Signal,
-        |io, peer, permit, mut stop| {
+        |io, peer, permit, stop| {
             tracing::trace!(peer = %peer, "accepted");
-            let tower = hyper_util::service::TowerToHyperService::new(router.clone());
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
-                    hyper::service::Service::call(&tower, req)
-                },
-            );
-            let io = DeadlineIo::new(io, WRITE_STALL).holding(permit);
-            async move {
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(io), svc)
-                    // /api/ws: axum's WebSocketUpgrade takes the connection over.
-                    .with_upgrades();
-                let mut conn = pin!(conn);
-                let mut stopping = false;
-                loop {
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!(peer = %peer, error = %e, "http connection ended");
-                            }
-                            break;
-                        }
-                        _ = &mut stop, if !stopping => {
-                            stopping = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        // An HTTP-FLV or MP4 body never finishes by itself: past
-                        // the grace, the viewer is ended, not waited for.
-                        () = tokio::time::sleep(SHUTDOWN_GRACE), if stopping => {
-                            tracing::debug!(peer = %peer, "connection ended: shutting down");
-                            break;
-                        }
-                    }
+            let router = router.clone();
+            // A TCP connection's socket is shared, so that a response can
+            // take it over (`handoff`: HTTP-FLV writes from the producer's
+            // side); a Unix socket's is hyper's alone.
+            let conn: Pin<Box<dyn Future<Output = ()> + Send>> = match L::into_tcp(io) {
+                Ok(tcp) => {
+                    let io = handoff::SharedTcp::new(tcp);
+                    let handed = io.conn().clone();
+                    Box::pin(serve_http_conn(
+                        io,
+                        router,
+                        peer,
+                        Some(handed),
+                        permit,
+                        stop,
+                    ))
                 }
-            }
+                Err(io) => Box::pin(serve_http_conn(io, router, peer, None, permit, stop)),
+            };
+            conn
         },
     )
     .await;

@@ -7,32 +7,62 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use std::convert::Infallible;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::auth::internal_token_ok;
-use super::body::body;
+use super::body::{body, direct};
 use super::{no_cache, ApiError, Shared};
 use crate::http_flv;
+use crate::net::handoff::HttpConn;
 use crate::net::PeerAddr;
+use crate::pump::sink::{Framing, Sink};
+use crate::pump::Pump;
 
 pub(super) async fn internal_stream_flv(
     st: State<Shared>,
     peer: ConnectInfo<PeerAddr>,
-    Query(q): Query<HashMap<String, String>>,
+    how: How,
+    q: Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if !matches!(q.get("internal").map(String::as_str), Some("1" | "true")) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint"));
     }
-    stream_flv(st, peer, Query(q)).await
+    stream_flv(st, peer, how, q).await
+}
+
+/// How the answer can be written: the request's method and version, and
+/// the TCP connection's socket, which a GET's body can take over.
+pub(super) struct How {
+    method: Method,
+    version: Version,
+    conn: Option<HttpConn>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for How {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<How, Infallible> {
+        Ok(How {
+            method: parts.method.clone(),
+            version: parts.version,
+            conn: parts.extensions.get::<HttpConn>().cloned(),
+        })
+    }
 }
 
 pub(super) async fn stream_flv(
     State(st): State<Shared>,
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    how: How,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let name = q
@@ -87,6 +117,31 @@ pub(super) async fn stream_flv(
         .registry
         .join_fitting(&stream, http_flv::join_request(peer.0, internal, exclude))
         .await?;
+    // Over TCP, the body writes the socket itself from the producer's
+    // side (`body::direct`), in chunks of its own under HTTP/1.1 (said
+    // in the head, so that hyper frames the end the same way). A HEAD
+    // has no body to write, and a Unix socket's connection is hyper's.
+    let framing = match how.version {
+        Version::HTTP_11 => Some(Framing::Chunked),
+        Version::HTTP_10 => Some(Framing::Raw),
+        _ => None,
+    };
+    if let (&Method::GET, Some(conn), Some(framing)) = (&how.method, how.conn, framing) {
+        let sink = Arc::new(Sink::new(
+            http_flv::Play::default(),
+            Pump::new(viewer),
+            conn.sock.clone(),
+            framing,
+        ));
+        let mut r = no_cache("video/x-flv", direct("http-flv", conn, sink));
+        if framing == Framing::Chunked {
+            r.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        return Ok(r);
+    }
     let mut play = http_flv::Play::default();
     let body = body("http-flv", viewer, VecDeque::new(), move |d, out| {
         play.encode(d, out);

@@ -655,26 +655,29 @@ pub fn tag_body(tag: &Bytes) -> Bytes {
 /// stream-clock time: the same bytes for every viewer, so it is built once
 /// per frame and shared (see [`crate::media::Wire`]).
 pub fn shared_tag(frame: &Frame) -> Bytes {
-    frame
-        .wire
-        .flv(|| {
-            let mut s = BytesMut::with_capacity(TAG_HEADER_LEN + 5 + frame.payload.len() + 4);
-            let cts = ticks_to_ms(frame.pts - frame.dts);
-            let ts = ticks_to_ms(frame.dts).max(0);
-            let data_size = put_tag_header(
-                &mut s,
-                frame.codec,
-                1,
-                frame.payload.len(),
-                ts,
-                cts,
-                frame.keyframe,
-            );
-            s.put_slice(&frame.payload);
-            s.put_u32(TAG_HEADER_LEN as u32 + data_size);
-            s.freeze()
-        })
-        .clone()
+    shared_tag_ref(frame).clone()
+}
+
+/// [`shared_tag`], borrowed from the frame (no count taken on the shared
+/// bytes, which every viewer's core would otherwise bounce between them).
+pub fn shared_tag_ref(frame: &Frame) -> &Bytes {
+    frame.wire.flv(|| {
+        let mut s = BytesMut::with_capacity(TAG_HEADER_LEN + 5 + frame.payload.len() + 4);
+        let cts = ticks_to_ms(frame.pts - frame.dts);
+        let ts = ticks_to_ms(frame.dts).max(0);
+        let data_size = put_tag_header(
+            &mut s,
+            frame.codec,
+            1,
+            frame.payload.len(),
+            ts,
+            cts,
+            frame.keyframe,
+        );
+        s.put_slice(&frame.payload);
+        s.put_u32(TAG_HEADER_LEN as u32 + data_size);
+        s.freeze()
+    })
 }
 
 /// Writes a tag header and codec header (E.4.1, E.4.2.1, E.4.3.1); returns
