@@ -522,3 +522,117 @@ fn progressive_mp4_is_h264_and_aac_and_records_cleanly() {
     let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!((4.5..=5.5).contains(&secs), "{secs} s recorded");
 }
+
+/// An FLV body as far as its tags are whole (E.2, E.4.1): checks the file
+/// header, each tag's PreviousTagSize and that each track's timestamps
+/// never go back; returns how many tags it walked.
+fn walk_flv(body: &[u8]) -> usize {
+    assert!(body.len() >= 13, "{} bytes", body.len());
+    assert_eq!(&body[..4], b"FLV\x01", "the file header");
+    let mut at = 13;
+    let mut tags = 0;
+    let mut last = [0u32; 2];
+    while at + 11 <= body.len() {
+        let kind = body[at];
+        let size = u32::from_be_bytes([0, body[at + 1], body[at + 2], body[at + 3]]) as usize;
+        if at + 11 + size + 4 > body.len() {
+            break;
+        }
+        assert!(kind == 8 || kind == 9, "tag type {kind} at byte {at}");
+        let ts = u32::from_be_bytes([body[at + 7], body[at + 4], body[at + 5], body[at + 6]]);
+        let k = usize::from(kind == 9);
+        assert!(
+            ts >= last[k],
+            "timestamps of type {kind} go back at byte {at}"
+        );
+        last[k] = ts;
+        let prev = &body[at + 11 + size..at + 15 + size];
+        assert_eq!(
+            u32::from_be_bytes(prev.try_into().unwrap()) as usize,
+            11 + size,
+            "PreviousTagSize at byte {at}"
+        );
+        at += 15 + size;
+        tags += 1;
+    }
+    tags
+}
+
+/// Reads a response to `request` for `secs`: its head and its body bytes.
+fn read_response(port: u16, request: &str, secs: u64) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    (head, all[end + 4..].to_vec())
+}
+
+/// HTTP-FLV over TCP is written by the producer's side once hyper has
+/// sent the head (issue 17): over HTTP/1.1 in chunks of its own, over
+/// HTTP/1.0 as it is until the close. Either way a client reads whole,
+/// ordered FLV; and a HEAD gets the head alone.
+#[test]
+fn http_flv_is_whole_in_http_1_1_chunks_and_over_http_1_0_and_head_has_no_body() {
+    let _p = heavy();
+    let srv = Server::start(&format!("  demo: \"{}\"\n", demo_source(25)), "");
+    let path = "/api/stream.flv?src=demo";
+
+    let (head, raw) = read_response(
+        srv.port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        3,
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // RFC 9112 §7.1: size line, data, CRLF; no empty chunk while it plays.
+    let mut body = Vec::new();
+    let mut at = 0;
+    while let Some(eol) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[at..at + eol]).expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        assert!(size > 0, "an empty chunk ended the body at byte {at}");
+        let data = at + eol + 2;
+        if data + size + 2 > raw.len() {
+            break;
+        }
+        assert_eq!(
+            &raw[data + size..data + size + 2],
+            b"\r\n",
+            "chunk end at byte {at}"
+        );
+        body.extend_from_slice(&raw[data..data + size]);
+        at = data + size + 2;
+    }
+    let tags = walk_flv(&body);
+    assert!(tags > 100, "{tags} tags in 3 s over HTTP/1.1");
+
+    let (head, body) = read_response(srv.port, &format!("GET {path} HTTP/1.0\r\n\r\n"), 3);
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let tags = walk_flv(&body);
+    assert!(tags > 100, "{tags} tags in 3 s over HTTP/1.0");
+
+    let (head, body) = read_response(
+        srv.port,
+        &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        2,
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.is_empty(), "a HEAD got {} body bytes", body.len());
+}

@@ -71,12 +71,13 @@ pub fn event(f: Frame) -> Event {
 
 /// An H.264 frame at `ms` whose payload is 100 bytes of `ms as u8`.
 pub fn video(ms: i64, keyframe: bool) -> Frame {
+    let mut f = video_of(ms, 100);
+    f.keyframe = keyframe;
+    f
+}
+
+/// A non-key H.264 frame at `ms` whose payload is `len` bytes of `ms as u8`.
+pub fn video_of(ms: i64, len: usize) -> Frame {
     let t = ms_to_ticks(ms);
-    Frame::new(
-        Codec::H264,
-        t,
-        t,
-        keyframe,
-        Bytes::from(vec![ms as u8; 100]),
-    )
+    Frame::new(Codec::H264, t, t, false, Bytes::from(vec![ms as u8; len]))
 }

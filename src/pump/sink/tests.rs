@@ -4,8 +4,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::hub::testing::{event, published};
-use crate::media::{ms_to_ticks, Codec, Frame};
+use crate::hub::testing::{event, published, video_of as frame};
 
 /// Each frame's payload as it is: what the sink adds is the framing.
 struct Payloads;
@@ -25,12 +24,6 @@ impl Encoder for Payloads {
         }
         0
     }
-}
-
-/// A frame at `ms` of `len` bytes, each `ms as u8`.
-fn frame(ms: i64, len: usize) -> Frame {
-    let t = ms_to_ticks(ms);
-    Frame::new(Codec::H264, t, t, false, Bytes::from(vec![ms as u8; len]))
 }
 
 /// Our end and the client's of a loopback connection whose buffers fill
