@@ -150,7 +150,7 @@ pub async fn publish<E: std::fmt::Display>(
             match demux.next_event() {
                 Ok(None) => break None,
                 Ok(Some(ev)) => {
-                    if !publisher.publish(ev) {
+                    if !publisher.queue(ev) {
                         taken = true;
                         break None;
                     }
@@ -158,6 +158,8 @@ pub async fn publish<E: std::fmt::Display>(
                 Err(e) => break Some(e),
             }
         };
+        // What one chunk of the body brought goes as one batch.
+        publisher.flush();
         if let Some(error) = bad {
             break Err(PublishError::Flv {
                 stream: stream.to_string(),

@@ -270,7 +270,26 @@ impl Publisher {
     /// Publishes one event; false once this publisher no longer owns the
     /// stream (it was stopped, or shut down): the caller should hang up.
     pub fn publish(&self, ev: flv::Event) -> bool {
-        if let flv::Event::Frame(f) = &ev {
+        self.count(&ev);
+        self.fanout.publish(self.source, self.generation, ev)
+    }
+
+    /// Queues one of the events a single read brought;
+    /// [`Publisher::flush`] then sends them as one batch (see
+    /// [`Fanout::queue`](super::fanout::Fanout::queue)): frames that arrived
+    /// together cost every viewer one write, not one each.
+    pub fn queue(&self, ev: flv::Event) -> bool {
+        self.count(&ev);
+        self.fanout.queue(self.source, self.generation, ev)
+    }
+
+    /// Sends what [`Publisher::queue`] queued.
+    pub fn flush(&self) {
+        self.fanout.flush();
+    }
+
+    fn count(&self, ev: &flv::Event) {
+        if let flv::Event::Frame(f) = ev {
             self.stats
                 .last_frame_ms
                 .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -278,7 +297,6 @@ impl Publisher {
                 .bytes
                 .fetch_add(f.payload.len() as u64, Ordering::Relaxed);
         }
-        self.fanout.publish(self.source, self.generation, ev)
     }
 
     /// Whether the stream still takes this publisher: false once it was

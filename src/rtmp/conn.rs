@@ -173,20 +173,35 @@ impl Conn {
                 Ok(Ok(n)) => self.received += n as u64,
             }
             self.maybe_ack();
-            while let Some(m) = self.reader.read(&mut self.buf)? {
-                match self.on_message(m).await? {
-                    Next::Continue => {}
-                    Next::Close(why) => {
-                        self.send().await?;
-                        return Err(why);
-                    }
-                    Next::Play(viewer, stream) => {
-                        self.send().await?;
-                        return self.play(*viewer, &stream).await;
-                    }
+            let read = self.read_messages().await;
+            // What one read brought goes to the viewers as one batch.
+            if let Role::Publishing { publisher, .. } = &self.role {
+                publisher.flush();
+            }
+            match read? {
+                Next::Continue => {}
+                Next::Close(why) => {
+                    self.send().await?;
+                    return Err(why);
+                }
+                Next::Play(viewer, stream) => {
+                    self.send().await?;
+                    return self.play(*viewer, &stream).await;
                 }
             }
         }
+    }
+
+    /// Handles every whole message in the buffer; stops at the first that
+    /// ends the loop (a close, a play).
+    async fn read_messages(&mut self) -> Result<Next, ConnError> {
+        while let Some(m) = self.reader.read(&mut self.buf)? {
+            match self.on_message(m).await? {
+                Next::Continue => {}
+                stop => return Ok(stop),
+            }
+        }
+        Ok(Next::Continue)
     }
 
     /// §5.2 simple handshake: C0+C1 in, S0+S1+S2 out, C2 in. S1's version
@@ -572,7 +587,7 @@ impl Conn {
                 reason,
             })?;
         for ev in events.into_iter().flatten() {
-            if !publisher.publish(ev) {
+            if !publisher.queue(ev) {
                 return Ok(Next::Close(ConnError::PublisherGone {
                     stream: stream.clone(),
                 }));

@@ -237,7 +237,11 @@ impl Conn {
                 Event::Media => self.on_media().await,
                 Event::Silent => Err(ConnError::Silent),
                 Event::Idle => Err(ConnError::Idle),
-                Event::Udp(i, d) => self.on_published_rtp(i, d),
+                Event::Udp(i, d) => {
+                    let r = self.on_published_rtp(i, d);
+                    self.flush_published();
+                    r
+                }
             };
             if let Err(why) = step {
                 return why;
@@ -248,7 +252,10 @@ impl Conn {
     async fn on_input(&mut self) -> Result<(), ConnError> {
         loop {
             match wire::next(&mut self.buf) {
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.flush_published();
+                    return Ok(());
+                }
                 Ok(Some(wire::Incoming::Response)) => {}
                 Ok(Some(wire::Incoming::Data { channel, payload })) => {
                     if let Some(i) = self
@@ -317,6 +324,17 @@ impl Conn {
         // A batch sent before the registration was offered to nobody.
         let sink = s.sink.clone();
         Ok(sink.flush().await?)
+    }
+
+    /// Drops the session, once the write an offer may have left half done
+    /// is finished (the next reply goes straight to the socket and must
+    /// not cut a packet). A failed write here fails the reply's too.
+    pub(super) async fn end_session(&mut self) {
+        let Some(s) = self.session.take() else {
+            return;
+        };
+        s.sink.lock().playing = false;
+        let _ = s.sink.flush().await;
     }
 
     /// The media path needs this task: the rest of a write, or its end.
@@ -480,7 +498,7 @@ impl Conn {
                 Ok(()) => {
                     // Dropping a session releases the viewer's lease or
                     // the publisher's hold.
-                    self.session = None;
+                    self.end_session().await;
                     self.publishing = None;
                     Reply::ok()
                 }

@@ -188,7 +188,7 @@ impl Conn {
             return Reply::error(404, "Not Found", "no stream in the URL");
         };
         // A new DESCRIBE starts over (and leaves any earlier stream).
-        self.session = None;
+        self.end_session().await;
         if let Err(r) = self.open_session(&t).await {
             return r;
         }

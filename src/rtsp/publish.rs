@@ -237,11 +237,20 @@ impl PublishSession {
                 tracing::warn!(stream = %self.stream, track = i, errors = t.errors, "bad RTP from publisher: {e}");
             }
         }
-        events.into_iter().all(|ev| self.publisher.publish(ev))
+        // Queued: the connection sends what one read brought as one batch
+        // (`Conn::flush_published`).
+        events.into_iter().all(|ev| self.publisher.queue(ev))
     }
 }
 
 impl Conn {
+    /// Sends what the packets of one read (or one datagram) queued.
+    pub(super) fn flush_published(&self) {
+        if let Some(p) = &self.publishing {
+            p.publisher.flush();
+        }
+    }
+
     pub(super) fn on_published_rtp(
         &mut self,
         track: usize,
@@ -312,7 +321,7 @@ impl Conn {
         }
         // One role per connection: a new ANNOUNCE ends whatever was here
         // (its publisher first, so a re-ANNOUNCE is not Busy with itself).
-        self.session = None;
+        self.end_session().await;
         self.publishing = None;
         let publisher = match by_token {
             Some(p) => {
