@@ -432,6 +432,11 @@ async fn run(
     let mut video = VideoState::default();
     let mut seq = SeqNos::default();
     let mut last_rx = Instant::now();
+    // str0m's next timeout, armed once and moved only when it changes: a
+    // timer made and dropped at every frame (every turn of this loop) is
+    // a timer-wheel entry per frame per peer.
+    let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         // Drain what str0m has to say, up to its next timeout.
         let mut keyframe_wanted = false;
@@ -478,6 +483,13 @@ async fn run(
         let wait = timeout
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_secs(1));
+        // To the millisecond: str0m's deadlines move by microseconds
+        // between turns, and tokio's timer resolution is 1 ms anyway.
+        let at = tokio::time::Instant::now() + wait;
+        if armed.is_none_or(|a| a > at || at - a > Duration::from_millis(1)) {
+            timer.as_mut().reset(at);
+            armed = Some(at);
+        }
         tokio::select! {
             p = reg.rx.recv() => {
                 let Some(p) = p else { return "transport closed".into() };
@@ -535,7 +547,8 @@ async fn run(
             _ = gone.cancelled(), if !connected => {
                 return "signalling closed before the peer connected".into();
             }
-            _ = tokio::time::sleep(wait) => {
+            _ = timer.as_mut() => {
+                armed = None;
                 if let Err(e) = rtc.handle_input(Input::Timeout(std::time::Instant::now())) {
                     return format!("webrtc: {e}");
                 }
