@@ -108,10 +108,12 @@ struct Direct<E: Encoder> {
 }
 
 impl<E: Encoder> Direct<E> {
-    /// No offer writes after this: hyper may write the body's end.
+    /// No offer writes after this: hyper may write the body's end, and
+    /// the connection's next response.
     fn stop(&mut self) {
         self.sink.lock().playing = false;
         self.guard = None;
+        self.conn.handoff.give_back();
     }
 }
 

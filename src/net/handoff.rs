@@ -48,6 +48,13 @@ impl Handoff {
         }
     }
 
+    /// The body that owned the socket is done (ended, failed or dropped):
+    /// hyper writes again, and the next response's body (a keep-alive
+    /// connection's next request) must ask anew, after its own head.
+    pub fn give_back(&self) {
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Writer::Hyper;
+    }
+
     /// hyper flushed: its buffer is empty.
     fn flushed(&self) {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,5 +160,46 @@ impl AsyncWrite for SharedTcp {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The socket is a body's from hyper's first flush after it asked,
+    /// not before; given back, the next body must ask and wait again.
+    #[test]
+    fn a_body_owns_the_socket_from_the_flush_after_it_asked_until_it_gives_it_back() {
+        let h = Handoff::default();
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        h.flushed(); // hyper's flushes before the ask hand nothing over
+        assert!(h.poll_ours(&mut cx).is_pending());
+        assert_eq!(woken.0.load(Ordering::Relaxed), 0);
+        h.flushed();
+        assert_eq!(
+            woken.0.load(Ordering::Relaxed),
+            1,
+            "the flush wakes the body"
+        );
+        assert!(h.poll_ours(&mut cx).is_ready());
+        h.flushed();
+        assert!(h.poll_ours(&mut cx).is_ready(), "it stays the body's");
+        h.give_back();
+        assert!(h.poll_ours(&mut cx).is_pending(), "the next body asks anew");
+        h.flushed();
+        assert!(h.poll_ours(&mut cx).is_ready());
     }
 }
