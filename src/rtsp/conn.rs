@@ -288,6 +288,9 @@ impl Conn {
                     }
                 }
                 Ok(Some(wire::Incoming::Request(req))) => {
+                    // What came before the request goes now, not after
+                    // its answer.
+                    self.flush_published();
                     self.last_request = Instant::now();
                     let cseq = req
                         .header(&rtsp_types::headers::CSEQ)
