@@ -5,7 +5,8 @@
 //! [`crate::media::flv`], and the FLV session (which sequence headers a
 //! viewer has had) is the one RTMP play uses too. The API's router mounts
 //! it (`api/flv.rs`: the query, the internal readers' token, the HTTP
-//! answers, and the body stream that drives [`Play`]).
+//! answers, and the body that drives [`Play`]: over TCP, a
+//! `pump::sink::Sink` written from the producer's side).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

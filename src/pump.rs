@@ -1,9 +1,10 @@
 //! The one output pump (issue 18): what every byte-stream output does the
 //! same way between a viewer and its socket. An output is a per-viewer
 //! encoder (its protocol: FLV tags, RTMP chunks, fMP4 fragments,
-//! multipart JPEG) around a [`Pump`], which does the rest. RTSP play uses
-//! only its counting: the fan-out offers it each batch in the producer's
-//! task (`rtsp/sink.rs`, issue 17), so it never waits in `next_batch`.
+//! multipart JPEG) around a [`Pump`], which does the rest. RTSP play and
+//! HTTP-FLV over TCP use only its counting: the fan-out offers them each
+//! batch in the producer's task ([`sink`], issue 17), so they never wait
+//! in `next_batch`.
 //!
 //! - **the queueing:** [`Pump::next_batch`] waits for the viewer's next
 //!   delivery and takes every other one already waiting, so a viewer that
