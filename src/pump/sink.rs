@@ -247,9 +247,20 @@ fn chunk(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    out.extend_from_slice(format!("{:X}\r\n", bytes.len()).as_bytes());
+    out.extend_from_slice(chunk_size_line(bytes.len(), &mut [0u8; 18]));
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `len` in hex and CRLF (RFC 9112 §7.1 chunk-size), written into `buf`.
+fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *b = b"0123456789ABCDEF"[nibble];
+    }
+    buf[digits..digits + 2].copy_from_slice(b"\r\n");
+    &buf[..digits + 2]
 }
 
 impl<E> State<E> {
@@ -314,13 +325,16 @@ impl<E: Encoder> State<E> {
                 Part::Bytes(b) => b.len(),
             })
             .sum();
+        // RFC 9112 §7.1: the chunk-size line, made on the stack (this runs
+        // once per viewer per batch).
+        let mut line = [0u8; 18];
         let head = match framing {
-            Framing::Chunked if total > 0 => format!("{total:X}\r\n"),
-            _ => String::new(),
+            Framing::Chunked if total > 0 => chunk_size_line(total, &mut line),
+            _ => &[][..],
         };
         let mut slices: Vec<IoSlice> = Vec::with_capacity(parts.len() + 2);
         if !head.is_empty() {
-            slices.push(IoSlice::new(head.as_bytes()));
+            slices.push(IoSlice::new(head));
         }
         for p in &parts {
             slices.push(IoSlice::new(match p {
@@ -358,4 +372,4 @@ impl<E: Encoder> State<E> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -27,8 +27,8 @@ impl Encoder for Payloads {
 }
 
 /// Our end and the client's of a loopback connection whose buffers fill
-/// after a few KB.
-async fn small_pair() -> (TcpStream, TcpStream) {
+/// after a few KB (RTSP's sink tests use it too).
+pub(crate) async fn small_pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(4096).unwrap();
@@ -155,4 +155,13 @@ async fn a_socket_that_takes_nothing_fails_after_the_stall_bound() {
         "{e:?}"
     );
     assert!(started.elapsed() >= crate::net::WRITE_STALL);
+}
+
+#[test]
+fn chunk_size_lines_are_hex_and_crlf() {
+    for len in [1usize, 9, 10, 255, 256, 20_000, 1 << 20, usize::MAX] {
+        let mut buf = [0u8; 18];
+        let line = chunk_size_line(len, &mut buf);
+        assert_eq!(line, format!("{len:X}\r\n").as_bytes(), "{len}");
+    }
 }

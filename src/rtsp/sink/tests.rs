@@ -3,12 +3,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::*;
 use crate::hub::fanout::{DirectGuard, Ended};
 use crate::hub::testing::{event, published};
 use crate::media::ms_to_ticks;
+use crate::pump::sink::tests::small_pair;
 use crate::pump::sink::Framing;
 use crate::pump::Pump;
 
@@ -25,22 +26,6 @@ fn slice(ms: i64, len: usize) -> Frame {
     p.resize(4 + len, ms as u8);
     let t = ms_to_ticks(ms);
     Frame::new(Codec::H264, t, t, false, Bytes::from(p))
-}
-
-/// A connected pair on loopback whose buffers fill after a few KB: the
-/// server's end (ours) and the client's.
-async fn small_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&l.local_addr().unwrap().into()).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let client = TcpStream::from_std(s.into()).unwrap();
-    let (server, _) = l.accept().await.unwrap();
-    socket2::SockRef::from(&server)
-        .set_send_buffer_size(4096)
-        .unwrap();
-    (server, client)
 }
 
 /// A playing H.264 session of `viewer` on `sock`, over interleaved
