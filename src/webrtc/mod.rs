@@ -42,7 +42,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::Receive;
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::time::Instant;
 
@@ -367,6 +367,27 @@ fn rtc_config() -> RtcConfig {
         .enable_opus(true, false)
         .enable_pcmu(true, false)
         .enable_pcma(true, false)
+        .set_extension_map(extensions())
+}
+
+/// The RTP header extensions we offer to write: the m-line's id (RFC 8843
+/// §15 BUNDLE, so a receiver can tell the lines apart before it learns
+/// our SSRCs) and the simulcast/RTX stream ids str0m knows (unused but
+/// harmless). Not transport-wide sequence numbers (TWCC,
+/// draft-holmer-rmcat-transport-wide-cc-extensions-01) nor abs-send-time:
+/// both feed a sender's bandwidth estimate, and we send the camera's
+/// stream as it is, with no estimate to feed. With TWCC agreed, a receiver
+/// sends a feedback packet every 50-100 ms (str0m every 50 ms, Chrome
+/// about as often), each one decrypted, parsed and kept by str0m: per
+/// peer, 20 packets a second in and a register entry for every packet out.
+/// Without it, what comes back is receiver reports, NACKs and keyframe
+/// requests. Audio level and video orientation: nothing we would fill in.
+fn extensions() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    exts.set(4, Extension::RtpMid);
+    exts.set(10, Extension::RtpStreamId);
+    exts.set(11, Extension::RepairedRtpStreamId);
+    exts
 }
 
 /// The address of ours that routes to `peer`: what we advertise as our

@@ -73,6 +73,45 @@ fn real_offers_are_within_the_bounds_and_answered() {
     }
 }
 
+/// Chromium offers transport-wide-cc, abs-send-time and more on every
+/// m-line; the answer takes only the mid (and the stream ids), so no
+/// receiver sends us TWCC feedback 20 times a second per peer.
+#[test]
+fn the_answer_agrees_the_mid_extension_and_not_twcc_or_abs_send_time() {
+    let sdp = corpus("real_chromium156_video_audio_data.sdp");
+    assert!(sdp.contains("transport-wide-cc-extensions-01") && sdp.contains("abs-send-time"));
+    let mut rtc = rtc_config().build(std::time::Instant::now());
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parse_offer(&sdp).unwrap())
+        .unwrap()
+        .to_sdp_string();
+    let extmaps: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=extmap:"))
+        .collect();
+    assert!(
+        extmaps
+            .iter()
+            .any(|l| l.ends_with("urn:ietf:params:rtp-hdrext:sdes:mid")),
+        "{answer}"
+    );
+    for unwanted in [
+        "transport-wide-cc",
+        "abs-send-time",
+        "ssrc-audio-level",
+        "urn:3gpp:video-orientation",
+    ] {
+        assert!(
+            !extmaps.iter().any(|l| l.contains(unwanted)),
+            "{unwanted} agreed: {answer}"
+        );
+    }
+    // str0m still lists `a=rtcp-fb:PT transport-cc` per payload type: a
+    // receiver cannot send that feedback without the sequence numbers of
+    // the extension, which no packet of ours carries.
+}
+
 #[test]
 fn a_peer_offering_h265_is_answered_h265_and_takes_the_camera_as_it_is() {
     // Chrome 136+ with a hardware HEVC decoder adds these lines.
