@@ -19,6 +19,11 @@
 //! is sent again on a NACK (RFC 4585 §6.2.1) over RTX (RFC 4588), which
 //! str0m negotiates with every H.264/H.265 payload type.
 //!
+//! No bandwidth estimate: the camera's stream goes out at its own rate, so
+//! the answer agrees no header extension that only feeds one (TWCC,
+//! abs-send-time; see [`extensions`]) and no receiver sends us the
+//! feedback for it.
+//!
 //! Keyframe requests (RFC 4585 §6.3.1 PLI, RFC 5104 §4.3.1 FIR) are
 //! answered from what we have: the last keyframe this peer was sent, again,
 //! and then the live deltas go on. A `-c copy` source cannot be asked for
